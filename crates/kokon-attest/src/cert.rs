@@ -1,0 +1,122 @@
+//! Issuing RA-TLS certificates.
+
+use rcgen::{
+    CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, PKCS_ED25519, PublicKeyData,
+};
+use time::OffsetDateTime;
+
+use crate::evidence::binding;
+use crate::{Claims, Evidence, EvidenceKind, Role, SimulatedQuote, oids};
+
+/// What a node needs to make its certificate.
+#[derive(Clone, Debug)]
+pub struct IdentityParams {
+    pub role: Role,
+    /// SHA-256 of the node's effective configuration.
+    pub config_sha256: [u8; 32],
+    /// Names the simulated image (see [`SimulatedQuote::measurements_for`]).
+    pub image_label: String,
+    /// Certificate lifetime in seconds.
+    pub lifetime_secs: u64,
+    /// Unix seconds now (the caller's clock).
+    pub now: u64,
+}
+
+/// A certificate with its private key.
+pub struct Identity {
+    pub cert_der: Vec<u8>,
+    /// PKCS#8 DER of the Ed25519 key. Never leaves the process.
+    pub key_pkcs8: Vec<u8>,
+    pub claims: Claims,
+    /// Unix seconds after which the certificate is invalid.
+    pub not_after: u64,
+}
+
+// The private key must never be printed.
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("claims", &self.claims).finish_non_exhaustive()
+    }
+}
+
+/// The raw parts of a certificate, exposed so tests can build malformed ones.
+pub struct CertParts {
+    pub claims: Vec<u8>,
+    pub evidence: Vec<u8>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub claims_critical: bool,
+    pub evidence_critical: bool,
+    /// Extra extensions: (OID, content, critical).
+    pub extra: Vec<(Vec<u64>, Vec<u8>, bool)>,
+}
+
+impl Identity {
+    /// Makes a fresh key and a certificate carrying `simulated` evidence.
+    pub fn simulated(p: &IdentityParams) -> Result<Self, rcgen::Error> {
+        let key = KeyPair::generate_for(&PKCS_ED25519)?;
+        let spki = key.subject_public_key_info();
+        let claims = Claims {
+            role: p.role,
+            protocol_version: crate::error::kokon_proto_version(),
+            tls_key_sha256: hex::encode(crate::sha256(&spki)),
+            issued_at: p.now,
+            config_sha256: hex::encode(p.config_sha256),
+        };
+        let claims_bytes = claims.to_bytes();
+        let quote = SimulatedQuote {
+            measurements: SimulatedQuote::measurements_for(&p.image_label),
+            report_data: binding(&spki, &claims_bytes),
+        };
+        let evidence = Evidence { kind: EvidenceKind::Simulated, quote: quote.to_bytes() };
+        let now = p.now as i64;
+        let parts = CertParts {
+            claims: claims_bytes,
+            evidence: evidence.to_bytes(),
+            not_before: now - 60,
+            not_after: now + p.lifetime_secs as i64,
+            claims_critical: true,
+            evidence_critical: true,
+            extra: Vec::new(),
+        };
+        let cert_der = build_certificate(&key, &parts, p.role)?;
+        Ok(Self {
+            cert_der,
+            key_pkcs8: key.serialize_der(),
+            claims,
+            not_after: parts.not_after as u64,
+        })
+    }
+}
+
+/// Builds a self-signed certificate from raw parts, signed by `key`.
+pub fn build_certificate(key: &KeyPair, parts: &CertParts, role: Role) -> Result<Vec<u8>, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("kokon-{role}"));
+    params.distinguished_name = dn;
+    params.not_before = timestamp(parts.not_before)?;
+    params.not_after = timestamp(parts.not_after)?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages =
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let mut push = |oid: &[u64], content: Vec<u8>, critical: bool| {
+        let mut ext = CustomExtension::from_oid_content(oid, content);
+        ext.set_criticality(critical);
+        params.custom_extensions.push(ext);
+    };
+    push(oids::CLAIMS, parts.claims.clone(), parts.claims_critical);
+    push(oids::EVIDENCE, parts.evidence.clone(), parts.evidence_critical);
+    for (oid, content, critical) in &parts.extra {
+        push(oid, content.clone(), *critical);
+    }
+    Ok(params.self_signed(key)?.der().to_vec())
+}
+
+fn timestamp(secs: i64) -> Result<OffsetDateTime, rcgen::Error> {
+    OffsetDateTime::from_unix_timestamp(secs).map_err(|_| rcgen::Error::InvalidAsn1String(
+        rcgen::InvalidAsn1String::PrintableString("timestamp out of range".into()),
+    ))
+}

@@ -1,0 +1,65 @@
+//! Claims: what a certificate says about its holder, bound into the evidence.
+
+use serde::{Deserialize, Serialize};
+
+use crate::AttestError;
+
+/// Largest claims extension accepted, in bytes.
+pub const MAX_CLAIMS: usize = 4096;
+
+/// The role a node plays in the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Proxy,
+    Worker,
+    Client,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Proxy => "proxy",
+            Role::Worker => "worker",
+            Role::Client => "client",
+        })
+    }
+}
+
+/// What a certificate holder claims. Hashed into the quote's report data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claims {
+    pub role: Role,
+    /// Link protocol version (see `kokon-proto`).
+    pub protocol_version: u16,
+    /// Hex SHA-256 of the certificate's SubjectPublicKeyInfo DER.
+    pub tls_key_sha256: String,
+    /// Unix seconds when the claims (and certificate) were made.
+    pub issued_at: u64,
+    /// Hex SHA-256 of the node's effective configuration.
+    pub config_sha256: String,
+}
+
+impl Claims {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses claims, bounding the input.
+    pub fn parse(bytes: &[u8]) -> Result<Self, AttestError> {
+        if bytes.len() > MAX_CLAIMS {
+            return Err(AttestError::ClaimsTooLarge(bytes.len()));
+        }
+        let c: Claims =
+            serde_json::from_slice(bytes).map_err(|e| AttestError::ClaimsMalformed(e.to_string()))?;
+        let is_hex32 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_hex32(&c.tls_key_sha256) {
+            return Err(AttestError::ClaimsMalformed("tls_key_sha256 is not 32 hex bytes".into()));
+        }
+        if !is_hex32(&c.config_sha256) {
+            return Err(AttestError::ClaimsMalformed("config_sha256 is not 32 hex bytes".into()));
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,73 @@
+//! Why a certificate or its evidence was refused. One variant per reason, so
+//! tests (and people) can tell them apart.
+
+use crate::{EvidenceKind, Role};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum AttestError {
+    #[error("certificate of {0} bytes exceeds the {max}-byte limit", max = crate::MAX_CERT_DER)]
+    CertTooLarge(usize),
+    #[error("certificate is not valid DER X.509: {0}")]
+    CertMalformed(String),
+    #[error("certificate chains are not accepted; a Kokon peer presents one self-signed certificate")]
+    ChainNotAllowed,
+    #[error("certificate is not self-signed (issuer differs from subject)")]
+    NotSelfSigned,
+    #[error("certificate self-signature does not verify")]
+    BadSelfSignature,
+    #[error("certificate key is not Ed25519")]
+    WrongKeyType,
+    #[error("certificate is not valid yet (valid from {not_before}, now {now})")]
+    CertNotYetValid { not_before: i64, now: i64 },
+    #[error("certificate has expired (valid until {not_after}, now {now})")]
+    CertExpired { not_after: i64, now: i64 },
+    #[error("certificate validity of {0} s is longer than the policy allows")]
+    CertLifetimeTooLong(i64),
+    #[error("extension {0} is missing")]
+    MissingExtension(&'static str),
+    #[error("extension {0} appears more than once")]
+    DuplicateExtension(String),
+    #[error("extension {0} must be critical")]
+    ExtensionNotCritical(&'static str),
+    #[error("unknown critical extension {0}")]
+    UnknownCriticalExtension(String),
+    #[error("claims are malformed: {0}")]
+    ClaimsMalformed(String),
+    #[error("claims of {0} bytes exceed the limit")]
+    ClaimsTooLarge(usize),
+    #[error("evidence is malformed: {0}")]
+    EvidenceMalformed(String),
+    #[error("evidence of {0} bytes exceeds the limit")]
+    EvidenceTooLarge(usize),
+    #[error("evidence kind {0} is unknown")]
+    UnknownEvidenceKind(u8),
+    #[error("evidence kind `{0}` is not supported by this build")]
+    EvidenceKindUnsupported(EvidenceKind),
+    #[error("simulated evidence is refused: the registry policy does not allow it (it is for test networks only)")]
+    SimulatedNotAllowed,
+    #[error("report data does not bind this certificate's key and claims")]
+    BindingMismatch,
+    #[error("claims name TLS key {claimed} but the certificate key hashes to {actual}")]
+    KeyMismatch { claimed: String, actual: String },
+    #[error("claims were issued at {issued_at}, outside the allowed window around now ({now})")]
+    ClaimsStale { issued_at: u64, now: u64 },
+    #[error("claims speak protocol version {0}, this node speaks {want}", want = kokon_proto_version())]
+    ProtocolVersion(u16),
+    #[error("peer role is {got}, expected one of {expected:?}")]
+    UnexpectedRole { got: Role, expected: Vec<Role> },
+    #[error("image hash {image} is not allowed for role {role} by the registry")]
+    ImageNotAllowed { role: Role, image: String },
+}
+
+/// The link protocol version this crate checks claims against.
+pub const fn kokon_proto_version() -> u16 {
+    1
+}
+
+impl AttestError {
+    /// True when the fault lies with the peer's certificate (as opposed to our
+    /// own policy configuration). All variants are currently peer faults.
+    pub fn is_peer_fault(&self) -> bool {
+        true
+    }
+}

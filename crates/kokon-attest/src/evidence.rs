@@ -1,0 +1,158 @@
+//! Evidence kinds and the measurements they prove.
+//!
+//! * `tdx` (kind 2): an Intel TDX quote. Parsing and DCAP verification land
+//!   with the attestation issue; today such evidence is refused as unsupported.
+//! * `simulated` (kind 1): a software quote with the TDX report's fields
+//!   (MRTD, RTMR0–3, report data) and no hardware signature. Anyone can make
+//!   one, so it proves only the binding to the certificate; a verifier accepts
+//!   it only under a policy that explicitly allows it (test networks).
+
+use crate::{AttestError, sha256};
+
+/// Largest evidence extension accepted (a TDX quote is ~5 KiB, at most ~8 KiB).
+pub const MAX_EVIDENCE: usize = 16 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvidenceKind {
+    Simulated,
+    Tdx,
+}
+
+impl EvidenceKind {
+    fn byte(self) -> u8 {
+        match self {
+            EvidenceKind::Simulated => 1,
+            EvidenceKind::Tdx => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for EvidenceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EvidenceKind::Simulated => "simulated",
+            EvidenceKind::Tdx => "tdx",
+        })
+    }
+}
+
+/// The evidence extension: a kind and its quote bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evidence {
+    pub kind: EvidenceKind,
+    pub quote: Vec<u8>,
+}
+
+impl Evidence {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + self.quote.len());
+        out.push(self.kind.byte());
+        out.extend_from_slice(&self.quote);
+        out
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, AttestError> {
+        if bytes.len() > MAX_EVIDENCE {
+            return Err(AttestError::EvidenceTooLarge(bytes.len()));
+        }
+        let (&kind, quote) =
+            bytes.split_first().ok_or_else(|| AttestError::EvidenceMalformed("empty".into()))?;
+        let kind = match kind {
+            1 => EvidenceKind::Simulated,
+            2 => EvidenceKind::Tdx,
+            other => return Err(AttestError::UnknownEvidenceKind(other)),
+        };
+        Ok(Self { kind, quote: quote.to_vec() })
+    }
+}
+
+/// TD measurements that identify code (not report data).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Measurements {
+    pub mrtd: [u8; 48],
+    pub rtmr: [[u8; 48]; 4],
+}
+
+impl Measurements {
+    /// The image hash: SHA-256 over MRTD ‖ RTMR0 ‖ RTMR1 ‖ RTMR2 ‖ RTMR3.
+    pub fn image_hash(&self) -> [u8; 32] {
+        let mut all = Vec::with_capacity(48 * 5);
+        all.extend_from_slice(&self.mrtd);
+        self.rtmr.iter().for_each(|r| all.extend_from_slice(r));
+        sha256(&all)
+    }
+}
+
+/// A software quote with the fields of a TDX TD report.
+///
+/// Layout (314 bytes): `"KOKONSIM"` ‖ version u16 BE (1) ‖ MRTD (48) ‖
+/// RTMR0..3 (4 × 48) ‖ report data (64).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimulatedQuote {
+    pub measurements: Measurements,
+    pub report_data: [u8; 64],
+}
+
+const SIM_MAGIC: &[u8; 8] = b"KOKONSIM";
+const SIM_LEN: usize = 8 + 2 + 48 * 5 + 64;
+
+impl SimulatedQuote {
+    /// Measurements of a simulated image. `label` names the image (for example
+    /// `kokon-worker/0.1.0`): different labels give different image hashes, so
+    /// test networks can exercise the registry's image allow-list.
+    pub fn measurements_for(label: &str) -> Measurements {
+        let h = |tag: &str| -> [u8; 48] {
+            let a = sha256(format!("kokon-simulated/{tag}/{label}").as_bytes());
+            let b = sha256(&a);
+            let mut out = [0u8; 48];
+            out[..32].copy_from_slice(&a);
+            out[32..].copy_from_slice(&b[..16]);
+            out
+        };
+        Measurements { mrtd: h("mrtd"), rtmr: [h("rtmr0"), h("rtmr1"), h("rtmr2"), h("rtmr3")] }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SIM_LEN);
+        out.extend_from_slice(SIM_MAGIC);
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&self.measurements.mrtd);
+        self.measurements.rtmr.iter().for_each(|r| out.extend_from_slice(r));
+        out.extend_from_slice(&self.report_data);
+        out
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, AttestError> {
+        let bad = |why: &str| AttestError::EvidenceMalformed(format!("simulated quote: {why}"));
+        if bytes.len() != SIM_LEN {
+            return Err(bad(&format!("{} bytes, expected {SIM_LEN}", bytes.len())));
+        }
+        if &bytes[..8] != SIM_MAGIC {
+            return Err(bad("bad magic"));
+        }
+        if bytes[8..10] != 1u16.to_be_bytes() {
+            return Err(bad("unsupported version"));
+        }
+        let take48 = |i: usize| -> [u8; 48] {
+            let start = 10 + 48 * i;
+            bytes[start..start + 48].try_into().unwrap_or([0; 48])
+        };
+        let mut report_data = [0u8; 64];
+        report_data.copy_from_slice(&bytes[SIM_LEN - 64..]);
+        Ok(Self {
+            measurements: Measurements {
+                mrtd: take48(0),
+                rtmr: [take48(1), take48(2), take48(3), take48(4)],
+            },
+            report_data,
+        })
+    }
+}
+
+/// The report data binding a certificate key and its claims.
+pub fn binding(spki_der: &[u8], claims_bytes: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&sha256(spki_der));
+    out[32..].copy_from_slice(&sha256(claims_bytes));
+    out
+}

@@ -1,0 +1,54 @@
+//! Attestation for Kokon links: evidence kinds, RA-TLS certificates and a pure
+//! verifier.
+//!
+//! A Kokon certificate is a short-lived, self-signed Ed25519 X.509 certificate
+//! with two critical extensions:
+//!
+//! * [`oids::CLAIMS`]: JSON [`Claims`] (role, TLS key hash, issue time, config hash…);
+//! * [`oids::EVIDENCE`]: one kind byte and the quote ([`Evidence`]).
+//!
+//! The quote's 64-byte report data is `sha256(SPKI) ‖ sha256(claims bytes)`,
+//! so the evidence cannot be moved to another key or other claims.
+//!
+//! [`verify::verify_certificate`] takes DER bytes, a [`Policy`] and `now`, does
+//! no I/O, and on success returns a [`VerifiedPeer`], a type only the verifier
+//! can construct: code that needs an attested peer asks for one.
+
+pub mod cert;
+pub mod claims;
+pub mod clock;
+pub mod error;
+pub mod evidence;
+pub mod policy;
+pub mod verify;
+
+pub use cert::{Identity, IdentityParams};
+pub use claims::{Claims, Role};
+pub use clock::{Clock, SystemClock};
+pub use error::AttestError;
+pub use evidence::{Evidence, EvidenceKind, Measurements, SimulatedQuote};
+pub use policy::{Policy, RolePolicy};
+pub use verify::{VerifiedPeer, verify_certificate};
+
+/// Object identifiers of Kokon's certificate extensions.
+///
+/// They live under a private-enterprise arc that Kokon has not registered yet
+/// (1.3.6.1.4.1.59999); see docs/ATTESTATION.md.
+pub mod oids {
+    /// JSON claims.
+    pub const CLAIMS: &[u64] = &[1, 3, 6, 1, 4, 1, 59999, 1, 1];
+    /// Evidence: kind byte followed by the quote.
+    pub const EVIDENCE: &[u64] = &[1, 3, 6, 1, 4, 1, 59999, 1, 2];
+    /// Dotted forms, as x509-parser prints them.
+    pub const CLAIMS_DOTTED: &str = "1.3.6.1.4.1.59999.1.1";
+    pub const EVIDENCE_DOTTED: &str = "1.3.6.1.4.1.59999.1.2";
+}
+
+/// Largest certificate the verifier parses, in bytes.
+pub const MAX_CERT_DER: usize = 32 * 1024;
+
+/// SHA-256 helper.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}

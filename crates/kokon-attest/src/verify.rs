@@ -1,0 +1,189 @@
+//! The pure certificate verifier: bytes, policy and `now` in, a verdict out.
+
+use x509_parser::certificate::X509Certificate;
+use x509_parser::oid_registry::{
+    OID_SIG_ED25519, OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_EXTENDED_KEY_USAGE,
+    OID_X509_EXT_KEY_USAGE,
+};
+use x509_parser::prelude::FromDer;
+
+use crate::evidence::binding;
+use crate::{
+    AttestError, Claims, Evidence, EvidenceKind, Measurements, Policy, Role, SimulatedQuote, oids,
+    sha256,
+};
+
+/// Proof that a peer's certificate passed [`verify_certificate`]. Only the
+/// verifier can construct it; code paths that need an attested peer take one.
+#[derive(Clone, Debug)]
+pub struct VerifiedPeer {
+    claims: Claims,
+    evidence_kind: EvidenceKind,
+    measurements: Measurements,
+    image_hash: [u8; 32],
+}
+
+impl VerifiedPeer {
+    pub fn role(&self) -> Role {
+        self.claims.role
+    }
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+    pub fn evidence_kind(&self) -> EvidenceKind {
+        self.evidence_kind
+    }
+    pub fn measurements(&self) -> &Measurements {
+        &self.measurements
+    }
+    pub fn image_hash(&self) -> [u8; 32] {
+        self.image_hash
+    }
+    /// Short identifier of the peer: the first 8 hex bytes of its TLS key hash.
+    pub fn short_id(&self) -> &str {
+        &self.claims.tls_key_sha256[..16]
+    }
+}
+
+/// Verifies a peer's certificate against `policy` at unix time `now`, and
+/// that the peer plays one of the `expected` roles.
+pub fn verify_certificate(
+    der: &[u8],
+    policy: &Policy,
+    expected: &[Role],
+    now: u64,
+) -> Result<VerifiedPeer, AttestError> {
+    if der.len() > crate::MAX_CERT_DER {
+        return Err(AttestError::CertTooLarge(der.len()));
+    }
+    let (rest, cert) =
+        X509Certificate::from_der(der).map_err(|e| AttestError::CertMalformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(AttestError::CertMalformed(format!("{} trailing bytes", rest.len())));
+    }
+    check_self_signed(&cert)?;
+    check_validity(&cert, policy, now)?;
+    let (claims_bytes, evidence_bytes) = kokon_extensions(&cert)?;
+    let claims = Claims::parse(claims_bytes)?;
+    let evidence = Evidence::parse(evidence_bytes)?;
+
+    let spki = cert.public_key().raw;
+    let (measurements, report_data) = open_evidence(&evidence, policy)?;
+    if report_data != binding(spki, claims_bytes) {
+        return Err(AttestError::BindingMismatch);
+    }
+    check_claims(&claims, spki, policy, expected, now)?;
+    let image_hash = measurements.image_hash();
+    check_image(&claims, image_hash, policy)?;
+    Ok(VerifiedPeer { claims, evidence_kind: evidence.kind, measurements, image_hash })
+}
+
+fn check_self_signed(cert: &X509Certificate<'_>) -> Result<(), AttestError> {
+    if cert.public_key().algorithm.algorithm != OID_SIG_ED25519 {
+        return Err(AttestError::WrongKeyType);
+    }
+    if cert.issuer().as_raw() != cert.subject().as_raw() {
+        return Err(AttestError::NotSelfSigned);
+    }
+    cert.verify_signature(None).map_err(|_| AttestError::BadSelfSignature)
+}
+
+fn check_validity(cert: &X509Certificate<'_>, policy: &Policy, now: u64) -> Result<(), AttestError> {
+    let now = now as i64;
+    let not_before = cert.validity().not_before.timestamp();
+    let not_after = cert.validity().not_after.timestamp();
+    if now + (policy.max_skew_secs as i64) < not_before {
+        return Err(AttestError::CertNotYetValid { not_before, now });
+    }
+    if now > not_after {
+        return Err(AttestError::CertExpired { not_after, now });
+    }
+    if not_after - not_before > policy.max_lifetime_secs {
+        return Err(AttestError::CertLifetimeTooLong(not_after - not_before));
+    }
+    Ok(())
+}
+
+/// Finds the two Kokon extensions; refuses duplicates, non-critical ones and
+/// any critical extension this verifier does not understand.
+fn kokon_extensions<'a>(cert: &'a X509Certificate<'_>) -> Result<(&'a [u8], &'a [u8]), AttestError> {
+    let (mut claims, mut evidence) = (None, None);
+    let mut seen = std::collections::HashSet::new();
+    for ext in cert.extensions() {
+        let oid = ext.oid.to_id_string();
+        if !seen.insert(oid.clone()) {
+            return Err(AttestError::DuplicateExtension(oid));
+        }
+        match oid.as_str() {
+            oids::CLAIMS_DOTTED => claims = Some((ext.value, ext.critical)),
+            oids::EVIDENCE_DOTTED => evidence = Some((ext.value, ext.critical)),
+            _ if ext.critical && !is_known_critical(&ext.oid) => {
+                return Err(AttestError::UnknownCriticalExtension(oid));
+            }
+            _ => {}
+        }
+    }
+    let (claims, c_crit) = claims.ok_or(AttestError::MissingExtension("claims"))?;
+    let (evidence, e_crit) = evidence.ok_or(AttestError::MissingExtension("evidence"))?;
+    if !c_crit {
+        return Err(AttestError::ExtensionNotCritical("claims"));
+    }
+    if !e_crit {
+        return Err(AttestError::ExtensionNotCritical("evidence"));
+    }
+    Ok((claims, evidence))
+}
+
+fn is_known_critical(oid: &x509_parser::der_parser::oid::Oid<'_>) -> bool {
+    *oid == OID_X509_EXT_BASIC_CONSTRAINTS
+        || *oid == OID_X509_EXT_KEY_USAGE
+        || *oid == OID_X509_EXT_EXTENDED_KEY_USAGE
+}
+
+fn open_evidence(ev: &Evidence, policy: &Policy) -> Result<(Measurements, [u8; 64]), AttestError> {
+    match ev.kind {
+        EvidenceKind::Simulated => {
+            if !policy.allow_simulated {
+                return Err(AttestError::SimulatedNotAllowed);
+            }
+            let q = SimulatedQuote::parse(&ev.quote)?;
+            Ok((q.measurements, q.report_data))
+        }
+        EvidenceKind::Tdx => Err(AttestError::EvidenceKindUnsupported(EvidenceKind::Tdx)),
+    }
+}
+
+fn check_claims(
+    claims: &Claims,
+    spki: &[u8],
+    policy: &Policy,
+    expected: &[Role],
+    now: u64,
+) -> Result<(), AttestError> {
+    let actual = hex::encode(sha256(spki));
+    if claims.tls_key_sha256 != actual {
+        return Err(AttestError::KeyMismatch { claimed: claims.tls_key_sha256.clone(), actual });
+    }
+    if claims.protocol_version != crate::error::kokon_proto_version() {
+        return Err(AttestError::ProtocolVersion(claims.protocol_version));
+    }
+    let too_old = claims.issued_at + policy.max_age_secs < now;
+    let in_future = claims.issued_at > now + policy.max_skew_secs;
+    if too_old || in_future {
+        return Err(AttestError::ClaimsStale { issued_at: claims.issued_at, now });
+    }
+    if !expected.contains(&claims.role) {
+        return Err(AttestError::UnexpectedRole { got: claims.role, expected: expected.to_vec() });
+    }
+    Ok(())
+}
+
+fn check_image(claims: &Claims, image: [u8; 32], policy: &Policy) -> Result<(), AttestError> {
+    let refused = || AttestError::ImageNotAllowed { role: claims.role, image: hex::encode(image) };
+    let role_policy = policy.role(claims.role).ok_or_else(refused)?;
+    match &role_policy.images {
+        None => Ok(()),
+        Some(list) if list.contains(&image) => Ok(()),
+        Some(_) => Err(refused()),
+    }
+}

@@ -1,0 +1,162 @@
+//! The routing header of a job: all the proxy reads to route it.
+//!
+//! Carried as HTTP headers on the job request, so the body stays opaque.
+
+use http_names::*;
+
+/// Header names, lower-case as HTTP/2 requires.
+pub mod http_names {
+    pub const REQUEST_ID: &str = "kokon-request-id";
+    pub const MODEL: &str = "kokon-model";
+    pub const KIND: &str = "kokon-kind";
+    pub const MAX_PRICE: &str = "kokon-max-price";
+}
+
+const MAX_ID_LEN: usize = 64;
+const MAX_MODEL_LEN: usize = 128;
+
+/// What kind of work a job is. The proxy may route and bill by kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// OpenAI chat completion.
+    Chat,
+    /// OpenAI legacy text completion.
+    Completion,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Chat => "chat",
+            JobKind::Completion => "completion",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "chat" => Some(JobKind::Chat),
+            "completion" => Some(JobKind::Completion),
+            _ => None,
+        }
+    }
+}
+
+/// The routing header of a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobHeader {
+    /// Unique per job, chosen by the client (`[A-Za-z0-9_-]`, at most 64 bytes).
+    pub request_id: String,
+    /// Model name as announced by workers.
+    pub model: String,
+    pub kind: JobKind,
+    /// Highest worker price coefficient the client accepts, in thousandths
+    /// (1000 = the registry's base price). `None` accepts any price.
+    pub max_price_milli: Option<u32>,
+}
+
+/// A header that is missing or malformed. Names the header at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeaderError {
+    #[error("header `{0}` is missing")]
+    Missing(&'static str),
+    #[error("header `{0}` is malformed")]
+    Malformed(&'static str),
+}
+
+impl JobHeader {
+    /// Writes the header onto a request's header map.
+    pub fn write(&self, headers: &mut http_headers::HeaderMap) {
+        let mut put = |name: &'static str, value: &str| {
+            if let Ok(v) = http_headers::HeaderValue::from_str(value) {
+                headers.insert(name, v);
+            }
+        };
+        put(REQUEST_ID, &self.request_id);
+        put(MODEL, &self.model);
+        put(KIND, self.kind.as_str());
+        if let Some(p) = self.max_price_milli {
+            put(MAX_PRICE, &p.to_string());
+        }
+    }
+
+    /// Reads and validates the header from a request's header map.
+    pub fn read(headers: &http_headers::HeaderMap) -> Result<Self, HeaderError> {
+        let get = |name: &'static str| -> Result<Option<&str>, HeaderError> {
+            headers
+                .get(name)
+                .map(|v| v.to_str().map_err(|_| HeaderError::Malformed(name)))
+                .transpose()
+        };
+        let need = |name: &'static str| get(name)?.ok_or(HeaderError::Missing(name));
+
+        let request_id = need(REQUEST_ID)?;
+        if !valid_id(request_id) {
+            return Err(HeaderError::Malformed(REQUEST_ID));
+        }
+        let model = need(MODEL)?;
+        if !valid_model(model) {
+            return Err(HeaderError::Malformed(MODEL));
+        }
+        let kind = JobKind::parse(need(KIND)?).ok_or(HeaderError::Malformed(KIND))?;
+        let max_price_milli = get(MAX_PRICE)?
+            .map(|s| s.parse::<u32>().map_err(|_| HeaderError::Malformed(MAX_PRICE)))
+            .transpose()?;
+        Ok(Self { request_id: request_id.into(), model: model.into(), kind, max_price_milli })
+    }
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID_LEN
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Model names: 1–128 bytes of `[A-Za-z0-9._:/-]`.
+pub fn valid_model(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_MODEL_LEN
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b))
+}
+
+/// Re-export of the `http` header types used here, so callers need not name the crate.
+pub mod http_headers {
+    pub use http::header::{HeaderMap, HeaderValue};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> JobHeader {
+        JobHeader {
+            request_id: "req-1".into(),
+            model: "smollm2-135m-instruct".into(),
+            kind: JobKind::Chat,
+            max_price_milli: Some(1500),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let mut h = http_headers::HeaderMap::new();
+        sample().write(&mut h);
+        assert_eq!(JobHeader::read(&h).unwrap(), sample());
+    }
+
+    #[test]
+    fn names_the_bad_header() {
+        let mut h = http_headers::HeaderMap::new();
+        sample().write(&mut h);
+        h.insert(MODEL, "bad model!".parse().unwrap());
+        assert_eq!(JobHeader::read(&h), Err(HeaderError::Malformed(MODEL)));
+        h.remove(MODEL);
+        assert_eq!(JobHeader::read(&h), Err(HeaderError::Missing(MODEL)));
+        let mut h2 = http_headers::HeaderMap::new();
+        sample().write(&mut h2);
+        h2.insert(MAX_PRICE, "-1".parse().unwrap());
+        assert_eq!(JobHeader::read(&h2), Err(HeaderError::Malformed(MAX_PRICE)));
+        h2.insert(REQUEST_ID, "x".repeat(65).parse().unwrap());
+        assert_eq!(JobHeader::read(&h2), Err(HeaderError::Malformed(REQUEST_ID)));
+    }
+}

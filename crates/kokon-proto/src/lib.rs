@@ -1,0 +1,47 @@
+//! Kokon wire protocol: the messages that cross links, and nothing else.
+//!
+//! Links are HTTP/2 over mutual RA-TLS (see `kokon-tls`). This crate defines
+//! what travels inside them:
+//!
+//! * [`header::JobHeader`]: the small routing header the proxy reads (model,
+//!   kind, max price, request id). The job body itself is opaque to the proxy.
+//! * [`frame`]: the record layer of a job's response stream (opaque data
+//!   chunks, a final `End`, or a typed `Error`), with a bounded decoder.
+//! * [`announce::Announce`]: what a worker offers when it joins a proxy.
+//! * [`job`]: the end-to-end payload between the client gateway and the worker
+//!   (the proxy never parses it; it will be encrypted end to end).
+//!
+//! Everything here is pure: no I/O, and every decoder bounds its input.
+
+pub mod announce;
+pub mod error;
+pub mod frame;
+pub mod header;
+pub mod job;
+
+/// Version of the Kokon link protocol. Peers with a different version are
+/// refused during the TLS handshake (ALPN) and again in the announce.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// ALPN identifier for [`PROTOCOL_VERSION`]. The version is part of the name so
+/// an incompatible peer fails the handshake with `no_application_protocol`.
+pub const ALPN: &[u8] = b"kokon/1";
+
+/// Largest job payload (request body) a proxy or worker accepts, in bytes.
+pub const MAX_JOB_PAYLOAD: usize = 4 * 1024 * 1024;
+
+/// HTTP paths used on links.
+pub mod paths {
+    /// Worker → proxy (served by the worker over the link it dialed): what it offers.
+    pub const ANNOUNCE: &str = "/kokon/v1/announce";
+    /// Submit a job (client → proxy, proxy → worker).
+    pub const JOB: &str = "/kokon/v1/job";
+    /// Client → proxy: models served by attested workers right now.
+    pub const MODELS: &str = "/kokon/v1/models";
+}
+
+pub use announce::{Announce, ModelOffer, ModelsReply};
+pub use error::{ErrorCode, JobError};
+pub use frame::{Frame, FrameDecoder, FrameError};
+pub use header::{HeaderError, JobHeader, JobKind};
+pub use job::{ChatMessage, Chunk, FinishReason, JobEnd, JobRequest, Usage};

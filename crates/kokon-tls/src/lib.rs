@@ -1,0 +1,174 @@
+//! RA-TLS over rustls and tokio: mutual TLS 1.3 where both sides present a
+//! Kokon certificate and verify the other's with `kokon-attest`.
+//!
+//! rustls's stock helpers parse certificates with webpki, which refuses
+//! Kokon's critical extensions; this crate therefore serves certificates
+//! through its own resolvers and checks handshake signatures against the raw
+//! SubjectPublicKeyInfo.
+
+mod identity;
+mod verifier;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kokon_attest::{AttestError, Clock, Policy, Role, VerifiedPeer, verify_certificate};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+
+pub use identity::IdentityStore;
+pub use tokio_rustls::{client::TlsStream as ClientStream, server::TlsStream as ServerStream};
+pub use verifier::RaTlsVerifier;
+
+/// Why a link could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot reach {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Handshake { addr: String, source: std::io::Error },
+    #[error("peer {addr} speaks an incompatible Kokon protocol (we speak kokon/{version})", version = kokon_proto::PROTOCOL_VERSION)]
+    Incompatible { addr: String },
+    #[error("peer {addr} refused by attestation policy: {source}")]
+    Refused { addr: String, source: AttestError },
+    #[error("peer {addr} presented no certificate")]
+    NoCertificate { addr: String },
+}
+
+impl LinkError {
+    /// True when trying again later may succeed (network trouble), false when
+    /// the peer or our policy must change first.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LinkError::Connect { .. } | LinkError::Handshake { .. })
+    }
+}
+
+/// Everything a node needs to open and accept RA-TLS links.
+#[derive(Clone)]
+pub struct RaTls {
+    identity: Arc<IdentityStore>,
+    policy: Arc<Policy>,
+    clock: Arc<dyn Clock>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl RaTls {
+    pub fn new(identity: Arc<IdentityStore>, policy: Arc<Policy>, clock: Arc<dyn Clock>) -> Self {
+        if policy.allows_simulated() {
+            tracing::warn!(
+                "ATTESTATION IS SIMULATED: this node accepts software evidence that anyone can forge; \
+                 use it only on a test network"
+            );
+        }
+        Self { identity, policy, clock, provider: Arc::new(rustls::crypto::ring::default_provider()) }
+    }
+
+    pub fn identity(&self) -> &Arc<IdentityStore> {
+        &self.identity
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    fn verifier(&self, expected: &[Role]) -> Arc<RaTlsVerifier> {
+        Arc::new(RaTlsVerifier::new(self.policy.clone(), expected.to_vec(), self.clock.clone(), self.provider.clone()))
+    }
+
+    /// Client-side configuration that accepts only peers of the `expected` roles.
+    pub fn client_config(&self, expected: &[Role]) -> rustls::ClientConfig {
+        let mut cfg = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("ring supports TLS 1.3")
+            .dangerous()
+            .with_custom_certificate_verifier(self.verifier(expected))
+            .with_client_cert_resolver(self.identity.clone());
+        cfg.alpn_protocols = vec![kokon_proto::ALPN.to_vec()];
+        cfg
+    }
+
+    /// Server-side configuration that accepts only peers of the `expected` roles.
+    pub fn server_config(&self, expected: &[Role]) -> rustls::ServerConfig {
+        let mut cfg = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("ring supports TLS 1.3")
+            .with_client_cert_verifier(self.verifier(expected))
+            .with_cert_resolver(self.identity.clone());
+        cfg.alpn_protocols = vec![kokon_proto::ALPN.to_vec()];
+        cfg
+    }
+
+    /// Dials `addr` and completes a mutual RA-TLS handshake with a peer of one
+    /// of the `expected` roles.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: &[Role],
+    ) -> Result<(ClientStream<TcpStream>, VerifiedPeer), LinkError> {
+        let a = addr.to_string();
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| LinkError::Connect { addr: a.clone(), source })?;
+        let _ = tcp.set_nodelay(true);
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(self.client_config(expected)));
+        let name = ServerName::try_from("kokon.peer").expect("static name is valid");
+        let tls = connector.connect(name, tcp).await.map_err(|e| handshake_error(&a, e))?;
+        let (_, conn) = tls.get_ref();
+        let peer = self.check_peer(&a, conn.alpn_protocol(), conn.peer_certificates(), expected)?;
+        Ok((tls, peer))
+    }
+
+    /// Completes the server side of a mutual RA-TLS handshake on `tcp`.
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+        acceptor: &tokio_rustls::TlsAcceptor,
+        expected: &[Role],
+    ) -> Result<(ServerStream<TcpStream>, VerifiedPeer), LinkError> {
+        let a = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let _ = tcp.set_nodelay(true);
+        let tls = acceptor.accept(tcp).await.map_err(|e| handshake_error(&a, e))?;
+        let (_, conn) = tls.get_ref();
+        let peer = self.check_peer(&a, conn.alpn_protocol(), conn.peer_certificates(), expected)?;
+        Ok((tls, peer))
+    }
+
+    /// An acceptor for [`RaTls::accept`].
+    pub fn acceptor(&self, expected: &[Role]) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(Arc::new(self.server_config(expected)))
+    }
+
+    /// Re-runs the verifier on the handshake's peer certificate to obtain the
+    /// [`VerifiedPeer`] token (rustls does not hand the verifier's result back).
+    fn check_peer(
+        &self,
+        addr: &str,
+        alpn: Option<&[u8]>,
+        certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+        expected: &[Role],
+    ) -> Result<VerifiedPeer, LinkError> {
+        if alpn != Some(kokon_proto::ALPN) {
+            return Err(LinkError::Incompatible { addr: addr.into() });
+        }
+        let cert = certs
+            .and_then(|c| c.first())
+            .ok_or_else(|| LinkError::NoCertificate { addr: addr.into() })?;
+        verify_certificate(cert, &self.policy, expected, self.clock.now_unix())
+            .map_err(|source| LinkError::Refused { addr: addr.into(), source })
+    }
+}
+
+fn handshake_error(addr: &str, e: std::io::Error) -> LinkError {
+    let text = e.to_string();
+    if text.contains("NoApplicationProtocol") || text.contains("no application protocol") {
+        return LinkError::Incompatible { addr: addr.into() };
+    }
+    if let Some(source) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(verifier::attest_error_of)
+    {
+        return LinkError::Refused { addr: addr.into(), source };
+    }
+    LinkError::Handshake { addr: addr.into(), source: e }
+}

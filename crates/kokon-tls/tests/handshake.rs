@@ -1,0 +1,87 @@
+//! Real mutual TLS 1.3 handshakes over loopback TCP.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kokon_attest::*;
+use kokon_tls::{IdentityStore, LinkError, RaTls};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+fn policy() -> Arc<Policy> {
+    let img = |l: &str| Some(vec![SimulatedQuote::measurements_for(l).image_hash()]);
+    let mut roles = HashMap::new();
+    roles.insert(Role::Worker, RolePolicy { images: img("worker") });
+    roles.insert(Role::Proxy, RolePolicy { images: img("proxy") });
+    let mut p = Policy::new(roles);
+    p.dangerous().allow_simulated_evidence();
+    Arc::new(p)
+}
+
+fn node(role: Role, label: &str) -> RaTls {
+    let id = Identity::simulated(&IdentityParams {
+        role,
+        config_sha256: [0; 32],
+        image_label: label.into(),
+        lifetime_secs: 3600,
+        now: SystemClock.now_unix(),
+    })
+    .unwrap();
+    RaTls::new(IdentityStore::new(&id).unwrap(), policy(), Arc::new(SystemClock))
+}
+
+async fn serve_once(proxy: RaTls) -> (std::net::SocketAddr, tokio::task::JoinHandle<Result<Role, LinkError>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let acceptor = proxy.acceptor(&[Role::Worker]);
+        let (mut tls, peer) = proxy.accept(tcp, &acceptor, &[Role::Worker]).await?;
+        let mut buf = [0u8; 4];
+        tls.read_exact(&mut buf).await.unwrap();
+        tls.write_all(b"pong").await.unwrap();
+        tls.shutdown().await.ok();
+        Ok(peer.role())
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn mutual_handshake_between_attested_peers() {
+    let (addr, task) = serve_once(node(Role::Proxy, "proxy")).await;
+    let worker = node(Role::Worker, "worker");
+    let (mut tls, peer) = worker.connect(addr, &[Role::Proxy]).await.unwrap();
+    assert_eq!(peer.role(), Role::Proxy);
+    tls.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tls.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong");
+    assert_eq!(task.await.unwrap().unwrap(), Role::Worker);
+}
+
+#[tokio::test]
+async fn client_refuses_a_proxy_with_an_unlisted_image() {
+    let (addr, _task) = serve_once(node(Role::Proxy, "rogue")).await;
+    let err = node(Role::Worker, "worker").connect(addr, &[Role::Proxy]).await.unwrap_err();
+    assert!(
+        matches!(err, LinkError::Refused { source: AttestError::ImageNotAllowed { .. }, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn server_refuses_a_worker_with_an_unlisted_image() {
+    let (addr, task) = serve_once(node(Role::Proxy, "proxy")).await;
+    let worker = node(Role::Worker, "rogue");
+    // TLS 1.3: the client learns of the refusal on its first read.
+    if let Ok((mut tls, _)) = worker.connect(addr, &[Role::Proxy]).await {
+        let _ = tls.write_all(b"ping").await;
+        let mut buf = [0u8; 4];
+        assert!(tls.read_exact(&mut buf).await.is_err());
+    }
+    let err = task.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, LinkError::Refused { source: AttestError::ImageNotAllowed { .. }, .. }),
+        "{err}"
+    );
+}

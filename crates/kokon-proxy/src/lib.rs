@@ -1,1 +1,157 @@
+//! The proxy daemon: accepts RA-TLS links from workers and clients on one
+//! port, tells them apart by their attested role, and routes each client job
+//! to a worker, relaying the response stream frame by frame.
+//!
+//! The proxy reads only the job header (model, kind, max price, request id);
+//! job payloads and output chunks pass through unread.
 
+mod admin;
+mod metrics;
+mod relay;
+mod workers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kokon_attest::Role;
+use kokon_route::{Router, WorkerId};
+use kokon_tls::RaTls;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::Metrics;
+use workers::WorkerLink;
+
+/// Proxy settings (see `kokon proxy --help` for the documented defaults).
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Where workers and clients connect (RA-TLS).
+    pub listen: SocketAddr,
+    /// Plain HTTP for `/metrics` and `/healthz`; `None` disables it.
+    pub admin_listen: Option<SocketAddr>,
+    /// Workers tried per job when they fail before the first byte.
+    pub max_attempts: u32,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Links (workers + clients) held at once; more are refused.
+    pub max_links: usize,
+}
+
+impl ProxyConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            admin_listen: None,
+            max_attempts: 3,
+            handshake_timeout: Duration::from_secs(10),
+            max_links: 4096,
+        }
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) cfg: ProxyConfig,
+    pub(crate) tls: RaTls,
+    pub(crate) router: Mutex<Router>,
+    pub(crate) links: Mutex<HashMap<WorkerId, WorkerLink>>,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) metrics: Metrics,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running proxy.
+#[derive(Clone)]
+pub struct ProxyHandle {
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    state: Arc<State>,
+}
+
+impl ProxyHandle {
+    /// Workers linked right now.
+    pub fn worker_count(&self) -> usize {
+        lock(&self.state.links).len()
+    }
+
+    /// Names of the models served by linked workers.
+    pub fn models(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            workers::offers(&self.state).into_iter().map(|m| m.name).collect();
+        names.dedup();
+        names
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+}
+
+/// Binds the listeners and starts serving until `shutdown` is cancelled.
+pub async fn start(cfg: ProxyConfig, tls: RaTls, shutdown: CancellationToken) -> std::io::Result<ProxyHandle> {
+    let listener = TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let admin = match cfg.admin_listen {
+        Some(a) => Some(TcpListener::bind(a).await?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
+    let state = Arc::new(State {
+        tls,
+        router: Mutex::new(Router::new()),
+        links: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        metrics: Metrics::new(),
+        cfg,
+    });
+    if let Some(l) = admin {
+        tokio::spawn(admin::serve(l, state.clone(), shutdown.clone()));
+    }
+    tokio::spawn(accept_loop(listener, state.clone(), shutdown));
+    tracing::info!(%addr, "proxy listening");
+    Ok(ProxyHandle { addr, admin_addr, state })
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(state.cfg.max_links));
+    let acceptor = state.tls.acceptor(&[Role::Worker, Role::Client]);
+    loop {
+        let (tcp, from) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%from, "link refused: too many links");
+            continue;
+        };
+        let (state, acceptor, shutdown) = (state.clone(), acceptor.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let hs = state.tls.accept(tcp, &acceptor, &[Role::Worker, Role::Client]);
+            let (tls, peer) = match tokio::time::timeout(state.cfg.handshake_timeout, hs).await {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => {
+                    state.metrics.link_refused();
+                    return tracing::warn!(%from, error = %e, "link refused");
+                }
+                Err(_) => return tracing::warn!(%from, "handshake timed out"),
+            };
+            let work = async {
+                match peer.role() {
+                    Role::Worker => workers::attach(state.clone(), tls, peer).await,
+                    _ => relay::serve_client(state.clone(), tls, peer).await,
+                }
+            };
+            tokio::select! { _ = work => {}, _ = shutdown.cancelled() => {} }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,19 @@
+//! Plain-HTTP admin endpoints: `/metrics` (Prometheus) and `/healthz`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State as AxState;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::State;
+
+pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/metrics", get(|AxState(s): AxState<Arc<State>>| async move { s.metrics.encode() }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state);
+    let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+}

@@ -1,0 +1,74 @@
+//! Prometheus metrics. Labels are allow-listed: model names and outcome codes,
+//! never content.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    model: String,
+    outcome: String,
+}
+
+/// The proxy's metrics.
+pub struct Metrics {
+    registry: Registry,
+    jobs: Family<JobLabels, Counter>,
+    retries: Counter,
+    workers: Gauge,
+    refused: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let jobs = Family::<JobLabels, Counter>::default();
+        let (retries, workers, refused) = (Counter::default(), Gauge::default(), Counter::default());
+        registry.register("kokon_proxy_jobs", "Jobs finished, by model and outcome", jobs.clone());
+        registry.register("kokon_proxy_retries", "Jobs re-sent to another worker before the first byte", retries.clone());
+        registry.register("kokon_proxy_workers", "Workers linked now", workers.clone());
+        registry.register("kokon_proxy_links_refused", "Links refused by attestation policy", refused.clone());
+        Self { registry, jobs, retries, workers, refused }
+    }
+
+    pub(crate) fn job(&self, model: &str, outcome: &str) {
+        self.jobs.get_or_create(&JobLabels { model: model.into(), outcome: outcome.into() }).inc();
+    }
+
+    pub(crate) fn retry(&self) {
+        self.retries.inc();
+    }
+
+    pub(crate) fn set_workers(&self, n: usize) {
+        self.workers.set(n as i64);
+    }
+
+    pub(crate) fn link_refused(&self) {
+        self.refused.inc();
+    }
+
+    /// Count of jobs with this model and outcome.
+    pub fn jobs(&self, model: &str, outcome: &str) -> u64 {
+        self.jobs.get_or_create(&JobLabels { model: model.into(), outcome: outcome.into() }).get()
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.retries.get()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,202 @@
+//! Client links: list models, and relay jobs to workers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame as HttpFrame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kokon_attest::VerifiedPeer;
+use kokon_proto::{ErrorCode, Frame, FrameDecoder, JobError, JobHeader, MAX_JOB_PAYLOAD, ModelsReply, paths};
+use kokon_route::{RouteError, WorkerId};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{State, lock, workers};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// Serves one client link until it closes.
+pub(crate) async fn serve_client(state: Arc<State>, tls: kokon_tls::ServerStream<TcpStream>, peer: VerifiedPeer) {
+    tracing::info!(peer = peer.short_id(), "client linked");
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(route(state, req).await) }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_concurrent_streams(1024)
+        .serve_connection(TokioIo::new(tls), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "client link ended with an error");
+    }
+}
+
+async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, paths::MODELS) => {
+            let body = serde_json::to_vec(&ModelsReply { models: workers::offers(&state) }).unwrap_or_default();
+            Response::new(Full::new(Bytes::from(body)).boxed())
+        }
+        (&Method::POST, paths::JOB) => job(state, req).await,
+        _ => {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"no such path")).boxed());
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
+    }
+}
+
+fn error_response(err: JobError) -> Response<Body> {
+    Response::new(Full::new(Frame::Error(err).encode()).boxed())
+}
+
+async fn job(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let header = match JobHeader::read(&parts.headers) {
+        Ok(h) => h,
+        Err(e) => return error_response(JobError::new(ErrorCode::BadRequest, e.to_string())),
+    };
+    let payload = match Limited::new(body, MAX_JOB_PAYLOAD).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error_response(JobError::new(ErrorCode::BadRequest, "job payload too large or cut short")),
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(relay(state, header, payload, tx));
+    let stream = ReceiverStream::new(rx).map(|b| Ok(HttpFrame::data(b)));
+    Response::new(BodyExt::boxed(StreamBody::new(stream)))
+}
+
+/// How one attempt on one worker ended.
+enum Attempt {
+    /// The job ended (successfully or with a final error sent to the client).
+    Finished(&'static str),
+    /// The worker failed before the first byte; safe to try another.
+    Retry(JobError),
+    /// The client went away.
+    ClientGone,
+}
+
+async fn relay(state: Arc<State>, header: JobHeader, payload: Bytes, tx: mpsc::Sender<Bytes>) {
+    let mut tried: Vec<WorkerId> = Vec::new();
+    let mut last: Option<JobError> = None;
+    let outcome = loop {
+        if tried.len() as u32 >= state.cfg.max_attempts {
+            break send_final(&tx, last.take().unwrap_or_else(unavailable)).await;
+        }
+        let picked = lock(&state.router).pick(&header.model, header.max_price_milli, &tried);
+        let id = match picked {
+            Ok(id) => id,
+            Err(e) => break send_final(&tx, last.take().unwrap_or_else(|| route_error(e))).await,
+        };
+        if !tried.is_empty() {
+            state.metrics.retry();
+        }
+        tried.push(id);
+        let attempt = attempt(&state, id, &header, payload.clone(), &tx).await;
+        lock(&state.router).release(id);
+        match attempt {
+            Attempt::Finished(outcome) => break outcome,
+            Attempt::ClientGone => break "cancelled",
+            Attempt::Retry(e) => {
+                tracing::info!(request_id = %header.request_id, worker = id, code = e.code.as_str(), "worker failed before first byte; retrying");
+                last = Some(e);
+            }
+        }
+    };
+    state.metrics.job(&header.model, outcome);
+}
+
+fn unavailable() -> JobError {
+    JobError::new(ErrorCode::WorkerUnavailable, "no worker could take the job")
+}
+
+fn route_error(e: RouteError) -> JobError {
+    let code = match e {
+        RouteError::NoWorkerForModel => ErrorCode::ModelNotFound,
+        RouteError::AllBusy => ErrorCode::Busy,
+        RouteError::OverPrice => ErrorCode::OverPrice,
+    };
+    JobError::new(code, e.to_string())
+}
+
+async fn send_final(tx: &mpsc::Sender<Bytes>, err: JobError) -> &'static str {
+    let code = err.code.as_str();
+    let _ = tx.send(Frame::Error(err).encode()).await;
+    code
+}
+
+async fn attempt(state: &State, id: WorkerId, header: &JobHeader, payload: Bytes, tx: &mpsc::Sender<Bytes>) -> Attempt {
+    let retry = |msg: String| Attempt::Retry(JobError::new(ErrorCode::WorkerUnavailable, msg));
+    let Some(mut sender) = workers::sender(state, id) else { return retry("worker left".into()) };
+    let mut req = Request::post(paths::JOB).body(Full::new(payload)).expect("static request parts");
+    header.write(req.headers_mut());
+    let resp = tokio::select! {
+        r = sender.send_request(req) => r,
+        _ = tx.closed() => return Attempt::ClientGone,
+    };
+    let mut body = match resp {
+        Ok(r) => r.into_body(),
+        Err(e) => return retry(format!("worker link failed: {e}")),
+    };
+    let mut dec = FrameDecoder::new();
+    let mut delivered = false;
+    loop {
+        // Dropping `body` on return resets the worker's stream: that is how a
+        // client's cancellation reaches the worker.
+        let next = tokio::select! {
+            f = body.frame() => f,
+            _ = tx.closed() => return Attempt::ClientGone,
+        };
+        let data = match next {
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue, // trailers: none expected
+            },
+            Some(Err(e)) => return failed(tx, delivered, format!("worker stream broke: {e}")).await,
+            None => return failed(tx, delivered, "worker ended the stream without a final frame".into()).await,
+        };
+        dec.push(&data);
+        loop {
+            let frame = match dec.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return failed(tx, delivered, format!("worker sent a malformed frame: {e}")).await,
+            };
+            if let Frame::Error(e) = &frame
+                && !delivered
+                && e.code.retry_elsewhere()
+            {
+                return Attempt::Retry(e.clone());
+            }
+            let outcome = match &frame {
+                Frame::Data(_) => None,
+                Frame::End(_) => Some("ok"),
+                Frame::Error(e) => Some(e.code.as_str()),
+            };
+            delivered |= matches!(frame, Frame::Data(_));
+            if tx.send(frame.encode()).await.is_err() {
+                return Attempt::ClientGone;
+            }
+            if let Some(o) = outcome {
+                return Attempt::Finished(o);
+            }
+        }
+    }
+}
+
+/// A worker failure: retry if nothing was delivered, else end the client's
+/// stream with a typed mid-stream error.
+async fn failed(tx: &mpsc::Sender<Bytes>, delivered: bool, msg: String) -> Attempt {
+    if !delivered {
+        return Attempt::Retry(JobError::new(ErrorCode::WorkerUnavailable, msg));
+    }
+    Attempt::Finished(send_final(tx, JobError::new(ErrorCode::WorkerFailedMidStream, msg)).await)
+}

@@ -1,0 +1,93 @@
+//! Worker links: announce, register with the router, forget on disconnect.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kokon_attest::VerifiedPeer;
+use kokon_proto::announce::MAX_ANNOUNCE;
+use kokon_proto::{Announce, ModelOffer, PROTOCOL_VERSION, paths};
+use kokon_route::WorkerId;
+use tokio::net::TcpStream;
+
+use crate::{State, lock};
+
+pub(crate) type Sender = SendRequest<Full<Bytes>>;
+
+/// A linked, attested worker.
+pub(crate) struct WorkerLink {
+    pub(crate) sender: Sender,
+    pub(crate) models: Vec<ModelOffer>,
+}
+
+/// Runs a worker link until it closes.
+pub(crate) async fn attach(state: Arc<State>, tls: kokon_tls::ServerStream<TcpStream>, peer: VerifiedPeer) {
+    let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .keep_alive_interval(Some(Duration::from_secs(1)))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true)
+        .handshake::<_, Full<Bytes>>(TokioIo::new(tls))
+        .await;
+    let (mut sender, conn) = match handshake {
+        Ok(x) => x,
+        Err(e) => return tracing::warn!(peer = peer.short_id(), error = %e, "worker HTTP/2 handshake failed"),
+    };
+    let conn = tokio::spawn(conn);
+    let announce = match fetch_announce(&mut sender).await {
+        Ok(a) => a,
+        Err(why) => return tracing::warn!(peer = peer.short_id(), %why, "worker refused"),
+    };
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    register(&state, id, sender, &announce);
+    tracing::info!(worker = id, peer = peer.short_id(), models = ?announce.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
+        max_jobs = announce.max_jobs, "worker joined");
+    let _ = conn.await;
+    unregister(&state, id);
+    tracing::info!(worker = id, "worker left");
+}
+
+async fn fetch_announce(sender: &mut Sender) -> Result<Announce, String> {
+    let req = Request::get(paths::ANNOUNCE).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .map_err(|_| "announce timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let body = Limited::new(resp.into_body(), MAX_ANNOUNCE).collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let a = Announce::parse(&body)?;
+    if a.protocol_version != PROTOCOL_VERSION {
+        return Err(format!("worker speaks protocol {}, proxy speaks {PROTOCOL_VERSION}", a.protocol_version));
+    }
+    Ok(a)
+}
+
+fn register(state: &State, id: WorkerId, sender: Sender, a: &Announce) {
+    let names = a.models.iter().map(|m| m.name.clone()).collect();
+    lock(&state.router).add(id, names, a.max_jobs, a.price_milli);
+    let mut links = lock(&state.links);
+    links.insert(id, WorkerLink { sender, models: a.models.clone() });
+    state.metrics.set_workers(links.len());
+}
+
+fn unregister(state: &State, id: WorkerId) {
+    lock(&state.router).remove(id);
+    let mut links = lock(&state.links);
+    links.remove(&id);
+    state.metrics.set_workers(links.len());
+}
+
+/// Every model offered by a linked worker, deduplicated by name.
+pub(crate) fn offers(state: &State) -> Vec<ModelOffer> {
+    let mut all: Vec<ModelOffer> = lock(&state.links).values().flat_map(|l| l.models.clone()).collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all.dedup_by(|a, b| a.name == b.name);
+    all
+}
+
+pub(crate) fn sender(state: &State, id: WorkerId) -> Option<Sender> {
+    lock(&state.links).get(&id).map(|l| l.sender.clone())
+}

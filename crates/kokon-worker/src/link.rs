@@ -1,0 +1,94 @@
+//! The worker's link to its proxy: dial, serve, re-dial.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kokon_attest::Role;
+use kokon_proto::{Announce, PROTOCOL_VERSION, paths};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Worker, WorkerStats};
+
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
+
+/// Dials the proxy and serves jobs until `shutdown`; re-dials on failure.
+pub async fn run(worker: Worker, shutdown: CancellationToken) {
+    let mut backoff = worker.cfg.backoff_min;
+    loop {
+        let attempt = async {
+            match worker.tls.connect(worker.cfg.proxy, &[Role::Proxy]).await {
+                Ok((tls, peer)) => {
+                    tracing::info!(proxy = %worker.cfg.proxy, peer = peer.short_id(), "linked to proxy");
+                    WorkerStats::bump(&worker.stats.links_established);
+                    serve_link(&worker, tls).await;
+                    tracing::warn!(proxy = %worker.cfg.proxy, "link to proxy closed");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(proxy = %worker.cfg.proxy, error = %e, "cannot link to proxy");
+                    false
+                }
+            }
+        };
+        let linked = tokio::select! {
+            linked = attempt => linked,
+            _ = shutdown.cancelled() => return,
+        };
+        backoff = if linked { worker.cfg.backoff_min } else { (backoff * 2).min(worker.cfg.backoff_max) };
+        let pause = jitter(backoff);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.5..1.0))
+}
+
+async fn serve_link(worker: &Worker, tls: kokon_tls::ClientStream<tokio::net::TcpStream>) {
+    let w = worker.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let w = w.clone();
+        async move { Ok::<_, Infallible>(route(w, req).await) }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_concurrent_streams(worker.cfg.max_jobs.saturating_mul(2).max(8))
+        .serve_connection(TokioIo::new(tls), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "link ended with an error");
+    }
+}
+
+async fn route(worker: Worker, req: Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, paths::ANNOUNCE) => announce(&worker),
+        (&Method::POST, paths::JOB) => crate::job::accept(worker, req).await,
+        _ => plain(StatusCode::NOT_FOUND, "no such path"),
+    }
+}
+
+fn announce(worker: &Worker) -> Response<Body> {
+    let a = Announce {
+        protocol_version: PROTOCOL_VERSION,
+        models: worker.engine.models(),
+        max_jobs: worker.cfg.max_jobs,
+        price_milli: worker.cfg.price_milli,
+    };
+    let body = serde_json::to_vec(&a).unwrap_or_default();
+    Response::new(Full::new(Bytes::from(body)).boxed())
+}
+
+pub(crate) fn plain(status: StatusCode, msg: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(msg.as_bytes())).boxed());
+    *r.status_mut() = status;
+    r
+}

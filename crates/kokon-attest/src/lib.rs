@@ -20,6 +20,7 @@ pub mod clock;
 pub mod error;
 pub mod evidence;
 pub mod policy;
+pub mod registry;
 pub mod verify;
 
 pub use cert::{Identity, IdentityParams};
@@ -28,6 +29,7 @@ pub use clock::{Clock, SystemClock};
 pub use error::AttestError;
 pub use evidence::{Evidence, EvidenceKind, Measurements, SimulatedQuote};
 pub use policy::{Policy, RolePolicy};
+pub use registry::{Network, Registry, RegistryError};
 pub use verify::{VerifiedPeer, verify_certificate};
 
 /// Object identifiers of Kokon's certificate extensions.

@@ -1,1 +1,75 @@
+//! The client gateway: an OpenAI-compatible HTTP API (axum) in front of a
+//! Kokon proxy. It turns OpenAI requests into jobs, sends them over its RA-TLS
+//! link to the proxy, and turns the response frames back into OpenAI JSON or
+//! server-sent events.
 
+mod api;
+mod error;
+mod link;
+mod openai;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use kokon_tls::RaTls;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+pub use link::ProxyLink;
+
+/// Gateway settings (see `kokon client --help` for the documented defaults).
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Where the OpenAI-compatible API listens.
+    pub listen: SocketAddr,
+    /// The proxy to send jobs to.
+    pub proxy: SocketAddr,
+    /// When set, requests must carry `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body: usize,
+    /// Highest worker price coefficient accepted (thousandths); `None` = any.
+    pub max_price_milli: Option<u32>,
+}
+
+impl GatewayConfig {
+    pub fn new(listen: SocketAddr, proxy: SocketAddr) -> Self {
+        Self { listen, proxy, api_key: None, max_body: 1024 * 1024, max_price_milli: None }
+    }
+}
+
+pub(crate) struct AppState {
+    pub(crate) cfg: GatewayConfig,
+    pub(crate) link: ProxyLink,
+    pub(crate) metrics: api::Metrics,
+}
+
+/// The axum application (exposed so tests can drive it with `oneshot`).
+pub fn app(cfg: GatewayConfig, tls: RaTls) -> Router {
+    let link = ProxyLink::new(cfg.proxy, tls);
+    api::router(Arc::new(AppState { cfg, link, metrics: api::Metrics::new() }))
+}
+
+/// A running gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayHandle {
+    pub addr: SocketAddr,
+}
+
+/// Binds and serves until `shutdown` is cancelled.
+pub async fn start(cfg: GatewayConfig, tls: RaTls, shutdown: CancellationToken) -> std::io::Result<GatewayHandle> {
+    let listener = TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let app = app(cfg, tls);
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "gateway server failed");
+        }
+    });
+    tracing::info!(%addr, "gateway listening");
+    Ok(GatewayHandle { addr })
+}

@@ -55,6 +55,10 @@ impl Metrics {
         self.jobs.get_or_create(&JobLabels { model: model.into(), outcome: outcome.into() }).get()
     }
 
+    pub fn links_refused(&self) -> u64 {
+        self.refused.get()
+    }
+
     pub fn retries(&self) -> u64 {
         self.retries.get()
     }

@@ -9,7 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame as HttpFrame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_attest::VerifiedPeer;
 use kokon_proto::{ErrorCode, Frame, FrameDecoder, JobError, JobHeader, MAX_JOB_PAYLOAD, ModelsReply, paths};
 use kokon_route::{RouteError, WorkerId};
@@ -30,6 +30,7 @@ pub(crate) async fn serve_client(state: Arc<State>, tls: kokon_tls::ServerStream
         async move { Ok::<_, Infallible>(route(state, req).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(5)))
         .keep_alive_timeout(Duration::from_secs(10))
         .max_concurrent_streams(1024)

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_attest::VerifiedPeer;
 use kokon_proto::announce::MAX_ANNOUNCE;
 use kokon_proto::{Announce, ModelOffer, PROTOCOL_VERSION, paths};
@@ -28,6 +28,7 @@ pub(crate) struct WorkerLink {
 /// Runs a worker link until it closes.
 pub(crate) async fn attach(state: Arc<State>, tls: kokon_tls::ServerStream<TcpStream>, peer: VerifiedPeer) {
     let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(1)))
         .keep_alive_timeout(Duration::from_secs(2))
         .keep_alive_while_idle(true)

@@ -1,1 +1,181 @@
+//! A whole Kokon network in one process: a local test-network registry, a
+//! proxy, workers and a gateway, each with its own RA-TLS identity, linked
+//! over real loopback TCP. `kokon up` runs one; integration tests and
+//! benchmarks build them with chosen engines and can kill workers.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kokon_attest::registry::simulated_label;
+use kokon_attest::{Clock, Policy, Registry, Role, SystemClock};
+use kokon_engine::Engine;
+use kokon_gateway::{GatewayConfig, GatewayHandle};
+use kokon_proxy::{ProxyConfig, ProxyHandle};
+use kokon_tls::RaTls;
+use kokon_tls::node::{CERT_LIFETIME, NodeError, NodeParams};
+use kokon_worker::{Worker, WorkerConfig, WorkerStats};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One worker to start.
+#[derive(Clone)]
+pub struct WorkerSpec {
+    pub engine: Arc<dyn Engine>,
+    pub max_jobs: u32,
+    pub price_milli: u32,
+    /// Simulated image label; `None` uses this build's worker image (allowed).
+    pub image_label: Option<String>,
+}
+
+impl WorkerSpec {
+    pub fn new(engine: Arc<dyn Engine>) -> Self {
+        Self { engine, max_jobs: 4, price_milli: 1000, image_label: None }
+    }
+}
+
+/// What network to start.
+#[derive(Clone)]
+pub struct NetSpec {
+    pub workers: Vec<WorkerSpec>,
+    pub gateway_listen: SocketAddr,
+    pub proxy_listen: SocketAddr,
+    pub proxy_admin: Option<SocketAddr>,
+    pub api_key: Option<String>,
+    pub registry: Registry,
+}
+
+impl NetSpec {
+    pub fn new(workers: Vec<WorkerSpec>) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self { workers, gateway_listen: any, proxy_listen: any, proxy_admin: None, api_key: None, registry: Registry::local_test_network() }
+    }
+}
+
+/// Why a network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("registry: {0}")]
+    Registry(#[from] kokon_attest::RegistryError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error("workers did not link to the proxy within {0:?}")]
+    WorkersLate(Duration),
+}
+
+/// A running worker.
+pub struct WorkerHandle {
+    pub stats: Arc<WorkerStats>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops the worker abruptly: its link and every job on it drop at once.
+    pub fn kill(&self) {
+        self.stop.cancel();
+        self.task.abort();
+    }
+}
+
+/// A running network. Dropping it stops everything.
+pub struct LocalNet {
+    pub proxy: ProxyHandle,
+    pub gateway: GatewayHandle,
+    pub workers: Vec<WorkerHandle>,
+    policy: Arc<Policy>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for LocalNet {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.workers.iter().for_each(WorkerHandle::kill);
+    }
+}
+
+/// Hash of a node's effective configuration, bound into its claims.
+pub fn config_hash(parts: &[&str]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(parts.join("\n").as_bytes()).into()
+}
+
+/// A simulated RA-TLS node of `role`.
+pub fn node(role: Role, label: Option<String>, policy: Arc<Policy>, config: [u8; 32], shutdown: &CancellationToken) -> Result<RaTls, NodeError> {
+    let params = NodeParams {
+        role,
+        image_label: label.unwrap_or_else(|| simulated_label(role)),
+        config_sha256: config,
+        lifetime: CERT_LIFETIME,
+    };
+    let tls = RaTls::simulated(&params, policy, Arc::new(SystemClock))?;
+    tls.spawn_rotation(params, shutdown.clone());
+    Ok(tls)
+}
+
+impl LocalNet {
+    /// Starts the network and waits until every worker has linked.
+    pub async fn start(spec: NetSpec) -> Result<Self, NetError> {
+        let shutdown = CancellationToken::new();
+        let policy = Arc::new(spec.registry.policy()?);
+        let mut pcfg = ProxyConfig::new(spec.proxy_listen);
+        pcfg.admin_listen = spec.proxy_admin;
+        let ptls = node(Role::Proxy, None, policy.clone(), config_hash(&["proxy"]), &shutdown)?;
+        let proxy = kokon_proxy::start(pcfg, ptls, shutdown.clone()).await?;
+
+        let mut net = Self { gateway: GatewayHandle { addr: proxy.addr }, proxy, workers: vec![], policy, shutdown };
+        let expected = spec.workers.iter().filter(|w| w.image_label.is_none()).count();
+        for w in spec.workers {
+            net.add_worker(w)?;
+        }
+        let mut gcfg = GatewayConfig::new(spec.gateway_listen, net.proxy.addr);
+        gcfg.api_key = spec.api_key;
+        let gtls = node(Role::Client, None, net.policy.clone(), config_hash(&["gateway"]), &net.shutdown)?;
+        net.gateway = kokon_gateway::start(gcfg, gtls, net.shutdown.clone()).await?;
+        net.wait_for_workers(expected, Duration::from_secs(20)).await?;
+        Ok(net)
+    }
+
+    /// Starts one more worker linked to this network's proxy.
+    pub fn add_worker(&mut self, w: WorkerSpec) -> Result<(), NetError> {
+        let stop = self.shutdown.child_token();
+        let tls = node(Role::Worker, w.image_label, self.policy.clone(), config_hash(&["worker"]), &stop)?;
+        let mut cfg = WorkerConfig::new(self.proxy.addr);
+        cfg.max_jobs = w.max_jobs;
+        cfg.price_milli = w.price_milli;
+        let worker = Worker::new(cfg, w.engine, tls);
+        let stats = worker.stats();
+        let task = tokio::spawn(worker.serve(stop.clone()));
+        self.workers.push(WorkerHandle { stats, stop, task });
+        Ok(())
+    }
+
+    /// Waits until `n` workers are linked to the proxy.
+    pub async fn wait_for_workers(&self, n: usize, within: Duration) -> Result<(), NetError> {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.proxy.worker_count() < n {
+            if tokio::time::Instant::now() > deadline {
+                return Err(NetError::WorkersLate(within));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Base URL of the OpenAI-compatible API.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.gateway.addr)
+    }
+
+    /// Stops everything.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Unix time from the network's clock.
+    pub fn now(&self) -> u64 {
+        SystemClock.now_unix()
+    }
+}

@@ -7,6 +7,7 @@
 //! SubjectPublicKeyInfo.
 
 mod identity;
+pub mod node;
 mod verifier;
 
 use std::net::SocketAddr;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_attest::Role;
 use kokon_proto::{Announce, PROTOCOL_VERSION, paths};
 use tokio_util::sync::CancellationToken;
@@ -59,6 +59,7 @@ async fn serve_link(worker: &Worker, tls: kokon_tls::ClientStream<tokio::net::Tc
         async move { Ok::<_, Infallible>(route(w, req).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(5)))
         .keep_alive_timeout(Duration::from_secs(10))
         .max_concurrent_streams(worker.cfg.max_jobs.saturating_mul(2).max(8))

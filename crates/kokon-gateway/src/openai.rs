@@ -1,0 +1,195 @@
+//! OpenAI request types, validation, and conversion into Kokon jobs.
+
+use kokon_proto::job::{JobInput, SamplingParams};
+use kokon_proto::{ChatMessage, JobHeader, JobKind, JobRequest};
+use serde::Deserialize;
+
+use crate::ApiError;
+
+/// Parses a JSON body; a failure names the field at fault.
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let param = (path != ".").then(|| path.clone());
+        let inner = e.into_inner();
+        let msg = match &param {
+            Some(p) => format!("invalid field `{p}`: {inner}"),
+            None => format!("request body is not valid JSON: {inner}"),
+        };
+        ApiError::bad_request(param, msg)
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// Sampling fields shared by both endpoints.
+#[derive(Deserialize)]
+pub(crate) struct Sampling {
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    stop: Option<StopField>,
+    seed: Option<u64>,
+    n: Option<u32>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ChatRequest {
+    pub model: String,
+    messages: Vec<InMessage>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    sampling: Sampling,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CompletionRequest {
+    pub model: String,
+    prompt: String,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    sampling: Sampling,
+}
+
+/// What the handler needs besides the job.
+pub(crate) struct Shape {
+    pub kind: JobKind,
+    pub model: String,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+fn bad(param: &str, msg: &str) -> ApiError {
+    ApiError::bad_request(Some(param.into()), format!("invalid field `{param}`: {msg}"))
+}
+
+impl Sampling {
+    fn validate(self) -> Result<SamplingParams, ApiError> {
+        if let Some(t) = self.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
+            return Err(bad("temperature", &format!("{t} is outside 0 to 2")));
+        }
+        if let Some(p) = self.top_p.filter(|p| !(0.0..=1.0).contains(p)) {
+            return Err(bad("top_p", &format!("{p} is outside 0 to 1")));
+        }
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(bad("n", "only n = 1 is supported"));
+        }
+        let stop = match self.stop {
+            None => vec![],
+            Some(StopField::One(s)) => vec![s],
+            Some(StopField::Many(v)) => v,
+        };
+        if stop.len() > 4 {
+            return Err(bad("stop", "at most 4 stop sequences"));
+        }
+        let max_tokens = self.max_completion_tokens.or(self.max_tokens);
+        if max_tokens == Some(0) {
+            return Err(bad("max_tokens", "must be at least 1"));
+        }
+        Ok(SamplingParams { max_tokens, temperature: self.temperature, top_p: self.top_p, stop, seed: self.seed })
+    }
+}
+
+fn message(i: usize, m: InMessage) -> Result<ChatMessage, ApiError> {
+    let field = |f: &str| format!("messages[{i}].{f}");
+    if !["system", "developer", "user", "assistant", "tool"].contains(&m.role.as_str()) {
+        return Err(ApiError::bad_request(Some(field("role")), format!("invalid field `{}`: unknown role", field("role"))));
+    }
+    let content = match m.content {
+        None => String::new(),
+        Some(Content::Text(t)) => t,
+        Some(Content::Parts(parts)) => {
+            let mut text = String::new();
+            for p in parts {
+                if p.kind != "text" {
+                    return Err(ApiError::bad_request(Some(field("content")), "only text content parts are supported"));
+                }
+                text.push_str(p.text.as_deref().unwrap_or(""));
+            }
+            text
+        }
+    };
+    let role = if m.role == "developer" { "system".to_string() } else { m.role };
+    Ok(ChatMessage { role, content })
+}
+
+fn header(kind: JobKind, model: &str, max_price_milli: Option<u32>) -> Result<JobHeader, ApiError> {
+    if !kokon_proto::header::valid_model(model) {
+        return Err(bad("model", "must be 1-128 characters of [A-Za-z0-9._:/-]"));
+    }
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    Ok(JobHeader { request_id, model: model.into(), kind, max_price_milli })
+}
+
+impl ChatRequest {
+    pub fn into_job(self, max_price: Option<u32>) -> Result<(JobHeader, JobRequest, Shape), ApiError> {
+        if self.messages.is_empty() {
+            return Err(bad("messages", "must hold at least one message"));
+        }
+        let messages = self.messages.into_iter().enumerate().map(|(i, m)| message(i, m)).collect::<Result<_, _>>()?;
+        let params = self.sampling.validate()?;
+        let h = header(JobKind::Chat, &self.model, max_price)?;
+        let shape = Shape {
+            kind: JobKind::Chat,
+            model: self.model.clone(),
+            stream: self.stream,
+            include_usage: self.stream_options.unwrap_or_default().include_usage,
+        };
+        Ok((h, JobRequest { model: self.model, input: JobInput::Chat(messages), params }, shape))
+    }
+}
+
+impl CompletionRequest {
+    pub fn into_job(self, max_price: Option<u32>) -> Result<(JobHeader, JobRequest, Shape), ApiError> {
+        let params = self.sampling.validate()?;
+        let h = header(JobKind::Completion, &self.model, max_price)?;
+        let shape = Shape {
+            kind: JobKind::Completion,
+            model: self.model.clone(),
+            stream: self.stream,
+            include_usage: self.stream_options.unwrap_or_default().include_usage,
+        };
+        Ok((h, JobRequest { model: self.model, input: JobInput::Prompt(self.prompt), params }, shape))
+    }
+}

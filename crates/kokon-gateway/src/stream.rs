@@ -1,0 +1,127 @@
+//! Reading a job's response frames, and writing OpenAI responses from them.
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use kokon_proto::job::Chunk;
+use kokon_proto::{ErrorCode, FinishReason, Frame, FrameDecoder, JobEnd, JobError, JobKind, Usage};
+use serde_json::{Value, json};
+
+use crate::openai::Shape;
+
+/// One event of a job's output.
+pub(crate) enum Event {
+    Text(String),
+    End(JobEnd),
+}
+
+/// Decodes the frame stream from the proxy into [`Event`]s.
+pub(crate) struct Frames {
+    body: Incoming,
+    dec: FrameDecoder,
+    done: bool,
+}
+
+impl Frames {
+    pub fn new(body: Incoming) -> Self {
+        Self { body, dec: FrameDecoder::new(), done: false }
+    }
+
+    /// The next event; `None` after the final one.
+    pub async fn next(&mut self) -> Option<Result<Event, JobError>> {
+        if self.done {
+            return None;
+        }
+        let ev = self.next_inner().await;
+        if !matches!(ev, Ok(Event::Text(_))) {
+            self.done = true;
+        }
+        Some(ev)
+    }
+
+    async fn next_inner(&mut self) -> Result<Event, JobError> {
+        let broke = |m: String| JobError::new(ErrorCode::Unavailable, m);
+        loop {
+            match self.dec.next_frame().map_err(|e| broke(format!("malformed response: {e}")))? {
+                Some(Frame::Data(b)) => return chunk_text(&b).map(Event::Text),
+                Some(Frame::End(end)) => return Ok(Event::End(end)),
+                Some(Frame::Error(e)) => return Err(e),
+                None => {}
+            }
+            match self.body.frame().await {
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        self.dec.push(&d);
+                    }
+                }
+                Some(Err(e)) => return Err(broke(format!("proxy link broke: {e}"))),
+                None => return Err(broke("proxy ended the stream without a final frame".into())),
+            }
+        }
+    }
+}
+
+fn chunk_text(b: &Bytes) -> Result<String, JobError> {
+    serde_json::from_slice::<Chunk>(b)
+        .map(|c| c.text)
+        .map_err(|_| JobError::new(ErrorCode::EngineFailed, "worker sent a malformed chunk"))
+}
+
+/// Identity of one response (shared by all its chunks).
+pub(crate) struct Meta {
+    pub id: String,
+    pub created: u64,
+    pub shape: Shape,
+}
+
+pub(crate) fn usage_json(u: &Usage) -> Value {
+    json!({ "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total() })
+}
+
+/// The whole (non-streaming) response body.
+pub(crate) fn full_response(m: &Meta, text: String, end: &JobEnd) -> Value {
+    let finish = end.finish_reason.as_str();
+    let (object, choice) = match m.shape.kind {
+        JobKind::Chat => (
+            "chat.completion",
+            json!({ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": finish, "logprobs": null }),
+        ),
+        JobKind::Completion => ("text_completion", json!({ "index": 0, "text": text, "finish_reason": finish, "logprobs": null })),
+    };
+    json!({ "id": m.id, "object": object, "created": m.created, "model": m.shape.model,
+            "choices": [choice], "usage": usage_json(&end.usage) })
+}
+
+/// One streamed chunk: text, the first (role) chunk, or the final one.
+pub(crate) fn chunk(m: &Meta, text: Option<&str>, finish: Option<FinishReason>, first: bool) -> Value {
+    let finish = finish.map(|f| f.as_str());
+    let (object, choice) = match m.shape.kind {
+        JobKind::Chat => {
+            let mut delta = json!({});
+            if first {
+                delta["role"] = json!("assistant");
+            }
+            if let Some(t) = text {
+                delta["content"] = json!(t);
+            }
+            ("chat.completion.chunk", json!({ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }))
+        }
+        JobKind::Completion => {
+            ("text_completion", json!({ "index": 0, "text": text.unwrap_or(""), "finish_reason": finish, "logprobs": null }))
+        }
+    };
+    json!({ "id": m.id, "object": object, "created": m.created, "model": m.shape.model, "choices": [choice] })
+}
+
+/// The usage-only chunk sent when `stream_options.include_usage` is set.
+pub(crate) fn usage_chunk(m: &Meta, u: &Usage) -> Value {
+    let object = match m.shape.kind {
+        JobKind::Chat => "chat.completion.chunk",
+        JobKind::Completion => "text_completion",
+    };
+    json!({ "id": m.id, "object": object, "created": m.created, "model": m.shape.model, "choices": [], "usage": usage_json(u) })
+}
+
+pub(crate) fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}

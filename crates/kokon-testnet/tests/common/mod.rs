@@ -1,0 +1,73 @@
+//! Helpers shared by the network tests: real HTTP against the gateway.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kokon_engine::Engine;
+use kokon_engine::echo::EchoEngine;
+use serde_json::{Value, json};
+
+pub fn echo(model: &str, per_token_ms: u64) -> Arc<dyn Engine> {
+    Arc::new(EchoEngine::new(model).with_delay(Duration::from_millis(per_token_ms)))
+}
+
+pub fn words(n: usize) -> String {
+    (0..n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")
+}
+
+pub async fn chat(base: &str, model: &str, text: &str, stream: bool) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/chat/completions"))
+        .json(&json!({
+            "model": model,
+            "messages": [{"role": "user", "content": text}],
+            "stream": stream,
+            "stream_options": {"include_usage": true},
+        }))
+        .send()
+        .await
+        .expect("gateway reachable")
+}
+
+/// Reads SSE `data:` payloads until the stream ends.
+pub struct Sse {
+    inner: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: String,
+}
+
+impl Sse {
+    pub fn new(resp: reqwest::Response) -> Self {
+        Self { inner: resp.bytes_stream().boxed(), buf: String::new() }
+    }
+
+    /// The next event's data (`None` at end of stream).
+    pub async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(at) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..at + 2).collect();
+                return Some(event.trim().trim_start_matches("data:").trim().to_string());
+            }
+            match self.inner.next().await {
+                Some(Ok(b)) => self.buf.push_str(&String::from_utf8_lossy(&b)),
+                _ => return None,
+            }
+        }
+    }
+}
+
+pub fn content_of(event: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(event).ok()?;
+    v["choices"][0]["delta"]["content"].as_str().map(String::from)
+}
+
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}

@@ -1,0 +1,225 @@
+//! The in-process network: gateway, proxy and several workers over real
+//! loopback RA-TLS links, driven through the gateway's HTTP API.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use kokon_attest::cert::{CertParts, build_certificate};
+use kokon_attest::registry::simulated_label;
+use kokon_attest::{Claims, Clock, Evidence, EvidenceKind, Identity, Role, SimulatedQuote, SystemClock, sha256};
+use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
+use kokon_tls::{IdentityStore, RaTls};
+use kokon_worker::{Worker, WorkerConfig, WorkerStats};
+use serde_json::Value;
+
+fn spec(workers: Vec<WorkerSpec>) -> NetSpec {
+    NetSpec::new(workers)
+}
+
+fn completed(s: &WorkerStats) -> u64 {
+    WorkerStats::get(&s.jobs_completed)
+}
+
+#[tokio::test]
+async fn routes_by_model_and_lists_models() {
+    let net = LocalNet::start(spec(vec![WorkerSpec::new(echo("alpha", 0)), WorkerSpec::new(echo("beta", 0))])).await.unwrap();
+    let models: Value = reqwest::get(format!("{}/models", net.base_url())).await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["alpha", "beta"]);
+
+    for _ in 0..3 {
+        let r: Value = chat(&net.base_url(), "beta", "hello there", false).await.json().await.unwrap();
+        assert_eq!(r["choices"][0]["message"]["content"], "hello there ");
+        assert_eq!(r["usage"]["completion_tokens"], 2);
+    }
+    assert_eq!((completed(&net.workers[0].stats), completed(&net.workers[1].stats)), (0, 3));
+
+    let r = chat(&net.base_url(), "gamma", "hi", false).await;
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+}
+
+#[tokio::test]
+async fn spreads_load_across_equal_workers() {
+    let workers = (0..3).map(|_| WorkerSpec { max_jobs: 10, ..WorkerSpec::new(echo("m", 5)) }).collect();
+    let net = LocalNet::start(spec(workers)).await.unwrap();
+    let base = net.base_url();
+    let reqs = (0..30).map(|_| chat(&base, "m", "a b c d", false));
+    for r in futures::future::join_all(reqs).await {
+        assert_eq!(r.status(), 200);
+    }
+    let counts: Vec<u64> = net.workers.iter().map(|w| completed(&w.stats)).collect();
+    assert_eq!(counts.iter().sum::<u64>(), 30);
+    assert!(counts.iter().all(|&c| c >= 6), "uneven spread: {counts:?}");
+}
+
+#[tokio::test]
+async fn retries_on_another_worker_when_one_dies_before_the_first_byte() {
+    // The cheaper worker is picked first; it stalls before its first token.
+    let mut slow = WorkerSpec::new(echo("m", 10_000));
+    slow.price_milli = 500;
+    let net = LocalNet::start(spec(vec![slow, WorkerSpec::new(echo("m", 0))])).await.unwrap();
+    let base = net.base_url();
+    let req = tokio::spawn(async move { chat(&base, "m", "saved by retry", false).await });
+    eventually("job reaches the slow worker", || WorkerStats::get(&net.workers[0].stats.jobs_started) == 1).await;
+    net.workers[0].kill();
+    let r: Value = req.await.unwrap().json().await.unwrap();
+    assert_eq!(r["choices"][0]["message"]["content"], "saved by retry ");
+    assert_eq!(completed(&net.workers[1].stats), 1);
+    assert_eq!(net.proxy.metrics().retries(), 1);
+}
+
+#[tokio::test]
+async fn a_worker_failing_mid_stream_ends_the_stream_with_a_typed_error() {
+    let net = LocalNet::start(spec(vec![WorkerSpec::new(echo("m", 50)), WorkerSpec::new(echo("m", 0))])).await.unwrap();
+    let mut sse = Sse::new(chat(&net.base_url(), "m", &words(200), true).await);
+    let mut got = 0;
+    while got < 3 {
+        if content_of(&sse.next().await.unwrap()).is_some_and(|c| !c.is_empty()) {
+            got += 1;
+        }
+    }
+    net.workers[0].kill();
+    let killed = Instant::now();
+    let mut last = String::new();
+    while let Some(ev) = sse.next().await {
+        last = ev;
+    }
+    assert!(killed.elapsed() < Duration::from_secs(2), "error took {:?}", killed.elapsed());
+    let err: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(err["error"]["code"], "worker_failed_mid_stream", "{last}");
+    assert_eq!(completed(&net.workers[1].stats), 0, "no retry after output started");
+}
+
+#[tokio::test]
+async fn a_client_going_away_cancels_the_job_on_the_worker() {
+    let net = LocalNet::start(spec(vec![WorkerSpec::new(echo("m", 30))])).await.unwrap();
+    let mut sse = Sse::new(chat(&net.base_url(), "m", &words(500), true).await);
+    while !sse.next().await.and_then(|e| content_of(&e)).is_some_and(|c| !c.is_empty()) {}
+    drop(sse);
+    let stats = net.workers[0].stats.clone();
+    eventually("worker sees the cancellation", || WorkerStats::get(&stats.jobs_cancelled) == 1).await;
+    assert_eq!(completed(&stats), 0);
+}
+
+#[tokio::test]
+async fn says_busy_when_every_worker_is_full() {
+    let mut w = WorkerSpec::new(echo("m", 200));
+    w.max_jobs = 1;
+    let net = LocalNet::start(spec(vec![w])).await.unwrap();
+    let mut first = Sse::new(chat(&net.base_url(), "m", &words(50), true).await);
+    first.next().await.unwrap();
+    let r = chat(&net.base_url(), "m", "one more", false).await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "busy");
+}
+
+/// A worker whose evidence binds other claims than its certificate carries.
+fn worker_with_bad_binding(policy: Arc<kokon_attest::Policy>) -> RaTls {
+    let key = rcgen_key();
+    let spki = key.1.clone();
+    let now = SystemClock.now_unix();
+    let claims = Claims {
+        role: Role::Worker,
+        protocol_version: 1,
+        tls_key_sha256: hex(&sha256(&spki)),
+        issued_at: now,
+        config_sha256: hex(&[0; 32]),
+    };
+    let mut other = claims.clone();
+    other.config_sha256 = hex(&[1; 32]);
+    let quote = SimulatedQuote {
+        measurements: SimulatedQuote::measurements_for(&simulated_label(Role::Worker)),
+        report_data: kokon_attest::evidence::binding(&spki, &other.to_bytes()),
+    };
+    let parts = CertParts {
+        claims: claims.to_bytes(),
+        evidence: Evidence { kind: EvidenceKind::Simulated, quote: quote.to_bytes() }.to_bytes(),
+        not_before: now as i64 - 60,
+        not_after: now as i64 + 3600,
+        claims_critical: true,
+        evidence_critical: true,
+        extra: vec![],
+    };
+    let cert_der = build_certificate(&key.0, &parts, Role::Worker).unwrap();
+    let id = Identity { cert_der, key_pkcs8: key.0.serialize_der(), claims, not_after: now + 3600 };
+    RaTls::new(IdentityStore::new(&id).unwrap(), policy, Arc::new(SystemClock))
+}
+
+fn rcgen_key() -> (rcgen::KeyPair, Vec<u8>) {
+    use rcgen::PublicKeyData;
+    let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let spki = k.subject_public_key_info();
+    (k, spki)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test]
+async fn refuses_workers_with_a_bad_binding_or_an_unlisted_image() {
+    let mut rogue = WorkerSpec::new(echo("m", 0));
+    rogue.image_label = Some("kokon-worker/rogue".into());
+    let net = LocalNet::start(spec(vec![rogue])).await.unwrap();
+    let policy = Arc::new(net_policy());
+    let bad = Worker::new(WorkerConfig::new(net.proxy.addr), echo("m", 0), worker_with_bad_binding(policy));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(bad.serve(stop.clone()));
+    eventually("both refused", || net.proxy.metrics().links_refused() >= 2).await;
+    assert_eq!(net.proxy.worker_count(), 0);
+    let r = chat(&net.base_url(), "m", "anyone?", false).await;
+    assert_eq!(r.status(), 404);
+    stop.cancel();
+}
+
+fn net_policy() -> kokon_attest::Policy {
+    kokon_attest::Registry::local_test_network().policy().unwrap()
+}
+
+#[tokio::test]
+async fn killing_a_worker_under_load_fails_only_its_own_streams_quickly() {
+    let workers = (0..3).map(|_| WorkerSpec { max_jobs: 16, ..WorkerSpec::new(echo("m", 20)) }).collect();
+    let net = Arc::new(LocalNet::start(spec(workers)).await.unwrap());
+    let base = net.base_url();
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let base = base.clone();
+        clients.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i * 10)).await;
+            let mut sse = Sse::new(chat(&base, "m", &words(60), true).await);
+            let mut last = String::new();
+            while let Some(ev) = sse.next().await {
+                last = ev;
+            }
+            (last, Instant::now())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    net.workers[1].kill();
+    let killed = Instant::now();
+    // Requests started after the kill all succeed on the survivors.
+    for _ in 0..6 {
+        let r: Value = chat(&base, "m", "after the kill", false).await.json().await.unwrap();
+        assert_eq!(r["choices"][0]["message"]["content"], "after the kill ");
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for c in clients {
+        let (last, at) = c.await.unwrap();
+        if last == "[DONE]" {
+            ok += 1;
+        } else {
+            let err: Value = serde_json::from_str(&last).unwrap();
+            assert_eq!(err["error"]["code"], "worker_failed_mid_stream");
+            assert!(at.duration_since(killed) < Duration::from_secs(2));
+            failed += 1;
+        }
+    }
+    assert_eq!(ok + failed, 12);
+    assert!(failed >= 1 && ok >= 6, "ok={ok} failed={failed}");
+}

@@ -1,1 +1,76 @@
-fn main() {}
+//! `kokon`: the command-line entry point. A thin shell over the library crates.
+
+mod config;
+mod daemons;
+mod model;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kokon", version, about = "Kokon: confidential AI inference, paid per token in TON.",
+    long_about = "Kokon routes AI jobs from clients through proxies to GPU workers running in TEEs. \
+Every hop is RA-TLS (TLS whose certificate carries a TEE attestation), so no operator on the path \
+can read prompts or results.\n\n\
+Start here:  kokon up          (a whole local network with a real model, one command)\n\
+Then:        curl http://127.0.0.1:8080/v1/models\n\n\
+Files live under the Kokon home: $KOKON_HOME, default ~/.kokon. Logs: KOKON_LOG=debug.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a whole local network (registry, proxy, workers, OpenAI gateway) in one process.
+    Up(up::UpArgs),
+    /// Run a proxy: accepts worker and client links and routes jobs.
+    Proxy(daemons::ProxyArgs),
+    /// Run a worker: dials a proxy and serves jobs with an engine.
+    Worker(daemons::WorkerArgs),
+    /// Run a client gateway: an OpenAI-compatible API in front of a proxy.
+    Client(daemons::ClientArgs),
+    /// Fetch and inspect models.
+    #[command(subcommand)]
+    Model(model::ModelCmd),
+    /// Manage the registry file daemons verify peers against.
+    #[command(subcommand)]
+    Registry(daemons::RegistryCmd),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KOKON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Up(a) => up::run(a).await,
+            Command::Proxy(a) => daemons::proxy(a).await,
+            Command::Worker(a) => daemons::worker(a).await,
+            Command::Client(a) => daemons::client(a).await,
+            Command::Model(c) => model::run(c).await,
+            Command::Registry(c) => daemons::registry(c),
+        }
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,262 @@
+//! `kokon proxy`, `kokon worker`, `kokon client` and `kokon registry`: the
+//! daemons run alone, each configured by flags, `KOKON_*` env vars and a TOML file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use kokon_attest::{Registry, Role};
+use kokon_engine::Engine;
+use kokon_engine::echo::EchoEngine;
+use kokon_engine::llama::{LlamaConfig, LlamaEngine};
+use kokon_engine::upstream::{UpstreamConfig, UpstreamEngine};
+use kokon_testnet::{config_hash, node};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{load_file, load_registry, merge, registry_path};
+
+/// Settings every daemon shares.
+#[derive(Args, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Common {
+    /// TOML file with any of this command's settings (flags and env vars win).
+    #[arg(long, env = "KOKON_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Registry file to verify peers against [default: $KOKON_HOME/registry.toml].
+    #[arg(long, env = "KOKON_REGISTRY")]
+    pub registry: Option<PathBuf>,
+}
+
+#[derive(Args, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+    /// Address for worker and client RA-TLS links [default: 0.0.0.0:7400].
+    #[arg(long, env = "KOKON_PROXY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Plain-HTTP address for /metrics and /healthz [default: 127.0.0.1:7401].
+    #[arg(long, env = "KOKON_PROXY_ADMIN")]
+    pub admin: Option<SocketAddr>,
+    /// Workers tried per job when they fail before the first byte [default: 3].
+    #[arg(long, env = "KOKON_PROXY_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// GGUF model on the CPU via llama.cpp.
+    #[default]
+    Builtin,
+    /// Forward to an OpenAI-compatible server (vLLM, SGLang, llama.cpp server, Ollama).
+    Upstream,
+    /// Repeat the input word by word (tests and benchmarks; no model).
+    Echo,
+}
+
+#[derive(Args, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineArgs {
+    /// Engine to run jobs with [default: builtin].
+    #[arg(long, value_enum, env = "KOKON_ENGINE")]
+    pub engine: Option<EngineKind>,
+    /// Model to serve (builtin: a name from `kokon model list`; echo: any name) [default: smollm2-135m-instruct].
+    #[arg(long, env = "KOKON_MODEL")]
+    pub model: Option<String>,
+    /// CPU threads per job for the builtin engine [default: number of cores].
+    #[arg(long, env = "KOKON_THREADS")]
+    pub threads: Option<u32>,
+    /// Context window per job, in tokens [default: 2048].
+    #[arg(long, env = "KOKON_CONTEXT")]
+    pub context: Option<u32>,
+    /// Upstream base URL including /v1, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long, env = "KOKON_UPSTREAM_URL")]
+    pub upstream_url: Option<String>,
+    /// Upstream API key, if it needs one.
+    #[arg(long, env = "KOKON_UPSTREAM_KEY")]
+    pub upstream_key: Option<String>,
+}
+
+#[derive(Args, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub engine: EngineArgs,
+    /// Proxy to dial [default: 127.0.0.1:7400].
+    #[arg(long, env = "KOKON_WORKER_PROXY")]
+    pub proxy: Option<SocketAddr>,
+    /// Jobs run at once [default: 2].
+    #[arg(long, env = "KOKON_WORKER_MAX_JOBS")]
+    pub max_jobs: Option<u32>,
+    /// Price coefficient in thousandths of the registry's base price [default: 1000].
+    #[arg(long, env = "KOKON_WORKER_PRICE")]
+    pub price_milli: Option<u32>,
+}
+
+#[derive(Args, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+    /// Address of the OpenAI-compatible API [default: 127.0.0.1:8080].
+    #[arg(long, env = "KOKON_CLIENT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Proxy to send jobs to [default: 127.0.0.1:7400].
+    #[arg(long, env = "KOKON_CLIENT_PROXY")]
+    pub proxy: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <key>` on the API [default: none].
+    #[arg(long, env = "KOKON_API_KEY")]
+    pub api_key: Option<String>,
+    /// Highest worker price coefficient accepted, in thousandths [default: any].
+    #[arg(long, env = "KOKON_CLIENT_MAX_PRICE")]
+    pub max_price_milli: Option<u32>,
+}
+
+#[derive(Subcommand)]
+pub enum RegistryCmd {
+    /// Write a test-network registry that admits this build's simulated images.
+    Init {
+        /// Where to write it [default: $KOKON_HOME/registry.toml].
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the registry file in use.
+    Show {
+        #[arg(long, env = "KOKON_REGISTRY")]
+        path: Option<PathBuf>,
+    },
+}
+
+fn default_addr(s: &str) -> SocketAddr {
+    s.parse().expect("valid default address")
+}
+
+fn policy(common: &Common) -> anyhow::Result<Arc<kokon_attest::Policy>> {
+    let path = registry_path(common.registry.clone());
+    let registry = load_registry(&path)?;
+    Ok(Arc::new(registry.policy().with_context(|| format!("registry {}", path.display()))?))
+}
+
+async fn run_until_signal(shutdown: CancellationToken) {
+    crate::shutdown_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
+    let mut file: ProxyArgs = load_file(a.common.config.as_deref())?;
+    merge!(a, file, listen, admin, max_attempts);
+    merge!(a.common, file.common, registry);
+    let shutdown = CancellationToken::new();
+    let tls = node(Role::Proxy, None, policy(&a.common)?, config_hash(&["proxy"]), &shutdown)?;
+    let mut cfg = kokon_proxy::ProxyConfig::new(a.listen.unwrap_or_else(|| default_addr("0.0.0.0:7400")));
+    cfg.admin_listen = Some(a.admin.unwrap_or_else(|| default_addr("127.0.0.1:7401")));
+    cfg.max_attempts = a.max_attempts.unwrap_or(3).max(1);
+    let h = kokon_proxy::start(cfg, tls, shutdown.clone()).await?;
+    eprintln!("proxy listening on {} (metrics: http://{}/metrics)", h.addr, h.admin_addr.map(|a| a.to_string()).unwrap_or_default());
+    run_until_signal(shutdown).await;
+    Ok(())
+}
+
+/// Builds the engine a worker runs.
+pub async fn build_engine(e: &EngineArgs) -> anyhow::Result<Arc<dyn Engine>> {
+    let kind = e.engine.unwrap_or_default();
+    let model = e.model.clone().unwrap_or_else(|| kokon_models::DEFAULT_MODEL.to_string());
+    let context = e.context.unwrap_or(2048);
+    Ok(match kind {
+        EngineKind::Echo => Arc::new(EchoEngine::new(model)),
+        EngineKind::Builtin => {
+            let path = crate::model::ensure(&model).await?;
+            let threads = e.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2));
+            let cfg = LlamaConfig { name: model, context_len: context, threads };
+            Arc::new(tokio::task::spawn_blocking(move || LlamaEngine::load(&path, cfg)).await??)
+        }
+        EngineKind::Upstream => {
+            let Some(base_url) = e.upstream_url.clone() else { bail!("--engine upstream needs --upstream-url") };
+            let mut cfg = UpstreamConfig { base_url, api_key: e.upstream_key.clone(), models: vec![], context_len: context };
+            let probe = UpstreamEngine::new(cfg.clone())?;
+            cfg.models = match &e.model {
+                Some(m) => vec![m.clone()],
+                None => probe.discover_models().await.context("asking the upstream for its models (or pass --model)")?,
+            };
+            if cfg.models.is_empty() {
+                bail!("the upstream serves no models");
+            }
+            Arc::new(UpstreamEngine::new(cfg)?)
+        }
+    })
+}
+
+pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
+    let mut file: WorkerArgs = load_file(a.common.config.as_deref())?;
+    merge!(a, file, proxy, max_jobs, price_milli);
+    merge!(a.common, file.common, registry);
+    merge!(a.engine, file.engine, engine, model, threads, context, upstream_url, upstream_key);
+    let shutdown = CancellationToken::new();
+    let engine = build_engine(&a.engine).await?;
+    let tls = node(Role::Worker, None, policy(&a.common)?, config_hash(&["worker"]), &shutdown)?;
+    let mut cfg = kokon_worker::WorkerConfig::new(a.proxy.unwrap_or_else(|| default_addr("127.0.0.1:7400")));
+    cfg.max_jobs = a.max_jobs.unwrap_or(2).max(1);
+    cfg.price_milli = a.price_milli.unwrap_or(1000);
+    let models: Vec<String> = engine.models().into_iter().map(|m| m.name).collect();
+    eprintln!("worker serving {models:?}, dialing proxy {}", cfg.proxy);
+    let w = kokon_worker::Worker::new(cfg, engine, tls);
+    tokio::select! {
+        _ = w.serve(shutdown.clone()) => {}
+        _ = run_until_signal(shutdown.clone()) => {}
+    }
+    Ok(())
+}
+
+pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
+    let mut file: ClientArgs = load_file(a.common.config.as_deref())?;
+    merge!(a, file, listen, proxy, api_key, max_price_milli);
+    merge!(a.common, file.common, registry);
+    let shutdown = CancellationToken::new();
+    let tls = node(Role::Client, None, policy(&a.common)?, config_hash(&["gateway"]), &shutdown)?;
+    let mut cfg = kokon_gateway::GatewayConfig::new(
+        a.listen.unwrap_or_else(|| default_addr("127.0.0.1:8080")),
+        a.proxy.unwrap_or_else(|| default_addr("127.0.0.1:7400")),
+    );
+    cfg.api_key = a.api_key;
+    cfg.max_price_milli = a.max_price_milli;
+    let h = kokon_gateway::start(cfg, tls, shutdown.clone()).await?;
+    eprintln!("OpenAI-compatible API on http://{}/v1", h.addr);
+    run_until_signal(shutdown).await;
+    Ok(())
+}
+
+pub fn registry(cmd: RegistryCmd) -> anyhow::Result<()> {
+    match cmd {
+        RegistryCmd::Init { path, force } => {
+            let path = registry_path(path);
+            if path.exists() && !force {
+                bail!("{} exists; pass --force to replace it", path.display());
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&path, Registry::local_test_network().to_toml())?;
+            println!("wrote test-network registry (simulated attestation allowed) to {}", path.display());
+        }
+        RegistryCmd::Show { path } => {
+            let path = registry_path(path);
+            print!("{}", load_registry(&path)?.to_toml());
+        }
+    }
+    Ok(())
+}

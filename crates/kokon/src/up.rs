@@ -1,0 +1,69 @@
+//! `kokon up`: a whole local network in one process.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
+
+use crate::daemons::{EngineArgs, build_engine};
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Workers to start.
+    #[arg(long, default_value_t = 1, env = "KOKON_WORKERS")]
+    pub workers: u32,
+    /// Address of the OpenAI-compatible API.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "KOKON_LISTEN")]
+    pub listen: SocketAddr,
+    /// Address of the proxy's RA-TLS port (0 = any free port).
+    #[arg(long, default_value = "127.0.0.1:0", env = "KOKON_PROXY_LISTEN")]
+    pub proxy_listen: SocketAddr,
+    /// Address of the proxy's /metrics and /healthz (0 = any free port).
+    #[arg(long, default_value = "127.0.0.1:0", env = "KOKON_PROXY_ADMIN")]
+    pub metrics_listen: SocketAddr,
+    /// Jobs each worker runs at once.
+    #[arg(long, default_value_t = 2, env = "KOKON_WORKER_MAX_JOBS")]
+    pub max_jobs: u32,
+    /// Require `Authorization: Bearer <key>` on the API.
+    #[arg(long, env = "KOKON_API_KEY")]
+    pub api_key: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+pub async fn run(a: UpArgs) -> anyhow::Result<()> {
+    let engine = build_engine(&a.engine).await?;
+    let model = engine.models().first().map(|m| m.name.clone()).unwrap_or_default();
+    let workers = (0..a.workers.max(1))
+        .map(|_| WorkerSpec { max_jobs: a.max_jobs.max(1), ..WorkerSpec::new(engine.clone()) })
+        .collect();
+    let mut spec = NetSpec::new(workers);
+    spec.gateway_listen = a.listen;
+    spec.proxy_listen = a.proxy_listen;
+    spec.proxy_admin = Some(a.metrics_listen);
+    spec.api_key = a.api_key.clone();
+    let net = LocalNet::start(spec).await?;
+    print_banner(&net, &model, a.workers.max(1), a.api_key.is_some());
+    crate::shutdown_signal().await;
+    eprintln!("stopping…");
+    net.shutdown();
+    Ok(())
+}
+
+fn print_banner(net: &LocalNet, model: &str, workers: u32, auth: bool) {
+    let base = net.base_url();
+    let metrics = net.proxy.admin_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_default();
+    let auth_flag = if auth { " -H 'Authorization: Bearer $KOKON_API_KEY'" } else { "" };
+    println!("Kokon local network is up.");
+    println!("  attestation: SIMULATED (test network only; see docs/ATTESTATION.md)");
+    println!("  model:       {model} on {workers} worker(s)");
+    println!("  proxy:       {} (metrics: {metrics})", net.proxy.addr);
+    println!("  base URL:    {base}");
+    println!();
+    println!("Try it:");
+    println!(
+        "  curl -s {base}/chat/completions -H 'Content-Type: application/json'{auth_flag} \\\n    -d '{{\"model\": \"{model}\", \"temperature\": 0, \"messages\": [{{\"role\": \"system\", \"content\": \"Answer in one English sentence.\"}}, {{\"role\": \"user\", \"content\": \"What is the capital of France?\"}}]}}'"
+    );
+    println!();
+    println!("Press Ctrl-C to stop.");
+}

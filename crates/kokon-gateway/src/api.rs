@@ -11,6 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kokon_attest::{Clock, SystemClock};
+use kokon_proto::JobKind;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,7 +20,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::openai::{ChatRequest, CompletionRequest, Shape, parse};
+use crate::openai::{OpenAiRequest, Shape, parse};
 use crate::stream::{Event, Frames, Meta, chunk, full_response, sse, usage_chunk};
 use crate::{ApiError, AppState};
 
@@ -101,8 +102,8 @@ async fn read_body(s: &AppState, body: Body) -> Result<Bytes, ApiError> {
 
 async fn chat(State(s): State<Arc<AppState>>, _h: HeaderMap, body: Body) -> Response {
     let result = async {
-        let req: ChatRequest = parse(&read_body(&s, body).await?)?;
-        let (header, job, shape) = req.into_job(s.cfg.max_price_milli)?;
+        let req: OpenAiRequest = parse(&read_body(&s, body).await?)?;
+        let (header, job, shape) = req.into_job(JobKind::Chat, s.cfg.max_price_milli)?;
         run_job(&s, header, job, shape, "chatcmpl").await
     };
     finish(&s, "chat_completions", result.await)
@@ -110,8 +111,8 @@ async fn chat(State(s): State<Arc<AppState>>, _h: HeaderMap, body: Body) -> Resp
 
 async fn completions(State(s): State<Arc<AppState>>, body: Body) -> Response {
     let result = async {
-        let req: CompletionRequest = parse(&read_body(&s, body).await?)?;
-        let (header, job, shape) = req.into_job(s.cfg.max_price_milli)?;
+        let req: OpenAiRequest = parse(&read_body(&s, body).await?)?;
+        let (header, job, shape) = req.into_job(JobKind::Completion, s.cfg.max_price_milli)?;
         run_job(&s, header, job, shape, "cmpl").await
     };
     finish(&s, "completions", result.await)

@@ -11,10 +11,11 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Ap
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let param = (path != ".").then(|| path.clone());
         let inner = e.into_inner();
+        let param = (!inner.is_syntax() && !inner.is_eof() && path != ".").then(|| path.clone());
         let msg = match &param {
             Some(p) => format!("invalid field `{p}`: {inner}"),
+            None if inner.is_data() => format!("invalid request: {inner}"),
             None => format!("request body is not valid JSON: {inner}"),
         };
         ApiError::bad_request(param, msg)
@@ -56,9 +57,20 @@ pub(crate) struct StreamOptions {
     pub include_usage: bool,
 }
 
-/// Sampling fields shared by both endpoints.
+/// An OpenAI chat or legacy completion request. One flat struct serves both
+/// endpoints (each requires its own input field), so that every parse error
+/// can name its field.
 #[derive(Deserialize)]
-pub(crate) struct Sampling {
+pub(crate) struct OpenAiRequest {
+    pub model: String,
+    #[serde(default)]
+    messages: Option<Vec<InMessage>>,
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
     temperature: Option<f32>,
@@ -66,30 +78,6 @@ pub(crate) struct Sampling {
     stop: Option<StopField>,
     seed: Option<u64>,
     n: Option<u32>,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct ChatRequest {
-    pub model: String,
-    messages: Vec<InMessage>,
-    #[serde(default)]
-    pub stream: bool,
-    #[serde(default)]
-    pub stream_options: Option<StreamOptions>,
-    #[serde(flatten)]
-    sampling: Sampling,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct CompletionRequest {
-    pub model: String,
-    prompt: String,
-    #[serde(default)]
-    pub stream: bool,
-    #[serde(default)]
-    pub stream_options: Option<StreamOptions>,
-    #[serde(flatten)]
-    sampling: Sampling,
 }
 
 /// What the handler needs besides the job.
@@ -104,8 +92,8 @@ fn bad(param: &str, msg: &str) -> ApiError {
     ApiError::bad_request(Some(param.into()), format!("invalid field `{param}`: {msg}"))
 }
 
-impl Sampling {
-    fn validate(self) -> Result<SamplingParams, ApiError> {
+impl OpenAiRequest {
+    fn sampling(&mut self) -> Result<SamplingParams, ApiError> {
         if let Some(t) = self.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
             return Err(bad("temperature", &format!("{t} is outside 0 to 2")));
         }
@@ -115,7 +103,7 @@ impl Sampling {
         if self.n.is_some_and(|n| n != 1) {
             return Err(bad("n", "only n = 1 is supported"));
         }
-        let stop = match self.stop {
+        let stop = match self.stop.take() {
             None => vec![],
             Some(StopField::One(s)) => vec![s],
             Some(StopField::Many(v)) => v,
@@ -162,34 +150,27 @@ fn header(kind: JobKind, model: &str, max_price_milli: Option<u32>) -> Result<Jo
     Ok(JobHeader { request_id, model: model.into(), kind, max_price_milli })
 }
 
-impl ChatRequest {
-    pub fn into_job(self, max_price: Option<u32>) -> Result<(JobHeader, JobRequest, Shape), ApiError> {
-        if self.messages.is_empty() {
-            return Err(bad("messages", "must hold at least one message"));
-        }
-        let messages = self.messages.into_iter().enumerate().map(|(i, m)| message(i, m)).collect::<Result<_, _>>()?;
-        let params = self.sampling.validate()?;
-        let h = header(JobKind::Chat, &self.model, max_price)?;
+impl OpenAiRequest {
+    /// Converts into a job of `kind`, checking the fields that kind needs.
+    pub fn into_job(mut self, kind: JobKind, max_price: Option<u32>) -> Result<(JobHeader, JobRequest, Shape), ApiError> {
+        let params = self.sampling()?;
+        let input = match kind {
+            JobKind::Chat => {
+                let messages = self.messages.take().unwrap_or_default();
+                if messages.is_empty() {
+                    return Err(bad("messages", "must hold at least one message"));
+                }
+                JobInput::Chat(messages.into_iter().enumerate().map(|(i, m)| message(i, m)).collect::<Result<_, _>>()?)
+            }
+            JobKind::Completion => JobInput::Prompt(self.prompt.take().ok_or_else(|| bad("prompt", "is required"))?),
+        };
+        let h = header(kind, &self.model, max_price)?;
         let shape = Shape {
-            kind: JobKind::Chat,
+            kind,
             model: self.model.clone(),
             stream: self.stream,
             include_usage: self.stream_options.unwrap_or_default().include_usage,
         };
-        Ok((h, JobRequest { model: self.model, input: JobInput::Chat(messages), params }, shape))
-    }
-}
-
-impl CompletionRequest {
-    pub fn into_job(self, max_price: Option<u32>) -> Result<(JobHeader, JobRequest, Shape), ApiError> {
-        let params = self.sampling.validate()?;
-        let h = header(JobKind::Completion, &self.model, max_price)?;
-        let shape = Shape {
-            kind: JobKind::Completion,
-            model: self.model.clone(),
-            stream: self.stream,
-            include_usage: self.stream_options.unwrap_or_default().include_usage,
-        };
-        Ok((h, JobRequest { model: self.model, input: JobInput::Prompt(self.prompt), params }, shape))
+        Ok((h, JobRequest { model: self.model, input, params }, shape))
     }
 }

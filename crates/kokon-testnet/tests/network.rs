@@ -223,3 +223,28 @@ async fn killing_a_worker_under_load_fails_only_its_own_streams_quickly() {
     assert_eq!(ok + failed, 12);
     assert!(failed >= 1 && ok >= 6, "ok={ok} failed={failed}");
 }
+
+#[tokio::test]
+async fn a_worker_can_forward_to_an_openai_compatible_upstream() {
+    use kokon_engine::upstream::{UpstreamConfig, UpstreamEngine};
+    // The upstream is a real OpenAI-compatible server: another Kokon gateway.
+    let upstream = LocalNet::start(spec(vec![WorkerSpec::new(echo("up-model", 0))])).await.unwrap();
+    let cfg = UpstreamConfig { base_url: upstream.base_url(), api_key: None, models: vec![], context_len: 4096 };
+    let discovered = UpstreamEngine::new(cfg.clone()).unwrap().discover_models().await.unwrap();
+    assert_eq!(discovered, vec!["up-model"]);
+    let engine = Arc::new(UpstreamEngine::new(UpstreamConfig { models: discovered, ..cfg }).unwrap());
+    let net = LocalNet::start(spec(vec![WorkerSpec::new(engine)])).await.unwrap();
+
+    let r: Value = chat(&net.base_url(), "up-model", "through two networks", false).await.json().await.unwrap();
+    assert_eq!(r["choices"][0]["message"]["content"], "through two networks ");
+    assert_eq!(r["usage"]["completion_tokens"], 3, "usage comes from the upstream");
+    let mut sse = Sse::new(chat(&net.base_url(), "up-model", "streamed too", true).await);
+    let (mut text, mut events) = (String::new(), vec![]);
+    while let Some(ev) = sse.next().await {
+        text.push_str(&content_of(&ev).unwrap_or_default());
+        events.push(ev);
+    }
+    assert_eq!(text, "streamed too ");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(completed(&upstream.workers[0].stats), 2);
+}

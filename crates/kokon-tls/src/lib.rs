@@ -78,13 +78,19 @@ impl RaTls {
 
     /// Client-side configuration that accepts only peers of the `expected` roles.
     pub fn client_config(&self, expected: &[Role]) -> rustls::ClientConfig {
+        self.client_config_with_alpn(expected, kokon_proto::ALPN)
+    }
+
+    /// [`RaTls::client_config`] offering another protocol name (for
+    /// compatibility tests; nodes always speak [`kokon_proto::ALPN`]).
+    pub fn client_config_with_alpn(&self, expected: &[Role], alpn: &[u8]) -> rustls::ClientConfig {
         let mut cfg = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("ring supports TLS 1.3")
             .dangerous()
             .with_custom_certificate_verifier(self.verifier(expected))
             .with_client_cert_resolver(self.identity.clone());
-        cfg.alpn_protocols = vec![kokon_proto::ALPN.to_vec()];
+        cfg.alpn_protocols = vec![alpn.to_vec()];
         cfg
     }
 
@@ -160,15 +166,15 @@ impl RaTls {
 }
 
 fn handshake_error(addr: &str, e: std::io::Error) -> LinkError {
-    let text = e.to_string();
-    if text.contains("NoApplicationProtocol") || text.contains("no application protocol") {
+    use rustls::{AlertDescription, Error as TlsError};
+    let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<TlsError>());
+    if matches!(
+        tls,
+        Some(TlsError::NoApplicationProtocol | TlsError::AlertReceived(AlertDescription::NoApplicationProtocol))
+    ) {
         return LinkError::Incompatible { addr: addr.into() };
     }
-    if let Some(source) = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .and_then(verifier::attest_error_of)
-    {
+    if let Some(source) = tls.and_then(verifier::attest_error_of) {
         return LinkError::Refused { addr: addr.into(), source };
     }
     LinkError::Handshake { addr: addr.into(), source: e }

@@ -85,3 +85,17 @@ async fn server_refuses_a_worker_with_an_unlisted_image() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_peer_speaking_another_protocol_version_is_refused_clearly() {
+    let (addr, task) = serve_once(node(Role::Proxy, "proxy")).await;
+    let worker = node(Role::Worker, "worker");
+    let cfg = worker.client_config_with_alpn(&[Role::Proxy], b"kokon/2");
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("kokon.peer").unwrap();
+    let client = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await;
+    assert!(client.is_err());
+    let err = task.await.unwrap().unwrap_err();
+    assert!(matches!(err, LinkError::Incompatible { .. }), "{err}");
+    assert!(err.to_string().contains("incompatible Kokon protocol"), "{err}");
+}

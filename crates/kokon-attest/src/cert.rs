@@ -36,7 +36,9 @@ pub struct Identity {
 // The private key must never be printed.
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("claims", &self.claims).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("claims", &self.claims)
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,7 +71,10 @@ impl Identity {
             measurements: SimulatedQuote::measurements_for(&p.image_label),
             report_data: binding(&spki, &claims_bytes),
         };
-        let evidence = Evidence { kind: EvidenceKind::Simulated, quote: quote.to_bytes() };
+        let evidence = Evidence {
+            kind: EvidenceKind::Simulated,
+            quote: quote.to_bytes(),
+        };
         let now = p.now as i64;
         let parts = CertParts {
             claims: claims_bytes,
@@ -91,7 +96,11 @@ impl Identity {
 }
 
 /// Builds a self-signed certificate from raw parts, signed by `key`.
-pub fn build_certificate(key: &KeyPair, parts: &CertParts, role: Role) -> Result<Vec<u8>, rcgen::Error> {
+pub fn build_certificate(
+    key: &KeyPair,
+    parts: &CertParts,
+    role: Role,
+) -> Result<Vec<u8>, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("kokon-{role}"));
@@ -100,15 +109,21 @@ pub fn build_certificate(key: &KeyPair, parts: &CertParts, role: Role) -> Result
     params.not_after = timestamp(parts.not_after)?;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages =
-        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     let mut push = |oid: &[u64], content: Vec<u8>, critical: bool| {
         let mut ext = CustomExtension::from_oid_content(oid, content);
         ext.set_criticality(critical);
         params.custom_extensions.push(ext);
     };
     push(oids::CLAIMS, parts.claims.clone(), parts.claims_critical);
-    push(oids::EVIDENCE, parts.evidence.clone(), parts.evidence_critical);
+    push(
+        oids::EVIDENCE,
+        parts.evidence.clone(),
+        parts.evidence_critical,
+    );
     for (oid, content, critical) in &parts.extra {
         push(oid, content.clone(), *critical);
     }
@@ -116,7 +131,9 @@ pub fn build_certificate(key: &KeyPair, parts: &CertParts, role: Role) -> Result
 }
 
 fn timestamp(secs: i64) -> Result<OffsetDateTime, rcgen::Error> {
-    OffsetDateTime::from_unix_timestamp(secs).map_err(|_| rcgen::Error::InvalidAsn1String(
-        rcgen::InvalidAsn1String::PrintableString("timestamp out of range".into()),
-    ))
+    OffsetDateTime::from_unix_timestamp(secs).map_err(|_| {
+        rcgen::Error::InvalidAsn1String(rcgen::InvalidAsn1String::PrintableString(
+            "timestamp out of range".into(),
+        ))
+    })
 }

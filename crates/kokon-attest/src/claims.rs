@@ -51,14 +51,18 @@ impl Claims {
         if bytes.len() > MAX_CLAIMS {
             return Err(AttestError::ClaimsTooLarge(bytes.len()));
         }
-        let c: Claims =
-            serde_json::from_slice(bytes).map_err(|e| AttestError::ClaimsMalformed(e.to_string()))?;
+        let c: Claims = serde_json::from_slice(bytes)
+            .map_err(|e| AttestError::ClaimsMalformed(e.to_string()))?;
         let is_hex32 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
         if !is_hex32(&c.tls_key_sha256) {
-            return Err(AttestError::ClaimsMalformed("tls_key_sha256 is not 32 hex bytes".into()));
+            return Err(AttestError::ClaimsMalformed(
+                "tls_key_sha256 is not 32 hex bytes".into(),
+            ));
         }
         if !is_hex32(&c.config_sha256) {
-            return Err(AttestError::ClaimsMalformed("config_sha256 is not 32 hex bytes".into()));
+            return Err(AttestError::ClaimsMalformed(
+                "config_sha256 is not 32 hex bytes".into(),
+            ));
         }
         Ok(c)
     }

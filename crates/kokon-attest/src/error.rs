@@ -9,7 +9,9 @@ pub enum AttestError {
     CertTooLarge(usize),
     #[error("certificate is not valid DER X.509: {0}")]
     CertMalformed(String),
-    #[error("certificate chains are not accepted; a Kokon peer presents one self-signed certificate")]
+    #[error(
+        "certificate chains are not accepted; a Kokon peer presents one self-signed certificate"
+    )]
     ChainNotAllowed,
     #[error("certificate is not self-signed (issuer differs from subject)")]
     NotSelfSigned,
@@ -43,7 +45,9 @@ pub enum AttestError {
     UnknownEvidenceKind(u8),
     #[error("evidence kind `{0}` is not supported by this build")]
     EvidenceKindUnsupported(EvidenceKind),
-    #[error("simulated evidence is refused: the registry policy does not allow it (it is for test networks only)")]
+    #[error(
+        "simulated evidence is refused: the registry policy does not allow it (it is for test networks only)"
+    )]
     SimulatedNotAllowed,
     #[error("report data does not bind this certificate's key and claims")]
     BindingMismatch,

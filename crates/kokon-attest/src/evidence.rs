@@ -55,14 +55,18 @@ impl Evidence {
         if bytes.len() > MAX_EVIDENCE {
             return Err(AttestError::EvidenceTooLarge(bytes.len()));
         }
-        let (&kind, quote) =
-            bytes.split_first().ok_or_else(|| AttestError::EvidenceMalformed("empty".into()))?;
+        let (&kind, quote) = bytes
+            .split_first()
+            .ok_or_else(|| AttestError::EvidenceMalformed("empty".into()))?;
         let kind = match kind {
             1 => EvidenceKind::Simulated,
             2 => EvidenceKind::Tdx,
             other => return Err(AttestError::UnknownEvidenceKind(other)),
         };
-        Ok(Self { kind, quote: quote.to_vec() })
+        Ok(Self {
+            kind,
+            quote: quote.to_vec(),
+        })
     }
 }
 
@@ -109,7 +113,10 @@ impl SimulatedQuote {
             out[32..].copy_from_slice(&b[..16]);
             out
         };
-        Measurements { mrtd: h("mrtd"), rtmr: [h("rtmr0"), h("rtmr1"), h("rtmr2"), h("rtmr3")] }
+        Measurements {
+            mrtd: h("mrtd"),
+            rtmr: [h("rtmr0"), h("rtmr1"), h("rtmr2"), h("rtmr3")],
+        }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -117,7 +124,10 @@ impl SimulatedQuote {
         out.extend_from_slice(SIM_MAGIC);
         out.extend_from_slice(&1u16.to_be_bytes());
         out.extend_from_slice(&self.measurements.mrtd);
-        self.measurements.rtmr.iter().for_each(|r| out.extend_from_slice(r));
+        self.measurements
+            .rtmr
+            .iter()
+            .for_each(|r| out.extend_from_slice(r));
         out.extend_from_slice(&self.report_data);
         out
     }

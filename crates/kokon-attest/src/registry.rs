@@ -47,8 +47,13 @@ pub fn simulated_label(role: Role) -> String {
 impl Registry {
     /// A test network that admits this build's simulated proxy and worker images.
     pub fn local_test_network() -> Self {
-        let img = |r| hex::encode(SimulatedQuote::measurements_for(&simulated_label(r)).image_hash());
-        Self { network: Network::Test, proxy_images: vec![img(Role::Proxy)], worker_images: vec![img(Role::Worker)] }
+        let img =
+            |r| hex::encode(SimulatedQuote::measurements_for(&simulated_label(r)).image_hash());
+        Self {
+            network: Network::Test,
+            proxy_images: vec![img(Role::Proxy)],
+            worker_images: vec![img(Role::Worker)],
+        }
     }
 
     pub fn parse(text: &str) -> Result<Self, RegistryError> {
@@ -62,17 +67,34 @@ impl Registry {
     /// The verifier policy this registry implies. Clients are identified by
     /// their key and accepted with any image (they do not run in a TEE).
     pub fn policy(&self) -> Result<Policy, RegistryError> {
-        let hashes = |field: &'static str, list: &[String]| -> Result<Vec<[u8; 32]>, RegistryError> {
-            list.iter()
-                .map(|h| {
-                    let bad = || RegistryError::BadHash { field, value: h.clone() };
-                    hex::decode(h).map_err(|_| bad())?.try_into().map_err(|_| bad())
-                })
-                .collect()
-        };
+        let hashes =
+            |field: &'static str, list: &[String]| -> Result<Vec<[u8; 32]>, RegistryError> {
+                list.iter()
+                    .map(|h| {
+                        let bad = || RegistryError::BadHash {
+                            field,
+                            value: h.clone(),
+                        };
+                        hex::decode(h)
+                            .map_err(|_| bad())?
+                            .try_into()
+                            .map_err(|_| bad())
+                    })
+                    .collect()
+            };
         let mut roles = HashMap::new();
-        roles.insert(Role::Proxy, RolePolicy { images: Some(hashes("proxy_images", &self.proxy_images)?) });
-        roles.insert(Role::Worker, RolePolicy { images: Some(hashes("worker_images", &self.worker_images)?) });
+        roles.insert(
+            Role::Proxy,
+            RolePolicy {
+                images: Some(hashes("proxy_images", &self.proxy_images)?),
+            },
+        );
+        roles.insert(
+            Role::Worker,
+            RolePolicy {
+                images: Some(hashes("worker_images", &self.worker_images)?),
+            },
+        );
         roles.insert(Role::Client, RolePolicy { images: None });
         let mut policy = Policy::new(roles);
         if self.network == Network::Test {
@@ -92,7 +114,10 @@ mod tests {
         let back = Registry::parse(&r.to_toml()).unwrap();
         assert_eq!(back, r);
         assert!(back.policy().unwrap().allows_simulated());
-        let prod = Registry { network: Network::Production, ..r };
+        let prod = Registry {
+            network: Network::Production,
+            ..r
+        };
         assert!(!prod.policy().unwrap().allows_simulated());
     }
 
@@ -101,7 +126,10 @@ mod tests {
         let mut r = Registry::local_test_network();
         r.worker_images.push("abcd".into());
         let err = r.policy().unwrap_err().to_string();
-        assert!(err.contains("worker_images") && err.contains("abcd"), "{err}");
+        assert!(
+            err.contains("worker_images") && err.contains("abcd"),
+            "{err}"
+        );
         assert!(Registry::parse("network = \"moon\"").is_err());
     }
 }

@@ -59,7 +59,10 @@ pub fn verify_certificate(
     let (rest, cert) =
         X509Certificate::from_der(der).map_err(|e| AttestError::CertMalformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(AttestError::CertMalformed(format!("{} trailing bytes", rest.len())));
+        return Err(AttestError::CertMalformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
     }
     check_self_signed(&cert)?;
     check_validity(&cert, policy, now)?;
@@ -75,7 +78,12 @@ pub fn verify_certificate(
     check_claims(&claims, spki, policy, expected, now)?;
     let image_hash = measurements.image_hash();
     check_image(&claims, image_hash, policy)?;
-    Ok(VerifiedPeer { claims, evidence_kind: evidence.kind, measurements, image_hash })
+    Ok(VerifiedPeer {
+        claims,
+        evidence_kind: evidence.kind,
+        measurements,
+        image_hash,
+    })
 }
 
 fn check_self_signed(cert: &X509Certificate<'_>) -> Result<(), AttestError> {
@@ -85,10 +93,15 @@ fn check_self_signed(cert: &X509Certificate<'_>) -> Result<(), AttestError> {
     if cert.issuer().as_raw() != cert.subject().as_raw() {
         return Err(AttestError::NotSelfSigned);
     }
-    cert.verify_signature(None).map_err(|_| AttestError::BadSelfSignature)
+    cert.verify_signature(None)
+        .map_err(|_| AttestError::BadSelfSignature)
 }
 
-fn check_validity(cert: &X509Certificate<'_>, policy: &Policy, now: u64) -> Result<(), AttestError> {
+fn check_validity(
+    cert: &X509Certificate<'_>,
+    policy: &Policy,
+    now: u64,
+) -> Result<(), AttestError> {
     let now = now as i64;
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
@@ -106,7 +119,9 @@ fn check_validity(cert: &X509Certificate<'_>, policy: &Policy, now: u64) -> Resu
 
 /// Finds the two Kokon extensions; refuses duplicates, non-critical ones and
 /// any critical extension this verifier does not understand.
-fn kokon_extensions<'a>(cert: &'a X509Certificate<'_>) -> Result<(&'a [u8], &'a [u8]), AttestError> {
+fn kokon_extensions<'a>(
+    cert: &'a X509Certificate<'_>,
+) -> Result<(&'a [u8], &'a [u8]), AttestError> {
     let (mut claims, mut evidence) = (None, None);
     let mut seen = std::collections::HashSet::new();
     for ext in cert.extensions() {
@@ -162,7 +177,10 @@ fn check_claims(
 ) -> Result<(), AttestError> {
     let actual = hex::encode(sha256(spki));
     if claims.tls_key_sha256 != actual {
-        return Err(AttestError::KeyMismatch { claimed: claims.tls_key_sha256.clone(), actual });
+        return Err(AttestError::KeyMismatch {
+            claimed: claims.tls_key_sha256.clone(),
+            actual,
+        });
     }
     if claims.protocol_version != crate::error::kokon_proto_version() {
         return Err(AttestError::ProtocolVersion(claims.protocol_version));
@@ -170,16 +188,25 @@ fn check_claims(
     let too_old = claims.issued_at + policy.max_age_secs < now;
     let in_future = claims.issued_at > now + policy.max_skew_secs;
     if too_old || in_future {
-        return Err(AttestError::ClaimsStale { issued_at: claims.issued_at, now });
+        return Err(AttestError::ClaimsStale {
+            issued_at: claims.issued_at,
+            now,
+        });
     }
     if !expected.contains(&claims.role) {
-        return Err(AttestError::UnexpectedRole { got: claims.role, expected: expected.to_vec() });
+        return Err(AttestError::UnexpectedRole {
+            got: claims.role,
+            expected: expected.to_vec(),
+        });
     }
     Ok(())
 }
 
 fn check_image(claims: &Claims, image: [u8; 32], policy: &Policy) -> Result<(), AttestError> {
-    let refused = || AttestError::ImageNotAllowed { role: claims.role, image: hex::encode(image) };
+    let refused = || AttestError::ImageNotAllowed {
+        role: claims.role,
+        image: hex::encode(image),
+    };
     let role_policy = policy.role(claims.role).ok_or_else(refused)?;
     match &role_policy.images {
         None => Ok(()),

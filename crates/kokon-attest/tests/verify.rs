@@ -12,8 +12,18 @@ const NOW: u64 = 1_800_000_000;
 fn dev_policy() -> Policy {
     let img = |l: &str| Some(vec![SimulatedQuote::measurements_for(l).image_hash()]);
     let mut roles = HashMap::new();
-    roles.insert(Role::Worker, RolePolicy { images: img("worker") });
-    roles.insert(Role::Proxy, RolePolicy { images: img("proxy") });
+    roles.insert(
+        Role::Worker,
+        RolePolicy {
+            images: img("worker"),
+        },
+    );
+    roles.insert(
+        Role::Proxy,
+        RolePolicy {
+            images: img("proxy"),
+        },
+    );
     roles.insert(Role::Client, RolePolicy { images: None });
     let mut p = Policy::new(roles);
     p.dangerous().allow_simulated_evidence();
@@ -47,7 +57,11 @@ impl Forge {
             issued_at: NOW,
             config_sha256: hex::encode([1u8; 32]),
         };
-        Self { key, claims, label: label.into() }
+        Self {
+            key,
+            claims,
+            label: label.into(),
+        }
     }
 
     fn parts(&self) -> CertParts {
@@ -57,7 +71,11 @@ impl Forge {
             report_data: binding(&self.key.subject_public_key_info(), &claims),
         };
         CertParts {
-            evidence: Evidence { kind: EvidenceKind::Simulated, quote: quote.to_bytes() }.to_bytes(),
+            evidence: Evidence {
+                kind: EvidenceKind::Simulated,
+                quote: quote.to_bytes(),
+            }
+            .to_bytes(),
             claims,
             not_before: NOW as i64 - 60,
             not_after: NOW as i64 + 3600,
@@ -82,7 +100,10 @@ fn accepts_a_fresh_simulated_worker_certificate() {
     let peer = verify_certificate(&id.cert_der, &dev_policy(), &[Role::Worker], NOW + 10).unwrap();
     assert_eq!(peer.role(), Role::Worker);
     assert_eq!(peer.evidence_kind(), EvidenceKind::Simulated);
-    assert_eq!(peer.image_hash(), SimulatedQuote::measurements_for("worker").image_hash());
+    assert_eq!(
+        peer.image_hash(),
+        SimulatedQuote::measurements_for("worker").image_hash()
+    );
 }
 
 #[test]
@@ -96,7 +117,8 @@ fn refuses_simulated_evidence_under_a_production_policy() {
     let id = Identity::simulated(&params(Role::Worker, "worker")).unwrap();
     let mut roles = HashMap::new();
     roles.insert(Role::Worker, RolePolicy { images: None });
-    let err = verify_certificate(&id.cert_der, &Policy::new(roles), &[Role::Worker], NOW).unwrap_err();
+    let err =
+        verify_certificate(&id.cert_der, &Policy::new(roles), &[Role::Worker], NOW).unwrap_err();
     assert_eq!(err, AttestError::SimulatedNotAllowed);
 }
 
@@ -104,20 +126,43 @@ fn refuses_simulated_evidence_under_a_production_policy() {
 fn refuses_unknown_image_and_wrong_role() {
     let id = Identity::simulated(&params(Role::Worker, "rogue-image")).unwrap();
     let err = verify_certificate(&id.cert_der, &dev_policy(), &[Role::Worker], NOW).unwrap_err();
-    assert!(matches!(err, AttestError::ImageNotAllowed { role: Role::Worker, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            AttestError::ImageNotAllowed {
+                role: Role::Worker,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     let id = Identity::simulated(&params(Role::Worker, "worker")).unwrap();
     let err = verify_certificate(&id.cert_der, &dev_policy(), &[Role::Proxy], NOW).unwrap_err();
-    assert!(matches!(err, AttestError::UnexpectedRole { got: Role::Worker, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            AttestError::UnexpectedRole {
+                got: Role::Worker,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn refuses_expired_and_future_certificates() {
     let id = Identity::simulated(&params(Role::Worker, "worker")).unwrap();
-    let err = verify_certificate(&id.cert_der, &dev_policy(), &[Role::Worker], NOW + 7200).unwrap_err();
+    let err =
+        verify_certificate(&id.cert_der, &dev_policy(), &[Role::Worker], NOW + 7200).unwrap_err();
     assert!(matches!(err, AttestError::CertExpired { .. }), "{err:?}");
-    let err = verify_certificate(&id.cert_der, &dev_policy(), &[Role::Worker], NOW - 3600).unwrap_err();
-    assert!(matches!(err, AttestError::CertNotYetValid { .. }), "{err:?}");
+    let err =
+        verify_certificate(&id.cert_der, &dev_policy(), &[Role::Worker], NOW - 3600).unwrap_err();
+    assert!(
+        matches!(err, AttestError::CertNotYetValid { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -143,17 +188,26 @@ fn refuses_evidence_moved_from_another_certificate() {
 fn refuses_claims_naming_another_key() {
     let mut f = Forge::new(Role::Worker, "worker");
     f.claims.tls_key_sha256 = hex::encode([9u8; 32]);
-    assert!(matches!(f.verify(&f.parts()).unwrap_err(), AttestError::KeyMismatch { .. }));
+    assert!(matches!(
+        f.verify(&f.parts()).unwrap_err(),
+        AttestError::KeyMismatch { .. }
+    ));
 }
 
 #[test]
 fn refuses_stale_claims_and_other_protocol_versions() {
     let mut f = Forge::new(Role::Worker, "worker");
     f.claims.issued_at = NOW - 3 * 24 * 3600;
-    assert!(matches!(f.verify(&f.parts()).unwrap_err(), AttestError::ClaimsStale { .. }));
+    assert!(matches!(
+        f.verify(&f.parts()).unwrap_err(),
+        AttestError::ClaimsStale { .. }
+    ));
     let mut f = Forge::new(Role::Worker, "worker");
     f.claims.protocol_version = 2;
-    assert_eq!(f.verify(&f.parts()).unwrap_err(), AttestError::ProtocolVersion(2));
+    assert_eq!(
+        f.verify(&f.parts()).unwrap_err(),
+        AttestError::ProtocolVersion(2)
+    );
 }
 
 #[test]
@@ -161,24 +215,39 @@ fn refuses_non_critical_extensions() {
     let f = Forge::new(Role::Worker, "worker");
     let mut p = f.parts();
     p.claims_critical = false;
-    assert_eq!(f.verify(&p).unwrap_err(), AttestError::ExtensionNotCritical("claims"));
+    assert_eq!(
+        f.verify(&p).unwrap_err(),
+        AttestError::ExtensionNotCritical("claims")
+    );
     let mut p = f.parts();
     p.evidence_critical = false;
-    assert_eq!(f.verify(&p).unwrap_err(), AttestError::ExtensionNotCritical("evidence"));
+    assert_eq!(
+        f.verify(&p).unwrap_err(),
+        AttestError::ExtensionNotCritical("evidence")
+    );
 }
 
 #[test]
 fn refuses_duplicated_and_unknown_critical_extensions() {
     let f = Forge::new(Role::Worker, "worker");
     let mut p = f.parts();
-    p.extra.push((oids::CLAIMS.to_vec(), p.claims.clone(), true));
-    assert!(matches!(f.verify(&p).unwrap_err(), AttestError::DuplicateExtension(_)));
+    p.extra
+        .push((oids::CLAIMS.to_vec(), p.claims.clone(), true));
+    assert!(matches!(
+        f.verify(&p).unwrap_err(),
+        AttestError::DuplicateExtension(_)
+    ));
     let mut p = f.parts();
-    p.extra.push((vec![1, 3, 6, 1, 4, 1, 59999, 9, 9], vec![1], true));
-    assert!(matches!(f.verify(&p).unwrap_err(), AttestError::UnknownCriticalExtension(_)));
+    p.extra
+        .push((vec![1, 3, 6, 1, 4, 1, 59999, 9, 9], vec![1], true));
+    assert!(matches!(
+        f.verify(&p).unwrap_err(),
+        AttestError::UnknownCriticalExtension(_)
+    ));
     // A non-critical unknown extension is fine.
     let mut p = f.parts();
-    p.extra.push((vec![1, 3, 6, 1, 4, 1, 59999, 9, 9], vec![1], false));
+    p.extra
+        .push((vec![1, 3, 6, 1, 4, 1, 59999, 9, 9], vec![1], false));
     f.verify(&p).unwrap();
 }
 
@@ -187,19 +256,34 @@ fn refuses_truncated_oversized_and_unknown_evidence() {
     let f = Forge::new(Role::Worker, "worker");
     let mut p = f.parts();
     p.evidence.truncate(100);
-    assert!(matches!(f.verify(&p).unwrap_err(), AttestError::EvidenceMalformed(_)));
+    assert!(matches!(
+        f.verify(&p).unwrap_err(),
+        AttestError::EvidenceMalformed(_)
+    ));
     let mut p = f.parts();
     p.evidence = vec![1; 20_000];
-    assert_eq!(f.verify(&p).unwrap_err(), AttestError::EvidenceTooLarge(20_000));
+    assert_eq!(
+        f.verify(&p).unwrap_err(),
+        AttestError::EvidenceTooLarge(20_000)
+    );
     let mut p = f.parts();
     p.evidence[0] = 7;
-    assert_eq!(f.verify(&p).unwrap_err(), AttestError::UnknownEvidenceKind(7));
+    assert_eq!(
+        f.verify(&p).unwrap_err(),
+        AttestError::UnknownEvidenceKind(7)
+    );
     let mut p = f.parts();
     p.evidence[0] = 2;
-    assert_eq!(f.verify(&p).unwrap_err(), AttestError::EvidenceKindUnsupported(EvidenceKind::Tdx));
+    assert_eq!(
+        f.verify(&p).unwrap_err(),
+        AttestError::EvidenceKindUnsupported(EvidenceKind::Tdx)
+    );
     let mut p = f.parts();
     p.evidence.clear();
-    assert!(matches!(f.verify(&p).unwrap_err(), AttestError::EvidenceMalformed(_)));
+    assert!(matches!(
+        f.verify(&p).unwrap_err(),
+        AttestError::EvidenceMalformed(_)
+    ));
 }
 
 #[test]
@@ -207,7 +291,10 @@ fn refuses_malformed_or_oversized_claims() {
     let f = Forge::new(Role::Worker, "worker");
     let mut p = f.parts();
     p.claims = b"{not json".to_vec();
-    assert!(matches!(f.verify(&p).unwrap_err(), AttestError::ClaimsMalformed(_)));
+    assert!(matches!(
+        f.verify(&p).unwrap_err(),
+        AttestError::ClaimsMalformed(_)
+    ));
     let mut p = f.parts();
     p.claims = vec![b' '; 5000];
     assert_eq!(f.verify(&p).unwrap_err(), AttestError::ClaimsTooLarge(5000));
@@ -218,7 +305,10 @@ fn refuses_missing_extensions_lifetimes_and_garbage() {
     let f = Forge::new(Role::Worker, "worker");
     let mut p = f.parts();
     p.not_after = NOW as i64 + 10 * 24 * 3600;
-    assert!(matches!(f.verify(&p).unwrap_err(), AttestError::CertLifetimeTooLong(_)));
+    assert!(matches!(
+        f.verify(&p).unwrap_err(),
+        AttestError::CertLifetimeTooLong(_)
+    ));
     let err = verify_certificate(b"\x30\x03\x02\x01\x01", &dev_policy(), &[Role::Worker], NOW);
     assert!(matches!(err.unwrap_err(), AttestError::CertMalformed(_)));
     let err = verify_certificate(&vec![0u8; 40_000], &dev_policy(), &[Role::Worker], NOW);

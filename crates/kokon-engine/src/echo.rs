@@ -23,7 +23,10 @@ pub struct EchoEngine {
 
 impl EchoEngine {
     pub fn new(model: impl Into<String>) -> Self {
-        Self { model: model.into(), per_token: Duration::ZERO }
+        Self {
+            model: model.into(),
+            per_token: Duration::ZERO,
+        }
     }
 
     pub fn with_delay(mut self, per_token: Duration) -> Self {
@@ -36,7 +39,10 @@ fn source_text(input: &JobInput) -> (&str, usize) {
     match input {
         JobInput::Prompt(p) => (p.as_str(), p.split_whitespace().count()),
         JobInput::Chat(msgs) => {
-            let all = msgs.iter().map(|m| m.content.split_whitespace().count()).sum();
+            let all = msgs
+                .iter()
+                .map(|m| m.content.split_whitespace().count())
+                .sum();
             (msgs.last().map(|m| m.content.as_str()).unwrap_or(""), all)
         }
     }
@@ -44,10 +50,18 @@ fn source_text(input: &JobInput) -> (&str, usize) {
 
 impl Engine for EchoEngine {
     fn models(&self) -> Vec<ModelOffer> {
-        vec![ModelOffer { name: self.model.clone(), context_len: 1 << 20 }]
+        vec![ModelOffer {
+            name: self.model.clone(),
+            context_len: 1 << 20,
+        }]
     }
 
-    fn run(&self, job: JobRequest, out: Output, cancel: CancellationToken) -> BoxFuture<'static, Result<JobEnd, EngineError>> {
+    fn run(
+        &self,
+        job: JobRequest,
+        out: Output,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Result<JobEnd, EngineError>> {
         let me = self.clone();
         Box::pin(async move {
             if job.model != me.model {
@@ -55,7 +69,11 @@ impl Engine for EchoEngine {
             }
             let (text, prompt_tokens) = source_text(&job.input);
             let words: Vec<String> = text.split_whitespace().map(|w| format!("{w} ")).collect();
-            let max = job.params.max_tokens.map(|m| m as usize).unwrap_or(usize::MAX);
+            let max = job
+                .params
+                .max_tokens
+                .map(|m| m as usize)
+                .unwrap_or(usize::MAX);
             let mut stops = StopMatcher::new(job.params.stop.clone());
             let mut finish = FinishReason::Stop;
             let mut completion = 0;
@@ -84,7 +102,10 @@ impl Engine for EchoEngine {
                 return Err(EngineError::Cancelled);
             }
             Ok(JobEnd {
-                usage: Usage { prompt_tokens: prompt_tokens as u32, completion_tokens: completion as u32 },
+                usage: Usage {
+                    prompt_tokens: prompt_tokens as u32,
+                    completion_tokens: completion as u32,
+                },
                 finish_reason: finish,
             })
         })

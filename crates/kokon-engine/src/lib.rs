@@ -47,7 +47,9 @@ impl EngineError {
     pub fn to_job_error(&self) -> JobError {
         let code = match self {
             EngineError::UnknownModel(_) => ErrorCode::ModelNotFound,
-            EngineError::BadRequest(_) | EngineError::ContextTooLong { .. } => ErrorCode::BadRequest,
+            EngineError::BadRequest(_) | EngineError::ContextTooLong { .. } => {
+                ErrorCode::BadRequest
+            }
             EngineError::Failed(_) | EngineError::Upstream(_) => ErrorCode::EngineFailed,
             EngineError::Cancelled => ErrorCode::Cancelled,
         };

@@ -51,7 +51,9 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
     BACKEND
         .get_or_init(|| {
             // llama.cpp logs may echo prompt text at debug level: keep them off.
-            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(false));
+            llama_cpp_2::send_logs_to_tracing(
+                llama_cpp_2::LogOptions::default().with_logs_enabled(false),
+            );
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
@@ -67,7 +69,13 @@ impl LlamaEngine {
         cfg.context_len = cfg.context_len.min(model.n_ctx_train()).max(16);
         cfg.threads = cfg.threads.max(1);
         let template = model.meta_val_str("tokenizer.chat_template").ok();
-        Ok(Self { inner: Arc::new(Inner { cfg, model, template }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cfg,
+                model,
+                template,
+            }),
+        })
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -77,7 +85,10 @@ impl LlamaEngine {
 
 impl Engine for LlamaEngine {
     fn models(&self) -> Vec<ModelOffer> {
-        vec![ModelOffer { name: self.inner.cfg.name.clone(), context_len: self.inner.cfg.context_len }]
+        vec![ModelOffer {
+            name: self.inner.cfg.name.clone(),
+            context_len: self.inner.cfg.context_len,
+        }]
     }
 
     fn run(
@@ -99,13 +110,21 @@ impl Engine for LlamaEngine {
 }
 
 impl Inner {
-    fn generate(&self, job: JobRequest, out: &Output, cancel: &CancellationToken) -> Result<JobEnd, EngineError> {
+    fn generate(
+        &self,
+        job: JobRequest,
+        out: &Output,
+        cancel: &CancellationToken,
+    ) -> Result<JobEnd, EngineError> {
         let prompt = self.prompt(&job.input)?;
         let vocab = self.model.vocab();
         let tokens = vocab.tokenize(prompt.as_bytes(), true, true);
         let n_ctx = self.cfg.context_len as usize;
         if tokens.is_empty() || tokens.len() >= n_ctx {
-            return Err(EngineError::ContextTooLong { prompt: tokens.len(), context: n_ctx });
+            return Err(EngineError::ContextTooLong {
+                prompt: tokens.len(),
+                context: n_ctx,
+            });
         }
         let budget = job.params.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS) as usize;
         let max_new = budget.min(n_ctx - tokens.len());
@@ -179,13 +198,18 @@ impl Inner {
             .collect::<Result<_, _>>()
             .map_err(|_| EngineError::BadRequest("message contains a NUL byte".into()))?;
         let chatml = LlamaChatTemplate::new("chatml").map_err(failed)?;
-        self.model.apply_chat_template(&chatml, &chat, true).map_err(failed)
+        self.model
+            .apply_chat_template(&chatml, &chat, true)
+            .map_err(failed)
     }
 }
 
 fn end(prompt: usize, completion: usize, finish_reason: FinishReason) -> JobEnd {
     JobEnd {
-        usage: Usage { prompt_tokens: prompt as u32, completion_tokens: completion as u32 },
+        usage: Usage {
+            prompt_tokens: prompt as u32,
+            completion_tokens: completion as u32,
+        },
         finish_reason,
     }
 }

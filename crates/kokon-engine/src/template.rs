@@ -30,7 +30,10 @@ mod tests {
 
     #[test]
     fn renders_chatml_with_default_system_prompt() {
-        let m = vec![ChatMessage { role: "user".into(), content: "Hi".into() }];
+        let m = vec![ChatMessage {
+            role: "user".into(),
+            content: "Hi".into(),
+        }];
         assert_eq!(
             render(CHATML, &m).unwrap(),
             "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -39,7 +42,10 @@ mod tests {
 
     #[test]
     fn template_errors_are_typed() {
-        let m = vec![ChatMessage { role: "user".into(), content: "Hi".into() }];
+        let m = vec![ChatMessage {
+            role: "user".into(),
+            content: "Hi".into(),
+        }];
         let err = render("{{ raise_exception('roles must alternate') }}", &m).unwrap_err();
         assert!(matches!(err, EngineError::BadRequest(_)));
     }

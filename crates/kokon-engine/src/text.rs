@@ -60,21 +60,35 @@ pub struct StopStep {
 
 impl StopMatcher {
     pub fn new(stops: Vec<String>) -> Self {
-        Self { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), held: String::new() }
+        Self {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            held: String::new(),
+        }
     }
 
     pub fn push(&mut self, text: &str) -> StopStep {
         self.held.push_str(text);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
             let emit = self.held[..at].to_owned();
             self.held.clear();
-            return StopStep { emit, stopped: true };
+            return StopStep {
+                emit,
+                stopped: true,
+            };
         }
         let keep = self.longest_stop_prefix_suffix();
         let cut = self.held.len() - keep;
         let emit = self.held[..cut].to_owned();
         self.held.drain(..cut);
-        StopStep { emit, stopped: false }
+        StopStep {
+            emit,
+            stopped: false,
+        }
     }
 
     /// Flushes held-back text at the end of generation.
@@ -143,6 +157,12 @@ mod tests {
     #[test]
     fn earliest_of_several_stops_wins() {
         let mut m = StopMatcher::new(vec!["b".into(), "a".into()]);
-        assert_eq!(m.push("xxab"), StopStep { emit: "xx".into(), stopped: true });
+        assert_eq!(
+            m.push("xxab"),
+            StopStep {
+                emit: "xx".into(),
+                stopped: true
+            }
+        );
     }
 }

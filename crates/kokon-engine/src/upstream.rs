@@ -44,11 +44,24 @@ impl UpstreamEngine {
     /// Asks the upstream which models it serves (`GET {base}/models`).
     pub async fn discover_models(&self) -> Result<Vec<String>, EngineError> {
         let url = format!("{}/models", self.cfg.base_url.trim_end_matches('/'));
-        let resp = self.authed(self.http.get(url)).send().await.map_err(upstream)?;
-        let body: Value = resp.error_for_status().map_err(upstream)?.json().await.map_err(upstream)?;
+        let resp = self
+            .authed(self.http.get(url))
+            .send()
+            .await
+            .map_err(upstream)?;
+        let body: Value = resp
+            .error_for_status()
+            .map_err(upstream)?
+            .json()
+            .await
+            .map_err(upstream)?;
         let ids = body["data"]
             .as_array()
-            .map(|a| a.iter().filter_map(|m| m["id"].as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m["id"].as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(ids)
     }
@@ -67,7 +80,13 @@ fn upstream(e: impl std::fmt::Display) -> EngineError {
 
 /// The OpenAI request body for a job (always streaming, usage included).
 fn request_body(job: &JobRequest) -> (String, Value) {
-    let SamplingParams { max_tokens, temperature, top_p, stop, seed } = &job.params;
+    let SamplingParams {
+        max_tokens,
+        temperature,
+        top_p,
+        stop,
+        seed,
+    } = &job.params;
     let mut body = json!({
         "model": job.model,
         "stream": true,
@@ -75,7 +94,10 @@ fn request_body(job: &JobRequest) -> (String, Value) {
     });
     let path = match &job.input {
         JobInput::Chat(msgs) => {
-            let m: Vec<Value> = msgs.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+            let m: Vec<Value> = msgs
+                .iter()
+                .map(|m| json!({"role": m.role, "content": m.content}))
+                .collect();
             body["messages"] = Value::Array(m);
             "chat/completions"
         }
@@ -109,17 +131,26 @@ struct Event {
 }
 
 fn parse_event(line: &str) -> Result<Option<Event>, EngineError> {
-    let Some(data) = line.strip_prefix("data:") else { return Ok(None) };
+    let Some(data) = line.strip_prefix("data:") else {
+        return Ok(None);
+    };
     let data = data.trim();
     if data == "[DONE]" {
-        return Ok(Some(Event { done: true, ..Default::default() }));
+        return Ok(Some(Event {
+            done: true,
+            ..Default::default()
+        }));
     }
-    let v: Value = serde_json::from_str(data).map_err(|e| upstream(format!("bad SSE event: {e}")))?;
+    let v: Value =
+        serde_json::from_str(data).map_err(|e| upstream(format!("bad SSE event: {e}")))?;
     if let Some(err) = v.get("error") {
         return Err(upstream(err["message"].as_str().unwrap_or("error event")));
     }
     let choice = &v["choices"][0];
-    let text = choice["delta"]["content"].as_str().or(choice["text"].as_str()).unwrap_or("");
+    let text = choice["delta"]["content"]
+        .as_str()
+        .or(choice["text"].as_str())
+        .unwrap_or("");
     let finish = match choice["finish_reason"].as_str() {
         Some("length") => Some(FinishReason::Length),
         Some(_) => Some(FinishReason::Stop),
@@ -129,16 +160,33 @@ fn parse_event(line: &str) -> Result<Option<Event>, EngineError> {
         prompt_tokens: u["prompt_tokens"].as_u64().unwrap_or(0) as u32,
         completion_tokens: u["completion_tokens"].as_u64().unwrap_or(0) as u32,
     });
-    Ok(Some(Event { text: text.to_string(), finish, usage, done: false }))
+    Ok(Some(Event {
+        text: text.to_string(),
+        finish,
+        usage,
+        done: false,
+    }))
 }
 
 impl Engine for UpstreamEngine {
     fn models(&self) -> Vec<ModelOffer> {
         let ctx = self.cfg.context_len;
-        self.cfg.models.iter().map(|m| ModelOffer { name: m.clone(), context_len: ctx }).collect()
+        self.cfg
+            .models
+            .iter()
+            .map(|m| ModelOffer {
+                name: m.clone(),
+                context_len: ctx,
+            })
+            .collect()
     }
 
-    fn run(&self, job: JobRequest, out: Output, cancel: CancellationToken) -> BoxFuture<'static, Result<JobEnd, EngineError>> {
+    fn run(
+        &self,
+        job: JobRequest,
+        out: Output,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Result<JobEnd, EngineError>> {
         let me = self.clone();
         Box::pin(async move {
             if !me.cfg.models.contains(&job.model) {
@@ -156,7 +204,11 @@ impl UpstreamEngine {
     async fn stream(&self, job: JobRequest, out: Output) -> Result<JobEnd, EngineError> {
         let (path, body) = request_body(&job);
         let url = format!("{}/{path}", self.cfg.base_url.trim_end_matches('/'));
-        let resp = self.authed(self.http.post(url).json(&body)).send().await.map_err(upstream)?;
+        let resp = self
+            .authed(self.http.post(url).json(&body))
+            .send()
+            .await
+            .map_err(upstream)?;
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
@@ -164,7 +216,11 @@ impl UpstreamEngine {
                 .ok()
                 .and_then(|v| v["error"]["message"].as_str().map(String::from))
                 .unwrap_or_else(|| format!("HTTP {status}"));
-            return Err(if status.is_client_error() { EngineError::BadRequest(msg) } else { upstream(msg) });
+            return Err(if status.is_client_error() {
+                EngineError::BadRequest(msg)
+            } else {
+                upstream(msg)
+            });
         }
         let mut bytes = resp.bytes_stream();
         let mut line = Vec::new();
@@ -180,7 +236,9 @@ impl UpstreamEngine {
                 }
                 let text = String::from_utf8_lossy(&line).into_owned();
                 line.clear();
-                let Some(ev) = parse_event(text.trim_end_matches('\r'))? else { continue };
+                let Some(ev) = parse_event(text.trim_end_matches('\r'))? else {
+                    continue;
+                };
                 if ev.done {
                     return finish_with(usage, finish);
                 }
@@ -196,8 +254,13 @@ impl UpstreamEngine {
 }
 
 fn finish_with(usage: Option<Usage>, finish_reason: FinishReason) -> Result<JobEnd, EngineError> {
-    let usage = usage.ok_or_else(|| upstream("upstream reported no token usage (stream_options.include_usage unsupported?)"))?;
-    Ok(JobEnd { usage, finish_reason })
+    let usage = usage.ok_or_else(|| {
+        upstream("upstream reported no token usage (stream_options.include_usage unsupported?)")
+    })?;
+    Ok(JobEnd {
+        usage,
+        finish_reason,
+    })
 }
 
 #[cfg(test)]
@@ -206,10 +269,23 @@ mod tests {
 
     #[test]
     fn parses_chat_completion_and_usage_events() {
-        let ev = parse_event(r#"data: {"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}"#).unwrap().unwrap();
+        let ev =
+            parse_event(r#"data: {"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}"#)
+                .unwrap()
+                .unwrap();
         assert_eq!(ev.text, "Hi");
-        let ev = parse_event(r#"data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#).unwrap().unwrap();
-        assert_eq!(ev.usage, Some(Usage { prompt_tokens: 3, completion_tokens: 4 }));
+        let ev = parse_event(
+            r#"data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            ev.usage,
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4
+            })
+        );
         assert!(parse_event("data: [DONE]").unwrap().unwrap().done);
         assert_eq!(parse_event(": keep-alive").unwrap(), None);
         assert!(parse_event(r#"data: {"error":{"message":"boom"}}"#).is_err());

@@ -13,19 +13,34 @@ const MODEL: &str = kokon_models::DEFAULT_MODEL;
 fn engine() -> LlamaEngine {
     let (path, _) = kokon_models::locate(&kokon_models::kokon_home(), MODEL)
         .unwrap_or_else(|e| panic!("{e} (the test command pulls it first)"));
-    LlamaEngine::load(&path, LlamaConfig { name: MODEL.into(), context_len: 2048, threads: 2 }).unwrap()
+    LlamaEngine::load(
+        &path,
+        LlamaConfig {
+            name: MODEL.into(),
+            context_len: 2048,
+            threads: 2,
+        },
+    )
+    .unwrap()
 }
 
 fn chat(q: &str, params: SamplingParams) -> JobRequest {
     JobRequest {
         model: MODEL.into(),
-        input: JobInput::Chat(vec![ChatMessage { role: "user".into(), content: q.into() }]),
+        input: JobInput::Chat(vec![ChatMessage {
+            role: "user".into(),
+            content: q.into(),
+        }]),
         params,
     }
 }
 
 fn greedy(max_tokens: u32) -> SamplingParams {
-    SamplingParams { temperature: Some(0.0), max_tokens: Some(max_tokens), ..Default::default() }
+    SamplingParams {
+        temperature: Some(0.0),
+        max_tokens: Some(max_tokens),
+        ..Default::default()
+    }
 }
 
 async fn run(e: &LlamaEngine, job: JobRequest) -> (String, Result<JobEnd, EngineError>) {
@@ -45,7 +60,13 @@ async fn answers_the_capital_of_france() {
     let mut job = chat("What is the capital of France?", greedy(48));
     if let JobInput::Chat(m) = &mut job.input {
         let sys = "You are a helpful assistant. Answer in one English sentence.";
-        m.insert(0, ChatMessage { role: "system".into(), content: sys.into() });
+        m.insert(
+            0,
+            ChatMessage {
+                role: "system".into(),
+                content: sys.into(),
+            },
+        );
     }
     let (text, end) = run(&e, job).await;
     let end = end.unwrap();
@@ -67,16 +88,33 @@ async fn honours_max_tokens_stop_and_seed() {
     let e = engine();
     let (_, end) = run(&e, chat("Count from one to fifty in words.", greedy(5))).await;
     let end = end.unwrap();
-    assert_eq!((end.usage.completion_tokens, end.finish_reason), (5, FinishReason::Length));
+    assert_eq!(
+        (end.usage.completion_tokens, end.finish_reason),
+        (5, FinishReason::Length)
+    );
 
     let (full, _) = run(&e, chat("Count from one to ten in words.", greedy(40))).await;
-    let stop = full.split_whitespace().nth(2).expect("a few words").to_string();
-    let p = SamplingParams { stop: vec![stop.clone()], ..greedy(40) };
+    let stop = full
+        .split_whitespace()
+        .nth(2)
+        .expect("a few words")
+        .to_string();
+    let p = SamplingParams {
+        stop: vec![stop.clone()],
+        ..greedy(40)
+    };
     let (text, end) = run(&e, chat("Count from one to ten in words.", p)).await;
     assert_eq!(end.unwrap().finish_reason, FinishReason::Stop);
-    assert!(!text.contains(&stop) && full.starts_with(&text), "{text:?} vs {full:?}");
+    assert!(
+        !text.contains(&stop) && full.starts_with(&text),
+        "{text:?} vs {full:?}"
+    );
 
-    let seeded = |seed| SamplingParams { temperature: Some(0.9), seed: Some(seed), ..greedy(24) };
+    let seeded = |seed| SamplingParams {
+        temperature: Some(0.9),
+        seed: Some(seed),
+        ..greedy(24)
+    };
     let a = run(&e, chat("Tell me a story.", seeded(7))).await.0;
     let b = run(&e, chat("Tell me a story.", seeded(7))).await.0;
     assert_eq!(a, b, "same seed, same output");
@@ -86,7 +124,11 @@ async fn honours_max_tokens_stop_and_seed() {
 async fn stops_when_the_receiver_goes_away() {
     let e = engine();
     let (tx, mut rx) = mpsc::channel(1);
-    let task = tokio::spawn(e.run(chat("Tell me a long story.", greedy(500)), tx, CancellationToken::new()));
+    let task = tokio::spawn(e.run(
+        chat("Tell me a long story.", greedy(500)),
+        tx,
+        CancellationToken::new(),
+    ));
     rx.recv().await.unwrap();
     drop(rx);
     assert_eq!(task.await.unwrap().unwrap_err(), EngineError::Cancelled);
@@ -97,5 +139,8 @@ async fn refuses_prompts_longer_than_the_context() {
     let e = engine();
     let long = "word ".repeat(5000);
     let (_, end) = run(&e, chat(&long, greedy(4))).await;
-    assert!(matches!(end.unwrap_err(), EngineError::ContextTooLong { .. }));
+    assert!(matches!(
+        end.unwrap_err(),
+        EngineError::ContextTooLong { .. }
+    ));
 }

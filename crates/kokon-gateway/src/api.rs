@@ -35,8 +35,14 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async {
-            ApiError { status: StatusCode::NOT_FOUND, kind: "invalid_request_error", code: "not_found", param: None,
-                message: "no such endpoint; see /v1/chat/completions, /v1/completions, /v1/models".into() }
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                kind: "invalid_request_error",
+                code: "not_found",
+                param: None,
+                message: "no such endpoint; see /v1/chat/completions, /v1/completions, /v1/models"
+                    .into(),
+            }
         })
         .with_state(state)
 }
@@ -57,12 +63,21 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<ReqLabels, Counter>::default();
-        registry.register("kokon_gateway_requests", "API requests by endpoint and HTTP status", requests.clone());
+        registry.register(
+            "kokon_gateway_requests",
+            "API requests by endpoint and HTTP status",
+            requests.clone(),
+        );
         Self { registry, requests }
     }
 
     fn count(&self, endpoint: &'static str, status: StatusCode) {
-        self.requests.get_or_create(&ReqLabels { endpoint, status: status.as_u16() }).inc();
+        self.requests
+            .get_or_create(&ReqLabels {
+                endpoint,
+                status: status.as_u16(),
+            })
+            .inc();
     }
 }
 
@@ -74,7 +89,11 @@ async fn metrics(State(s): State<Arc<AppState>>) -> String {
 
 async fn auth(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(key) = &s.cfg.api_key {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
             return ApiError::unauthorized().into_response();
         }
@@ -97,7 +116,9 @@ async fn models(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
 }
 
 async fn read_body(s: &AppState, body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, s.cfg.max_body).await.map_err(|_| ApiError::too_large(s.cfg.max_body))
+    axum::body::to_bytes(body, s.cfg.max_body)
+        .await
+        .map_err(|_| ApiError::too_large(s.cfg.max_body))
 }
 
 async fn chat(State(s): State<Arc<AppState>>, _h: HeaderMap, body: Body) -> Response {
@@ -131,8 +152,13 @@ async fn run_job(
     shape: Shape,
     prefix: &str,
 ) -> Result<Response, ApiError> {
-    let payload = serde_json::to_vec(&job).map_err(|_| ApiError::bad_request(None, "cannot encode job"))?;
-    let meta = Meta { id: format!("{prefix}-{}", header.request_id), created: SystemClock.now_unix(), shape };
+    let payload =
+        serde_json::to_vec(&job).map_err(|_| ApiError::bad_request(None, "cannot encode job"))?;
+    let meta = Meta {
+        id: format!("{prefix}-{}", header.request_id),
+        created: SystemClock.now_unix(),
+        shape,
+    };
     let body = s.link.submit(&header, payload.into()).await?;
     let mut frames = Frames::new(body);
     if meta.shape.stream {
@@ -144,7 +170,9 @@ async fn run_job(
     while let Some(ev) = frames.next().await {
         match ev? {
             Event::Text(t) => text.push_str(&t),
-            Event::End(end) => return Ok(axum::Json(full_response(&meta, text, &end)).into_response()),
+            Event::End(end) => {
+                return Ok(axum::Json(full_response(&meta, text, &end)).into_response());
+            }
         }
     }
     Err(closed().into())
@@ -160,7 +188,10 @@ fn stream_response(meta: Meta, first: Event, mut frames: Frames) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
     tokio::spawn(async move {
         let send = |b: Bytes| tx.send(Ok(b));
-        if send(sse(&chunk(&meta, Some(""), None, true))).await.is_err() {
+        if send(sse(&chunk(&meta, Some(""), None, true)))
+            .await
+            .is_err()
+        {
             return;
         }
         let mut next = Some(Ok(first));
@@ -187,7 +218,10 @@ fn stream_response(meta: Meta, first: Event, mut frames: Frames) -> Response {
     });
     let mut resp = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }

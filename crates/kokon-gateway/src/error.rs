@@ -19,7 +19,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_request(param: Option<String>, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, kind: "invalid_request_error", code: "invalid_request", param, message: message.into() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request_error",
+            code: "invalid_request",
+            param,
+            message: message.into(),
+        }
     }
 
     pub fn unauthorized() -> Self {
@@ -43,7 +49,13 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::SERVICE_UNAVAILABLE, kind: "server_error", code: "unavailable", param: None, message: message.into() }
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "server_error",
+            code: "unavailable",
+            param: None,
+            message: message.into(),
+        }
     }
 
     /// The JSON body (also used for error events inside a stream).
@@ -59,12 +71,22 @@ impl From<JobError> for ApiError {
             ErrorCode::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error"),
             ErrorCode::Busy => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
             ErrorCode::OverPrice => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
-            ErrorCode::Unavailable | ErrorCode::WorkerUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
-            ErrorCode::WorkerFailedMidStream | ErrorCode::EngineFailed => (StatusCode::BAD_GATEWAY, "server_error"),
+            ErrorCode::Unavailable | ErrorCode::WorkerUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "server_error")
+            }
+            ErrorCode::WorkerFailedMidStream | ErrorCode::EngineFailed => {
+                (StatusCode::BAD_GATEWAY, "server_error")
+            }
             ErrorCode::Incompatible => (StatusCode::BAD_GATEWAY, "server_error"),
             ErrorCode::Cancelled => (StatusCode::REQUEST_TIMEOUT, "server_error"),
         };
-        Self { status, kind, code: e.code.as_str(), param: None, message: e.message }
+        Self {
+            status,
+            kind,
+            code: e.code.as_str(),
+            param: None,
+            message: e.message,
+        }
     }
 }
 

@@ -37,7 +37,13 @@ pub struct GatewayConfig {
 
 impl GatewayConfig {
     pub fn new(listen: SocketAddr, proxy: SocketAddr) -> Self {
-        Self { listen, proxy, api_key: None, max_body: 1024 * 1024, max_price_milli: None }
+        Self {
+            listen,
+            proxy,
+            api_key: None,
+            max_body: 1024 * 1024,
+            max_price_milli: None,
+        }
     }
 }
 
@@ -50,7 +56,11 @@ pub(crate) struct AppState {
 /// The axum application (exposed so tests can drive it with `oneshot`).
 pub fn app(cfg: GatewayConfig, tls: RaTls) -> Router {
     let link = ProxyLink::new(cfg.proxy, tls);
-    api::router(Arc::new(AppState { cfg, link, metrics: api::Metrics::new() }))
+    api::router(Arc::new(AppState {
+        cfg,
+        link,
+        metrics: api::Metrics::new(),
+    }))
 }
 
 /// A running gateway.
@@ -60,7 +70,11 @@ pub struct GatewayHandle {
 }
 
 /// Binds and serves until `shutdown` is cancelled.
-pub async fn start(cfg: GatewayConfig, tls: RaTls, shutdown: CancellationToken) -> std::io::Result<GatewayHandle> {
+pub async fn start(
+    cfg: GatewayConfig,
+    tls: RaTls,
+    shutdown: CancellationToken,
+) -> std::io::Result<GatewayHandle> {
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     let app = app(cfg, tls);

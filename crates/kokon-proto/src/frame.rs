@@ -146,7 +146,10 @@ mod tests {
 
     fn end() -> Frame {
         Frame::End(JobEnd {
-            usage: Usage { prompt_tokens: 3, completion_tokens: 5 },
+            usage: Usage {
+                prompt_tokens: 3,
+                completion_tokens: 5,
+            },
             finish_reason: FinishReason::Stop,
         })
     }

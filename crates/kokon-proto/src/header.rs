@@ -100,23 +100,33 @@ impl JobHeader {
         }
         let kind = JobKind::parse(need(KIND)?).ok_or(HeaderError::Malformed(KIND))?;
         let max_price_milli = get(MAX_PRICE)?
-            .map(|s| s.parse::<u32>().map_err(|_| HeaderError::Malformed(MAX_PRICE)))
+            .map(|s| {
+                s.parse::<u32>()
+                    .map_err(|_| HeaderError::Malformed(MAX_PRICE))
+            })
             .transpose()?;
-        Ok(Self { request_id: request_id.into(), model: model.into(), kind, max_price_milli })
+        Ok(Self {
+            request_id: request_id.into(),
+            model: model.into(),
+            kind,
+            max_price_milli,
+        })
     }
 }
 
 fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID_LEN
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Model names: 1–128 bytes of `[A-Za-z0-9._:/-]`.
 pub fn valid_model(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_MODEL_LEN
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b))
 }
 
 /// Re-export of the `http` header types used here, so callers need not name the crate.
@@ -157,6 +167,9 @@ mod tests {
         h2.insert(MAX_PRICE, "-1".parse().unwrap());
         assert_eq!(JobHeader::read(&h2), Err(HeaderError::Malformed(MAX_PRICE)));
         h2.insert(REQUEST_ID, "x".repeat(65).parse().unwrap());
-        assert_eq!(JobHeader::read(&h2), Err(HeaderError::Malformed(REQUEST_ID)));
+        assert_eq!(
+            JobHeader::read(&h2),
+            Err(HeaderError::Malformed(REQUEST_ID))
+        );
     }
 }

@@ -12,8 +12,13 @@ use crate::State;
 
 pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
     let app = Router::new()
-        .route("/metrics", get(|AxState(s): AxState<Arc<State>>| async move { s.metrics.encode() }))
+        .route(
+            "/metrics",
+            get(|AxState(s): AxState<Arc<State>>| async move { s.metrics.encode() }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state);
-    let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
 }

@@ -82,8 +82,10 @@ impl ProxyHandle {
 
     /// Names of the models served by linked workers.
     pub fn models(&self) -> Vec<String> {
-        let mut names: Vec<String> =
-            workers::offers(&self.state).into_iter().map(|m| m.name).collect();
+        let mut names: Vec<String> = workers::offers(&self.state)
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
         names.dedup();
         names
     }
@@ -94,7 +96,11 @@ impl ProxyHandle {
 }
 
 /// Binds the listeners and starts serving until `shutdown` is cancelled.
-pub async fn start(cfg: ProxyConfig, tls: RaTls, shutdown: CancellationToken) -> std::io::Result<ProxyHandle> {
+pub async fn start(
+    cfg: ProxyConfig,
+    tls: RaTls,
+    shutdown: CancellationToken,
+) -> std::io::Result<ProxyHandle> {
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     let admin = match cfg.admin_listen {
@@ -115,7 +121,11 @@ pub async fn start(cfg: ProxyConfig, tls: RaTls, shutdown: CancellationToken) ->
     }
     tokio::spawn(accept_loop(listener, state.clone(), shutdown));
     tracing::info!(%addr, "proxy listening");
-    Ok(ProxyHandle { addr, admin_addr, state })
+    Ok(ProxyHandle {
+        addr,
+        admin_addr,
+        state,
+    })
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
@@ -135,7 +145,9 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, shutdown: Cancell
         };
         let (state, acceptor, shutdown) = (state.clone(), acceptor.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let hs = state.tls.accept(tcp, &acceptor, &[Role::Worker, Role::Client]);
+            let hs = state
+                .tls
+                .accept(tcp, &acceptor, &[Role::Worker, Role::Client]);
             let (tls, peer) = match tokio::time::timeout(state.cfg.handshake_timeout, hs).await {
                 Ok(Ok(x)) => x,
                 Ok(Err(e)) => {

@@ -26,16 +26,40 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let jobs = Family::<JobLabels, Counter>::default();
-        let (retries, workers, refused) = (Counter::default(), Gauge::default(), Counter::default());
-        registry.register("kokon_proxy_jobs", "Jobs finished, by model and outcome", jobs.clone());
-        registry.register("kokon_proxy_retries", "Jobs re-sent to another worker before the first byte", retries.clone());
+        let (retries, workers, refused) =
+            (Counter::default(), Gauge::default(), Counter::default());
+        registry.register(
+            "kokon_proxy_jobs",
+            "Jobs finished, by model and outcome",
+            jobs.clone(),
+        );
+        registry.register(
+            "kokon_proxy_retries",
+            "Jobs re-sent to another worker before the first byte",
+            retries.clone(),
+        );
         registry.register("kokon_proxy_workers", "Workers linked now", workers.clone());
-        registry.register("kokon_proxy_links_refused", "Links refused by attestation policy", refused.clone());
-        Self { registry, jobs, retries, workers, refused }
+        registry.register(
+            "kokon_proxy_links_refused",
+            "Links refused by attestation policy",
+            refused.clone(),
+        );
+        Self {
+            registry,
+            jobs,
+            retries,
+            workers,
+            refused,
+        }
     }
 
     pub(crate) fn job(&self, model: &str, outcome: &str) {
-        self.jobs.get_or_create(&JobLabels { model: model.into(), outcome: outcome.into() }).inc();
+        self.jobs
+            .get_or_create(&JobLabels {
+                model: model.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub(crate) fn retry(&self) {
@@ -52,7 +76,12 @@ impl Metrics {
 
     /// Count of jobs with this model and outcome.
     pub fn jobs(&self, model: &str, outcome: &str) -> u64 {
-        self.jobs.get_or_create(&JobLabels { model: model.into(), outcome: outcome.into() }).get()
+        self.jobs
+            .get_or_create(&JobLabels {
+                model: model.into(),
+                outcome: outcome.into(),
+            })
+            .get()
     }
 
     pub fn links_refused(&self) -> u64 {

@@ -11,7 +11,9 @@ use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame as HttpFrame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_attest::VerifiedPeer;
-use kokon_proto::{ErrorCode, Frame, FrameDecoder, JobError, JobHeader, MAX_JOB_PAYLOAD, ModelsReply, paths};
+use kokon_proto::{
+    ErrorCode, Frame, FrameDecoder, JobError, JobHeader, MAX_JOB_PAYLOAD, ModelsReply, paths,
+};
 use kokon_route::{RouteError, WorkerId};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -23,7 +25,11 @@ use crate::{State, lock, workers};
 type Body = BoxBody<Bytes, Infallible>;
 
 /// Serves one client link until it closes.
-pub(crate) async fn serve_client(state: Arc<State>, tls: kokon_tls::ServerStream<TcpStream>, peer: VerifiedPeer) {
+pub(crate) async fn serve_client(
+    state: Arc<State>,
+    tls: kokon_tls::ServerStream<TcpStream>,
+    peer: VerifiedPeer,
+) {
     tracing::info!(peer = peer.short_id(), "client linked");
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
@@ -43,7 +49,10 @@ pub(crate) async fn serve_client(state: Arc<State>, tls: kokon_tls::ServerStream
 async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, paths::MODELS) => {
-            let body = serde_json::to_vec(&ModelsReply { models: workers::offers(&state) }).unwrap_or_default();
+            let body = serde_json::to_vec(&ModelsReply {
+                models: workers::offers(&state),
+            })
+            .unwrap_or_default();
             Response::new(Full::new(Bytes::from(body)).boxed())
         }
         (&Method::POST, paths::JOB) => job(state, req).await,
@@ -67,7 +76,12 @@ async fn job(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     let payload = match Limited::new(body, MAX_JOB_PAYLOAD).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return error_response(JobError::new(ErrorCode::BadRequest, "job payload too large or cut short")),
+        Err(_) => {
+            return error_response(JobError::new(
+                ErrorCode::BadRequest,
+                "job payload too large or cut short",
+            ));
+        }
     };
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(relay(state, header, payload, tx));
@@ -134,10 +148,20 @@ async fn send_final(tx: &mpsc::Sender<Bytes>, err: JobError) -> &'static str {
     code
 }
 
-async fn attempt(state: &State, id: WorkerId, header: &JobHeader, payload: Bytes, tx: &mpsc::Sender<Bytes>) -> Attempt {
+async fn attempt(
+    state: &State,
+    id: WorkerId,
+    header: &JobHeader,
+    payload: Bytes,
+    tx: &mpsc::Sender<Bytes>,
+) -> Attempt {
     let retry = |msg: String| Attempt::Retry(JobError::new(ErrorCode::WorkerUnavailable, msg));
-    let Some(mut sender) = workers::sender(state, id) else { return retry("worker left".into()) };
-    let mut req = Request::post(paths::JOB).body(Full::new(payload)).expect("static request parts");
+    let Some(mut sender) = workers::sender(state, id) else {
+        return retry("worker left".into());
+    };
+    let mut req = Request::post(paths::JOB)
+        .body(Full::new(payload))
+        .expect("static request parts");
     header.write(req.headers_mut());
     let resp = tokio::select! {
         r = sender.send_request(req) => r,
@@ -161,15 +185,27 @@ async fn attempt(state: &State, id: WorkerId, header: &JobHeader, payload: Bytes
                 Ok(d) => d,
                 Err(_) => continue, // trailers: none expected
             },
-            Some(Err(e)) => return failed(tx, delivered, format!("worker stream broke: {e}")).await,
-            None => return failed(tx, delivered, "worker ended the stream without a final frame".into()).await,
+            Some(Err(e)) => {
+                return failed(tx, delivered, format!("worker stream broke: {e}")).await;
+            }
+            None => {
+                return failed(
+                    tx,
+                    delivered,
+                    "worker ended the stream without a final frame".into(),
+                )
+                .await;
+            }
         };
         dec.push(&data);
         loop {
             let frame = match dec.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(e) => return failed(tx, delivered, format!("worker sent a malformed frame: {e}")).await,
+                Err(e) => {
+                    return failed(tx, delivered, format!("worker sent a malformed frame: {e}"))
+                        .await;
+                }
             };
             if let Frame::Error(e) = &frame
                 && !delivered

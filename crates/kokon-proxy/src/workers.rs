@@ -26,7 +26,11 @@ pub(crate) struct WorkerLink {
 }
 
 /// Runs a worker link until it closes.
-pub(crate) async fn attach(state: Arc<State>, tls: kokon_tls::ServerStream<TcpStream>, peer: VerifiedPeer) {
+pub(crate) async fn attach(
+    state: Arc<State>,
+    tls: kokon_tls::ServerStream<TcpStream>,
+    peer: VerifiedPeer,
+) {
     let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(1)))
@@ -36,7 +40,9 @@ pub(crate) async fn attach(state: Arc<State>, tls: kokon_tls::ServerStream<TcpSt
         .await;
     let (mut sender, conn) = match handshake {
         Ok(x) => x,
-        Err(e) => return tracing::warn!(peer = peer.short_id(), error = %e, "worker HTTP/2 handshake failed"),
+        Err(e) => {
+            return tracing::warn!(peer = peer.short_id(), error = %e, "worker HTTP/2 handshake failed");
+        }
     };
     let conn = tokio::spawn(conn);
     let announce = match fetch_announce(&mut sender).await {
@@ -53,15 +59,24 @@ pub(crate) async fn attach(state: Arc<State>, tls: kokon_tls::ServerStream<TcpSt
 }
 
 async fn fetch_announce(sender: &mut Sender) -> Result<Announce, String> {
-    let req = Request::get(paths::ANNOUNCE).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let req = Request::get(paths::ANNOUNCE)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
     let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
         .await
         .map_err(|_| "announce timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    let body = Limited::new(resp.into_body(), MAX_ANNOUNCE).collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = Limited::new(resp.into_body(), MAX_ANNOUNCE)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     let a = Announce::parse(&body)?;
     if a.protocol_version != PROTOCOL_VERSION {
-        return Err(format!("worker speaks protocol {}, proxy speaks {PROTOCOL_VERSION}", a.protocol_version));
+        return Err(format!(
+            "worker speaks protocol {}, proxy speaks {PROTOCOL_VERSION}",
+            a.protocol_version
+        ));
     }
     Ok(a)
 }
@@ -70,7 +85,13 @@ fn register(state: &State, id: WorkerId, sender: Sender, a: &Announce) {
     let names = a.models.iter().map(|m| m.name.clone()).collect();
     lock(&state.router).add(id, names, a.max_jobs, a.price_milli);
     let mut links = lock(&state.links);
-    links.insert(id, WorkerLink { sender, models: a.models.clone() });
+    links.insert(
+        id,
+        WorkerLink {
+            sender,
+            models: a.models.clone(),
+        },
+    );
     state.metrics.set_workers(links.len());
 }
 
@@ -83,7 +104,10 @@ fn unregister(state: &State, id: WorkerId) {
 
 /// Every model offered by a linked worker, deduplicated by name.
 pub(crate) fn offers(state: &State) -> Vec<ModelOffer> {
-    let mut all: Vec<ModelOffer> = lock(&state.links).values().flat_map(|l| l.models.clone()).collect();
+    let mut all: Vec<ModelOffer> = lock(&state.links)
+        .values()
+        .flat_map(|l| l.models.clone())
+        .collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
     all.dedup_by(|a, b| a.name == b.name);
     all

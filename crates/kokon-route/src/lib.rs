@@ -44,7 +44,13 @@ impl Router {
 
     /// Adds (or replaces) a worker.
     pub fn add(&mut self, id: WorkerId, models: Vec<String>, max_jobs: u32, price_milli: u32) {
-        let e = Entry { models, max_jobs: max_jobs.max(1), active: 0, price_milli, served: 0 };
+        let e = Entry {
+            models,
+            max_jobs: max_jobs.max(1),
+            active: 0,
+            price_milli,
+            served: 0,
+        };
         self.workers.insert(id, e);
     }
 
@@ -55,9 +61,16 @@ impl Router {
 
     /// Picks and reserves a worker for `model`, skipping `exclude` (workers
     /// already tried for this job).
-    pub fn pick(&mut self, model: &str, max_price: Option<u32>, exclude: &[WorkerId]) -> Result<WorkerId, RouteError> {
+    pub fn pick(
+        &mut self,
+        model: &str,
+        max_price: Option<u32>,
+        exclude: &[WorkerId],
+    ) -> Result<WorkerId, RouteError> {
         let serving = || {
-            self.workers.iter().filter(|(id, e)| !exclude.contains(id) && e.models.iter().any(|m| m == model))
+            self.workers
+                .iter()
+                .filter(|(id, e)| !exclude.contains(id) && e.models.iter().any(|m| m == model))
         };
         if serving().next().is_none() {
             return Err(RouteError::NoWorkerForModel);
@@ -69,8 +82,10 @@ impl Router {
         let best = serving()
             .filter(|(_, e)| affordable(e) && e.active < e.max_jobs)
             .min_by(|(_, a), (_, b)| {
-                let load = (u64::from(a.active) * u64::from(b.max_jobs)).cmp(&(u64::from(b.active) * u64::from(a.max_jobs)));
-                load.then(a.price_milli.cmp(&b.price_milli)).then(a.served.cmp(&b.served))
+                let load = (u64::from(a.active) * u64::from(b.max_jobs))
+                    .cmp(&(u64::from(b.active) * u64::from(a.max_jobs)));
+                load.then(a.price_milli.cmp(&b.price_milli))
+                    .then(a.served.cmp(&b.served))
             })
             .map(|(id, _)| *id)
             .ok_or(RouteError::AllBusy)?;
@@ -144,7 +159,10 @@ mod tests {
         let first = r.pick("a", None, &[]).unwrap();
         let second = r.pick("a", None, &[first]).unwrap();
         assert_ne!(first, second);
-        assert_eq!(r.pick("a", None, &[1, 2]), Err(RouteError::NoWorkerForModel));
+        assert_eq!(
+            r.pick("a", None, &[1, 2]),
+            Err(RouteError::NoWorkerForModel)
+        );
     }
 
     proptest! {

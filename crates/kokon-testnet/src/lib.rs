@@ -30,7 +30,12 @@ pub struct WorkerSpec {
 
 impl WorkerSpec {
     pub fn new(engine: Arc<dyn Engine>) -> Self {
-        Self { engine, max_jobs: 4, price_milli: 1000, image_label: None }
+        Self {
+            engine,
+            max_jobs: 4,
+            price_milli: 1000,
+            image_label: None,
+        }
     }
 }
 
@@ -48,7 +53,14 @@ pub struct NetSpec {
 impl NetSpec {
     pub fn new(workers: Vec<WorkerSpec>) -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self { workers, gateway_listen: any, proxy_listen: any, proxy_admin: None, api_key: None, registry: Registry::local_test_network() }
+        Self {
+            workers,
+            gateway_listen: any,
+            proxy_listen: any,
+            proxy_admin: None,
+            api_key: None,
+            registry: Registry::local_test_network(),
+        }
     }
 }
 
@@ -103,7 +115,13 @@ pub fn config_hash(parts: &[&str]) -> [u8; 32] {
 }
 
 /// A simulated RA-TLS node of `role`.
-pub fn node(role: Role, label: Option<String>, policy: Arc<Policy>, config: [u8; 32], shutdown: &CancellationToken) -> Result<RaTls, NodeError> {
+pub fn node(
+    role: Role,
+    label: Option<String>,
+    policy: Arc<Policy>,
+    config: [u8; 32],
+    shutdown: &CancellationToken,
+) -> Result<RaTls, NodeError> {
     let params = NodeParams {
         role,
         image_label: label.unwrap_or_else(|| simulated_label(role)),
@@ -122,26 +140,55 @@ impl LocalNet {
         let policy = Arc::new(spec.registry.policy()?);
         let mut pcfg = ProxyConfig::new(spec.proxy_listen);
         pcfg.admin_listen = spec.proxy_admin;
-        let ptls = node(Role::Proxy, None, policy.clone(), config_hash(&["proxy"]), &shutdown)?;
+        let ptls = node(
+            Role::Proxy,
+            None,
+            policy.clone(),
+            config_hash(&["proxy"]),
+            &shutdown,
+        )?;
         let proxy = kokon_proxy::start(pcfg, ptls, shutdown.clone()).await?;
 
-        let mut net = Self { gateway: GatewayHandle { addr: proxy.addr }, proxy, workers: vec![], policy, shutdown };
-        let expected = spec.workers.iter().filter(|w| w.image_label.is_none()).count();
+        let mut net = Self {
+            gateway: GatewayHandle { addr: proxy.addr },
+            proxy,
+            workers: vec![],
+            policy,
+            shutdown,
+        };
+        let expected = spec
+            .workers
+            .iter()
+            .filter(|w| w.image_label.is_none())
+            .count();
         for w in spec.workers {
             net.add_worker(w)?;
         }
         let mut gcfg = GatewayConfig::new(spec.gateway_listen, net.proxy.addr);
         gcfg.api_key = spec.api_key;
-        let gtls = node(Role::Client, None, net.policy.clone(), config_hash(&["gateway"]), &net.shutdown)?;
+        let gtls = node(
+            Role::Client,
+            None,
+            net.policy.clone(),
+            config_hash(&["gateway"]),
+            &net.shutdown,
+        )?;
         net.gateway = kokon_gateway::start(gcfg, gtls, net.shutdown.clone()).await?;
-        net.wait_for_workers(expected, Duration::from_secs(20)).await?;
+        net.wait_for_workers(expected, Duration::from_secs(20))
+            .await?;
         Ok(net)
     }
 
     /// Starts one more worker linked to this network's proxy.
     pub fn add_worker(&mut self, w: WorkerSpec) -> Result<(), NetError> {
         let stop = self.shutdown.child_token();
-        let tls = node(Role::Worker, w.image_label, self.policy.clone(), config_hash(&["worker"]), &stop)?;
+        let tls = node(
+            Role::Worker,
+            w.image_label,
+            self.policy.clone(),
+            config_hash(&["worker"]),
+            &stop,
+        )?;
         let mut cfg = WorkerConfig::new(self.proxy.addr);
         cfg.max_jobs = w.max_jobs;
         cfg.price_milli = w.price_milli;

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use kokon_attest::cert::{CertParts, build_certificate};
 use kokon_attest::registry::simulated_label;
-use kokon_attest::{Claims, Clock, Evidence, EvidenceKind, Identity, Role, SimulatedQuote, SystemClock, sha256};
+use kokon_attest::{
+    Claims, Clock, Evidence, EvidenceKind, Identity, Role, SimulatedQuote, SystemClock, sha256,
+};
 use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
 use kokon_tls::{IdentityStore, RaTls};
 use kokon_worker::{Worker, WorkerConfig, WorkerStats};
@@ -25,17 +27,42 @@ fn completed(s: &WorkerStats) -> u64 {
 
 #[tokio::test]
 async fn routes_by_model_and_lists_models() {
-    let net = LocalNet::start(spec(vec![WorkerSpec::new(echo("alpha", 0)), WorkerSpec::new(echo("beta", 0))])).await.unwrap();
-    let models: Value = reqwest::get(format!("{}/models", net.base_url())).await.unwrap().json().await.unwrap();
-    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let net = LocalNet::start(spec(vec![
+        WorkerSpec::new(echo("alpha", 0)),
+        WorkerSpec::new(echo("beta", 0)),
+    ]))
+    .await
+    .unwrap();
+    let models: Value = reqwest::get(format!("{}/models", net.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec!["alpha", "beta"]);
 
     for _ in 0..3 {
-        let r: Value = chat(&net.base_url(), "beta", "hello there", false).await.json().await.unwrap();
+        let r: Value = chat(&net.base_url(), "beta", "hello there", false)
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(r["choices"][0]["message"]["content"], "hello there ");
         assert_eq!(r["usage"]["completion_tokens"], 2);
     }
-    assert_eq!((completed(&net.workers[0].stats), completed(&net.workers[1].stats)), (0, 3));
+    assert_eq!(
+        (
+            completed(&net.workers[0].stats),
+            completed(&net.workers[1].stats)
+        ),
+        (0, 3)
+    );
 
     let r = chat(&net.base_url(), "gamma", "hi", false).await;
     assert_eq!(r.status(), 404);
@@ -45,7 +72,12 @@ async fn routes_by_model_and_lists_models() {
 
 #[tokio::test]
 async fn spreads_load_across_equal_workers() {
-    let workers = (0..3).map(|_| WorkerSpec { max_jobs: 10, ..WorkerSpec::new(echo("m", 5)) }).collect();
+    let workers = (0..3)
+        .map(|_| WorkerSpec {
+            max_jobs: 10,
+            ..WorkerSpec::new(echo("m", 5))
+        })
+        .collect();
     let net = LocalNet::start(spec(workers)).await.unwrap();
     let base = net.base_url();
     let reqs = (0..30).map(|_| chat(&base, "m", "a b c d", false));
@@ -62,10 +94,15 @@ async fn retries_on_another_worker_when_one_dies_before_the_first_byte() {
     // The cheaper worker is picked first; it stalls before its first token.
     let mut slow = WorkerSpec::new(echo("m", 10_000));
     slow.price_milli = 500;
-    let net = LocalNet::start(spec(vec![slow, WorkerSpec::new(echo("m", 0))])).await.unwrap();
+    let net = LocalNet::start(spec(vec![slow, WorkerSpec::new(echo("m", 0))]))
+        .await
+        .unwrap();
     let base = net.base_url();
     let req = tokio::spawn(async move { chat(&base, "m", "saved by retry", false).await });
-    eventually("job reaches the slow worker", || WorkerStats::get(&net.workers[0].stats.jobs_started) == 1).await;
+    eventually("job reaches the slow worker", || {
+        WorkerStats::get(&net.workers[0].stats.jobs_started) == 1
+    })
+    .await;
     net.workers[0].kill();
     let r: Value = req.await.unwrap().json().await.unwrap();
     assert_eq!(r["choices"][0]["message"]["content"], "saved by retry ");
@@ -75,7 +112,12 @@ async fn retries_on_another_worker_when_one_dies_before_the_first_byte() {
 
 #[tokio::test]
 async fn a_worker_failing_mid_stream_ends_the_stream_with_a_typed_error() {
-    let net = LocalNet::start(spec(vec![WorkerSpec::new(echo("m", 50)), WorkerSpec::new(echo("m", 0))])).await.unwrap();
+    let net = LocalNet::start(spec(vec![
+        WorkerSpec::new(echo("m", 50)),
+        WorkerSpec::new(echo("m", 0)),
+    ]))
+    .await
+    .unwrap();
     let mut sse = Sse::new(chat(&net.base_url(), "m", &words(200), true).await);
     let mut got = 0;
     while got < 3 {
@@ -89,20 +131,43 @@ async fn a_worker_failing_mid_stream_ends_the_stream_with_a_typed_error() {
     while let Some(ev) = sse.next().await {
         last = ev;
     }
-    assert!(killed.elapsed() < Duration::from_secs(2), "error took {:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "error took {:?}",
+        killed.elapsed()
+    );
     let err: Value = serde_json::from_str(&last).unwrap();
     assert_eq!(err["error"]["code"], "worker_failed_mid_stream", "{last}");
-    assert_eq!(completed(&net.workers[1].stats), 0, "no retry after output started");
+    assert_eq!(
+        completed(&net.workers[1].stats),
+        0,
+        "no retry after output started"
+    );
 }
 
 #[tokio::test]
 async fn a_client_going_away_cancels_the_job_on_the_worker() {
-    let net = LocalNet::start(spec(vec![WorkerSpec::new(echo("m", 30))])).await.unwrap();
+    let net = LocalNet::start(spec(vec![WorkerSpec::new(echo("m", 30))]))
+        .await
+        .unwrap();
     let mut sse = Sse::new(chat(&net.base_url(), "m", &words(500), true).await);
-    while !sse.next().await.and_then(|e| content_of(&e)).is_some_and(|c| !c.is_empty()) {}
+    while sse
+        .next()
+        .await
+        .and_then(|e| content_of(&e))
+    loop {
+        let ev = sse.next().await.expect("stream ended before any content");
+        if content_of(&ev).is_some_and(|c| !c.is_empty()) {
+            break;
+        }
+    }
+    {}
     drop(sse);
     let stats = net.workers[0].stats.clone();
-    eventually("worker sees the cancellation", || WorkerStats::get(&stats.jobs_cancelled) == 1).await;
+    eventually("worker sees the cancellation", || {
+        WorkerStats::get(&stats.jobs_cancelled) == 1
+    })
+    .await;
     assert_eq!(completed(&stats), 0);
 }
 
@@ -139,7 +204,11 @@ fn worker_with_bad_binding(policy: Arc<kokon_attest::Policy>) -> RaTls {
     };
     let parts = CertParts {
         claims: claims.to_bytes(),
-        evidence: Evidence { kind: EvidenceKind::Simulated, quote: quote.to_bytes() }.to_bytes(),
+        evidence: Evidence {
+            kind: EvidenceKind::Simulated,
+            quote: quote.to_bytes(),
+        }
+        .to_bytes(),
         not_before: now as i64 - 60,
         not_after: now as i64 + 3600,
         claims_critical: true,
@@ -147,8 +216,17 @@ fn worker_with_bad_binding(policy: Arc<kokon_attest::Policy>) -> RaTls {
         extra: vec![],
     };
     let cert_der = build_certificate(&key.0, &parts, Role::Worker).unwrap();
-    let id = Identity { cert_der, key_pkcs8: key.0.serialize_der(), claims, not_after: now + 3600 };
-    RaTls::new(IdentityStore::new(&id).unwrap(), policy, Arc::new(SystemClock))
+    let id = Identity {
+        cert_der,
+        key_pkcs8: key.0.serialize_der(),
+        claims,
+        not_after: now + 3600,
+    };
+    RaTls::new(
+        IdentityStore::new(&id).unwrap(),
+        policy,
+        Arc::new(SystemClock),
+    )
 }
 
 fn rcgen_key() -> (rcgen::KeyPair, Vec<u8>) {
@@ -168,7 +246,11 @@ async fn refuses_workers_with_a_bad_binding_or_an_unlisted_image() {
     rogue.image_label = Some("kokon-worker/rogue".into());
     let net = LocalNet::start(spec(vec![rogue])).await.unwrap();
     let policy = Arc::new(net_policy());
-    let bad = Worker::new(WorkerConfig::new(net.proxy.addr), echo("m", 0), worker_with_bad_binding(policy));
+    let bad = Worker::new(
+        WorkerConfig::new(net.proxy.addr),
+        echo("m", 0),
+        worker_with_bad_binding(policy),
+    );
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(bad.serve(stop.clone()));
     eventually("both refused", || net.proxy.metrics().links_refused() >= 2).await;
@@ -179,12 +261,19 @@ async fn refuses_workers_with_a_bad_binding_or_an_unlisted_image() {
 }
 
 fn net_policy() -> kokon_attest::Policy {
-    kokon_attest::Registry::local_test_network().policy().unwrap()
+    kokon_attest::Registry::local_test_network()
+        .policy()
+        .unwrap()
 }
 
 #[tokio::test]
 async fn killing_a_worker_under_load_fails_only_its_own_streams_quickly() {
-    let workers = (0..3).map(|_| WorkerSpec { max_jobs: 16, ..WorkerSpec::new(echo("m", 20)) }).collect();
+    let workers = (0..3)
+        .map(|_| WorkerSpec {
+            max_jobs: 16,
+            ..WorkerSpec::new(echo("m", 20))
+        })
+        .collect();
     let net = Arc::new(LocalNet::start(spec(workers)).await.unwrap());
     let base = net.base_url();
     let mut clients = Vec::new();
@@ -205,7 +294,11 @@ async fn killing_a_worker_under_load_fails_only_its_own_streams_quickly() {
     let killed = Instant::now();
     // Requests started after the kill all succeed on the survivors.
     for _ in 0..6 {
-        let r: Value = chat(&base, "m", "after the kill", false).await.json().await.unwrap();
+        let r: Value = chat(&base, "m", "after the kill", false)
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(r["choices"][0]["message"]["content"], "after the kill ");
     }
     let (mut ok, mut failed) = (0, 0);
@@ -228,16 +321,45 @@ async fn killing_a_worker_under_load_fails_only_its_own_streams_quickly() {
 async fn a_worker_can_forward_to_an_openai_compatible_upstream() {
     use kokon_engine::upstream::{UpstreamConfig, UpstreamEngine};
     // The upstream is a real OpenAI-compatible server: another Kokon gateway.
-    let upstream = LocalNet::start(spec(vec![WorkerSpec::new(echo("up-model", 0))])).await.unwrap();
-    let cfg = UpstreamConfig { base_url: upstream.base_url(), api_key: None, models: vec![], context_len: 4096 };
-    let discovered = UpstreamEngine::new(cfg.clone()).unwrap().discover_models().await.unwrap();
+    let upstream = LocalNet::start(spec(vec![WorkerSpec::new(echo("up-model", 0))]))
+        .await
+        .unwrap();
+    let cfg = UpstreamConfig {
+        base_url: upstream.base_url(),
+        api_key: None,
+        models: vec![],
+        context_len: 4096,
+    };
+    let discovered = UpstreamEngine::new(cfg.clone())
+        .unwrap()
+        .discover_models()
+        .await
+        .unwrap();
     assert_eq!(discovered, vec!["up-model"]);
-    let engine = Arc::new(UpstreamEngine::new(UpstreamConfig { models: discovered, ..cfg }).unwrap());
-    let net = LocalNet::start(spec(vec![WorkerSpec::new(engine)])).await.unwrap();
+    let engine = Arc::new(
+        UpstreamEngine::new(UpstreamConfig {
+            models: discovered,
+            ..cfg
+        })
+        .unwrap(),
+    );
+    let net = LocalNet::start(spec(vec![WorkerSpec::new(engine)]))
+        .await
+        .unwrap();
 
-    let r: Value = chat(&net.base_url(), "up-model", "through two networks", false).await.json().await.unwrap();
-    assert_eq!(r["choices"][0]["message"]["content"], "through two networks ");
-    assert_eq!(r["usage"]["completion_tokens"], 3, "usage comes from the upstream");
+    let r: Value = chat(&net.base_url(), "up-model", "through two networks", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r["choices"][0]["message"]["content"],
+        "through two networks "
+    );
+    assert_eq!(
+        r["usage"]["completion_tokens"], 3,
+        "usage comes from the upstream"
+    );
     let mut sse = Sse::new(chat(&net.base_url(), "up-model", "streamed too", true).await);
     let (mut text, mut events) = (String::new(), vec![]);
     while let Some(ev) = sse.next().await {

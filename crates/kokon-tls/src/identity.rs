@@ -45,7 +45,10 @@ impl IdentityStore {
     }
 
     fn current(&self) -> Arc<CertifiedKey> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -57,7 +60,10 @@ fn certified_key(
 ) -> Result<Arc<CertifiedKey>, rustls::Error> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_pkcs8.clone()));
     let signing = provider.key_provider.load_private_key(key)?;
-    Ok(Arc::new(CertifiedKey::new(vec![CertificateDer::from(identity.cert_der.clone())], signing)))
+    Ok(Arc::new(CertifiedKey::new(
+        vec![CertificateDer::from(identity.cert_der.clone())],
+        signing,
+    )))
 }
 
 impl rustls::server::ResolvesServerCert for IdentityStore {

@@ -25,9 +25,15 @@ pub use verifier::RaTlsVerifier;
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("cannot reach {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("TLS handshake with {addr} failed: {source}")]
-    Handshake { addr: String, source: std::io::Error },
+    Handshake {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("peer {addr} speaks an incompatible Kokon protocol (we speak kokon/{version})", version = kokon_proto::PROTOCOL_VERSION)]
     Incompatible { addr: String },
     #[error("peer {addr} refused by attestation policy: {source}")]
@@ -40,7 +46,10 @@ impl LinkError {
     /// True when trying again later may succeed (network trouble), false when
     /// the peer or our policy must change first.
     pub fn is_transient(&self) -> bool {
-        matches!(self, LinkError::Connect { .. } | LinkError::Handshake { .. })
+        matches!(
+            self,
+            LinkError::Connect { .. } | LinkError::Handshake { .. }
+        )
     }
 }
 
@@ -61,7 +70,12 @@ impl RaTls {
                  use it only on a test network"
             );
         }
-        Self { identity, policy, clock, provider: Arc::new(rustls::crypto::ring::default_provider()) }
+        Self {
+            identity,
+            policy,
+            clock,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        }
     }
 
     pub fn identity(&self) -> &Arc<IdentityStore> {
@@ -73,7 +87,12 @@ impl RaTls {
     }
 
     fn verifier(&self, expected: &[Role]) -> Arc<RaTlsVerifier> {
-        Arc::new(RaTlsVerifier::new(self.policy.clone(), expected.to_vec(), self.clock.clone(), self.provider.clone()))
+        Arc::new(RaTlsVerifier::new(
+            self.policy.clone(),
+            expected.to_vec(),
+            self.clock.clone(),
+            self.provider.clone(),
+        ))
     }
 
     /// Client-side configuration that accepts only peers of the `expected` roles.
@@ -115,11 +134,17 @@ impl RaTls {
         let a = addr.to_string();
         let tcp = TcpStream::connect(addr)
             .await
-            .map_err(|source| LinkError::Connect { addr: a.clone(), source })?;
+            .map_err(|source| LinkError::Connect {
+                addr: a.clone(),
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
         let connector = tokio_rustls::TlsConnector::from(Arc::new(self.client_config(expected)));
         let name = ServerName::try_from("kokon.peer").expect("static name is valid");
-        let tls = connector.connect(name, tcp).await.map_err(|e| handshake_error(&a, e))?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| handshake_error(&a, e))?;
         let (_, conn) = tls.get_ref();
         let peer = self.check_peer(&a, conn.alpn_protocol(), conn.peer_certificates(), expected)?;
         Ok((tls, peer))
@@ -134,7 +159,10 @@ impl RaTls {
     ) -> Result<(ServerStream<TcpStream>, VerifiedPeer), LinkError> {
         let a = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         let _ = tcp.set_nodelay(true);
-        let tls = acceptor.accept(tcp).await.map_err(|e| handshake_error(&a, e))?;
+        let tls = acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| handshake_error(&a, e))?;
         let (_, conn) = tls.get_ref();
         let peer = self.check_peer(&a, conn.alpn_protocol(), conn.peer_certificates(), expected)?;
         Ok((tls, peer))
@@ -160,22 +188,37 @@ impl RaTls {
         let cert = certs
             .and_then(|c| c.first())
             .ok_or_else(|| LinkError::NoCertificate { addr: addr.into() })?;
-        verify_certificate(cert, &self.policy, expected, self.clock.now_unix())
-            .map_err(|source| LinkError::Refused { addr: addr.into(), source })
+        verify_certificate(cert, &self.policy, expected, self.clock.now_unix()).map_err(|source| {
+            LinkError::Refused {
+                addr: addr.into(),
+                source,
+            }
+        })
     }
 }
 
 fn handshake_error(addr: &str, e: std::io::Error) -> LinkError {
     use rustls::{AlertDescription, Error as TlsError};
-    let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<TlsError>());
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<TlsError>());
     if matches!(
         tls,
-        Some(TlsError::NoApplicationProtocol | TlsError::AlertReceived(AlertDescription::NoApplicationProtocol))
+        Some(
+            TlsError::NoApplicationProtocol
+                | TlsError::AlertReceived(AlertDescription::NoApplicationProtocol)
+        )
     ) {
         return LinkError::Incompatible { addr: addr.into() };
     }
     if let Some(source) = tls.and_then(verifier::attest_error_of) {
-        return LinkError::Refused { addr: addr.into(), source };
+        return LinkError::Refused {
+            addr: addr.into(),
+            source,
+        };
     }
-    LinkError::Handshake { addr: addr.into(), source: e }
+    LinkError::Handshake {
+        addr: addr.into(),
+        source: e,
+    }
 }

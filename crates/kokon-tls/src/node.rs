@@ -41,7 +41,11 @@ fn issue(p: &NodeParams, now: u64) -> Result<Identity, NodeError> {
 
 impl RaTls {
     /// A node with simulated evidence (test networks; see DESIGN §4).
-    pub fn simulated(p: &NodeParams, policy: Arc<Policy>, clock: Arc<dyn Clock>) -> Result<Self, NodeError> {
+    pub fn simulated(
+        p: &NodeParams,
+        policy: Arc<Policy>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, NodeError> {
         let id = issue(p, clock.now_unix())?;
         let store = IdentityStore::new(&id).map_err(|e| NodeError::Cert(e.to_string()))?;
         Ok(RaTls::new(store, policy, clock))

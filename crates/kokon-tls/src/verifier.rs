@@ -6,7 +6,9 @@ use kokon_attest::{AttestError, Clock, Policy, Role, verify_certificate};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
 use x509_parser::prelude::FromDer;
 
 /// Verifies a peer's Kokon certificate on either side of the handshake.
@@ -19,7 +21,9 @@ pub struct RaTlsVerifier {
 
 impl std::fmt::Debug for RaTlsVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaTlsVerifier").field("expected", &self.expected).finish_non_exhaustive()
+        f.debug_struct("RaTlsVerifier")
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
     }
 }
 
@@ -30,16 +34,30 @@ impl RaTlsVerifier {
         clock: Arc<dyn Clock>,
         provider: Arc<rustls::crypto::CryptoProvider>,
     ) -> Self {
-        Self { policy, expected, clock, provider }
+        Self {
+            policy,
+            expected,
+            clock,
+            provider,
+        }
     }
 
-    fn check(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
         if !intermediates.is_empty() {
             return Err(to_rustls(AttestError::ChainNotAllowed));
         }
-        verify_certificate(end_entity, &self.policy, &self.expected, self.clock.now_unix())
-            .map(|_| ())
-            .map_err(to_rustls)
+        verify_certificate(
+            end_entity,
+            &self.policy,
+            &self.expected,
+            self.clock.now_unix(),
+        )
+        .map(|_| ())
+        .map_err(to_rustls)
     }
 
     fn check_signature(
@@ -85,7 +103,8 @@ impl ServerCertVerifier for RaTlsVerifier {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity, intermediates).map(|_| ServerCertVerified::assertion())
+        self.check(end_entity, intermediates)
+            .map(|_| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -94,7 +113,9 @@ impl ServerCertVerifier for RaTlsVerifier {
         _c: &CertificateDer<'_>,
         _d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -122,7 +143,8 @@ impl ClientCertVerifier for RaTlsVerifier {
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity, intermediates).map(|_| ClientCertVerified::assertion())
+        self.check(end_entity, intermediates)
+            .map(|_| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -131,7 +153,9 @@ impl ClientCertVerifier for RaTlsVerifier {
         _c: &CertificateDer<'_>,
         _d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(

@@ -11,8 +11,18 @@ use tokio::net::TcpListener;
 fn policy() -> Arc<Policy> {
     let img = |l: &str| Some(vec![SimulatedQuote::measurements_for(l).image_hash()]);
     let mut roles = HashMap::new();
-    roles.insert(Role::Worker, RolePolicy { images: img("worker") });
-    roles.insert(Role::Proxy, RolePolicy { images: img("proxy") });
+    roles.insert(
+        Role::Worker,
+        RolePolicy {
+            images: img("worker"),
+        },
+    );
+    roles.insert(
+        Role::Proxy,
+        RolePolicy {
+            images: img("proxy"),
+        },
+    );
     let mut p = Policy::new(roles);
     p.dangerous().allow_simulated_evidence();
     Arc::new(p)
@@ -27,10 +37,19 @@ fn node(role: Role, label: &str) -> RaTls {
         now: SystemClock.now_unix(),
     })
     .unwrap();
-    RaTls::new(IdentityStore::new(&id).unwrap(), policy(), Arc::new(SystemClock))
+    RaTls::new(
+        IdentityStore::new(&id).unwrap(),
+        policy(),
+        Arc::new(SystemClock),
+    )
 }
 
-async fn serve_once(proxy: RaTls) -> (std::net::SocketAddr, tokio::task::JoinHandle<Result<Role, LinkError>>) {
+async fn serve_once(
+    proxy: RaTls,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<Role, LinkError>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -62,9 +81,18 @@ async fn mutual_handshake_between_attested_peers() {
 #[tokio::test]
 async fn client_refuses_a_proxy_with_an_unlisted_image() {
     let (addr, _task) = serve_once(node(Role::Proxy, "rogue")).await;
-    let err = node(Role::Worker, "worker").connect(addr, &[Role::Proxy]).await.unwrap_err();
+    let err = node(Role::Worker, "worker")
+        .connect(addr, &[Role::Proxy])
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err, LinkError::Refused { source: AttestError::ImageNotAllowed { .. }, .. }),
+        matches!(
+            err,
+            LinkError::Refused {
+                source: AttestError::ImageNotAllowed { .. },
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -81,7 +109,13 @@ async fn server_refuses_a_worker_with_an_unlisted_image() {
     }
     let err = task.await.unwrap().unwrap_err();
     assert!(
-        matches!(err, LinkError::Refused { source: AttestError::ImageNotAllowed { .. }, .. }),
+        matches!(
+            err,
+            LinkError::Refused {
+                source: AttestError::ImageNotAllowed { .. },
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -93,9 +127,14 @@ async fn a_peer_speaking_another_protocol_version_is_refused_clearly() {
     let cfg = worker.client_config_with_alpn(&[Role::Proxy], b"kokon/2");
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("kokon.peer").unwrap();
-    let client = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await;
+    let client = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await;
     assert!(client.is_err());
     let err = task.await.unwrap().unwrap_err();
     assert!(matches!(err, LinkError::Incompatible { .. }), "{err}");
-    assert!(err.to_string().contains("incompatible Kokon protocol"), "{err}");
+    assert!(
+        err.to_string().contains("incompatible Kokon protocol"),
+        "{err}"
+    );
 }

@@ -27,14 +27,32 @@ pub(crate) async fn accept(worker: Worker, req: Request<Incoming>) -> Response<B
     };
     let payload = match Limited::new(body, MAX_JOB_PAYLOAD).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return one_frame(JobError::new(ErrorCode::BadRequest, "job payload too large or cut short")),
+        Err(_) => {
+            return one_frame(JobError::new(
+                ErrorCode::BadRequest,
+                "job payload too large or cut short",
+            ));
+        }
     };
     let job: JobRequest = match serde_json::from_slice(&payload) {
         Ok(j) => j,
-        Err(e) => return one_frame(JobError::new(ErrorCode::BadRequest, format!("job payload is not a valid job ({:?} error at line {}, column {})", e.classify(), e.line(), e.column()))),
+        Err(e) => {
+            return one_frame(JobError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "job payload is not a valid job ({:?} error at line {}, column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
+            ));
+        }
     };
     if job.model != header.model {
-        return one_frame(JobError::new(ErrorCode::BadRequest, "payload model differs from header model"));
+        return one_frame(JobError::new(
+            ErrorCode::BadRequest,
+            "payload model differs from header model",
+        ));
     }
     let Ok(permit) = worker.slots.clone().try_acquire_owned() else {
         WorkerStats::bump(&worker.stats.jobs_refused_busy);
@@ -73,7 +91,9 @@ async fn run(worker: &Worker, header: JobHeader, job: JobRequest, tx: mpsc::Send
         cancel.cancel();
         drop(text_rx);
     }
-    let result = engine_run.await.unwrap_or_else(|e| Err(EngineError::Failed(e.to_string())));
+    let result = engine_run
+        .await
+        .unwrap_or_else(|e| Err(EngineError::Failed(e.to_string())));
     let frame = match result {
         _ if client_gone => {
             WorkerStats::bump(&worker.stats.jobs_cancelled);
@@ -101,5 +121,7 @@ fn stream_response(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
 }
 
 fn one_frame(err: JobError) -> Response<Body> {
-    Response::new(BodyExt::boxed(http_body_util::Full::new(Frame::Error(err).encode())))
+    Response::new(BodyExt::boxed(http_body_util::Full::new(
+        Frame::Error(err).encode(),
+    )))
 }

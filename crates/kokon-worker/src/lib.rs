@@ -79,7 +79,13 @@ pub struct Worker {
 impl Worker {
     pub fn new(cfg: WorkerConfig, engine: Arc<dyn Engine>, tls: RaTls) -> Self {
         let slots = Arc::new(Semaphore::new(cfg.max_jobs as usize));
-        Self { cfg: Arc::new(cfg), engine, tls, slots, stats: Arc::default() }
+        Self {
+            cfg: Arc::new(cfg),
+            engine,
+            tls,
+            slots,
+            stats: Arc::default(),
+        }
     }
 
     pub fn stats(&self) -> Arc<WorkerStats> {

@@ -39,7 +39,11 @@ pub async fn run(worker: Worker, shutdown: CancellationToken) {
             linked = attempt => linked,
             _ = shutdown.cancelled() => return,
         };
-        backoff = if linked { worker.cfg.backoff_min } else { (backoff * 2).min(worker.cfg.backoff_max) };
+        backoff = if linked {
+            worker.cfg.backoff_min
+        } else {
+            (backoff * 2).min(worker.cfg.backoff_max)
+        };
         let pause = jitter(backoff);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}

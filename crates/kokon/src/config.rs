@@ -10,8 +10,11 @@ use serde::de::DeserializeOwned;
 
 /// Reads a TOML config file. Unknown keys are errors that name the key.
 pub fn load_file<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
-    let Some(path) = path else { return Ok(T::default()) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
 }
 
@@ -31,7 +34,10 @@ pub fn registry_path(given: Option<PathBuf>) -> PathBuf {
 /// Loads the registry file, with an error that says how to make one.
 pub fn load_registry(path: &Path) -> anyhow::Result<Registry> {
     let text = std::fs::read_to_string(path).with_context(|| {
-        format!("no registry at {}; create a local test-network one with `kokon registry init`", path.display())
+        format!(
+            "no registry at {}; create a local test-network one with `kokon registry init`",
+            path.display()
+        )
     })?;
     Ok(Registry::parse(&text)?)
 }

@@ -148,7 +148,11 @@ fn default_addr(s: &str) -> SocketAddr {
 fn policy(common: &Common) -> anyhow::Result<Arc<kokon_attest::Policy>> {
     let path = registry_path(common.registry.clone());
     let registry = load_registry(&path)?;
-    Ok(Arc::new(registry.policy().with_context(|| format!("registry {}", path.display()))?))
+    Ok(Arc::new(
+        registry
+            .policy()
+            .with_context(|| format!("registry {}", path.display()))?,
+    ))
 }
 
 async fn run_until_signal(shutdown: CancellationToken) {
@@ -162,12 +166,23 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
     merge!(a, file, listen, admin, max_attempts);
     merge!(a.common, file.common, registry);
     let shutdown = CancellationToken::new();
-    let tls = node(Role::Proxy, None, policy(&a.common)?, config_hash(&["proxy"]), &shutdown)?;
-    let mut cfg = kokon_proxy::ProxyConfig::new(a.listen.unwrap_or_else(|| default_addr("0.0.0.0:7400")));
+    let tls = node(
+        Role::Proxy,
+        None,
+        policy(&a.common)?,
+        config_hash(&["proxy"]),
+        &shutdown,
+    )?;
+    let mut cfg =
+        kokon_proxy::ProxyConfig::new(a.listen.unwrap_or_else(|| default_addr("0.0.0.0:7400")));
     cfg.admin_listen = Some(a.admin.unwrap_or_else(|| default_addr("127.0.0.1:7401")));
     cfg.max_attempts = a.max_attempts.unwrap_or(3).max(1);
     let h = kokon_proxy::start(cfg, tls, shutdown.clone()).await?;
-    eprintln!("proxy listening on {} (metrics: http://{}/metrics)", h.addr, h.admin_addr.map(|a| a.to_string()).unwrap_or_default());
+    eprintln!(
+        "proxy listening on {} (metrics: http://{}/metrics)",
+        h.addr,
+        h.admin_addr.map(|a| a.to_string()).unwrap_or_default()
+    );
     run_until_signal(shutdown).await;
     Ok(())
 }
@@ -175,23 +190,44 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
 /// Builds the engine a worker runs.
 pub async fn build_engine(e: &EngineArgs) -> anyhow::Result<Arc<dyn Engine>> {
     let kind = e.engine.unwrap_or_default();
-    let model = e.model.clone().unwrap_or_else(|| kokon_models::DEFAULT_MODEL.to_string());
+    let model = e
+        .model
+        .clone()
+        .unwrap_or_else(|| kokon_models::DEFAULT_MODEL.to_string());
     let context = e.context.unwrap_or(2048);
     Ok(match kind {
         EngineKind::Echo => Arc::new(EchoEngine::new(model)),
         EngineKind::Builtin => {
             let path = crate::model::ensure(&model).await?;
-            let threads = e.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2));
-            let cfg = LlamaConfig { name: model, context_len: context, threads };
+            let threads = e.threads.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get() as u32)
+                    .unwrap_or(2)
+            });
+            let cfg = LlamaConfig {
+                name: model,
+                context_len: context,
+                threads,
+            };
             Arc::new(tokio::task::spawn_blocking(move || LlamaEngine::load(&path, cfg)).await??)
         }
         EngineKind::Upstream => {
-            let Some(base_url) = e.upstream_url.clone() else { bail!("--engine upstream needs --upstream-url") };
-            let mut cfg = UpstreamConfig { base_url, api_key: e.upstream_key.clone(), models: vec![], context_len: context };
+            let Some(base_url) = e.upstream_url.clone() else {
+                bail!("--engine upstream needs --upstream-url")
+            };
+            let mut cfg = UpstreamConfig {
+                base_url,
+                api_key: e.upstream_key.clone(),
+                models: vec![],
+                context_len: context,
+            };
             let probe = UpstreamEngine::new(cfg.clone())?;
             cfg.models = match &e.model {
                 Some(m) => vec![m.clone()],
-                None => probe.discover_models().await.context("asking the upstream for its models (or pass --model)")?,
+                None => probe
+                    .discover_models()
+                    .await
+                    .context("asking the upstream for its models (or pass --model)")?,
             };
             if cfg.models.is_empty() {
                 bail!("the upstream serves no models");
@@ -205,11 +241,27 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
     let mut file: WorkerArgs = load_file(a.common.config.as_deref())?;
     merge!(a, file, proxy, max_jobs, price_milli);
     merge!(a.common, file.common, registry);
-    merge!(a.engine, file.engine, engine, model, threads, context, upstream_url, upstream_key);
+    merge!(
+        a.engine,
+        file.engine,
+        engine,
+        model,
+        threads,
+        context,
+        upstream_url,
+        upstream_key
+    );
     let shutdown = CancellationToken::new();
     let engine = build_engine(&a.engine).await?;
-    let tls = node(Role::Worker, None, policy(&a.common)?, config_hash(&["worker"]), &shutdown)?;
-    let mut cfg = kokon_worker::WorkerConfig::new(a.proxy.unwrap_or_else(|| default_addr("127.0.0.1:7400")));
+    let tls = node(
+        Role::Worker,
+        None,
+        policy(&a.common)?,
+        config_hash(&["worker"]),
+        &shutdown,
+    )?;
+    let mut cfg =
+        kokon_worker::WorkerConfig::new(a.proxy.unwrap_or_else(|| default_addr("127.0.0.1:7400")));
     cfg.max_jobs = a.max_jobs.unwrap_or(2).max(1);
     cfg.price_milli = a.price_milli.unwrap_or(1000);
     let models: Vec<String> = engine.models().into_iter().map(|m| m.name).collect();
@@ -227,7 +279,13 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
     merge!(a, file, listen, proxy, api_key, max_price_milli);
     merge!(a.common, file.common, registry);
     let shutdown = CancellationToken::new();
-    let tls = node(Role::Client, None, policy(&a.common)?, config_hash(&["gateway"]), &shutdown)?;
+    let tls = node(
+        Role::Client,
+        None,
+        policy(&a.common)?,
+        config_hash(&["gateway"]),
+        &shutdown,
+    )?;
     let mut cfg = kokon_gateway::GatewayConfig::new(
         a.listen.unwrap_or_else(|| default_addr("127.0.0.1:8080")),
         a.proxy.unwrap_or_else(|| default_addr("127.0.0.1:7400")),
@@ -251,7 +309,10 @@ pub fn registry(cmd: RegistryCmd) -> anyhow::Result<()> {
                 std::fs::create_dir_all(dir)?;
             }
             std::fs::write(&path, Registry::local_test_network().to_toml())?;
-            println!("wrote test-network registry (simulated attestation allowed) to {}", path.display());
+            println!(
+                "wrote test-network registry (simulated attestation allowed) to {}",
+                path.display()
+            );
         }
         RegistryCmd::Show { path } => {
             let path = registry_path(path);

@@ -8,13 +8,17 @@ mod up;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kokon", version, about = "Kokon: confidential AI inference, paid per token in TON.",
+#[command(
+    name = "kokon",
+    version,
+    about = "Kokon: confidential AI inference, paid per token in TON.",
     long_about = "Kokon routes AI jobs from clients through proxies to GPU workers running in TEEs. \
 Every hop is RA-TLS (TLS whose certificate carries a TEE attestation), so no operator on the path \
 can read prompts or results.\n\n\
 Start here:  kokon up          (a whole local network with a real model, one command)\n\
 Then:        curl http://127.0.0.1:8080/v1/models\n\n\
-Files live under the Kokon home: $KOKON_HOME, default ~/.kokon. Logs: KOKON_LOG=debug.")]
+Files live under the Kokon home: $KOKON_HOME, default ~/.kokon. Logs: KOKON_LOG=debug."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,13 +45,18 @@ enum Command {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KOKON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         match cli.command {
             Command::Up(a) => up::run(a).await,
@@ -65,10 +74,11 @@ pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]

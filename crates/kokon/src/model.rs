@@ -24,16 +24,23 @@ pub async fn run(cmd: ModelCmd) -> anyhow::Result<()> {
     let home = kokon_home();
     match cmd {
         ModelCmd::Pull { name } => {
-            let outcome = tokio::task::spawn_blocking(move || kokon_models::pull(&home, &name, true)).await??;
+            let outcome =
+                tokio::task::spawn_blocking(move || kokon_models::pull(&home, &name, true))
+                    .await??;
             match outcome {
-                PullOutcome::AlreadyPresent(p) => println!("already present and verified: {}", p.display()),
+                PullOutcome::AlreadyPresent(p) => {
+                    println!("already present and verified: {}", p.display())
+                }
                 PullOutcome::Downloaded(p) => println!("downloaded and verified: {}", p.display()),
             }
         }
         ModelCmd::List { json } => {
             let list = tokio::task::spawn_blocking(move || kokon_models::list(&home)).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list).context("encoding")?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).context("encoding")?
+                );
                 return Ok(());
             }
             println!("{:<24} {:<9} {:>10}  sha256", "NAME", "STATE", "SIZE");
@@ -43,7 +50,13 @@ pub async fn run(cmd: ModelCmd) -> anyhow::Result<()> {
                     (true, true) => "verified",
                     (true, false) => "CORRUPT",
                 };
-                println!("{:<24} {:<9} {:>8}MB  {}", m.name, state, m.size / 1_000_000, m.sha256);
+                println!(
+                    "{:<24} {:<9} {:>8}MB  {}",
+                    m.name,
+                    state,
+                    m.size / 1_000_000,
+                    m.sha256
+                );
             }
         }
     }

@@ -33,9 +33,16 @@ pub struct UpArgs {
 
 pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     let engine = build_engine(&a.engine).await?;
-    let model = engine.models().first().map(|m| m.name.clone()).unwrap_or_default();
+    let model = engine
+        .models()
+        .first()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
     let workers = (0..a.workers.max(1))
-        .map(|_| WorkerSpec { max_jobs: a.max_jobs.max(1), ..WorkerSpec::new(engine.clone()) })
+        .map(|_| WorkerSpec {
+            max_jobs: a.max_jobs.max(1),
+            ..WorkerSpec::new(engine.clone())
+        })
         .collect();
     let mut spec = NetSpec::new(workers);
     spec.gateway_listen = a.listen;
@@ -52,8 +59,16 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
 
 fn print_banner(net: &LocalNet, model: &str, workers: u32, auth: bool) {
     let base = net.base_url();
-    let metrics = net.proxy.admin_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_default();
-    let auth_flag = if auth { " -H 'Authorization: Bearer $KOKON_API_KEY'" } else { "" };
+    let metrics = net
+        .proxy
+        .admin_addr
+        .map(|a| format!("http://{a}/metrics"))
+        .unwrap_or_default();
+    let auth_flag = if auth {
+        " -H 'Authorization: Bearer $KOKON_API_KEY'"
+    } else {
+        ""
+    };
     println!("Kokon local network is up.");
     println!("  attestation: SIMULATED (test network only; see docs/ATTESTATION.md)");
     println!("  model:       {model} on {workers} worker(s)");

@@ -14,7 +14,10 @@ pub fn echo(model: &str, per_token_ms: u64) -> Arc<dyn Engine> {
 }
 
 pub fn words(n: usize) -> String {
-    (0..n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub async fn chat(base: &str, model: &str, text: &str, stream: bool) -> reqwest::Response {
@@ -39,7 +42,10 @@ pub struct Sse {
 
 impl Sse {
     pub fn new(resp: reqwest::Response) -> Self {
-        Self { inner: resp.bytes_stream().boxed(), buf: String::new() }
+        Self {
+            inner: resp.bytes_stream().boxed(),
+            buf: String::new(),
+        }
     }
 
     /// The next event's data (`None` at end of stream).
@@ -59,7 +65,9 @@ impl Sse {
 
 pub fn content_of(event: &str) -> Option<String> {
     let v: Value = serde_json::from_str(event).ok()?;
-    v["choices"][0]["delta"]["content"].as_str().map(String::from)
+    v["choices"][0]["delta"]["content"]
+        .as_str()
+        .map(String::from)
 }
 
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {

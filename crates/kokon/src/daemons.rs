@@ -81,6 +81,9 @@ pub struct EngineArgs {
     /// Upstream API key, if it needs one.
     #[arg(long, env = "KOKON_UPSTREAM_KEY")]
     pub upstream_key: Option<String>,
+    /// Echo engine only: pause before each word, in milliseconds [default: 0].
+    #[arg(long, env = "KOKON_ECHO_TOKEN_MS")]
+    pub echo_token_ms: Option<u64>,
 }
 
 #[derive(Args, Default, Deserialize)]
@@ -196,7 +199,10 @@ pub async fn build_engine(e: &EngineArgs) -> anyhow::Result<Arc<dyn Engine>> {
         .unwrap_or_else(|| kokon_models::DEFAULT_MODEL.to_string());
     let context = e.context.unwrap_or(2048);
     Ok(match kind {
-        EngineKind::Echo => Arc::new(EchoEngine::new(model)),
+        EngineKind::Echo => {
+            let delay = std::time::Duration::from_millis(e.echo_token_ms.unwrap_or(0));
+            Arc::new(EchoEngine::new(model).with_delay(delay))
+        }
         EngineKind::Builtin => {
             let path = crate::model::ensure(&model).await?;
             let threads = e.threads.unwrap_or_else(|| {

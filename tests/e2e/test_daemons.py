@@ -1,0 +1,98 @@
+"""The daemons as separate processes: proxy, two workers, client gateway.
+
+Configured through a registry file, a TOML config file, flags and env vars.
+A worker is killed with SIGKILL under streaming load: its clients get a typed
+error within 2 s, and everything else keeps working.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import BINARY, free_port
+
+
+def start(args, env, log):
+    out = open(log, "ab")
+    return subprocess.Popen([str(BINARY), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+@pytest.fixture
+def network():
+    home = Path(tempfile.mkdtemp())
+    env = dict(os.environ, KOKON_HOME=str(home), KOKON_LOG="info")
+    log = home / "daemons.log"
+    subprocess.run([str(BINARY), "registry", "init"], env=env, check=True, capture_output=True)
+    proxy_port, admin_port, api_port = free_port(), free_port(), free_port()
+    (home / "proxy.toml").write_text(f'listen = "127.0.0.1:{proxy_port}"\nadmin = "127.0.0.1:{admin_port}"\n')
+    procs = [start(["proxy", "--config", str(home / "proxy.toml")], env, log)]
+    worker_env = dict(env, KOKON_WORKER_PROXY=f"127.0.0.1:{proxy_port}")
+    worker_args = ["worker", "--engine", "echo", "--model", "echo", "--echo-token-ms", "20", "--max-jobs", "16"]
+    workers = [start(worker_args, worker_env, log) for _ in range(2)]
+    procs += workers
+    procs.append(start(["client", "--proxy", f"127.0.0.1:{proxy_port}", "--listen", f"127.0.0.1:{api_port}"], env, log))
+    base = f"http://127.0.0.1:{api_port}/v1"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            metrics = httpx.get(f"http://127.0.0.1:{admin_port}/metrics", timeout=1).text
+            if "kokon_proxy_workers 2" in metrics and httpx.get(f"{base}/models", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    else:
+        raise TimeoutError(f"daemons did not come up; log:\n{log.read_text(errors='replace')[-3000:]}")
+    yield base, workers, f"http://127.0.0.1:{admin_port}/metrics"
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def stream(base, text, results, i):
+    body = {"model": "echo", "messages": [{"role": "user", "content": text}], "stream": True}
+    last, chunks = None, 0
+    with httpx.stream("POST", f"{base}/chat/completions", json=body, timeout=30) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                last = line[6:]
+                chunks += 1
+    results[i] = (last, chunks, time.monotonic())
+
+
+def test_worker_killed_under_load(network):
+    base, workers, metrics = network
+    words = " ".join(f"w{i}" for i in range(100))  # 100 words at 20 ms: ~2 s per stream
+    results = {}
+    threads = [threading.Thread(target=stream, args=(base, words, results, i)) for i in range(10)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)
+    time.sleep(0.5)
+    workers[0].send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+
+    after = httpx.post(f"{base}/chat/completions", timeout=10,
+                       json={"model": "echo", "messages": [{"role": "user", "content": "still here"}]})
+    assert after.status_code == 200
+    assert after.json()["choices"][0]["message"]["content"] == "still here "
+
+    for t in threads:
+        t.join(timeout=30)
+    done = [r for r in results.values() if r[0] == "[DONE]"]
+    failed = [r for r in results.values() if r[0] != "[DONE]"]
+    assert len(done) + len(failed) == 10
+    assert done and failed, f"expected both outcomes, got {len(done)} done / {len(failed)} failed"
+    for last, chunks, ended in failed:
+        assert json.loads(last)["error"]["code"] == "worker_failed_mid_stream"
+        assert chunks > 1, "the stream had started"
+        assert ended - killed < 2.0, f"error arrived {ended - killed:.2f}s after the kill"
+    assert "kokon_proxy_workers 1" in httpx.get(metrics).text

@@ -46,7 +46,8 @@ struct Inner {
     template: Option<String>,
 }
 
-fn backend() -> Result<&'static LlamaBackend, EngineError> {
+/// The process-wide llama.cpp backend (llama.cpp allows one initialisation).
+pub fn backend() -> Result<&'static LlamaBackend, EngineError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {

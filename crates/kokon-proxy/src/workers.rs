@@ -25,7 +25,8 @@ pub(crate) struct WorkerLink {
     pub(crate) models: Vec<ModelOffer>,
 }
 
-/// Runs a worker link until it closes.
+/// Runs a worker link until it closes (or this future is dropped, which
+/// closes the connection: the link owns it).
 pub(crate) async fn attach(
     state: Arc<State>,
     tls: kokon_tls::ServerStream<TcpStream>,
@@ -44,18 +45,53 @@ pub(crate) async fn attach(
             return tracing::warn!(peer = peer.short_id(), error = %e, "worker HTTP/2 handshake failed");
         }
     };
-    let conn = tokio::spawn(conn);
-    let announce = match fetch_announce(&mut sender).await {
+    let mut conn = std::pin::pin!(conn);
+    let announce = tokio::select! {
+        a = fetch_announce(&mut sender) => a,
+        _ = &mut conn => Err("link closed during announce".to_string()),
+    };
+    let announce = match announce {
         Ok(a) => a,
         Err(why) => return tracing::warn!(peer = peer.short_id(), %why, "worker refused"),
     };
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    register(&state, id, sender, &announce);
+    let _registered = Registration::new(&state, id, sender, &announce);
     tracing::info!(worker = id, peer = peer.short_id(), models = ?announce.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
         max_jobs = announce.max_jobs, "worker joined");
     let _ = conn.await;
-    unregister(&state, id);
-    tracing::info!(worker = id, "worker left");
+}
+
+/// A worker's place in the router and link table, removed when dropped.
+struct Registration<'a> {
+    state: &'a State,
+    id: WorkerId,
+}
+
+impl<'a> Registration<'a> {
+    fn new(state: &'a State, id: WorkerId, sender: Sender, a: &Announce) -> Self {
+        let names = a.models.iter().map(|m| m.name.clone()).collect();
+        lock(&state.router).add(id, names, a.max_jobs, a.price_milli);
+        let mut links = lock(&state.links);
+        links.insert(
+            id,
+            WorkerLink {
+                sender,
+                models: a.models.clone(),
+            },
+        );
+        state.metrics.set_workers(links.len());
+        Self { state, id }
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        lock(&self.state.router).remove(self.id);
+        let mut links = lock(&self.state.links);
+        links.remove(&self.id);
+        self.state.metrics.set_workers(links.len());
+        tracing::info!(worker = self.id, "worker left");
+    }
 }
 
 async fn fetch_announce(sender: &mut Sender) -> Result<Announce, String> {
@@ -79,27 +115,6 @@ async fn fetch_announce(sender: &mut Sender) -> Result<Announce, String> {
         ));
     }
     Ok(a)
-}
-
-fn register(state: &State, id: WorkerId, sender: Sender, a: &Announce) {
-    let names = a.models.iter().map(|m| m.name.clone()).collect();
-    lock(&state.router).add(id, names, a.max_jobs, a.price_milli);
-    let mut links = lock(&state.links);
-    links.insert(
-        id,
-        WorkerLink {
-            sender,
-            models: a.models.clone(),
-        },
-    );
-    state.metrics.set_workers(links.len());
-}
-
-fn unregister(state: &State, id: WorkerId) {
-    lock(&state.router).remove(id);
-    let mut links = lock(&state.links);
-    links.remove(&id);
-    state.metrics.set_workers(links.len());
 }
 
 /// Every model offered by a linked worker, deduplicated by name.

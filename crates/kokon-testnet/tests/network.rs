@@ -30,6 +30,7 @@ async fn routes_by_model_and_lists_models() {
     let net = LocalNet::start(spec(vec![
         WorkerSpec::new(echo("alpha", 0)),
         WorkerSpec::new(echo("beta", 0)),
+        WorkerSpec::new(echo("beta", 0)),
     ]))
     .await
     .unwrap();
@@ -47,7 +48,7 @@ async fn routes_by_model_and_lists_models() {
         .collect();
     assert_eq!(ids, vec!["alpha", "beta"]);
 
-    for _ in 0..3 {
+    for _ in 0..4 {
         let r: Value = chat(&net.base_url(), "beta", "hello there", false)
             .await
             .json()
@@ -56,12 +57,11 @@ async fn routes_by_model_and_lists_models() {
         assert_eq!(r["choices"][0]["message"]["content"], "hello there ");
         assert_eq!(r["usage"]["completion_tokens"], 2);
     }
+    let done: Vec<u64> = net.workers.iter().map(|w| completed(&w.stats)).collect();
     assert_eq!(
-        (
-            completed(&net.workers[0].stats),
-            completed(&net.workers[1].stats)
-        ),
-        (0, 3)
+        done,
+        vec![0, 2, 2],
+        "only beta workers, spread between them"
     );
 
     let r = chat(&net.base_url(), "gamma", "hi", false).await;
@@ -94,9 +94,13 @@ async fn retries_on_another_worker_when_one_dies_before_the_first_byte() {
     // The cheaper worker is picked first; it stalls before its first token.
     let mut slow = WorkerSpec::new(echo("m", 10_000));
     slow.price_milli = 500;
-    let net = LocalNet::start(spec(vec![slow, WorkerSpec::new(echo("m", 0))]))
-        .await
-        .unwrap();
+    let net = LocalNet::start(spec(vec![
+        slow,
+        WorkerSpec::new(echo("m", 0)),
+        WorkerSpec::new(echo("m", 0)),
+    ]))
+    .await
+    .unwrap();
     let base = net.base_url();
     let req = tokio::spawn(async move { chat(&base, "m", "saved by retry", false).await });
     eventually("job reaches the slow worker", || {
@@ -106,7 +110,8 @@ async fn retries_on_another_worker_when_one_dies_before_the_first_byte() {
     net.workers[0].kill();
     let r: Value = req.await.unwrap().json().await.unwrap();
     assert_eq!(r["choices"][0]["message"]["content"], "saved by retry ");
-    assert_eq!(completed(&net.workers[1].stats), 1);
+    let survivors = completed(&net.workers[1].stats) + completed(&net.workers[2].stats);
+    assert_eq!(survivors, 1);
     assert_eq!(net.proxy.metrics().retries(), 1);
 }
 
@@ -364,4 +369,48 @@ async fn a_worker_can_forward_to_an_openai_compatible_upstream() {
     assert_eq!(text, "streamed too ");
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     assert_eq!(completed(&upstream.workers[0].stats), 2);
+}
+
+#[tokio::test]
+async fn workers_redial_a_restarted_proxy() {
+    use kokon_proxy::ProxyConfig;
+    let policy = Arc::new(net_policy());
+    let proxy_node = || {
+        kokon_testnet::node(
+            Role::Proxy,
+            None,
+            policy.clone(),
+            [0; 32],
+            &Default::default(),
+        )
+        .unwrap()
+    };
+    let first_stop = tokio_util::sync::CancellationToken::new();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let first = kokon_proxy::start(ProxyConfig::new(any), proxy_node(), first_stop.clone())
+        .await
+        .unwrap();
+    let addr = first.addr;
+    let worker_tls = kokon_testnet::node(
+        Role::Worker,
+        None,
+        policy.clone(),
+        [0; 32],
+        &Default::default(),
+    )
+    .unwrap();
+    let worker = Worker::new(WorkerConfig::new(addr), echo("m", 0), worker_tls);
+    let stats = worker.stats();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(worker.serve(stop.clone()));
+    eventually("first link", || first.worker_count() == 1).await;
+
+    first_stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = kokon_proxy::start(ProxyConfig::new(addr), proxy_node(), Default::default())
+        .await
+        .unwrap();
+    eventually("worker re-linked", || second.worker_count() == 1).await;
+    assert_eq!(WorkerStats::get(&stats.links_established), 2);
+    stop.cancel();
 }

@@ -70,7 +70,7 @@ fn candle_run(path: &std::path::Path, prompt: &[u32]) -> anyhow::Result<Run> {
     let content = gguf_file::Content::read(&mut file)?;
     let mut model = ModelWeights::from_gguf(content, &mut file, &device)?;
     let eos = 2u32;
-    let mut run = |model: &mut ModelWeights| -> anyhow::Result<Run> {
+    let run = |model: &mut ModelWeights| -> anyhow::Result<Run> {
         let start = Instant::now();
         let input = Tensor::new(prompt, &device)?.unsqueeze(0)?;
         let logits = model.forward(&input, 0)?.squeeze(0)?;
@@ -145,5 +145,21 @@ async fn main() -> anyhow::Result<()> {
     println!("{:<22} {:>9.1} ms {:>14.1}", "candle 0.11", candle.prefill_ms, candle.decode_tps);
     println!("{:<22} {:>12.2} {:>14.2}", "ratio kokon/candle", candle.prefill_ms / kokon.prefill_ms, kokon.decode_tps / candle.decode_tps);
     println!("greedy tokens agreeing from the start: {agree} of {} (prompt {})", ours.len().min(candle.tokens.len()), candle.prompt_len);
+    if std::env::var_os("SHOW_TEXT").is_some() {
+        println!("llama.cpp: {:?}", detok(&path, &ours)?);
+        println!("candle:    {:?}", detok(&path, &candle.tokens)?);
+    }
     Ok(())
+}
+
+fn detok(path: &std::path::Path, toks: &[u32]) -> anyhow::Result<String> {
+    use llama_cpp_2::model::LlamaModel;
+    use llama_cpp_2::model::params::LlamaModelParams;
+    use llama_cpp_2::token::LlamaToken;
+    let model = LlamaModel::load_from_file(kokon_engine::llama::backend()?, path, &LlamaModelParams::default())?;
+    let mut out = Vec::new();
+    for t in toks.iter().take(60) {
+        out.extend(model.vocab().token_to_piece(LlamaToken(*t as i32), false, None));
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }

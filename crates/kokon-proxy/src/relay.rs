@@ -6,23 +6,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame as HttpFrame, Incoming};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_attest::VerifiedPeer;
-use kokon_proto::{
-    ErrorCode, Frame, FrameDecoder, JobError, JobHeader, MAX_JOB_PAYLOAD, ModelsReply, paths,
-};
+use kokon_link::{Body, error_body, frames_body, full_body, read_job};
+use kokon_proto::{ErrorCode, Frame, FrameDecoder, JobError, JobHeader, ModelsReply, paths};
 use kokon_route::{RouteError, WorkerId};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{State, lock, workers};
-
-type Body = BoxBody<Bytes, Infallible>;
 
 /// Serves one client link until it closes.
 pub(crate) async fn serve_client(
@@ -53,40 +47,25 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 models: workers::offers(&state),
             })
             .unwrap_or_default();
-            Response::new(Full::new(Bytes::from(body)).boxed())
+            Response::new(full_body(body))
         }
         (&Method::POST, paths::JOB) => job(state, req).await,
         _ => {
-            let mut r = Response::new(Full::new(Bytes::from_static(b"no such path")).boxed());
+            let mut r = Response::new(full_body(&b"no such path"[..]));
             *r.status_mut() = StatusCode::NOT_FOUND;
             r
         }
     }
 }
 
-fn error_response(err: JobError) -> Response<Body> {
-    Response::new(Full::new(Frame::Error(err).encode()).boxed())
-}
-
 async fn job(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let header = match JobHeader::read(&parts.headers) {
-        Ok(h) => h,
-        Err(e) => return error_response(JobError::new(ErrorCode::BadRequest, e.to_string())),
-    };
-    let payload = match Limited::new(body, MAX_JOB_PAYLOAD).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return error_response(JobError::new(
-                ErrorCode::BadRequest,
-                "job payload too large or cut short",
-            ));
-        }
+    let (header, payload) = match read_job(req).await {
+        Ok(x) => x,
+        Err(e) => return Response::new(error_body(e)),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(relay(state, header, payload, tx));
-    let stream = ReceiverStream::new(rx).map(|b| Ok(HttpFrame::data(b)));
-    Response::new(BodyExt::boxed(StreamBody::new(stream)))
+    Response::new(frames_body(rx))
 }
 
 /// How one attempt on one worker ended.

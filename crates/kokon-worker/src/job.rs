@@ -2,17 +2,14 @@
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Limited, StreamBody};
-use hyper::body::{Frame as HttpFrame, Incoming};
+use hyper::body::Incoming;
 use kokon_engine::EngineError;
+use kokon_link::{Body, error_body, frames_body, read_job};
 use kokon_proto::job::Chunk;
-use kokon_proto::{ErrorCode, Frame, JobError, JobHeader, JobRequest, MAX_JOB_PAYLOAD};
+use kokon_proto::{ErrorCode, Frame, JobError, JobHeader, JobRequest};
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::link::Body;
 use crate::{Worker, WorkerStats};
 
 /// Frames buffered towards the proxy before the engine is paused.
@@ -20,19 +17,9 @@ const FRAME_BUFFER: usize = 16;
 
 /// Accepts a job: validates it, takes a slot, and streams the response.
 pub(crate) async fn accept(worker: Worker, req: Request<Incoming>) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let header = match JobHeader::read(&parts.headers) {
-        Ok(h) => h,
-        Err(e) => return one_frame(JobError::new(ErrorCode::BadRequest, e.to_string())),
-    };
-    let payload = match Limited::new(body, MAX_JOB_PAYLOAD).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return one_frame(JobError::new(
-                ErrorCode::BadRequest,
-                "job payload too large or cut short",
-            ));
-        }
+    let (header, payload) = match read_job(req).await {
+        Ok(x) => x,
+        Err(e) => return one_frame(e),
     };
     let job: JobRequest = match serde_json::from_slice(&payload) {
         Ok(j) => j,
@@ -63,7 +50,7 @@ pub(crate) async fn accept(worker: Worker, req: Request<Incoming>) -> Response<B
         run(&worker, header, job, tx).await;
         drop(permit);
     });
-    stream_response(rx)
+    Response::new(frames_body(rx))
 }
 
 async fn run(worker: &Worker, header: JobHeader, job: JobRequest, tx: mpsc::Sender<Bytes>) {
@@ -115,13 +102,6 @@ async fn run(worker: &Worker, header: JobHeader, job: JobRequest, tx: mpsc::Send
     let _ = tx.send(frame.encode()).await;
 }
 
-fn stream_response(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
-    let stream = ReceiverStream::new(rx).map(|b| Ok(HttpFrame::data(b)));
-    Response::new(BodyExt::boxed(StreamBody::new(stream)))
-}
-
 fn one_frame(err: JobError) -> Response<Body> {
-    Response::new(BodyExt::boxed(http_body_util::Full::new(
-        Frame::Error(err).encode(),
-    )))
+    Response::new(error_body(err))
 }

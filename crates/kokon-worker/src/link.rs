@@ -3,18 +3,15 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_attest::Role;
+use kokon_link::{Body, full_body};
 use kokon_proto::{Announce, PROTOCOL_VERSION, paths};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Worker, WorkerStats};
-
-pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
 /// Dials the proxy and serves jobs until `shutdown`; re-dials on failure.
 pub async fn run(worker: Worker, shutdown: CancellationToken) {
@@ -88,12 +85,11 @@ fn announce(worker: &Worker) -> Response<Body> {
         max_jobs: worker.cfg.max_jobs,
         price_milli: worker.cfg.price_milli,
     };
-    let body = serde_json::to_vec(&a).unwrap_or_default();
-    Response::new(Full::new(Bytes::from(body)).boxed())
+    Response::new(full_body(serde_json::to_vec(&a).unwrap_or_default()))
 }
 
 pub(crate) fn plain(status: StatusCode, msg: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(msg.as_bytes())).boxed());
+    let mut r = Response::new(full_body(msg));
     *r.status_mut() = status;
     r
 }

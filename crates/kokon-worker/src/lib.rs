@@ -9,11 +9,14 @@ mod link;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kokon_engine::Engine;
 use kokon_tls::RaTls;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -45,25 +48,54 @@ impl WorkerConfig {
     }
 }
 
-/// Counters a worker keeps (exported to tests and metrics).
+/// Counters a worker keeps, served at `/metrics` and read by tests.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
-    pub jobs_started: AtomicU64,
-    pub jobs_completed: AtomicU64,
-    pub jobs_failed: AtomicU64,
-    pub jobs_cancelled: AtomicU64,
-    pub jobs_refused_busy: AtomicU64,
-    pub links_established: AtomicU64,
+    pub jobs_started: Counter,
+    pub jobs_completed: Counter,
+    pub jobs_failed: Counter,
+    pub jobs_cancelled: Counter,
+    pub jobs_refused_busy: Counter,
+    pub links_established: Counter,
 }
 
 impl WorkerStats {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    pub fn get(counter: &Counter) -> u64 {
+        counter.get()
     }
 
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn bump(counter: &Counter) {
+        counter.inc();
     }
+
+    /// The Prometheus text exposition of these counters.
+    pub fn encode(&self) -> String {
+        let mut r = Registry::default();
+        let jobs = Family::<Outcome, Counter>::default();
+        for (outcome, c) in [
+            ("started", &self.jobs_started),
+            ("completed", &self.jobs_completed),
+            ("failed", &self.jobs_failed),
+            ("cancelled", &self.jobs_cancelled),
+            ("refused_busy", &self.jobs_refused_busy),
+        ] {
+            jobs.get_or_create(&Outcome { outcome }).inc_by(c.get());
+        }
+        r.register("kokon_worker_jobs", "Jobs by outcome", jobs);
+        r.register(
+            "kokon_worker_links",
+            "Links established to the proxy",
+            self.links_established.clone(),
+        );
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        out
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
 }
 
 /// Everything a worker needs; cheap to clone.
@@ -95,5 +127,21 @@ impl Worker {
     /// Runs until `shutdown` is cancelled.
     pub async fn serve(self, shutdown: CancellationToken) {
         run(self, shutdown).await
+    }
+
+    /// Serves `/metrics` and `/healthz` over plain HTTP on `listener` until `shutdown`.
+    pub async fn serve_admin(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) {
+        use axum::routing::get;
+        let stats = self.stats.clone();
+        let app = axum::Router::new()
+            .route("/metrics", get(move || std::future::ready(stats.encode())))
+            .route("/healthz", get(|| async { "ok\n" }));
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
     }
 }

@@ -104,6 +104,9 @@ pub struct WorkerArgs {
     /// Price coefficient in thousandths of the registry's base price [default: 1000].
     #[arg(long, env = "KOKON_WORKER_PRICE")]
     pub price_milli: Option<u32>,
+    /// Plain-HTTP address for /metrics and /healthz (port 0 = any free port) [default: 127.0.0.1:7402].
+    #[arg(long, env = "KOKON_WORKER_ADMIN")]
+    pub admin: Option<SocketAddr>,
 }
 
 #[derive(Args, Default, Deserialize)]
@@ -245,7 +248,7 @@ pub async fn build_engine(e: &EngineArgs) -> anyhow::Result<Arc<dyn Engine>> {
 
 pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
     let mut file: WorkerArgs = load_file(a.common.config.as_deref())?;
-    merge!(a, file, proxy, max_jobs, price_milli);
+    merge!(a, file, proxy, max_jobs, price_milli, admin);
     merge!(a.common, file.common, registry);
     merge!(
         a.engine,
@@ -273,6 +276,14 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
     let models: Vec<String> = engine.models().into_iter().map(|m| m.name).collect();
     eprintln!("worker serving {models:?}, dialing proxy {}", cfg.proxy);
     let w = kokon_worker::Worker::new(cfg, engine, tls);
+    let admin =
+        tokio::net::TcpListener::bind(a.admin.unwrap_or_else(|| default_addr("127.0.0.1:7402")))
+            .await?;
+    eprintln!("worker metrics: http://{}/metrics", admin.local_addr()?);
+    tokio::spawn({
+        let (w, s) = (w.clone(), shutdown.clone());
+        async move { w.serve_admin(admin, s).await }
+    });
     tokio::select! {
         _ = w.serve(shutdown.clone()) => {}
         _ = run_until_signal(shutdown.clone()) => {}

@@ -198,4 +198,55 @@ mod tests {
         dec.push(&[1, 0, 0, 0, 2, b'{', b'x']);
         assert!(matches!(dec.next_frame(), Err(FrameError::BadBody(_))));
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn frame() -> impl Strategy<Value = Frame> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..300)
+                    .prop_map(|v| Frame::Data(Bytes::from(v))),
+                (any::<u32>(), any::<u32>(), any::<bool>()).prop_map(|(p, c, stop)| Frame::End(
+                    JobEnd {
+                        usage: Usage {
+                            prompt_tokens: p,
+                            completion_tokens: c
+                        },
+                        finish_reason: if stop {
+                            FinishReason::Stop
+                        } else {
+                            FinishReason::Length
+                        },
+                    }
+                )),
+                ".{0,40}".prop_map(|m| Frame::Error(JobError::new(ErrorCode::EngineFailed, m))),
+            ]
+        }
+
+        proptest! {
+            /// Any frames, cut into any pieces, decode to the same frames.
+            #[test]
+            fn decodes_what_was_encoded_across_any_split(
+                frames in proptest::collection::vec(frame(), 0..12),
+                cuts in proptest::collection::vec(1usize..64, 1..40),
+            ) {
+                let mut wire = BytesMut::new();
+                frames.iter().for_each(|f| f.encode_into(&mut wire));
+                let mut dec = FrameDecoder::new();
+                let (mut got, mut at, mut i) = (Vec::new(), 0, 0);
+                while at < wire.len() {
+                    let n = cuts[i % cuts.len()].min(wire.len() - at);
+                    dec.push(&wire[at..at + n]);
+                    at += n;
+                    i += 1;
+                    while let Some(f) = dec.next_frame().unwrap() {
+                        got.push(f);
+                    }
+                }
+                prop_assert_eq!(got, frames);
+                prop_assert_eq!(dec.finish(), Ok(()));
+            }
+        }
+    }
 }

@@ -21,6 +21,9 @@ pub use identity::IdentityStore;
 pub use tokio_rustls::{client::TlsStream as ClientStream, server::TlsStream as ServerStream};
 pub use verifier::RaTlsVerifier;
 
+/// Longest wait for a TCP connection, and again for the TLS handshake.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why a link could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -132,8 +135,12 @@ impl RaTls {
         expected: &[Role],
     ) -> Result<(ClientStream<TcpStream>, VerifiedPeer), LinkError> {
         let a = addr.to_string();
-        let tcp = TcpStream::connect(addr)
+        let timed_out = |what: &str| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timed out"))
+        };
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
+            .unwrap_or_else(|_| Err(timed_out("TCP connect")))
             .map_err(|source| LinkError::Connect {
                 addr: a.clone(),
                 source,
@@ -141,9 +148,9 @@ impl RaTls {
         let _ = tcp.set_nodelay(true);
         let connector = tokio_rustls::TlsConnector::from(Arc::new(self.client_config(expected)));
         let name = ServerName::try_from("kokon.peer").expect("static name is valid");
-        let tls = connector
-            .connect(name, tcp)
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
             .await
+            .unwrap_or_else(|_| Err(timed_out("TLS handshake")))
             .map_err(|e| handshake_error(&a, e))?;
         let (_, conn) = tls.get_ref();
         let peer = self.check_peer(&a, conn.alpn_protocol(), conn.peer_certificates(), expected)?;

@@ -61,7 +61,7 @@ impl Identity {
         let spki = key.subject_public_key_info();
         let claims = Claims {
             role: p.role,
-            protocol_version: crate::error::kokon_proto_version(),
+            protocol_version: kokon_proto::PROTOCOL_VERSION,
             tls_key_sha256: hex::encode(crate::sha256(&spki)),
             issued_at: p.now,
             config_sha256: hex::encode(p.config_sha256),

@@ -55,23 +55,10 @@ pub enum AttestError {
     KeyMismatch { claimed: String, actual: String },
     #[error("claims were issued at {issued_at}, outside the allowed window around now ({now})")]
     ClaimsStale { issued_at: u64, now: u64 },
-    #[error("claims speak protocol version {0}, this node speaks {want}", want = kokon_proto_version())]
+    #[error("claims speak protocol version {0}, this node speaks {want}", want = kokon_proto::PROTOCOL_VERSION)]
     ProtocolVersion(u16),
     #[error("peer role is {got}, expected one of {expected:?}")]
     UnexpectedRole { got: Role, expected: Vec<Role> },
     #[error("image hash {image} is not allowed for role {role} by the registry")]
     ImageNotAllowed { role: Role, image: String },
-}
-
-/// The link protocol version this crate checks claims against.
-pub const fn kokon_proto_version() -> u16 {
-    1
-}
-
-impl AttestError {
-    /// True when the fault lies with the peer's certificate (as opposed to our
-    /// own policy configuration). All variants are currently peer faults.
-    pub fn is_peer_fault(&self) -> bool {
-        true
-    }
 }

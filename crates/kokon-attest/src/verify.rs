@@ -182,7 +182,7 @@ fn check_claims(
             actual,
         });
     }
-    if claims.protocol_version != crate::error::kokon_proto_version() {
+    if claims.protocol_version != kokon_proto::PROTOCOL_VERSION {
         return Err(AttestError::ProtocolVersion(claims.protocol_version));
     }
     let too_old = claims.issued_at + policy.max_age_secs < now;

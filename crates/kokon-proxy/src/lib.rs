@@ -80,16 +80,6 @@ impl ProxyHandle {
         lock(&self.state.links).len()
     }
 
-    /// Names of the models served by linked workers.
-    pub fn models(&self) -> Vec<String> {
-        let mut names: Vec<String> = workers::offers(&self.state)
-            .into_iter()
-            .map(|m| m.name)
-            .collect();
-        names.dedup();
-        names
-    }
-
     pub fn metrics(&self) -> &Metrics {
         &self.state.metrics
     }

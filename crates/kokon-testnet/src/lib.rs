@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kokon_attest::registry::simulated_label;
-use kokon_attest::{Clock, Policy, Registry, Role, SystemClock};
+use kokon_attest::{Policy, Registry, Role, SystemClock};
 use kokon_engine::Engine;
 use kokon_gateway::{GatewayConfig, GatewayHandle};
 use kokon_proxy::{ProxyConfig, ProxyHandle};
@@ -219,10 +219,5 @@ impl LocalNet {
     /// Stops everything.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
-    }
-
-    /// Unix time from the network's clock.
-    pub fn now(&self) -> u64 {
-        SystemClock.now_unix()
     }
 }

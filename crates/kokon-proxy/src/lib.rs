@@ -39,6 +39,10 @@ pub struct ProxyConfig {
     pub handshake_timeout: Duration,
     /// Links (workers + clients) held at once; more are refused.
     pub max_links: usize,
+    /// Longest silence from a worker during a job (before its first frame or
+    /// between frames). Then the job is retried elsewhere if nothing was
+    /// delivered yet, or ended with `worker_failed_mid_stream`.
+    pub job_idle_timeout: Duration,
 }
 
 impl ProxyConfig {
@@ -49,6 +53,7 @@ impl ProxyConfig {
             max_attempts: 3,
             handshake_timeout: Duration::from_secs(10),
             max_links: 4096,
+            job_idle_timeout: Duration::from_secs(120),
         }
     }
 }

@@ -156,7 +156,10 @@ async fn attempt(
         // Dropping `body` on return resets the worker's stream: that is how a
         // client's cancellation reaches the worker.
         let next = tokio::select! {
-            f = body.frame() => f,
+            f = tokio::time::timeout(state.cfg.job_idle_timeout, body.frame()) => match f {
+                Ok(f) => f,
+                Err(_) => return failed(tx, delivered, "worker went silent".into()).await,
+            },
             _ = tx.closed() => return Attempt::ClientGone,
         };
         let data = match next {

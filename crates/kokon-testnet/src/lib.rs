@@ -48,6 +48,8 @@ pub struct NetSpec {
     pub proxy_admin: Option<SocketAddr>,
     pub api_key: Option<String>,
     pub registry: Registry,
+    /// See `ProxyConfig::job_idle_timeout`.
+    pub job_idle_timeout: Duration,
 }
 
 impl NetSpec {
@@ -60,6 +62,7 @@ impl NetSpec {
             proxy_admin: None,
             api_key: None,
             registry: Registry::local_test_network(),
+            job_idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -140,6 +143,7 @@ impl LocalNet {
         let policy = Arc::new(spec.registry.policy()?);
         let mut pcfg = ProxyConfig::new(spec.proxy_listen);
         pcfg.admin_listen = spec.proxy_admin;
+        pcfg.job_idle_timeout = spec.job_idle_timeout;
         let ptls = node(
             Role::Proxy,
             None,

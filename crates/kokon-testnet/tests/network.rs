@@ -414,3 +414,26 @@ async fn workers_redial_a_restarted_proxy() {
     assert_eq!(WorkerStats::get(&stats.links_established), 2);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn a_silent_worker_is_timed_out_and_the_job_retried() {
+    let mut silent = WorkerSpec::new(echo("m", 60_000));
+    silent.price_milli = 500; // picked first
+    let mut s = spec(vec![silent, WorkerSpec::new(echo("m", 0))]);
+    s.job_idle_timeout = Duration::from_millis(300);
+    let net = LocalNet::start(s).await.unwrap();
+    let started = Instant::now();
+    let r: Value = chat(&net.base_url(), "m", "not stuck", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["choices"][0]["message"]["content"], "not stuck ");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(net.proxy.metrics().retries(), 1);
+    let stats = net.workers[0].stats.clone();
+    eventually("the silent worker's job is cancelled", || {
+        WorkerStats::get(&stats.jobs_cancelled) == 1
+    })
+    .await;
+}

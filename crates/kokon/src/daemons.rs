@@ -46,6 +46,9 @@ pub struct ProxyArgs {
     /// Workers tried per job when they fail before the first byte [default: 3].
     #[arg(long, env = "KOKON_PROXY_MAX_ATTEMPTS")]
     pub max_attempts: Option<u32>,
+    /// Seconds a worker may stay silent during a job before it counts as failed [default: 120].
+    #[arg(long, env = "KOKON_PROXY_JOB_IDLE_SECS")]
+    pub job_idle_secs: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -169,7 +172,7 @@ async fn run_until_signal(shutdown: CancellationToken) {
 
 pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
     let mut file: ProxyArgs = load_file(a.common.config.as_deref())?;
-    merge!(a, file, listen, admin, max_attempts);
+    merge!(a, file, listen, admin, max_attempts, job_idle_secs);
     merge!(a.common, file.common, registry);
     let shutdown = CancellationToken::new();
     let tls = node(
@@ -183,6 +186,7 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
         kokon_proxy::ProxyConfig::new(a.listen.unwrap_or_else(|| default_addr("0.0.0.0:7400")));
     cfg.admin_listen = Some(a.admin.unwrap_or_else(|| default_addr("127.0.0.1:7401")));
     cfg.max_attempts = a.max_attempts.unwrap_or(3).max(1);
+    cfg.job_idle_timeout = std::time::Duration::from_secs(a.job_idle_secs.unwrap_or(120).max(1));
     let h = kokon_proxy::start(cfg, tls, shutdown.clone()).await?;
     eprintln!(
         "proxy listening on {} (metrics: http://{}/metrics)",

@@ -62,3 +62,38 @@ pub enum AttestError {
     #[error("image hash {image} is not allowed for role {role} by the registry")]
     ImageNotAllowed { role: Role, image: String },
 }
+
+impl AttestError {
+    /// A stable snake_case name of the reason, for metrics labels.
+    pub fn reason(&self) -> &'static str {
+        use AttestError::*;
+        match self {
+            CertTooLarge(_) => "cert_too_large",
+            CertMalformed(_) => "cert_malformed",
+            ChainNotAllowed => "chain_not_allowed",
+            NotSelfSigned => "not_self_signed",
+            BadSelfSignature => "bad_self_signature",
+            WrongKeyType => "wrong_key_type",
+            CertNotYetValid { .. } => "cert_not_yet_valid",
+            CertExpired { .. } => "cert_expired",
+            CertLifetimeTooLong(_) => "cert_lifetime_too_long",
+            MissingExtension(_) => "missing_extension",
+            DuplicateExtension(_) => "duplicate_extension",
+            ExtensionNotCritical(_) => "extension_not_critical",
+            UnknownCriticalExtension(_) => "unknown_critical_extension",
+            ClaimsMalformed(_) => "claims_malformed",
+            ClaimsTooLarge(_) => "claims_too_large",
+            EvidenceMalformed(_) => "evidence_malformed",
+            EvidenceTooLarge(_) => "evidence_too_large",
+            UnknownEvidenceKind(_) => "unknown_evidence_kind",
+            EvidenceKindUnsupported(_) => "evidence_kind_unsupported",
+            SimulatedNotAllowed => "simulated_not_allowed",
+            BindingMismatch => "binding_mismatch",
+            KeyMismatch { .. } => "key_mismatch",
+            ClaimsStale { .. } => "claims_stale",
+            ProtocolVersion(_) => "protocol_version",
+            UnexpectedRole { .. } => "unexpected_role",
+            ImageNotAllowed { .. } => "image_not_allowed",
+        }
+    }
+}

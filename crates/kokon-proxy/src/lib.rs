@@ -146,7 +146,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, shutdown: Cancell
             let (tls, peer) = match tokio::time::timeout(state.cfg.handshake_timeout, hs).await {
                 Ok(Ok(x)) => x,
                 Ok(Err(e)) => {
-                    state.metrics.link_refused();
+                    state.metrics.link_refused(refusal_reason(&e));
                     return tracing::warn!(%from, error = %e, "link refused");
                 }
                 Err(_) => return tracing::warn!(%from, "handshake timed out"),
@@ -160,5 +160,13 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, shutdown: Cancell
             tokio::select! { _ = work => {}, _ = shutdown.cancelled() => {} }
             drop(permit);
         });
+    }
+}
+
+fn refusal_reason(e: &kokon_tls::LinkError) -> &'static str {
+    match e {
+        kokon_tls::LinkError::Refused { source, .. } => source.reason(),
+        kokon_tls::LinkError::Incompatible { .. } => "incompatible",
+        _ => "handshake",
     }
 }

@@ -8,6 +8,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     model: String,
     outcome: String,
@@ -19,15 +24,15 @@ pub struct Metrics {
     jobs: Family<JobLabels, Counter>,
     retries: Counter,
     workers: Gauge,
-    refused: Counter,
+    refused: Family<RefusalLabels, Counter>,
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let jobs = Family::<JobLabels, Counter>::default();
-        let (retries, workers, refused) =
-            (Counter::default(), Gauge::default(), Counter::default());
+        let (retries, workers) = (Counter::default(), Gauge::default());
+        let refused = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "kokon_proxy_jobs",
             "Jobs finished, by model and outcome",
@@ -41,7 +46,7 @@ impl Metrics {
         registry.register("kokon_proxy_workers", "Workers linked now", workers.clone());
         registry.register(
             "kokon_proxy_links_refused",
-            "Links refused by attestation policy",
+            "Links refused, by reason (attestation failures name the check)",
             refused.clone(),
         );
         Self {
@@ -70,8 +75,8 @@ impl Metrics {
         self.workers.set(n as i64);
     }
 
-    pub(crate) fn link_refused(&self) {
-        self.refused.inc();
+    pub(crate) fn link_refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&RefusalLabels { reason }).inc();
     }
 
     /// Count of jobs with this model and outcome.
@@ -84,8 +89,9 @@ impl Metrics {
             .get()
     }
 
-    pub fn links_refused(&self) -> u64 {
-        self.refused.get()
+    /// Links refused for `reason` (an `AttestError::reason`, `incompatible` or `handshake`).
+    pub fn links_refused(&self, reason: &'static str) -> u64 {
+        self.refused.get_or_create(&RefusalLabels { reason }).get()
     }
 
     pub fn retries(&self) -> u64 {

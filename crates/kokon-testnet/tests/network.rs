@@ -117,10 +117,9 @@ async fn retries_on_another_worker_when_one_dies_before_the_first_byte() {
 
 #[tokio::test]
 async fn a_worker_failing_mid_stream_ends_the_stream_with_a_typed_error() {
-    let net = LocalNet::start(spec(vec![
-        WorkerSpec::new(echo("m", 50)),
-        WorkerSpec::new(echo("m", 0)),
-    ]))
+    let net = LocalNet::start(spec(
+        (0..3).map(|_| WorkerSpec::new(echo("m", 50))).collect(),
+    ))
     .await
     .unwrap();
     let mut sse = Sse::new(chat(&net.base_url(), "m", &words(200), true).await);
@@ -130,7 +129,8 @@ async fn a_worker_failing_mid_stream_ends_the_stream_with_a_typed_error() {
             got += 1;
         }
     }
-    net.workers[0].kill();
+    let busy = running(&net);
+    net.workers[busy].kill();
     let killed = Instant::now();
     let mut last = String::new();
     while let Some(ev) = sse.next().await {
@@ -143,18 +143,36 @@ async fn a_worker_failing_mid_stream_ends_the_stream_with_a_typed_error() {
     );
     let err: Value = serde_json::from_str(&last).unwrap();
     assert_eq!(err["error"]["code"], "worker_failed_mid_stream", "{last}");
+    let started: u64 = net
+        .workers
+        .iter()
+        .map(|w| WorkerStats::get(&w.stats.jobs_started))
+        .sum();
+    assert_eq!(started, 1, "no retry after output started");
+}
+
+/// Index of the one worker that has started a job.
+fn running(net: &LocalNet) -> usize {
+    let started: Vec<u64> = net
+        .workers
+        .iter()
+        .map(|w| WorkerStats::get(&w.stats.jobs_started))
+        .collect();
     assert_eq!(
-        completed(&net.workers[1].stats),
-        0,
-        "no retry after output started"
+        started.iter().sum::<u64>(),
+        1,
+        "exactly one job running: {started:?}"
     );
+    started.iter().position(|&n| n == 1).unwrap()
 }
 
 #[tokio::test]
 async fn a_client_going_away_cancels_the_job_on_the_worker() {
-    let net = LocalNet::start(spec(vec![WorkerSpec::new(echo("m", 30))]))
-        .await
-        .unwrap();
+    let net = LocalNet::start(spec(
+        (0..3).map(|_| WorkerSpec::new(echo("m", 30))).collect(),
+    ))
+    .await
+    .unwrap();
     let mut sse = Sse::new(chat(&net.base_url(), "m", &words(500), true).await);
     loop {
         let ev = sse.next().await.expect("stream ended before any content");
@@ -163,7 +181,7 @@ async fn a_client_going_away_cancels_the_job_on_the_worker() {
         }
     }
     drop(sse);
-    let stats = net.workers[0].stats.clone();
+    let stats = net.workers[running(&net)].stats.clone();
     eventually("worker sees the cancellation", || {
         WorkerStats::get(&stats.jobs_cancelled) == 1
     })
@@ -173,11 +191,19 @@ async fn a_client_going_away_cancels_the_job_on_the_worker() {
 
 #[tokio::test]
 async fn says_busy_when_every_worker_is_full() {
-    let mut w = WorkerSpec::new(echo("m", 200));
-    w.max_jobs = 1;
-    let net = LocalNet::start(spec(vec![w])).await.unwrap();
-    let mut first = Sse::new(chat(&net.base_url(), "m", &words(50), true).await);
-    first.next().await.unwrap();
+    let one_slot = || WorkerSpec {
+        max_jobs: 1,
+        ..WorkerSpec::new(echo("m", 200))
+    };
+    let net = LocalNet::start(spec(vec![one_slot(), one_slot(), one_slot()]))
+        .await
+        .unwrap();
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let mut sse = Sse::new(chat(&net.base_url(), "m", &words(50), true).await);
+        sse.next().await.unwrap();
+        holders.push(sse);
+    }
     let r = chat(&net.base_url(), "m", "one more", false).await;
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();
@@ -244,7 +270,9 @@ fn hex(b: &[u8]) -> String {
 async fn refuses_workers_with_a_bad_binding_or_an_unlisted_image() {
     let mut rogue = WorkerSpec::new(echo("m", 0));
     rogue.image_label = Some("kokon-worker/rogue".into());
-    let net = LocalNet::start(spec(vec![rogue])).await.unwrap();
+    let net = LocalNet::start(spec(vec![rogue, WorkerSpec::new(echo("honest", 0))]))
+        .await
+        .unwrap();
     let policy = Arc::new(net_policy());
     let bad = Worker::new(
         WorkerConfig::new(net.proxy.addr),
@@ -253,8 +281,14 @@ async fn refuses_workers_with_a_bad_binding_or_an_unlisted_image() {
     );
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(bad.serve(stop.clone()));
-    eventually("both refused", || net.proxy.metrics().links_refused() >= 2).await;
-    assert_eq!(net.proxy.worker_count(), 0);
+    let m = net.proxy.metrics();
+    eventually("both refused, each for its own reason", || {
+        m.links_refused("image_not_allowed") >= 1 && m.links_refused("binding_mismatch") >= 1
+    })
+    .await;
+    assert_eq!(net.proxy.worker_count(), 1, "only the honest worker joined");
+    let ok = chat(&net.base_url(), "honest", "fine", false).await;
+    assert_eq!(ok.status(), 200);
     let r = chat(&net.base_url(), "m", "anyone?", false).await;
     assert_eq!(r.status(), 404);
     stop.cancel();

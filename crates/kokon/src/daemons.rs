@@ -69,7 +69,7 @@ pub struct EngineArgs {
     /// Engine to run jobs with [default: builtin].
     #[arg(long, value_enum, env = "KOKON_ENGINE")]
     pub engine: Option<EngineKind>,
-    /// Model to serve (builtin: a name from `kokon model list`; echo: any name) [default: smollm2-135m-instruct].
+    /// Model to serve (builtin: a name from `kokon model list`; echo: any name) [default: smollm2-135m-instruct; echo: echo].
     #[arg(long, env = "KOKON_MODEL")]
     pub model: Option<String>,
     /// CPU threads per job for the builtin engine [default: number of cores].
@@ -200,10 +200,13 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
 /// Builds the engine a worker runs.
 pub async fn build_engine(e: &EngineArgs) -> anyhow::Result<Arc<dyn Engine>> {
     let kind = e.engine.unwrap_or_default();
-    let model = e
-        .model
-        .clone()
-        .unwrap_or_else(|| kokon_models::DEFAULT_MODEL.to_string());
+    // The echo engine never pretends to be a real model.
+    let default_model = if kind == EngineKind::Echo {
+        "echo"
+    } else {
+        kokon_models::DEFAULT_MODEL
+    };
+    let model = e.model.clone().unwrap_or_else(|| default_model.to_string());
     let context = e.context.unwrap_or(2048);
     Ok(match kind {
         EngineKind::Echo => {

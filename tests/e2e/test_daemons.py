@@ -35,8 +35,9 @@ def network():
     (home / "proxy.toml").write_text(f'listen = "127.0.0.1:{proxy_port}"\nadmin = "127.0.0.1:{admin_port}"\n')
     procs = [start(["proxy", "--config", str(home / "proxy.toml")], env, log)]
     worker_env = dict(env, KOKON_WORKER_PROXY=f"127.0.0.1:{proxy_port}")
-    worker_args = ["worker", "--engine", "echo", "--model", "echo", "--echo-token-ms", "20", "--max-jobs", "16",
-                   "--admin", "127.0.0.1:0"]
+    # Engine settings come from a file: a key the merge ignored would make streams instant.
+    (home / "worker.toml").write_text('engine = "echo"\nmodel = "echo"\necho_token_ms = 20\nmax_jobs = 16\n')
+    worker_args = ["worker", "--config", str(home / "worker.toml"), "--admin", "127.0.0.1:0"]
     workers = [start(worker_args, worker_env, log) for _ in range(2)]
     procs += workers
     procs.append(start(["client", "--proxy", f"127.0.0.1:{proxy_port}", "--listen", f"127.0.0.1:{api_port}"], env, log))

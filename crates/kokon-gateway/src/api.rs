@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -121,7 +121,7 @@ async fn read_body(s: &AppState, body: Body) -> Result<Bytes, ApiError> {
         .map_err(|_| ApiError::too_large(s.cfg.max_body))
 }
 
-async fn chat(State(s): State<Arc<AppState>>, _h: HeaderMap, body: Body) -> Response {
+async fn chat(State(s): State<Arc<AppState>>, body: Body) -> Response {
     let result = async {
         let req: OpenAiRequest = parse(&read_body(&s, body).await?)?;
         let (header, job, shape) = req.into_job(JobKind::Chat, s.cfg.max_price_milli)?;

@@ -21,7 +21,7 @@ pub use error::ApiError;
 pub use link::ProxyLink;
 
 /// Gateway settings (see `kokon client --help` for the documented defaults).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GatewayConfig {
     /// Where the OpenAI-compatible API listens.
     pub listen: SocketAddr,
@@ -33,6 +33,20 @@ pub struct GatewayConfig {
     pub max_body: usize,
     /// Highest worker price coefficient accepted (thousandths); `None` = any.
     pub max_price_milli: Option<u32>,
+}
+
+// The API key never appears in Debug output (which is also what the
+// certificate's config hash covers).
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("listen", &self.listen)
+            .field("proxy", &self.proxy)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("max_body", &self.max_body)
+            .field("max_price_milli", &self.max_price_milli)
+            .finish()
+    }
 }
 
 impl GatewayConfig {

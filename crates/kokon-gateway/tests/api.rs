@@ -14,7 +14,8 @@ use tower::ServiceExt;
 fn gateway(api_key: Option<&str>) -> axum::Router {
     let policy = Arc::new(Registry::local_test_network().policy().unwrap());
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let tls = kokon_testnet::node(Role::Client, None, policy, [0; 32], &shutdown).unwrap();
+    let tls =
+        kokon_tls::node::simulated_node(Role::Client, None, policy, [0; 32], &shutdown).unwrap();
     // Port 9 (discard): nothing listens, and no test here reaches the proxy.
     let mut cfg = GatewayConfig::new(
         "127.0.0.1:0".parse().unwrap(),

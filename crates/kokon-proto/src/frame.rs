@@ -72,11 +72,6 @@ impl Frame {
         self.encode_into(&mut out);
         out.freeze()
     }
-
-    /// True for `End` and `Error`, after which nothing may follow.
-    pub fn is_terminal(&self) -> bool {
-        !matches!(self, Frame::Data(_))
-    }
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Bytes {

@@ -7,13 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kokon_attest::registry::simulated_label;
-use kokon_attest::{Policy, Registry, Role, SystemClock};
+use kokon_attest::{Policy, Registry, Role};
 use kokon_engine::Engine;
 use kokon_gateway::{GatewayConfig, GatewayHandle};
 use kokon_proxy::{ProxyConfig, ProxyHandle};
-use kokon_tls::RaTls;
-use kokon_tls::node::{CERT_LIFETIME, NodeError, NodeParams};
+use kokon_tls::node::{NodeError, config_sha256, simulated_node};
 use kokon_worker::{Worker, WorkerConfig, WorkerStats};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -111,31 +109,6 @@ impl Drop for LocalNet {
     }
 }
 
-/// Hash of a node's effective configuration, bound into its claims.
-pub fn config_hash(parts: &[&str]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(parts.join("\n").as_bytes()).into()
-}
-
-/// A simulated RA-TLS node of `role`.
-pub fn node(
-    role: Role,
-    label: Option<String>,
-    policy: Arc<Policy>,
-    config: [u8; 32],
-    shutdown: &CancellationToken,
-) -> Result<RaTls, NodeError> {
-    let params = NodeParams {
-        role,
-        image_label: label.unwrap_or_else(|| simulated_label(role)),
-        config_sha256: config,
-        lifetime: CERT_LIFETIME,
-    };
-    let tls = RaTls::simulated(&params, policy, Arc::new(SystemClock))?;
-    tls.spawn_rotation(params, shutdown.clone());
-    Ok(tls)
-}
-
 impl LocalNet {
     /// Starts the network and waits until every worker has linked.
     pub async fn start(spec: NetSpec) -> Result<Self, NetError> {
@@ -144,11 +117,11 @@ impl LocalNet {
         let mut pcfg = ProxyConfig::new(spec.proxy_listen);
         pcfg.admin_listen = spec.proxy_admin;
         pcfg.job_idle_timeout = spec.job_idle_timeout;
-        let ptls = node(
+        let ptls = simulated_node(
             Role::Proxy,
             None,
             policy.clone(),
-            config_hash(&["proxy"]),
+            config_sha256(&pcfg),
             &shutdown,
         )?;
         let proxy = kokon_proxy::start(pcfg, ptls, shutdown.clone()).await?;
@@ -170,11 +143,11 @@ impl LocalNet {
         }
         let mut gcfg = GatewayConfig::new(spec.gateway_listen, net.proxy.addr);
         gcfg.api_key = spec.api_key;
-        let gtls = node(
+        let gtls = simulated_node(
             Role::Client,
             None,
             net.policy.clone(),
-            config_hash(&["gateway"]),
+            config_sha256(&gcfg),
             &net.shutdown,
         )?;
         net.gateway = kokon_gateway::start(gcfg, gtls, net.shutdown.clone()).await?;
@@ -186,16 +159,16 @@ impl LocalNet {
     /// Starts one more worker linked to this network's proxy.
     pub fn add_worker(&mut self, w: WorkerSpec) -> Result<(), NetError> {
         let stop = self.shutdown.child_token();
-        let tls = node(
-            Role::Worker,
-            w.image_label,
-            self.policy.clone(),
-            config_hash(&["worker"]),
-            &stop,
-        )?;
         let mut cfg = WorkerConfig::new(self.proxy.addr);
         cfg.max_jobs = w.max_jobs;
         cfg.price_milli = w.price_milli;
+        let tls = simulated_node(
+            Role::Worker,
+            w.image_label,
+            self.policy.clone(),
+            config_sha256(&cfg),
+            &stop,
+        )?;
         let worker = Worker::new(cfg, w.engine, tls);
         let stats = worker.stats();
         let task = tokio::spawn(worker.serve(stop.clone()));

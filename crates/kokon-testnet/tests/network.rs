@@ -410,7 +410,7 @@ async fn workers_redial_a_restarted_proxy() {
     use kokon_proxy::ProxyConfig;
     let policy = Arc::new(net_policy());
     let proxy_node = || {
-        kokon_testnet::node(
+        kokon_tls::node::simulated_node(
             Role::Proxy,
             None,
             policy.clone(),
@@ -425,7 +425,7 @@ async fn workers_redial_a_restarted_proxy() {
         .await
         .unwrap();
     let addr = first.addr;
-    let worker_tls = kokon_testnet::node(
+    let worker_tls = kokon_tls::node::simulated_node(
         Role::Worker,
         None,
         policy.clone(),

@@ -39,6 +39,32 @@ fn issue(p: &NodeParams, now: u64) -> Result<Identity, NodeError> {
     .map_err(|e| NodeError::Cert(e.to_string()))
 }
 
+/// SHA-256 of a node's effective configuration (its `Debug` rendering),
+/// bound into its certificate claims. That `Debug` must redact secrets.
+pub fn config_sha256(config: &impl std::fmt::Debug) -> [u8; 32] {
+    kokon_attest::sha256(format!("{config:?}").as_bytes())
+}
+
+/// A node of `role` with simulated evidence for this build's image (or the
+/// image `label`), whose certificate is rotated until `shutdown`.
+pub fn simulated_node(
+    role: Role,
+    label: Option<String>,
+    policy: Arc<Policy>,
+    config_sha256: [u8; 32],
+    shutdown: &CancellationToken,
+) -> Result<RaTls, NodeError> {
+    let params = NodeParams {
+        role,
+        image_label: label.unwrap_or_else(|| kokon_attest::registry::simulated_label(role)),
+        config_sha256,
+        lifetime: CERT_LIFETIME,
+    };
+    let tls = RaTls::simulated(&params, policy, Arc::new(kokon_attest::SystemClock))?;
+    tls.spawn_rotation(params, shutdown.clone());
+    Ok(tls)
+}
+
 impl RaTls {
     /// A node with simulated evidence (test networks; see DESIGN §4).
     pub fn simulated(

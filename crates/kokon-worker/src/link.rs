@@ -13,6 +13,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Worker, WorkerStats};
 
+/// How a dial-and-serve round ended, for the backoff.
+enum Round {
+    /// A link was up (and has now closed): start the backoff afresh.
+    Linked,
+    /// Network trouble: back off exponentially.
+    Transient,
+    /// Refused (policy, version): only a change on one side helps, so wait long.
+    Refused,
+}
+
 /// Dials the proxy and serves jobs until `shutdown`; re-dials on failure.
 pub async fn run(worker: Worker, shutdown: CancellationToken) {
     let mut backoff = worker.cfg.backoff_min;
@@ -24,22 +34,26 @@ pub async fn run(worker: Worker, shutdown: CancellationToken) {
                     WorkerStats::bump(&worker.stats.links_established);
                     serve_link(&worker, tls).await;
                     tracing::warn!(proxy = %worker.cfg.proxy, "link to proxy closed");
-                    true
+                    Round::Linked
                 }
                 Err(e) => {
                     tracing::warn!(proxy = %worker.cfg.proxy, error = %e, "cannot link to proxy");
-                    false
+                    if e.is_transient() {
+                        Round::Transient
+                    } else {
+                        Round::Refused
+                    }
                 }
             }
         };
-        let linked = tokio::select! {
-            linked = attempt => linked,
+        let round = tokio::select! {
+            round = attempt => round,
             _ = shutdown.cancelled() => return,
         };
-        backoff = if linked {
-            worker.cfg.backoff_min
-        } else {
-            (backoff * 2).min(worker.cfg.backoff_max)
+        backoff = match round {
+            Round::Linked => worker.cfg.backoff_min,
+            Round::Transient => (backoff * 2).min(worker.cfg.backoff_max),
+            Round::Refused => worker.cfg.backoff_max,
         };
         let pause = jitter(backoff);
         tokio::select! {

@@ -12,7 +12,7 @@ use kokon_engine::Engine;
 use kokon_engine::echo::EchoEngine;
 use kokon_engine::llama::{LlamaConfig, LlamaEngine};
 use kokon_engine::upstream::{UpstreamConfig, UpstreamEngine};
-use kokon_testnet::{config_hash, node};
+use kokon_tls::node::{config_sha256, simulated_node};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -175,18 +175,18 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
     merge!(a, file, listen, admin, max_attempts, job_idle_secs);
     merge!(a.common, file.common, registry);
     let shutdown = CancellationToken::new();
-    let tls = node(
-        Role::Proxy,
-        None,
-        policy(&a.common)?,
-        config_hash(&["proxy"]),
-        &shutdown,
-    )?;
     let mut cfg =
         kokon_proxy::ProxyConfig::new(a.listen.unwrap_or_else(|| default_addr("0.0.0.0:7400")));
     cfg.admin_listen = Some(a.admin.unwrap_or_else(|| default_addr("127.0.0.1:7401")));
     cfg.max_attempts = a.max_attempts.unwrap_or(3).max(1);
     cfg.job_idle_timeout = std::time::Duration::from_secs(a.job_idle_secs.unwrap_or(120).max(1));
+    let tls = simulated_node(
+        Role::Proxy,
+        None,
+        policy(&a.common)?,
+        config_sha256(&cfg),
+        &shutdown,
+    )?;
     let h = kokon_proxy::start(cfg, tls, shutdown.clone()).await?;
     eprintln!(
         "proxy listening on {} (metrics: http://{}/metrics)",
@@ -265,21 +265,22 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
         threads,
         context,
         upstream_url,
-        upstream_key
+        upstream_key,
+        echo_token_ms
     );
     let shutdown = CancellationToken::new();
     let engine = build_engine(&a.engine).await?;
-    let tls = node(
-        Role::Worker,
-        None,
-        policy(&a.common)?,
-        config_hash(&["worker"]),
-        &shutdown,
-    )?;
     let mut cfg =
         kokon_worker::WorkerConfig::new(a.proxy.unwrap_or_else(|| default_addr("127.0.0.1:7400")));
     cfg.max_jobs = a.max_jobs.unwrap_or(2).max(1);
     cfg.price_milli = a.price_milli.unwrap_or(1000);
+    let tls = simulated_node(
+        Role::Worker,
+        None,
+        policy(&a.common)?,
+        config_sha256(&cfg),
+        &shutdown,
+    )?;
     let models: Vec<String> = engine.models().into_iter().map(|m| m.name).collect();
     eprintln!("worker serving {models:?}, dialing proxy {}", cfg.proxy);
     let w = kokon_worker::Worker::new(cfg, engine, tls);
@@ -303,19 +304,19 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
     merge!(a, file, listen, proxy, api_key, max_price_milli);
     merge!(a.common, file.common, registry);
     let shutdown = CancellationToken::new();
-    let tls = node(
-        Role::Client,
-        None,
-        policy(&a.common)?,
-        config_hash(&["gateway"]),
-        &shutdown,
-    )?;
     let mut cfg = kokon_gateway::GatewayConfig::new(
         a.listen.unwrap_or_else(|| default_addr("127.0.0.1:8080")),
         a.proxy.unwrap_or_else(|| default_addr("127.0.0.1:7400")),
     );
     cfg.api_key = a.api_key;
     cfg.max_price_milli = a.max_price_milli;
+    let tls = simulated_node(
+        Role::Client,
+        None,
+        policy(&a.common)?,
+        config_sha256(&cfg),
+        &shutdown,
+    )?;
     let h = kokon_gateway::start(cfg, tls, shutdown.clone()).await?;
     eprintln!("OpenAI-compatible API on http://{}/v1", h.addr);
     run_until_signal(shutdown).await;

@@ -36,7 +36,7 @@ impl CellBits {
     }
 
     fn push_bit(&mut self, bit: bool) {
-        if self.bits % 8 == 0 {
+        if self.bits.is_multiple_of(8) {
             self.bytes.push(0);
         }
         if bit {
@@ -86,7 +86,7 @@ impl CellBits {
         let d1 = 0u8; // no refs, ordinary, level 0
         let d2 = (self.bits / 8 + self.bits.div_ceil(8)) as u8;
         let mut data = self.bytes.clone();
-        if self.bits % 8 != 0 {
+        if !self.bits.is_multiple_of(8) {
             let last = data.len() - 1;
             data[last] |= 0x80 >> (self.bits % 8);
         }

@@ -1,0 +1,138 @@
+//! The client gateway's books: its channel and every receipt it paid.
+
+use std::path::Path;
+
+use kokon_money::channel::ClientChannel;
+use kokon_money::{Address, ChannelVoucher, Nanotons, PublicKey, Receipt, SecretKey, Signed};
+use rusqlite::{Connection, params};
+
+use super::{from_json, get_meta, set_meta, to_json};
+use crate::PayError;
+use crate::fail;
+use crate::sqlite::amount;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS receipts (request TEXT PRIMARY KEY, worker TEXT NOT NULL, cost TEXT NOT NULL, receipt TEXT NOT NULL);
+";
+
+/// The gateway's channel state, durable.
+pub struct ClientBooks {
+    conn: Connection,
+    key: SecretKey,
+    channel: ClientChannel,
+    latest: Option<Signed<ChannelVoucher>>,
+}
+
+impl std::fmt::Debug for ClientBooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBooks")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBooks {
+    /// Opens the books at `path` for `channel` (with `deposit` as the ledger
+    /// says now). Keeps what was spent on the same channel before.
+    pub fn open(
+        path: &Path,
+        key: SecretKey,
+        channel: Address,
+        deposit: Nanotons,
+    ) -> Result<Self, PayError> {
+        let conn = crate::sqlite::open(path, SCHEMA)?;
+        let latest: Option<Signed<ChannelVoucher>> = match get_meta(&conn, "voucher")? {
+            Some(s) => Some(from_json(&s)?),
+            None => None,
+        };
+        let latest = latest.filter(|v| v.body.channel == channel);
+        let spent = latest.map_or(0, |v| v.body.amount);
+        set_meta(&conn, "channel", &channel.to_string())?;
+        Ok(Self {
+            conn,
+            key,
+            channel: ClientChannel {
+                id: channel,
+                deposit,
+                spent,
+            },
+            latest,
+        })
+    }
+
+    pub fn channel(&self) -> &ClientChannel {
+        &self.channel
+    }
+
+    pub fn payer(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    /// The client key, to authorise jobs on this channel.
+    pub fn key(&self) -> &SecretKey {
+        &self.key
+    }
+
+    pub fn set_deposit(&mut self, deposit: Nanotons) {
+        self.channel.deposit = deposit;
+    }
+
+    /// The latest voucher, to re-send after a reconnect.
+    pub fn latest(&self) -> Option<Signed<ChannelVoucher>> {
+        self.latest
+    }
+
+    /// Pays for a verified receipt: records it and signs the next voucher,
+    /// both on disk before returning. `None` if the job cost nothing.
+    pub fn pay(
+        &mut self,
+        request_id: &str,
+        worker: &PublicKey,
+        receipt: &Signed<Receipt>,
+        cost: Nanotons,
+    ) -> Result<Option<Signed<ChannelVoucher>>, PayError> {
+        let voucher = if cost > 0 {
+            Some(self.channel.next_voucher(cost, &self.key)?)
+        } else {
+            None
+        };
+        fail::hit("client.pay.before_persist")?;
+        let tx = self.conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO receipts (request, worker, cost, receipt) VALUES (?1, ?2, ?3, ?4)",
+            params![request_id, worker.to_hex(), cost.to_string(), to_json(receipt)],
+        )?;
+        if inserted == 0 {
+            return Err(PayError::Storage(format!(
+                "request {request_id} was already paid"
+            )));
+        }
+        if let Some(v) = &voucher {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('voucher', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+                [to_json(v)],
+            )?;
+        }
+        tx.commit()?;
+        fail::hit("client.pay.after_persist")?;
+        if let Some(v) = &voucher {
+            self.channel.commit(v);
+            self.latest = Some(*v);
+        }
+        Ok(voucher)
+    }
+
+    /// Σ costs of all receipts paid (equals the latest voucher on one channel).
+    pub fn receipts_total(&self) -> Result<(u64, Nanotons), PayError> {
+        let mut st = self.conn.prepare("SELECT cost FROM receipts")?;
+        let costs = st.query_map([], |r| r.get::<_, String>(0))?;
+        let mut n = 0;
+        let mut total = 0;
+        for c in costs {
+            total += amount(c?)?;
+            n += 1;
+        }
+        Ok((n, total))
+    }
+}

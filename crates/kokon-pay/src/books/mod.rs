@@ -1,0 +1,37 @@
+//! Each daemon's durable money state.
+//!
+//! The rule everywhere: a signed voucher or receipt is committed to disk
+//! (SQLite, WAL, full fsync) before it is sent or acted on, and in-memory
+//! state changes only after the commit. A crash at any point therefore
+//! leaves the files at a state the daemon can resume from; cumulative
+//! vouchers make a lost message harmless (the next one covers it).
+
+pub mod client;
+pub mod proxy;
+pub mod worker;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::PayError;
+
+fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>, PayError> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), PayError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("money types serialize")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, PayError> {
+    serde_json::from_str(s).map_err(|e| PayError::Storage(format!("corrupt record: {e}")))
+}

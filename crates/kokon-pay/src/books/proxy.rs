@@ -1,0 +1,289 @@
+//! The proxy's books: client channels (billed, paid), what it owes each
+//! worker, and every receipt it billed.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use kokon_money::channel::{ChannelTerms, ProxyChannel};
+use kokon_money::ledger::vault_address;
+use kokon_money::price::split;
+use kokon_money::vault::next_worker_voucher;
+use kokon_money::{
+    Address, ChannelVoucher, MoneyError, Nanotons, PublicKey, Receipt, SecretKey, Signed,
+    WorkerVoucher,
+};
+use rusqlite::{Connection, params};
+
+use super::{from_json, to_json};
+use crate::sqlite::amount;
+use crate::{PayError, Settlement, fail};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS channels (id TEXT PRIMARY KEY, terms TEXT NOT NULL, billed TEXT NOT NULL, voucher TEXT, claimed TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (worker TEXT PRIMARY KEY, owed TEXT NOT NULL, voucher TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS receipts (request TEXT PRIMARY KEY, channel TEXT NOT NULL, worker TEXT NOT NULL, cost TEXT NOT NULL, fee TEXT NOT NULL, receipt TEXT NOT NULL);
+";
+
+/// A job the proxy billed.
+#[derive(Clone, Copy, Debug)]
+pub struct Bill<'a> {
+    pub channel: Address,
+    pub request_id: &'a str,
+    /// The worker's payout key (its vault voucher goes there).
+    pub worker: PublicKey,
+    pub receipt: &'a Signed<Receipt>,
+    pub cost: Nanotons,
+    /// What was reserved at admission.
+    pub max_cost: Nanotons,
+}
+
+/// Totals of the proxy's books.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProxyTotals {
+    pub receipts: u64,
+    pub billed: Nanotons,
+    pub paid: Nanotons,
+    pub claimed: Nanotons,
+    pub owed_to_workers: Nanotons,
+    pub commission: Nanotons,
+}
+
+/// The proxy's money state, durable.
+pub struct ProxyBooks {
+    conn: Connection,
+    key: SecretKey,
+    commission_bps: u16,
+    max_credit: Nanotons,
+    channels: HashMap<Address, (ProxyChannel, Nanotons)>,
+    workers: HashMap<PublicKey, Signed<WorkerVoucher>>,
+}
+
+impl std::fmt::Debug for ProxyBooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyBooks")
+            .field("channels", &self.channels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyBooks {
+    /// Opens the books at `path`; `key` owns the vault.
+    pub fn open(
+        path: &Path,
+        key: SecretKey,
+        commission_bps: u16,
+        max_credit: Nanotons,
+    ) -> Result<Self, PayError> {
+        let conn = crate::sqlite::open(path, SCHEMA)?;
+        let mut channels = HashMap::new();
+        {
+            let mut st = conn.prepare("SELECT terms, billed, voucher, claimed FROM channels")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            for row in rows {
+                let (terms, billed, voucher, claimed) = row?;
+                let terms: ChannelTerms = from_json(&terms)?;
+                let latest = voucher.map(|v| from_json(&v)).transpose()?;
+                channels.insert(
+                    terms.id,
+                    (
+                        ProxyChannel::restore(terms, amount(billed)?, latest),
+                        amount(claimed)?,
+                    ),
+                );
+            }
+        }
+        let mut workers = HashMap::new();
+        {
+            let mut st = conn.prepare("SELECT voucher FROM workers")?;
+            for v in st.query_map([], |r| r.get::<_, String>(0))? {
+                let v: Signed<WorkerVoucher> = from_json(&v?)?;
+                workers.insert(v.body.worker, v);
+            }
+        }
+        Ok(Self {
+            conn,
+            key,
+            commission_bps,
+            max_credit,
+            channels,
+            workers,
+        })
+    }
+
+    pub fn vault(&self) -> Address {
+        vault_address(&self.key.public())
+    }
+
+    pub fn owner(&self) -> &SecretKey {
+        &self.key
+    }
+
+    pub fn knows(&self, channel: &Address) -> bool {
+        self.channels.contains_key(channel)
+    }
+
+    pub fn terms(&self, channel: &Address) -> Option<ChannelTerms> {
+        self.channels.get(channel).map(|(c, _)| c.terms)
+    }
+
+    /// Records the ledger's current terms of a channel (new, topped up, closing).
+    pub fn update_terms(&mut self, terms: ChannelTerms) -> Result<(), PayError> {
+        self.conn.execute(
+            "INSERT INTO channels (id, terms, billed, claimed) VALUES (?1, ?2, '0', '0') ON CONFLICT(id) DO UPDATE SET terms = ?2",
+            params![terms.id.to_string(), to_json(&terms)],
+        )?;
+        let entry = self
+            .channels
+            .entry(terms.id)
+            .or_insert_with(|| (ProxyChannel::new(terms), 0));
+        entry.0.terms = terms;
+        Ok(())
+    }
+
+    /// Reserves `max_cost` on `channel` for a job, or refuses it.
+    pub fn admit(&mut self, channel: &Address, max_cost: Nanotons) -> Result<(), PayError> {
+        let (c, _) = self
+            .channels
+            .get_mut(channel)
+            .ok_or(PayError::NoChannel(*channel))?;
+        Ok(c.admit(max_cost, self.max_credit)?)
+    }
+
+    /// Drops a reservation (the job failed or was cancelled before a receipt).
+    pub fn release(&mut self, channel: &Address, max_cost: Nanotons) {
+        if let Some((c, _)) = self.channels.get_mut(channel) {
+            c.release(max_cost);
+        }
+    }
+
+    /// Bills a verified receipt and signs the worker's next voucher, both on
+    /// disk before returning. The caller then forwards the receipt to the
+    /// client and the voucher to the worker.
+    pub fn bill(&mut self, b: Bill<'_>) -> Result<Signed<WorkerVoucher>, PayError> {
+        let (c, _) = self
+            .channels
+            .get(&b.channel)
+            .ok_or(PayError::NoChannel(b.channel))?;
+        let billed = c.billed + b.cost;
+        let (fee, _) = split(b.cost, self.commission_bps);
+        let owed = self.workers.get(&b.worker).map_or(0, |v| v.body.amount);
+        let voucher = next_worker_voucher(self.vault(), b.worker, owed, fee, &self.key)?;
+        fail::hit("proxy.bill.before_persist")?;
+        let tx = self.conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO receipts (request, channel, worker, cost, fee, receipt) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![b.request_id, b.channel.to_string(), b.worker.to_hex(), b.cost.to_string(), fee.to_string(), to_json(b.receipt)],
+        )?;
+        if inserted == 0 {
+            return Err(PayError::Storage(format!(
+                "request {} was already billed",
+                b.request_id
+            )));
+        }
+        tx.execute(
+            "UPDATE channels SET billed = ?2 WHERE id = ?1",
+            params![b.channel.to_string(), billed.to_string()],
+        )?;
+        tx.execute(
+            "INSERT INTO workers (worker, owed, voucher) VALUES (?1, ?2, ?3) ON CONFLICT(worker) DO UPDATE SET owed = ?2, voucher = ?3",
+            params![b.worker.to_hex(), voucher.body.amount.to_string(), to_json(&voucher)],
+        )?;
+        tx.commit()?;
+        fail::hit("proxy.bill.after_persist")?;
+        if let Some((c, _)) = self.channels.get_mut(&b.channel) {
+            c.bill(b.max_cost, b.cost);
+        }
+        self.workers.insert(b.worker, voucher);
+        Ok(voucher)
+    }
+
+    /// Accepts a client's voucher (persisted before the client hears "ok").
+    pub fn accept_voucher(&mut self, v: Signed<ChannelVoucher>) -> Result<Nanotons, PayError> {
+        let (c, _) = self
+            .channels
+            .get(&v.body.channel)
+            .ok_or(PayError::NoChannel(v.body.channel))?;
+        let mut next = c.clone();
+        let delta = next.accept(v)?;
+        fail::hit("proxy.voucher.before_persist")?;
+        self.conn.execute(
+            "UPDATE channels SET voucher = ?2 WHERE id = ?1",
+            params![v.body.channel.to_string(), to_json(&v)],
+        )?;
+        fail::hit("proxy.voucher.after_persist")?;
+        if let Some((c, _)) = self.channels.get_mut(&v.body.channel) {
+            *c = next;
+        }
+        Ok(delta)
+    }
+
+    /// The latest voucher for `worker`, to re-send when it links again.
+    pub fn worker_voucher(&self, worker: &PublicKey) -> Option<Signed<WorkerVoucher>> {
+        self.workers.get(worker).copied()
+    }
+
+    /// Latest vouchers whose unclaimed part is at least `threshold`.
+    pub fn claims_due(&self, threshold: Nanotons) -> Vec<Signed<ChannelVoucher>> {
+        self.channels
+            .values()
+            .filter_map(|(c, claimed)| {
+                c.latest
+                    .filter(|v| v.body.amount > *claimed && v.body.amount - claimed >= threshold)
+            })
+            .collect()
+    }
+
+    /// Claims `v` on the ledger and records it. A voucher the ledger already
+    /// settled (a retry after a crash) is recorded, not credited again.
+    pub async fn claim(
+        &mut self,
+        ledger: &dyn Settlement,
+        v: Signed<ChannelVoucher>,
+    ) -> Result<Nanotons, PayError> {
+        fail::hit("proxy.claim.before_settle")?;
+        let delta = match ledger.claim_channel(&self.key, v).await {
+            Ok(d) => d,
+            Err(PayError::Money(MoneyError::NotAboveLatest { .. })) => 0,
+            Err(e) => return Err(e),
+        };
+        fail::hit("proxy.claim.after_settle")?;
+        let on_ledger = ledger
+            .channel(v.body.channel)
+            .await?
+            .map_or(0, |c| c.claimed);
+        self.conn.execute(
+            "UPDATE channels SET claimed = ?2 WHERE id = ?1",
+            params![v.body.channel.to_string(), on_ledger.to_string()],
+        )?;
+        if let Some((_, claimed)) = self.channels.get_mut(&v.body.channel) {
+            *claimed = on_ledger;
+        }
+        Ok(delta)
+    }
+
+    /// Totals over the books (from disk).
+    pub fn totals(&self) -> Result<ProxyTotals, PayError> {
+        let mut t = ProxyTotals::default();
+        let mut st = self.conn.prepare("SELECT cost, fee FROM receipts")?;
+        for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (cost, fee) = row?;
+            let (cost, fee) = (amount(cost)?, amount(fee)?);
+            t.receipts += 1;
+            t.billed += cost;
+            t.commission += cost - fee;
+        }
+        for (c, claimed) in self.channels.values() {
+            t.paid += c.paid;
+            t.claimed += claimed;
+        }
+        t.owed_to_workers = self.workers.values().map(|v| v.body.amount).sum();
+        Ok(t)
+    }
+}

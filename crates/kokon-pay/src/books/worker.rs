@@ -1,0 +1,176 @@
+//! The worker's books: every receipt it signed, and per proxy vault the
+//! latest voucher and what the ledger has paid out.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use kokon_money::vault::Earnings;
+use kokon_money::{
+    Address, MoneyError, Nanotons, PublicKey, Receipt, SecretKey, Signed, WorkerVoucher,
+};
+use rusqlite::{Connection, params};
+
+use super::{from_json, to_json};
+use crate::sqlite::amount;
+use crate::{PayError, Settlement, fail};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS receipts (request TEXT PRIMARY KEY, receipt TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vaults (vault TEXT PRIMARY KEY, owner TEXT NOT NULL, voucher TEXT, claimed TEXT NOT NULL);
+";
+
+/// The worker's money state, durable.
+pub struct WorkerBooks {
+    conn: Connection,
+    key: SecretKey,
+    vaults: HashMap<Address, Earnings>,
+}
+
+impl std::fmt::Debug for WorkerBooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBooks")
+            .field("vaults", &self.vaults.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerBooks {
+    /// Opens the books at `path`; `key` is the payout key vouchers name.
+    pub fn open(path: &Path, key: SecretKey) -> Result<Self, PayError> {
+        let conn = crate::sqlite::open(path, SCHEMA)?;
+        let worker = key.public();
+        let mut vaults = HashMap::new();
+        {
+            let mut st = conn.prepare("SELECT vault, owner, voucher, claimed FROM vaults")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            for row in rows {
+                let (vault, owner, voucher, claimed) = row?;
+                let vault = Address::parse(&vault)?;
+                let e = Earnings {
+                    vault,
+                    owner: PublicKey::from_hex(&owner)?,
+                    worker,
+                    latest: voucher.map(|v| from_json(&v)).transpose()?,
+                    claimed: amount(claimed)?,
+                };
+                vaults.insert(vault, e);
+            }
+        }
+        Ok(Self { conn, key, vaults })
+    }
+
+    pub fn payout(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    /// Records a receipt before it is sent.
+    pub fn record_receipt(
+        &mut self,
+        request_id: &str,
+        r: &Signed<Receipt>,
+    ) -> Result<(), PayError> {
+        fail::hit("worker.receipt.before_persist")?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO receipts (request, receipt) VALUES (?1, ?2)",
+            params![request_id, to_json(r)],
+        )?;
+        fail::hit("worker.receipt.after_persist")?;
+        Ok(())
+    }
+
+    /// Σ costs of receipts signed.
+    pub fn receipts_total(&self) -> Result<(u64, Nanotons), PayError> {
+        let mut st = self.conn.prepare("SELECT receipt FROM receipts")?;
+        let mut n = 0;
+        let mut total = 0;
+        for r in st.query_map([], |r| r.get::<_, String>(0))? {
+            let r: Signed<Receipt> = from_json(&r?)?;
+            total += r.body.cost;
+            n += 1;
+        }
+        Ok((n, total))
+    }
+
+    /// Checks a voucher from a proxy whose vault `owner` the ledger names,
+    /// and keeps it (on disk first). Returns the increase.
+    pub fn accept_voucher(
+        &mut self,
+        v: Signed<WorkerVoucher>,
+        owner: PublicKey,
+    ) -> Result<Nanotons, PayError> {
+        let mut e = self.vaults.get(&v.body.vault).cloned().unwrap_or(Earnings {
+            vault: v.body.vault,
+            owner,
+            worker: self.key.public(),
+            latest: None,
+            claimed: 0,
+        });
+        if e.owner != owner {
+            return Err(MoneyError::NotAuthorized("vault owner").into());
+        }
+        let delta = e.accept(v)?;
+        self.conn.execute(
+            "INSERT INTO vaults (vault, owner, voucher, claimed) VALUES (?1, ?2, ?3, '0') ON CONFLICT(vault) DO UPDATE SET voucher = ?3",
+            params![v.body.vault.to_string(), owner.to_hex(), to_json(&v)],
+        )?;
+        fail::hit("worker.voucher.after_persist")?;
+        self.vaults.insert(v.body.vault, e);
+        Ok(delta)
+    }
+
+    pub fn earnings(&self) -> Vec<Earnings> {
+        let mut v: Vec<_> = self.vaults.values().cloned().collect();
+        v.sort_by_key(|e| e.vault);
+        v
+    }
+
+    /// Claims every vault whose claimable amount is at least `threshold`.
+    /// Returns the total credited now. Safe to retry after any crash.
+    pub async fn claim_due(
+        &mut self,
+        ledger: &dyn Settlement,
+        threshold: Nanotons,
+    ) -> Result<Nanotons, PayError> {
+        let due: Vec<_> = self
+            .vaults
+            .values()
+            .filter_map(|e| e.due(threshold))
+            .collect();
+        let mut total = 0;
+        for v in due {
+            fail::hit("worker.claim.before_settle")?;
+            total += match ledger.vault_claim(&self.key, v).await {
+                Ok(d) => d,
+                Err(PayError::Money(MoneyError::NotAboveLatest { .. })) => 0,
+                Err(e) => return Err(e),
+            };
+            fail::hit("worker.claim.after_settle")?;
+            self.sync_claimed(ledger, v.body.vault).await?;
+        }
+        Ok(total)
+    }
+
+    /// Reads what the ledger has paid this worker from `vault` and records it.
+    pub async fn sync_claimed(
+        &mut self,
+        ledger: &dyn Settlement,
+        vault: Address,
+    ) -> Result<(), PayError> {
+        let claimed = ledger.worker_claimed(vault, self.key.public()).await?;
+        self.conn.execute(
+            "UPDATE vaults SET claimed = ?2 WHERE vault = ?1",
+            params![vault.to_string(), claimed.to_string()],
+        )?;
+        if let Some(e) = self.vaults.get_mut(&vault) {
+            e.claimed = claimed;
+        }
+        Ok(())
+    }
+}

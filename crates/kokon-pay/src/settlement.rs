@@ -1,0 +1,118 @@
+//! The interface every settlement backend implements.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kokon_money::ledger::{ChannelRow, VaultRow, Withdrawal};
+use kokon_money::{Address, ChannelVoucher, Nanotons, PublicKey, SecretKey, Signed, WorkerVoucher};
+
+use crate::PayError;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+type R<'a, T> = BoxFuture<'a, Result<T, PayError>>;
+
+/// A ledger that holds accounts, channels and vaults and applies the rules
+/// of `kokon_money::ledger`. Keys passed in sign (or, on the devnet,
+/// authorise) the operation as that party.
+///
+/// Claims are idempotent by construction: a voucher already settled fails
+/// with `MoneyError::NotAboveLatest` and moves nothing.
+pub trait Settlement: Send + Sync + 'static {
+    /// Free balance of an account (wallet).
+    fn balance(&self, account: PublicKey) -> R<'_, Nanotons>;
+    fn channel(&self, id: Address) -> R<'_, Option<ChannelRow>>;
+    /// Channels opened by `client`, oldest first.
+    fn channels_of(&self, client: PublicKey) -> R<'_, Vec<ChannelRow>>;
+    fn vault(&self, id: Address) -> R<'_, Option<VaultRow>>;
+    /// What `worker` has been paid from `vault` so far.
+    fn worker_claimed(&self, vault: Address, worker: PublicKey) -> R<'_, Nanotons>;
+
+    /// Opens a new channel from `client` to the vault of `proxy`.
+    fn open_channel<'a>(
+        &'a self,
+        client: &'a SecretKey,
+        proxy: PublicKey,
+        amount: Nanotons,
+    ) -> R<'a, ChannelRow>;
+    fn topup<'a>(
+        &'a self,
+        client: &'a SecretKey,
+        channel: Address,
+        amount: Nanotons,
+    ) -> R<'a, ChannelRow>;
+    /// The proxy claims a client voucher into its vault; returns the increase.
+    fn claim_channel<'a>(
+        &'a self,
+        proxy: &'a SecretKey,
+        v: Signed<ChannelVoucher>,
+    ) -> R<'a, Nanotons>;
+    /// The proxy closes a channel now, claiming `last` first; returns (claimed, refunded).
+    fn close_cooperative<'a>(
+        &'a self,
+        proxy: &'a SecretKey,
+        channel: Address,
+        last: Option<Signed<ChannelVoucher>>,
+    ) -> R<'a, (Nanotons, Nanotons)>;
+    /// The client starts a unilateral close.
+    fn start_close<'a>(&'a self, client: &'a SecretKey, channel: Address) -> R<'a, ChannelRow>;
+    /// After the delay: refunds the rest to the client.
+    fn finish_close<'a>(&'a self, client: &'a SecretKey, channel: Address) -> R<'a, Nanotons>;
+
+    /// Adds to the vault of `owner`, creating it on first use.
+    fn vault_deposit<'a>(&'a self, owner: &'a SecretKey, amount: Nanotons) -> R<'a, VaultRow>;
+    /// A worker claims a proxy-signed voucher; returns the increase.
+    fn vault_claim<'a>(
+        &'a self,
+        worker: &'a SecretKey,
+        v: Signed<WorkerVoucher>,
+    ) -> R<'a, Nanotons>;
+    fn request_withdrawal<'a>(
+        &'a self,
+        owner: &'a SecretKey,
+        amount: Nanotons,
+    ) -> R<'a, Withdrawal>;
+    fn withdraw<'a>(&'a self, owner: &'a SecretKey) -> R<'a, Nanotons>;
+}
+
+/// Unix seconds, injectable.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> u64;
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
+/// A clock tests move by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(pub AtomicU64);
+
+impl ManualClock {
+    pub fn new(now: u64) -> Self {
+        Self(AtomicU64::new(now))
+    }
+
+    pub fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl<C: Clock> Clock for std::sync::Arc<C> {
+    fn now(&self) -> u64 {
+        (**self).now()
+    }
+}

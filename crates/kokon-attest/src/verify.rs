@@ -21,6 +21,7 @@ pub struct VerifiedPeer {
     evidence_kind: EvidenceKind,
     measurements: Measurements,
     image_hash: [u8; 32],
+    key: [u8; 32],
 }
 
 impl VerifiedPeer {
@@ -38,6 +39,10 @@ impl VerifiedPeer {
     }
     pub fn image_hash(&self) -> [u8; 32] {
         self.image_hash
+    }
+    /// The peer's Ed25519 public key (the attested key it signs receipts with).
+    pub fn ed25519_key(&self) -> [u8; 32] {
+        self.key
     }
     /// Short identifier of the peer: the first 8 hex bytes of its TLS key hash.
     pub fn short_id(&self) -> &str {
@@ -71,6 +76,13 @@ pub fn verify_certificate(
     let evidence = Evidence::parse(evidence_bytes)?;
 
     let spki = cert.public_key().raw;
+    let key: [u8; 32] = cert
+        .public_key()
+        .subject_public_key
+        .data
+        .as_ref()
+        .try_into()
+        .map_err(|_| AttestError::WrongKeyType)?;
     let (measurements, report_data) = open_evidence(&evidence, policy)?;
     if report_data != binding(spki, claims_bytes) {
         return Err(AttestError::BindingMismatch);
@@ -83,6 +95,7 @@ pub fn verify_certificate(
         evidence_kind: evidence.kind,
         measurements,
         image_hash,
+        key,
     })
 }
 

@@ -51,6 +51,7 @@ fn source_text(input: &JobInput) -> (&str, usize) {
 impl Engine for EchoEngine {
     fn models(&self) -> Vec<ModelOffer> {
         vec![ModelOffer {
+            hash: None,
             name: self.model.clone(),
             context_len: 1 << 20,
         }]
@@ -107,6 +108,7 @@ impl Engine for EchoEngine {
                     completion_tokens: completion as u32,
                 },
                 finish_reason: finish,
+                receipt: None,
             })
         })
     }

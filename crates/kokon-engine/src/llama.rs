@@ -87,6 +87,7 @@ impl LlamaEngine {
 impl Engine for LlamaEngine {
     fn models(&self) -> Vec<ModelOffer> {
         vec![ModelOffer {
+            hash: None,
             name: self.inner.cfg.name.clone(),
             context_len: self.inner.cfg.context_len,
         }]
@@ -212,6 +213,7 @@ fn end(prompt: usize, completion: usize, finish_reason: FinishReason) -> JobEnd 
             completion_tokens: completion as u32,
         },
         finish_reason,
+        receipt: None,
     }
 }
 

@@ -175,6 +175,7 @@ impl Engine for UpstreamEngine {
             .models
             .iter()
             .map(|m| ModelOffer {
+                hash: None,
                 name: m.clone(),
                 context_len: ctx,
             })
@@ -260,6 +261,7 @@ fn finish_with(usage: Option<Usage>, finish_reason: FinishReason) -> Result<JobE
     Ok(JobEnd {
         usage,
         finish_reason,
+        receipt: None,
     })
 }
 

@@ -21,8 +21,16 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::openai::{OpenAiRequest, Shape, parse};
+use crate::pay::Paid;
 use crate::stream::{Event, Frames, Meta, chunk, full_response, sse, usage_chunk};
+
+/// A streamed event after settlement.
+enum Settled {
+    Text(String),
+    Ended((kokon_proto::JobEnd, Option<kokon_money::Nanotons>)),
+}
 use crate::{ApiError, AppState};
+use Settled::{Ended, Text};
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
@@ -147,13 +155,25 @@ fn finish(s: &AppState, endpoint: &'static str, r: Result<Response, ApiError>) -
 
 async fn run_job(
     s: &AppState,
-    header: kokon_proto::JobHeader,
+    mut header: kokon_proto::JobHeader,
     job: kokon_proto::JobRequest,
     shape: Shape,
     prefix: &str,
 ) -> Result<Response, ApiError> {
     let payload =
         serde_json::to_vec(&job).map_err(|_| ApiError::bad_request(None, "cannot encode job"))?;
+    let paid = match &s.pay {
+        Some(pay) => {
+            let auth = crate::pay::authorise(pay, &mut header, &job, payload.len()).await?;
+            Some(Paid {
+                pay: pay.clone(),
+                link: s.link.clone(),
+                header: header.clone(),
+                auth,
+            })
+        }
+        None => None,
+    };
     let meta = Meta {
         id: format!("{prefix}-{}", header.request_id),
         created: SystemClock.now_unix(),
@@ -164,14 +184,18 @@ async fn run_job(
     if meta.shape.stream {
         // Wait for the first event so an early failure gets a proper status.
         let first = frames.next().await.unwrap_or_else(|| Err(closed()))?;
-        return Ok(stream_response(meta, first, frames));
+        return Ok(stream_response(meta, first, frames, paid));
     }
     let mut text = String::new();
     while let Some(ev) = frames.next().await {
         match ev? {
             Event::Text(t) => text.push_str(&t),
             Event::End(end) => {
-                return Ok(axum::Json(full_response(&meta, text, &end)).into_response());
+                let cost = match &paid {
+                    Some(p) => Some(p.settle(&end, text.len() as u64).await?),
+                    None => None,
+                };
+                return Ok(axum::Json(full_response(&meta, text, &end, cost)).into_response());
             }
         }
     }
@@ -184,7 +208,7 @@ fn closed() -> kokon_proto::JobError {
 
 /// Streams SSE. When the HTTP client disconnects, the body (and with it the
 /// frame stream from the proxy) is dropped, which cancels the job upstream.
-fn stream_response(meta: Meta, first: Event, mut frames: Frames) -> Response {
+fn stream_response(meta: Meta, first: Event, mut frames: Frames, paid: Option<Paid>) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
     tokio::spawn(async move {
         let send = |b: Bytes| tx.send(Ok(b));
@@ -195,13 +219,29 @@ fn stream_response(meta: Meta, first: Event, mut frames: Frames) -> Response {
             return;
         }
         let mut next = Some(Ok(first));
+        let mut delivered = 0u64;
         while let Some(ev) = next {
+            let ev = match ev {
+                Ok(Event::End(end)) => match &paid {
+                    Some(p) => p
+                        .settle(&end, delivered)
+                        .await
+                        .map(|c| (end, Some(c)))
+                        .map(Ended),
+                    None => Ok(Ended((end, None))),
+                },
+                Ok(Event::Text(t)) => Ok(Text(t)),
+                Err(e) => Err(e),
+            };
             let out = match ev {
-                Ok(Event::Text(t)) => vec![sse(&chunk(&meta, Some(&t), None, false))],
-                Ok(Event::End(end)) => {
+                Ok(Text(t)) => {
+                    delivered += t.len() as u64;
+                    vec![sse(&chunk(&meta, Some(&t), None, false))]
+                }
+                Ok(Ended((end, cost))) => {
                     let mut v = vec![sse(&chunk(&meta, None, Some(end.finish_reason), false))];
                     if meta.shape.include_usage {
-                        v.push(sse(&usage_chunk(&meta, &end.usage)));
+                        v.push(sse(&usage_chunk(&meta, &end.usage, cost)));
                     }
                     v.push(Bytes::from_static(b"data: [DONE]\n\n"));
                     v

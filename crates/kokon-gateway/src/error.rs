@@ -79,6 +79,8 @@ impl From<JobError> for ApiError {
             }
             ErrorCode::Incompatible => (StatusCode::BAD_GATEWAY, "server_error"),
             ErrorCode::Cancelled => (StatusCode::REQUEST_TIMEOUT, "server_error"),
+            ErrorCode::PaymentRequired => (StatusCode::PAYMENT_REQUIRED, "insufficient_quota"),
+            ErrorCode::ReceiptRejected => (StatusCode::BAD_GATEWAY, "server_error"),
         };
         Self {
             status,

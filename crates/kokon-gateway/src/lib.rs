@@ -7,6 +7,7 @@ mod api;
 mod error;
 mod link;
 mod openai;
+mod pay;
 mod stream;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 pub use link::ProxyLink;
+pub use pay::{ClientPay, DEFAULT_MAX_TOKENS};
 
 /// Gateway settings (see `kokon client --help` for the documented defaults).
 #[derive(Clone)]
@@ -63,17 +65,29 @@ impl GatewayConfig {
 
 pub(crate) struct AppState {
     pub(crate) cfg: GatewayConfig,
-    pub(crate) link: ProxyLink,
+    pub(crate) link: Arc<ProxyLink>,
     pub(crate) metrics: api::Metrics,
+    pub(crate) pay: Option<Arc<ClientPay>>,
 }
 
 /// The axum application (exposed so tests can drive it with `oneshot`).
 pub fn app(cfg: GatewayConfig, tls: RaTls) -> Router {
-    let link = ProxyLink::new(cfg.proxy, tls);
+    app_with(cfg, tls, None)
+}
+
+/// [`app`] on a paid network: every job is paid from the channel in `pay`.
+pub fn app_with(cfg: GatewayConfig, tls: RaTls, pay: Option<ClientPay>) -> Router {
+    let link = Arc::new(ProxyLink::new(cfg.proxy, tls));
+    let pay = pay.map(Arc::new);
+    if let Some(p) = &pay {
+        // Resync: the proxy gets our latest voucher again (it may have missed it).
+        tokio::spawn(pay::deliver_latest(link.clone(), p.clone()));
+    }
     api::router(Arc::new(AppState {
         cfg,
         link,
         metrics: api::Metrics::new(),
+        pay,
     }))
 }
 
@@ -89,9 +103,19 @@ pub async fn start(
     tls: RaTls,
     shutdown: CancellationToken,
 ) -> std::io::Result<GatewayHandle> {
+    start_with(cfg, tls, None, shutdown).await
+}
+
+/// [`start`] on a paid network.
+pub async fn start_with(
+    cfg: GatewayConfig,
+    tls: RaTls,
+    pay: Option<ClientPay>,
+    shutdown: CancellationToken,
+) -> std::io::Result<GatewayHandle> {
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
-    let app = app(cfg, tls);
+    let app = app_with(cfg, tls, pay);
     tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
         if let Err(e) = serve.await {

@@ -86,6 +86,38 @@ impl ProxyLink {
         Ok(resp.into_body())
     }
 
+    /// Sends a channel voucher to the proxy.
+    pub async fn send_voucher(
+        &self,
+        v: &kokon_money::Signed<kokon_money::ChannelVoucher>,
+    ) -> Result<(), JobError> {
+        let body = serde_json::to_vec(v).unwrap_or_default();
+        let req = Request::post(paths::VOUCHER)
+            .body(Full::new(Bytes::from(body)))
+            .expect("static request parts");
+        let mut sender = self.sender().await?;
+        let fail =
+            |e: String| JobError::new(ErrorCode::Unavailable, format!("proxy link failed: {e}"));
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .to_bytes();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(
+            serde_json::from_slice::<JobError>(&body).unwrap_or_else(|_| {
+                JobError::new(ErrorCode::BadRequest, format!("proxy answered {status}"))
+            }),
+        )
+    }
+
     /// Models served by attested workers behind the proxy.
     pub async fn models(&self) -> Result<ModelsReply, JobError> {
         let req = Request::get(paths::MODELS)

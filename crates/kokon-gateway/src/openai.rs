@@ -171,6 +171,7 @@ fn header(kind: JobKind, model: &str, max_price_milli: Option<u32>) -> Result<Jo
         model: model.into(),
         kind,
         max_price_milli,
+        payment: None,
     })
 }
 

@@ -82,12 +82,17 @@ pub(crate) struct Meta {
     pub shape: Shape,
 }
 
-pub(crate) fn usage_json(u: &Usage) -> Value {
-    json!({ "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total() })
+/// OpenAI's `usage`, plus what the job cost on paid networks.
+pub(crate) fn usage_json(u: &Usage, cost: Option<u128>) -> Value {
+    let mut v = json!({ "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total() });
+    if let Some(c) = cost {
+        v["cost_nanoton"] = json!(c);
+    }
+    v
 }
 
 /// The whole (non-streaming) response body.
-pub(crate) fn full_response(m: &Meta, text: String, end: &JobEnd) -> Value {
+pub(crate) fn full_response(m: &Meta, text: String, end: &JobEnd, cost: Option<u128>) -> Value {
     let finish = end.finish_reason.as_str();
     let (object, choice) = match m.shape.kind {
         JobKind::Chat => (
@@ -100,7 +105,7 @@ pub(crate) fn full_response(m: &Meta, text: String, end: &JobEnd) -> Value {
         ),
     };
     json!({ "id": m.id, "object": object, "created": m.created, "model": m.shape.model,
-            "choices": [choice], "usage": usage_json(&end.usage) })
+            "choices": [choice], "usage": usage_json(&end.usage, cost) })
 }
 
 /// One streamed chunk: text, the first (role) chunk, or the final one.
@@ -134,12 +139,12 @@ pub(crate) fn chunk(
 }
 
 /// The usage-only chunk sent when `stream_options.include_usage` is set.
-pub(crate) fn usage_chunk(m: &Meta, u: &Usage) -> Value {
+pub(crate) fn usage_chunk(m: &Meta, u: &Usage, cost: Option<u128>) -> Value {
     let object = match m.shape.kind {
         JobKind::Chat => "chat.completion.chunk",
         JobKind::Completion => "text_completion",
     };
-    json!({ "id": m.id, "object": object, "created": m.created, "model": m.shape.model, "choices": [], "usage": usage_json(u) })
+    json!({ "id": m.id, "object": object, "created": m.created, "model": m.shape.model, "choices": [], "usage": usage_json(u, cost) })
 }
 
 pub(crate) fn sse(v: &Value) -> Bytes {

@@ -14,6 +14,9 @@ pub struct Announce {
     pub max_jobs: u32,
     /// Price coefficient in thousandths of the registry's base price.
     pub price_milli: u32,
+    /// The key the proxy's vault vouchers name, on paid networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payout: Option<kokon_money::PublicKey>,
 }
 
 /// One model a worker serves.
@@ -22,6 +25,9 @@ pub struct ModelOffer {
     pub name: String,
     /// Context window in tokens.
     pub context_len: u32,
+    /// SHA-256 of the model (its file for built-in engines), named in receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<kokon_money::Hash32>,
 }
 
 /// Proxy → client: the models currently served by attested workers.

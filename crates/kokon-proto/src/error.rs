@@ -26,6 +26,11 @@ pub enum ErrorCode {
     Incompatible,
     /// The proxy has no link to the network right now.
     Unavailable,
+    /// The client's channel cannot cover the job: no deposit, out of
+    /// credit, or closing. Top up and retry.
+    PaymentRequired,
+    /// The worker's receipt did not verify; the job is not billed.
+    ReceiptRejected,
 }
 
 impl ErrorCode {
@@ -48,6 +53,8 @@ impl ErrorCode {
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::Incompatible => "incompatible",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::PaymentRequired => "payment_required",
+            ErrorCode::ReceiptRejected => "receipt_rejected",
         }
     }
 }

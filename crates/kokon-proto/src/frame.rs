@@ -146,6 +146,7 @@ mod tests {
                 completion_tokens: 5,
             },
             finish_reason: FinishReason::Stop,
+            receipt: None,
         })
     }
 
@@ -213,6 +214,7 @@ mod tests {
                         } else {
                             FinishReason::Length
                         },
+                        receipt: None,
                     }
                 )),
                 ".{0,40}".prop_map(|m| Frame::Error(JobError::new(ErrorCode::EngineFailed, m))),

@@ -10,6 +10,22 @@ pub mod http_names {
     pub const MODEL: &str = "kokon-model";
     pub const KIND: &str = "kokon-kind";
     pub const MAX_PRICE: &str = "kokon-max-price";
+    pub const CHANNEL: &str = "kokon-channel";
+    pub const BUDGET: &str = "kokon-budget";
+    pub const PAYER_SIG: &str = "kokon-payer-sig";
+}
+
+use kokon_money::{Address, Signature};
+
+/// How a job is paid: the client's channel, the token budget the proxy
+/// reserves credit for, and the channel key's signature over both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Payment {
+    pub channel: Address,
+    pub max_prompt_tokens: u64,
+    pub max_completion_tokens: u64,
+    /// Ed25519 by the channel's client key over [`JobHeader::auth_hash`].
+    pub signature: Signature,
 }
 
 const MAX_ID_LEN: usize = 64;
@@ -53,6 +69,8 @@ pub struct JobHeader {
     /// Highest worker price coefficient the client accepts, in thousandths
     /// (1000 = the registry's base price). `None` accepts any price.
     pub max_price_milli: Option<u32>,
+    /// `None` on networks without payments.
+    pub payment: Option<Payment>,
 }
 
 /// A header that is missing or malformed. Names the header at fault.
@@ -77,6 +95,14 @@ impl JobHeader {
         put(KIND, self.kind.as_str());
         if let Some(p) = self.max_price_milli {
             put(MAX_PRICE, &p.to_string());
+        }
+        if let Some(p) = &self.payment {
+            put(CHANNEL, &p.channel.to_string());
+            put(
+                BUDGET,
+                &format!("{},{}", p.max_prompt_tokens, p.max_completion_tokens),
+            );
+            put(PAYER_SIG, &p.signature.to_string());
         }
     }
 
@@ -105,13 +131,50 @@ impl JobHeader {
                     .map_err(|_| HeaderError::Malformed(MAX_PRICE))
             })
             .transpose()?;
+        let payment = match get(CHANNEL)? {
+            None => None,
+            Some(ch) => Some(read_payment(ch, need(BUDGET)?, need(PAYER_SIG)?)?),
+        };
         Ok(Self {
             request_id: request_id.into(),
             model: model.into(),
             kind,
             max_price_milli,
+            payment,
         })
     }
+
+    /// What the payer signs to authorise this job on its channel.
+    pub fn auth_hash(&self, channel: &Address, prompt: u64, completion: u64) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"kokon/job-auth/v1\0");
+        for part in [self.request_id.as_bytes(), self.model.as_bytes()] {
+            h.update((part.len() as u32).to_be_bytes());
+            h.update(part);
+        }
+        h.update([channel.workchain as u8]);
+        h.update(channel.hash);
+        h.update(prompt.to_be_bytes());
+        h.update(completion.to_be_bytes());
+        h.finalize().into()
+    }
+}
+
+fn read_payment(channel: &str, budget: &str, sig: &str) -> Result<Payment, HeaderError> {
+    let channel = Address::parse(channel).map_err(|_| HeaderError::Malformed(CHANNEL))?;
+    let bad_budget = || HeaderError::Malformed(BUDGET);
+    let (p, c) = budget.split_once(',').ok_or_else(bad_budget)?;
+    let max_prompt_tokens = p.parse::<u64>().map_err(|_| bad_budget())?;
+    let max_completion_tokens = c.parse::<u64>().map_err(|_| bad_budget())?;
+    let signature = serde_json::from_value::<Signature>(serde_json::Value::String(sig.into()))
+        .map_err(|_| HeaderError::Malformed(PAYER_SIG))?;
+    Ok(Payment {
+        channel,
+        max_prompt_tokens,
+        max_completion_tokens,
+        signature,
+    })
 }
 
 fn valid_id(s: &str) -> bool {
@@ -144,6 +207,12 @@ mod tests {
             model: "smollm2-135m-instruct".into(),
             kind: JobKind::Chat,
             max_price_milli: Some(1500),
+            payment: Some(Payment {
+                channel: Address::new(0, [7; 32]),
+                max_prompt_tokens: 300,
+                max_completion_tokens: 64,
+                signature: Signature([9; 64]),
+            }),
         }
     }
 
@@ -166,6 +235,14 @@ mod tests {
         sample().write(&mut h2);
         h2.insert(MAX_PRICE, "-1".parse().unwrap());
         assert_eq!(JobHeader::read(&h2), Err(HeaderError::Malformed(MAX_PRICE)));
+        let mut h3 = http_headers::HeaderMap::new();
+        sample().write(&mut h3);
+        h3.insert(BUDGET, "12".parse().unwrap());
+        assert_eq!(JobHeader::read(&h3), Err(HeaderError::Malformed(BUDGET)));
+        h3.remove(BUDGET);
+        assert_eq!(JobHeader::read(&h3), Err(HeaderError::Missing(BUDGET)));
+        h3.insert(CHANNEL, "0:abc".parse().unwrap());
+        assert_eq!(JobHeader::read(&h3), Err(HeaderError::Malformed(CHANNEL)));
         h2.insert(REQUEST_ID, "x".repeat(65).parse().unwrap());
         assert_eq!(
             JobHeader::read(&h2),

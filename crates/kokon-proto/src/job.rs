@@ -84,4 +84,15 @@ impl FinishReason {
 pub struct JobEnd {
     pub usage: Usage,
     pub finish_reason: FinishReason,
+    /// The worker's signed receipt, on paid networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<ReceiptEnvelope>,
+}
+
+/// A receipt and the certificate of the attested key that signed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptEnvelope {
+    pub receipt: kokon_money::Signed<kokon_money::Receipt>,
+    /// The worker's RA-TLS certificate (DER, hex).
+    pub cert: String,
 }

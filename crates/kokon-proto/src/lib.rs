@@ -38,10 +38,14 @@ pub mod paths {
     pub const JOB: &str = "/kokon/v1/job";
     /// Client → proxy: models served by attested workers right now.
     pub const MODELS: &str = "/kokon/v1/models";
+    /// Client → proxy: the client's latest channel voucher (JSON).
+    pub const VOUCHER: &str = "/kokon/v1/voucher";
+    /// Proxy → worker: the worker's latest vault voucher (JSON).
+    pub const VAULT_VOUCHER: &str = "/kokon/v1/vault-voucher";
 }
 
 pub use announce::{Announce, ModelOffer, ModelsReply};
 pub use error::{ErrorCode, JobError};
 pub use frame::{Frame, FrameDecoder, FrameError};
-pub use header::{HeaderError, JobHeader, JobKind};
-pub use job::{ChatMessage, Chunk, FinishReason, JobEnd, JobRequest, Usage};
+pub use header::{HeaderError, JobHeader, JobKind, Payment};
+pub use job::{ChatMessage, Chunk, FinishReason, JobEnd, JobRequest, ReceiptEnvelope, Usage};

@@ -7,6 +7,7 @@
 
 mod admin;
 mod metrics;
+mod pay;
 mod relay;
 mod workers;
 
@@ -24,6 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::Metrics;
+pub use pay::{ProxyPay, worker_key};
 use workers::WorkerLink;
 
 /// Proxy settings (see `kokon proxy --help` for the documented defaults).
@@ -65,6 +67,7 @@ pub(crate) struct State {
     pub(crate) links: Mutex<HashMap<WorkerId, WorkerLink>>,
     pub(crate) next_id: AtomicU64,
     pub(crate) metrics: Metrics,
+    pub(crate) pay: Option<Arc<ProxyPay>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -88,12 +91,27 @@ impl ProxyHandle {
     pub fn metrics(&self) -> &Metrics {
         &self.state.metrics
     }
+
+    /// The proxy's payment state, on paid networks.
+    pub fn pay(&self) -> Option<Arc<ProxyPay>> {
+        self.state.pay.clone()
+    }
 }
 
 /// Binds the listeners and starts serving until `shutdown` is cancelled.
 pub async fn start(
     cfg: ProxyConfig,
     tls: RaTls,
+    shutdown: CancellationToken,
+) -> std::io::Result<ProxyHandle> {
+    start_with(cfg, tls, None, shutdown).await
+}
+
+/// [`start`] on a paid network: every job needs a channel with credit.
+pub async fn start_with(
+    cfg: ProxyConfig,
+    tls: RaTls,
+    pay: Option<ProxyPay>,
     shutdown: CancellationToken,
 ) -> std::io::Result<ProxyHandle> {
     let listener = TcpListener::bind(cfg.listen).await?;
@@ -109,8 +127,12 @@ pub async fn start(
         links: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         metrics: Metrics::new(),
+        pay: pay.map(Arc::new),
         cfg,
     });
+    if let Some(pay) = state.pay.clone() {
+        tokio::spawn(pay::claim_loop(pay, shutdown.clone()));
+    }
     if let Some(l) = admin {
         tokio::spawn(admin::serve(l, state.clone(), shutdown.clone()));
     }

@@ -16,7 +16,9 @@ use kokon_route::{RouteError, WorkerId};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::pay::Admission;
 use crate::{State, lock, workers};
+use kokon_attest::Clock as _;
 
 /// Serves one client link until it closes.
 pub(crate) async fn serve_client(
@@ -50,12 +52,47 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             Response::new(full_body(body))
         }
         (&Method::POST, paths::JOB) => job(state, req).await,
+        (&Method::POST, paths::VOUCHER) => voucher(state, req).await,
         _ => {
             let mut r = Response::new(full_body(&b"no such path"[..]));
             *r.status_mut() = StatusCode::NOT_FOUND;
             r
         }
     }
+}
+
+async fn voucher(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let Some(pay) = &state.pay else {
+        return status(
+            StatusCode::NOT_FOUND,
+            JobError::new(ErrorCode::BadRequest, "this proxy takes no payments"),
+        );
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), 16 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                JobError::new(ErrorCode::BadRequest, "voucher too large"),
+            );
+        }
+    };
+    match crate::pay::accept_voucher(pay, &body).await {
+        Ok(_) => Response::new(full_body(&b"ok"[..])),
+        Err(e) => {
+            tracing::warn!(error = %e.message, "voucher refused");
+            status(StatusCode::BAD_REQUEST, e)
+        }
+    }
+}
+
+fn status(code: StatusCode, e: JobError) -> Response<Body> {
+    let mut r = Response::new(full_body(serde_json::to_vec(&e).unwrap_or_default()));
+    *r.status_mut() = code;
+    r
 }
 
 async fn job(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
@@ -94,8 +131,28 @@ async fn relay(state: Arc<State>, header: JobHeader, payload: Bytes, tx: mpsc::S
             state.metrics.retry();
         }
         tried.push(id);
-        let attempt = attempt(&state, id, &header, payload.clone(), &tx).await;
+        let admission = match admit(&state, id, &header).await {
+            Ok(a) => a,
+            Err(e) => {
+                lock(&state.router).release(id);
+                break send_final(&tx, e).await;
+            }
+        };
+        let attempt = attempt(
+            &state,
+            id,
+            &header,
+            payload.clone(),
+            &tx,
+            admission.as_ref(),
+        )
+        .await;
         lock(&state.router).release(id);
+        if let (Some(pay), Some(a)) = (&state.pay, &admission)
+            && !matches!(attempt, Attempt::Finished("ok" | "receipt_rejected"))
+        {
+            crate::pay::release(pay, a).await;
+        }
         match attempt {
             Attempt::Finished(outcome) => break outcome,
             Attempt::ClientGone => break "cancelled",
@@ -106,6 +163,19 @@ async fn relay(state: Arc<State>, header: JobHeader, payload: Bytes, tx: mpsc::S
         }
     };
     state.metrics.job(&header.model, outcome);
+}
+
+/// Reserves the job's credit at worker `id`'s price (paid networks only).
+async fn admit(
+    state: &State,
+    id: WorkerId,
+    header: &JobHeader,
+) -> Result<Option<Admission>, JobError> {
+    let Some(pay) = &state.pay else {
+        return Ok(None);
+    };
+    let price = workers::served(state, id, &header.model).map_or(u32::MAX, |s| s.price_milli);
+    crate::pay::admit(pay, header, price).await.map(Some)
 }
 
 fn unavailable() -> JobError {
@@ -133,6 +203,7 @@ async fn attempt(
     header: &JobHeader,
     payload: Bytes,
     tx: &mpsc::Sender<Bytes>,
+    admission: Option<&Admission>,
 ) -> Attempt {
     let retry = |msg: String| Attempt::Retry(JobError::new(ErrorCode::WorkerUnavailable, msg));
     let Some(mut sender) = workers::sender(state, id) else {
@@ -195,6 +266,9 @@ async fn attempt(
             {
                 return Attempt::Retry(e.clone());
             }
+            if let (Frame::End(end), Some(a)) = (&frame, admission) {
+                return finish_paid(state, id, header, a, end, tx).await;
+            }
             let outcome = match &frame {
                 Frame::Data(_) => None,
                 Frame::End(_) => Some("ok"),
@@ -207,6 +281,46 @@ async fn attempt(
             if let Some(o) = outcome {
                 return Attempt::Finished(o);
             }
+        }
+    }
+}
+
+/// Bills the receipt (durably), then forwards the End frame and sends the
+/// worker its vault voucher. A receipt that fails the checks is not billed
+/// and the client gets `receipt_rejected` instead of the End frame.
+async fn finish_paid(
+    state: &State,
+    id: WorkerId,
+    header: &JobHeader,
+    a: &Admission,
+    end: &kokon_proto::JobEnd,
+    tx: &mpsc::Sender<Bytes>,
+) -> Attempt {
+    let pay = state.pay.as_ref().expect("admission implies payments");
+    let billed = match workers::served(state, id, &header.model) {
+        Some(served) => {
+            let now = kokon_attest::SystemClock.now_unix();
+            crate::pay::bill(pay, state.tls.policy(), header, a, &served, end, now).await
+        }
+        None => Err(JobError::new(
+            ErrorCode::ReceiptRejected,
+            "the worker left before its receipt could be billed",
+        )),
+    };
+    match billed {
+        Ok(voucher) => {
+            if let Some(sender) = workers::sender(state, id) {
+                tokio::spawn(crate::pay::send_worker_voucher(sender, voucher));
+            }
+            if tx.send(Frame::End(end.clone()).encode()).await.is_err() {
+                tracing::info!(request_id = %header.request_id, "client left after the job was billed");
+            }
+            Attempt::Finished("ok")
+        }
+        Err(e) => {
+            tracing::warn!(request_id = %header.request_id, worker = id, error = %e.message, "receipt rejected");
+            crate::pay::release(pay, a).await;
+            Attempt::Finished(send_final(tx, e).await)
         }
     }
 }

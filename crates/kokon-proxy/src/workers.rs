@@ -23,6 +23,8 @@ pub(crate) type Sender = SendRequest<Full<Bytes>>;
 pub(crate) struct WorkerLink {
     pub(crate) sender: Sender,
     pub(crate) models: Vec<ModelOffer>,
+    pub(crate) price_milli: u32,
+    pub(crate) payout: Option<kokon_money::PublicKey>,
 }
 
 /// Runs a worker link until it closes (or this future is dropped, which
@@ -54,6 +56,18 @@ pub(crate) async fn attach(
         Ok(a) => a,
         Err(why) => return tracing::warn!(peer = peer.short_id(), %why, "worker refused"),
     };
+    if let Some(pay) = &state.pay {
+        let Some(payout) = announce.payout else {
+            return tracing::warn!(
+                peer = peer.short_id(),
+                "worker refused: it announces no payout key on a paid network"
+            );
+        };
+        // Resync: the worker gets its latest vault voucher again.
+        if let Some(v) = pay.books().await.worker_voucher(&payout) {
+            tokio::spawn(crate::pay::send_worker_voucher(sender.clone(), v));
+        }
+    }
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let _registered = Registration::new(&state, id, sender, &announce);
     tracing::info!(worker = id, peer = peer.short_id(), models = ?announce.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
@@ -77,6 +91,8 @@ impl<'a> Registration<'a> {
             WorkerLink {
                 sender,
                 models: a.models.clone(),
+                price_milli: a.price_milli,
+                payout: a.payout,
             },
         );
         state.metrics.set_workers(links.len());
@@ -126,6 +142,21 @@ pub(crate) fn offers(state: &State) -> Vec<ModelOffer> {
     all.sort_by(|a, b| a.name.cmp(&b.name));
     all.dedup_by(|a, b| a.name == b.name);
     all
+}
+
+/// What billing needs to know about worker `id` serving `model`.
+pub(crate) fn served(state: &State, id: WorkerId, model: &str) -> Option<crate::pay::Served> {
+    let links = lock(&state.links);
+    let l = links.get(&id)?;
+    Some(crate::pay::Served {
+        price_milli: l.price_milli,
+        payout: l.payout?,
+        model_hash: l
+            .models
+            .iter()
+            .find(|m| m.name == model)
+            .and_then(|m| m.hash),
+    })
 }
 
 pub(crate) fn sender(state: &State, id: WorkerId) -> Option<Sender> {

@@ -44,6 +44,21 @@ impl IdentityStore {
         *self.not_after.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Signs `msg` with the current attested key (Ed25519). Returns the
+    /// signature and the certificate that vouches for the key.
+    pub fn sign(&self, msg: &[u8]) -> Result<([u8; 64], Vec<u8>), rustls::Error> {
+        let ck = self.current();
+        let signer = ck
+            .key
+            .choose_scheme(&[rustls::SignatureScheme::ED25519])
+            .ok_or_else(|| rustls::Error::General("attested key is not Ed25519".into()))?;
+        let sig: [u8; 64] = signer
+            .sign(msg)?
+            .try_into()
+            .map_err(|_| rustls::Error::General("Ed25519 signature of wrong length".into()))?;
+        Ok((sig, ck.cert[0].to_vec()))
+    }
+
     fn current(&self) -> Arc<CertifiedKey> {
         self.current
             .read()

@@ -41,6 +41,17 @@ pub(crate) async fn accept(worker: Worker, req: Request<Incoming>) -> Response<B
             "payload model differs from header model",
         ));
     }
+    let mut job = job;
+    if let Some(p) = &header.payment {
+        // The engine never generates past what the client authorised.
+        let cap = u32::try_from(p.max_completion_tokens).unwrap_or(u32::MAX);
+        job.params.max_tokens = Some(job.params.max_tokens.map_or(cap, |m| m.min(cap)));
+    } else if worker.pay.is_some() {
+        return one_frame(JobError::new(
+            ErrorCode::PaymentRequired,
+            "this worker serves paid jobs only",
+        ));
+    }
     let Ok(permit) = worker.slots.clone().try_acquire_owned() else {
         WorkerStats::bump(&worker.stats.jobs_refused_busy);
         return one_frame(JobError::new(ErrorCode::Busy, "worker is at capacity"));
@@ -87,7 +98,22 @@ async fn run(worker: &Worker, header: JobHeader, job: JobRequest, tx: mpsc::Send
             tracing::info!(request_id = %header.request_id, "job cancelled by the requester");
             return;
         }
-        Ok(end) => {
+        Ok(mut end) => {
+            if let Some(pay) = &worker.pay
+                && let Err(e) = crate::pay::attach_receipt(worker, pay, &header, &mut end).await
+            {
+                tracing::error!(request_id = %header.request_id, error = %e, "cannot sign the receipt");
+                let _ = tx
+                    .send(
+                        Frame::Error(JobError::new(
+                            ErrorCode::EngineFailed,
+                            "worker could not sign its receipt",
+                        ))
+                        .encode(),
+                    )
+                    .await;
+                return;
+            }
             WorkerStats::bump(&worker.stats.jobs_completed);
             tracing::info!(request_id = %header.request_id, model = %header.model,
                 prompt_tokens = end.usage.prompt_tokens, completion_tokens = end.usage.completion_tokens, "job done");

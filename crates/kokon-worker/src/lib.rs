@@ -6,6 +6,9 @@
 
 mod job;
 mod link;
+mod pay;
+
+pub use pay::WorkerPay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,6 +109,7 @@ pub struct Worker {
     pub(crate) tls: RaTls,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) pay: Option<Arc<WorkerPay>>,
 }
 
 impl Worker {
@@ -117,7 +121,18 @@ impl Worker {
             tls,
             slots,
             stats: Arc::default(),
+            pay: None,
         }
+    }
+
+    /// Makes this a paid worker: it signs receipts and keeps vault vouchers.
+    pub fn with_pay(mut self, pay: WorkerPay) -> Self {
+        self.pay = Some(Arc::new(pay));
+        self
+    }
+
+    pub fn pay(&self) -> Option<Arc<WorkerPay>> {
+        self.pay.clone()
     }
 
     pub fn stats(&self) -> Arc<WorkerStats> {
@@ -126,6 +141,9 @@ impl Worker {
 
     /// Runs until `shutdown` is cancelled.
     pub async fn serve(self, shutdown: CancellationToken) {
+        if let Some(pay) = self.pay.clone() {
+            tokio::spawn(pay::claim_loop(pay, shutdown.clone()));
+        }
         run(self, shutdown).await
     }
 

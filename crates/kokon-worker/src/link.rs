@@ -88,6 +88,7 @@ async fn route(worker: Worker, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, paths::ANNOUNCE) => announce(&worker),
         (&Method::POST, paths::JOB) => crate::job::accept(worker, req).await,
+        (&Method::POST, paths::VAULT_VOUCHER) => vault_voucher(&worker, req).await,
         _ => plain(StatusCode::NOT_FOUND, "no such path"),
     }
 }
@@ -95,11 +96,43 @@ async fn route(worker: Worker, req: Request<Incoming>) -> Response<Body> {
 fn announce(worker: &Worker) -> Response<Body> {
     let a = Announce {
         protocol_version: PROTOCOL_VERSION,
-        models: worker.engine.models(),
+        models: worker
+            .engine
+            .models()
+            .into_iter()
+            .map(|mut m| {
+                m.hash = Some(crate::pay::model_hash(m.hash, &m.name));
+                m
+            })
+            .collect(),
         max_jobs: worker.cfg.max_jobs,
         price_milli: worker.cfg.price_milli,
+        payout: worker.pay.as_ref().map(|p| p.payout),
     };
     Response::new(full_body(serde_json::to_vec(&a).unwrap_or_default()))
+}
+
+async fn vault_voucher(worker: &Worker, req: Request<Incoming>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let Some(pay) = &worker.pay else {
+        return plain(StatusCode::NOT_FOUND, "this worker takes no payments");
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), 16 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "voucher too large"),
+    };
+    match crate::pay::accept_voucher(pay, body).await {
+        Ok(_) => plain(StatusCode::OK, "ok"),
+        Err(e) => {
+            tracing::warn!(error = %e, "vault voucher refused");
+            let mut r = Response::new(full_body(e.into_bytes()));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            r
+        }
+    }
 }
 
 pub(crate) fn plain(status: StatusCode, msg: &'static str) -> Response<Body> {

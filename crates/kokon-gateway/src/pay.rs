@@ -1,0 +1,203 @@
+//! The client gateway's side of payments: authorising jobs on its channel,
+//! verifying each worker's receipt, and paying with the next voucher.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kokon_attest::{Clock, Policy, SystemClock};
+use kokon_money::receipt::{self, Budget, Expect};
+use kokon_money::{Nanotons, PriceTable, PublicKey};
+use kokon_pay::books::client::ClientBooks;
+use kokon_proto::{ErrorCode, JobEnd, JobError, JobHeader, JobRequest, Payment};
+use tokio::sync::Mutex;
+
+use crate::ProxyLink;
+
+/// Prompt tokens allowed beyond the payload's size, for the chat template.
+const TEMPLATE_TOKENS: u64 = 256;
+/// Completion budget when the request sets no `max_tokens`.
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+
+/// Payment settings and state of a gateway.
+pub struct ClientPay {
+    pub(crate) books: Mutex<ClientBooks>,
+    pub(crate) prices: PriceTable,
+    pub(crate) policy: Arc<Policy>,
+}
+
+impl ClientPay {
+    pub fn new(books: ClientBooks, prices: PriceTable, policy: Arc<Policy>) -> Self {
+        Self {
+            books: Mutex::new(books),
+            prices,
+            policy,
+        }
+    }
+
+    pub async fn books(&self) -> tokio::sync::MutexGuard<'_, ClientBooks> {
+        self.books.lock().await
+    }
+}
+
+/// What a paid job was admitted with, to check its receipt against.
+pub(crate) struct Authorised {
+    budget: Budget,
+    max_stop: u64,
+}
+
+/// Signs the job onto the channel, after checking the channel can cover it.
+pub(crate) async fn authorise(
+    pay: &ClientPay,
+    header: &mut JobHeader,
+    job: &JobRequest,
+    payload_len: usize,
+) -> Result<Authorised, JobError> {
+    let completion = job.params.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    let budget = Budget {
+        prompt: payload_len as u64 + TEMPLATE_TOKENS,
+        completion: completion.into(),
+    };
+    let coef = header.max_price_milli.unwrap_or(1000);
+    let max_cost = budget
+        .max_cost(&pay.prices, &header.model, coef)
+        .map_err(|e| JobError::new(ErrorCode::BadRequest, format!("cannot price this job: {e}")))?;
+    let books = pay.books().await;
+    let ch = *books.channel();
+    if ch.remaining() < max_cost {
+        return Err(JobError::new(
+            ErrorCode::PaymentRequired,
+            format!(
+                "channel {} has {} nanotons left, this job may cost up to {max_cost}; \
+                 top up with `kokon channel topup --amount <TON>`",
+                ch.id,
+                ch.remaining()
+            ),
+        ));
+    }
+    let signature = books
+        .key()
+        .sign(&header.auth_hash(&ch.id, budget.prompt, budget.completion));
+    header.payment = Some(Payment {
+        channel: ch.id,
+        max_prompt_tokens: budget.prompt,
+        max_completion_tokens: budget.completion,
+        signature,
+    });
+    let max_stop = job
+        .params
+        .stop
+        .iter()
+        .map(|s| s.len() as u64)
+        .max()
+        .unwrap_or(0);
+    Ok(Authorised { budget, max_stop })
+}
+
+/// A paid job in flight: everything needed to settle it at its End frame.
+pub(crate) struct Paid {
+    pub pay: Arc<ClientPay>,
+    pub link: Arc<ProxyLink>,
+    pub header: JobHeader,
+    pub auth: Authorised,
+}
+
+impl Paid {
+    pub async fn settle(&self, end: &JobEnd, delivered_bytes: u64) -> Result<Nanotons, JobError> {
+        settle(
+            &self.pay,
+            &self.link,
+            &self.header,
+            &self.auth,
+            end,
+            delivered_bytes,
+        )
+        .await
+    }
+}
+
+/// Verifies the receipt in `end` against what this gateway saw, pays for it
+/// (voucher on disk first), and sends the voucher to the proxy. Returns the cost.
+pub(crate) async fn settle(
+    pay: &Arc<ClientPay>,
+    link: &Arc<ProxyLink>,
+    header: &JobHeader,
+    auth: &Authorised,
+    end: &JobEnd,
+    delivered_bytes: u64,
+) -> Result<Nanotons, JobError> {
+    let rejected = |m: String| {
+        tracing::warn!(request_id = %header.request_id, reason = %m, "receipt rejected; not paying");
+        JobError::new(
+            ErrorCode::ReceiptRejected,
+            format!("the worker's receipt was rejected, nothing was paid: {m}"),
+        )
+    };
+    let env = end
+        .receipt
+        .as_ref()
+        .ok_or_else(|| rejected("no receipt".into()))?;
+    let worker: PublicKey = kokon_proxy_key(&env.cert, &pay.policy).map_err(rejected)?;
+    let expect = Expect {
+        request_id: &header.request_id,
+        model: &header.model,
+        model_hash: None,
+        prices: &pay.prices,
+        price_milli: None,
+        max_price_milli: header.max_price_milli,
+        budget: auth.budget,
+        // Every generated token yields at least one byte of text, except the
+        // end-of-sequence token and text swallowed by a stop sequence.
+        completion_bound: Some(delivered_bytes + 1 + auth.max_stop),
+    };
+    let cost =
+        receipt::check(&env.receipt, &worker, &expect).map_err(|e| rejected(e.to_string()))?;
+    let voucher = pay
+        .books()
+        .await
+        .pay(&header.request_id, &worker, &env.receipt, cost)
+        .map_err(|e| {
+            JobError::new(
+                ErrorCode::PaymentRequired,
+                format!("cannot pay for this job: {e}"),
+            )
+        })?;
+    if voucher.is_some() {
+        tokio::spawn(deliver_latest(link.clone(), pay.clone()));
+    }
+    Ok(cost)
+}
+
+fn kokon_proxy_key(cert_hex: &str, policy: &Policy) -> Result<PublicKey, String> {
+    let der = hex::decode(cert_hex).map_err(|_| "receipt certificate is not hex".to_string())?;
+    let peer = kokon_attest::verify_certificate(
+        &der,
+        policy,
+        &[kokon_attest::Role::Worker],
+        SystemClock.now_unix(),
+    )
+    .map_err(|e| format!("receipt certificate rejected: {e}"))?;
+    Ok(PublicKey(peer.ed25519_key()))
+}
+
+/// Sends the latest voucher to the proxy, retrying for a while; vouchers
+/// are cumulative, so a newer one makes an undelivered older one moot.
+pub(crate) async fn deliver_latest(link: Arc<ProxyLink>, pay: Arc<ClientPay>) {
+    for attempt in 0..120u32 {
+        let Some(v) = pay.books().await.latest() else {
+            return;
+        };
+        match link.send_voucher(&v).await {
+            Ok(()) => return,
+            Err(e) if e.code == ErrorCode::BadRequest => {
+                // Refused outright (e.g. already superseded): nothing to retry.
+                return tracing::debug!(error = %e.message, "voucher not taken");
+            }
+            Err(e) => {
+                if attempt == 0 {
+                    tracing::warn!(error = %e.message, "voucher not delivered; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

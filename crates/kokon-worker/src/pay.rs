@@ -1,0 +1,159 @@
+//! The worker's side of payments: signing receipts with the attested key,
+//! keeping the proxy's vault vouchers, and claiming from the vault.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kokon_money::{
+    Hash32, Nanotons, PriceTable, Receipt, Signable, Signature, Signed, TokenUsage, WorkerVoucher,
+};
+use kokon_pay::Settlement;
+use kokon_pay::books::worker::WorkerBooks;
+use kokon_proto::{JobEnd, JobHeader, ReceiptEnvelope};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+/// Payment settings and state of a worker.
+pub struct WorkerPay {
+    pub(crate) books: Mutex<WorkerBooks>,
+    pub(crate) prices: PriceTable,
+    pub(crate) ledger: Arc<dyn Settlement>,
+    /// Claim from a vault once this much is claimable.
+    pub(crate) claim_threshold: Nanotons,
+    pub(crate) claim_every: Duration,
+    pub(crate) payout: kokon_money::PublicKey,
+}
+
+impl WorkerPay {
+    pub fn new(
+        books: WorkerBooks,
+        prices: PriceTable,
+        ledger: Arc<dyn Settlement>,
+        claim_threshold: Nanotons,
+        claim_every: Duration,
+    ) -> Self {
+        let payout = books.payout();
+        Self {
+            books: Mutex::new(books),
+            prices,
+            ledger,
+            claim_threshold,
+            claim_every,
+            payout,
+        }
+    }
+
+    pub async fn books(&self) -> tokio::sync::MutexGuard<'_, WorkerBooks> {
+        self.books.lock().await
+    }
+}
+
+/// The model hash named in receipts and announces. Until model files are
+/// bound into attestation (issue 4), it is the SHA-256 of the served name.
+pub(crate) fn model_hash(offered: Option<Hash32>, name: &str) -> Hash32 {
+    offered.unwrap_or_else(|| Hash32::of(format!("kokon-model:{name}").as_bytes()))
+}
+
+/// Signs the receipt for a finished job, records it, and attaches it.
+pub(crate) async fn attach_receipt(
+    worker: &crate::Worker,
+    pay: &WorkerPay,
+    header: &JobHeader,
+    end: &mut JobEnd,
+) -> Result<(), String> {
+    let mut usage = TokenUsage {
+        prompt: end.usage.prompt_tokens.into(),
+        completion: end.usage.completion_tokens.into(),
+        ..Default::default()
+    };
+    // Never bill above the budget the client authorised; the excess is ours.
+    if let Some(p) = &header.payment {
+        usage.prompt = usage.prompt.min(p.max_prompt_tokens);
+        usage.completion = usage.completion.min(p.max_completion_tokens);
+    }
+    let offered = worker
+        .engine
+        .models()
+        .into_iter()
+        .find(|m| m.name == header.model)
+        .and_then(|m| m.hash);
+    let cost = pay
+        .prices
+        .cost(&header.model, &usage, worker.cfg.price_milli)
+        .map_err(|e| e.to_string())?;
+    let body = Receipt {
+        request: Hash32::of(header.request_id.as_bytes()),
+        model: model_hash(offered, &header.model),
+        usage,
+        price_milli: worker.cfg.price_milli,
+        cost,
+    };
+    let hash = body.signing_hash().map_err(|e| e.to_string())?;
+    let (sig, cert) = worker
+        .tls
+        .identity()
+        .sign(&hash)
+        .map_err(|e| e.to_string())?;
+    let receipt = Signed {
+        body,
+        signature: Signature(sig),
+    };
+    pay.books()
+        .await
+        .record_receipt(&header.request_id, &receipt)
+        .map_err(|e| e.to_string())?;
+    end.receipt = Some(ReceiptEnvelope {
+        receipt,
+        cert: hex_encode(&cert),
+    });
+    Ok(())
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    use std::fmt::Write;
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
+}
+
+/// Handles a vault voucher from the proxy: checks it against the vault
+/// owner the *ledger* names, and keeps it.
+pub(crate) async fn accept_voucher(pay: &WorkerPay, body: Bytes) -> Result<Nanotons, String> {
+    let v: Signed<WorkerVoucher> =
+        serde_json::from_slice(&body).map_err(|e| format!("not a vault voucher: {e}"))?;
+    let vault = pay
+        .ledger
+        .vault(v.body.vault)
+        .await
+        .map_err(|e| e.to_string())?;
+    let vault = vault.ok_or_else(|| format!("vault {} is not on the ledger", v.body.vault))?;
+    let delta = pay
+        .books()
+        .await
+        .accept_voucher(v, vault.owner)
+        .map_err(|e| e.to_string())?;
+    tracing::debug!(vault = %v.body.vault.short(), delta = %delta, "vault voucher accepted");
+    Ok(delta)
+}
+
+/// Claims due earnings every `claim_every` until `shutdown`.
+pub(crate) async fn claim_loop(pay: Arc<WorkerPay>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(pay.claim_every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let mut books = pay.books().await;
+        match books
+            .claim_due(pay.ledger.as_ref(), pay.claim_threshold)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(claimed = %n, "claimed earnings from the vault"),
+            Err(e) => tracing::warn!(error = %e, "claiming earnings failed; will retry"),
+        }
+    }
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 use kokon_attest::{Clock, Policy, SystemClock};
 use kokon_money::receipt::{self, Budget, Expect};
 use kokon_money::{Nanotons, PriceTable, PublicKey};
+use kokon_pay::Settlement;
 use kokon_pay::books::client::ClientBooks;
 use kokon_proto::{ErrorCode, JobEnd, JobError, JobHeader, JobRequest, Payment};
 use tokio::sync::Mutex;
@@ -23,14 +24,22 @@ pub struct ClientPay {
     pub(crate) books: Mutex<ClientBooks>,
     pub(crate) prices: PriceTable,
     pub(crate) policy: Arc<Policy>,
+    /// Read to notice top-ups when the channel runs low.
+    pub(crate) ledger: Option<Arc<dyn Settlement>>,
 }
 
 impl ClientPay {
-    pub fn new(books: ClientBooks, prices: PriceTable, policy: Arc<Policy>) -> Self {
+    pub fn new(
+        books: ClientBooks,
+        prices: PriceTable,
+        policy: Arc<Policy>,
+        ledger: Option<Arc<dyn Settlement>>,
+    ) -> Self {
         Self {
             books: Mutex::new(books),
             prices,
             policy,
+            ledger,
         }
     }
 
@@ -61,7 +70,13 @@ pub(crate) async fn authorise(
     let max_cost = budget
         .max_cost(&pay.prices, &header.model, coef)
         .map_err(|e| JobError::new(ErrorCode::BadRequest, format!("cannot price this job: {e}")))?;
-    let books = pay.books().await;
+    let mut books = pay.books().await;
+    if books.channel().remaining() < max_cost
+        && let Some(ledger) = &pay.ledger
+        && let Ok(Some(row)) = ledger.channel(books.channel().id).await
+    {
+        books.set_deposit(row.deposit);
+    }
     let ch = *books.channel();
     if ch.remaining() < max_cost {
         return Err(JobError::new(

@@ -10,6 +10,7 @@
 pub mod books;
 pub mod devnet;
 pub mod fail;
+pub mod keys;
 mod settlement;
 pub mod sqlite;
 

@@ -3,6 +3,8 @@
 //! over real loopback TCP. `kokon up` runs one; integration tests and
 //! benchmarks build them with chosen engines and can kill workers.
 
+pub mod pay;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,8 @@ pub struct NetSpec {
     pub registry: Registry,
     /// See `ProxyConfig::job_idle_timeout`.
     pub job_idle_timeout: Duration,
+    /// Payments on the devnet ledger; `None` runs an unpaid network.
+    pub payments: Option<pay::PaySpec>,
 }
 
 impl NetSpec {
@@ -61,6 +65,7 @@ impl NetSpec {
             api_key: None,
             registry: Registry::local_test_network(),
             job_idle_timeout: Duration::from_secs(120),
+            payments: None,
         }
     }
 }
@@ -76,11 +81,15 @@ pub enum NetError {
     Listen(#[from] std::io::Error),
     #[error("workers did not link to the proxy within {0:?}")]
     WorkersLate(Duration),
+    #[error("payments: {0}")]
+    Pay(#[from] kokon_pay::PayError),
 }
 
 /// A running worker.
 pub struct WorkerHandle {
     pub stats: Arc<WorkerStats>,
+    /// The worker's payment state, on paid networks.
+    pub pay: Option<Arc<kokon_worker::WorkerPay>>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -100,6 +109,7 @@ pub struct LocalNet {
     pub workers: Vec<WorkerHandle>,
     policy: Arc<Policy>,
     shutdown: CancellationToken,
+    pay: Option<(pay::PaySpec, Arc<kokon_pay::devnet::Devnet>)>,
 }
 
 impl Drop for LocalNet {
@@ -124,7 +134,31 @@ impl LocalNet {
             config_sha256(&pcfg),
             &shutdown,
         )?;
-        let proxy = kokon_proxy::start(pcfg, ptls, shutdown.clone()).await?;
+        let booted = match &spec.payments {
+            Some(p) => Some((p.clone(), pay::bootstrap(p).await?)),
+            None => None,
+        };
+        let (proxy_pay, client_pay, pay_state) = match booted {
+            Some((p, np)) => {
+                let ledger: Arc<dyn kokon_pay::Settlement> = np.ledger.clone();
+                let pp = kokon_proxy::ProxyPay::new(
+                    np.proxy,
+                    p.economics.clone(),
+                    ledger.clone(),
+                    1,
+                    p.claim_every,
+                );
+                let cp = kokon_gateway::ClientPay::new(
+                    np.client,
+                    p.economics.prices.clone(),
+                    policy.clone(),
+                    Some(ledger.clone()),
+                );
+                (Some(pp), Some(cp), Some((p, np.ledger)))
+            }
+            None => (None, None, None),
+        };
+        let proxy = kokon_proxy::start_with(pcfg, ptls, proxy_pay, shutdown.clone()).await?;
 
         let mut net = Self {
             gateway: GatewayHandle { addr: proxy.addr },
@@ -132,6 +166,7 @@ impl LocalNet {
             workers: vec![],
             policy,
             shutdown,
+            pay: pay_state,
         };
         let expected = spec
             .workers
@@ -150,7 +185,8 @@ impl LocalNet {
             config_sha256(&gcfg),
             &net.shutdown,
         )?;
-        net.gateway = kokon_gateway::start(gcfg, gtls, net.shutdown.clone()).await?;
+        net.gateway =
+            kokon_gateway::start_with(gcfg, gtls, client_pay, net.shutdown.clone()).await?;
         net.wait_for_workers(expected, Duration::from_secs(20))
             .await?;
         Ok(net)
@@ -169,10 +205,28 @@ impl LocalNet {
             config_sha256(&cfg),
             &stop,
         )?;
-        let worker = Worker::new(cfg, w.engine, tls);
+        let mut worker = Worker::new(cfg, w.engine, tls);
+        if let Some((spec, ledger)) = &self.pay {
+            let books = pay::worker_books(spec, self.workers.len())?;
+            let ledger: Arc<dyn kokon_pay::Settlement> = ledger.clone();
+            let wp = kokon_worker::WorkerPay::new(
+                books,
+                spec.economics.prices.clone(),
+                ledger,
+                1,
+                spec.claim_every,
+            );
+            worker = worker.with_pay(wp);
+        }
         let stats = worker.stats();
+        let pay = worker.pay();
         let task = tokio::spawn(worker.serve(stop.clone()));
-        self.workers.push(WorkerHandle { stats, stop, task });
+        self.workers.push(WorkerHandle {
+            stats,
+            pay,
+            stop,
+            task,
+        });
         Ok(())
     }
 
@@ -186,6 +240,11 @@ impl LocalNet {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
+    }
+
+    /// The devnet ledger, on paid networks.
+    pub fn ledger(&self) -> Option<Arc<kokon_pay::devnet::Devnet>> {
+        self.pay.as_ref().map(|(_, l)| l.clone())
     }
 
     /// Base URL of the OpenAI-compatible API.

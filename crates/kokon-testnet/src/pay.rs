@@ -1,0 +1,115 @@
+//! Payments for a local network: the devnet ledger, dev keys, funding, and
+//! each node's books, all under one directory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kokon_money::{Economics, Nanotons, SecretKey};
+use kokon_pay::books::client::ClientBooks;
+use kokon_pay::books::proxy::ProxyBooks;
+use kokon_pay::books::worker::WorkerBooks;
+use kokon_pay::devnet::{Delays, Devnet};
+use kokon_pay::{PayError, Settlement, SystemClock, keys};
+
+/// 1 TON in nanotons.
+pub const TON: Nanotons = 1_000_000_000;
+
+/// Payments on a local network.
+#[derive(Clone, Debug)]
+pub struct PaySpec {
+    /// Holds `ledger.db`, `keys/` and each node's books.
+    pub dir: PathBuf,
+    pub economics: Economics,
+    /// What the dev client deposits into its channel (and tops up to).
+    pub deposit: Nanotons,
+    /// The proxy's vault stake.
+    pub stake: Nanotons,
+    /// Most the proxy lets a channel owe it.
+    pub max_credit: Nanotons,
+    pub claim_every: Duration,
+}
+
+impl PaySpec {
+    pub fn dev(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            economics: Economics::default(),
+            deposit: TON,
+            stake: TON / 10,
+            max_credit: TON / 100,
+            claim_every: Duration::from_secs(10),
+        }
+    }
+
+    pub fn ledger(&self) -> Result<Devnet, PayError> {
+        let e = &self.economics;
+        let delays = Delays {
+            channel_close_secs: e.channel_close_delay_secs,
+            vault_withdraw_secs: e.vault_withdraw_delay_secs,
+        };
+        Devnet::open(&self.dir.join("ledger.db"), Arc::new(SystemClock), delays)
+    }
+
+    pub fn key(&self, name: &str) -> Result<SecretKey, PayError> {
+        keys::load_or_create(&self.dir.join("keys").join(format!("{name}.key")))
+    }
+}
+
+/// The money side of a started local network.
+pub struct NetPay {
+    pub ledger: Arc<Devnet>,
+    pub proxy: ProxyBooks,
+    pub client: ClientBooks,
+}
+
+/// Funds the dev proxy and client on the devnet, stakes the vault, opens (or
+/// reuses) the client's channel, and opens both books.
+pub async fn bootstrap(spec: &PaySpec) -> Result<NetPay, PayError> {
+    let ledger = Arc::new(spec.ledger()?);
+    let (proxy_key, client_key) = (spec.key("dev-proxy")?, spec.key("dev-client")?);
+    let vault = kokon_money::ledger::vault_address(&proxy_key.public());
+    if ledger.vault(vault).await?.is_none() {
+        ledger.fund(proxy_key.public(), spec.stake).await?;
+        ledger.vault_deposit(&proxy_key, spec.stake).await?;
+    }
+    let open = ledger
+        .channels_of(client_key.public())
+        .await?
+        .into_iter()
+        .rfind(|c| {
+            c.proxy == proxy_key.public() && c.state == kokon_money::ledger::ChannelState::Open
+        });
+    let channel = match open {
+        Some(c) => c,
+        None => {
+            ledger.fund(client_key.public(), spec.deposit).await?;
+            ledger
+                .open_channel(&client_key, proxy_key.public(), spec.deposit)
+                .await?
+        }
+    };
+    let proxy = ProxyBooks::open(
+        &spec.dir.join("proxy.db"),
+        proxy_key,
+        spec.economics.commission_bps,
+        spec.max_credit,
+    )?;
+    let client = ClientBooks::open(
+        &spec.dir.join("client.db"),
+        client_key,
+        channel.id,
+        channel.deposit,
+    )?;
+    Ok(NetPay {
+        ledger,
+        proxy,
+        client,
+    })
+}
+
+/// The books of the `i`-th dev worker.
+pub fn worker_books(spec: &PaySpec, i: usize) -> Result<WorkerBooks, PayError> {
+    let key = spec.key(&format!("dev-worker-{i}"))?;
+    WorkerBooks::open(&spec.dir.join(format!("worker-{i}.db")), key)
+}

@@ -1,0 +1,152 @@
+//! Paid jobs through the in-process network on the devnet ledger: costs in
+//! usage, receipts, vouchers and claims that reconcile to the nanoton, and
+//! 402 when the channel cannot cover a job.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kokon_money::Nanotons;
+use kokon_pay::Settlement;
+use kokon_testnet::pay::PaySpec;
+use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
+use serde_json::Value;
+
+fn paid(dir: &std::path::Path, workers: Vec<WorkerSpec>) -> NetSpec {
+    let mut spec = NetSpec::new(workers);
+    let mut pay = PaySpec::dev(dir.to_path_buf());
+    pay.claim_every = Duration::from_millis(200);
+    spec.payments = Some(pay);
+    spec
+}
+
+fn priced(model: &str, price_milli: u32) -> WorkerSpec {
+    let mut w = WorkerSpec::new(echo(model, 0));
+    w.price_milli = price_milli;
+    w
+}
+
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn paid_jobs_reconcile_to_the_nanoton() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = LocalNet::start(paid(
+        tmp.path(),
+        vec![
+            priced("echo", 800),
+            priced("echo", 800),
+            priced("echo", 1200),
+        ],
+    ))
+    .await
+    .unwrap();
+    let mut spent: Nanotons = 0;
+    for i in 0..30 {
+        let text = words(3 + i % 7);
+        let cost = if i % 2 == 0 {
+            let r: Value = chat(&net.base_url(), "echo", &text, false)
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(r["choices"][0]["message"]["content"], format!("{text} "));
+            r["usage"]["cost_nanoton"].as_u64().expect("cost in usage")
+        } else {
+            let mut sse = Sse::new(chat(&net.base_url(), "echo", &text, true).await);
+            let mut cost = None;
+            while let Some(ev) = sse.next().await {
+                let Ok(ev) = serde_json::from_str::<Value>(&ev) else {
+                    continue;
+                };
+                if let Some(c) = ev["usage"]["cost_nanoton"].as_u64() {
+                    cost = Some(c);
+                }
+            }
+            cost.expect("cost in the usage chunk")
+        };
+        assert!(cost > 0);
+        spent += u128::from(cost);
+    }
+    let proxy = net.proxy.pay().unwrap();
+    eventually("the proxy holds the client's latest voucher", || async {
+        proxy.books().await.totals().unwrap().paid == spent
+    })
+    .await;
+    let t = proxy.books().await.totals().unwrap();
+    assert_eq!(t.receipts, 30);
+    assert_eq!(t.billed, spent, "billed = what the client paid");
+    assert_eq!(t.owed_to_workers + t.commission, t.billed);
+
+    // Workers hold vouchers for exactly their fees, and claim them.
+    let ledger = net.ledger().unwrap();
+    let mut fees = 0;
+    for w in &net.workers {
+        let pay = w.pay.as_ref().unwrap();
+        let (n, receipts) = pay.books().await.receipts_total().unwrap();
+        if n == 0 {
+            continue; // the router prefers the cheapest idle worker
+        }
+        let payout = pay.books().await.payout();
+        eventually("the worker's voucher and claim land", || async {
+            let earned: Nanotons = pay
+                .books()
+                .await
+                .earnings()
+                .iter()
+                .map(|e| e.earned())
+                .sum();
+            // Fee = cost − 10 % commission (rounded down), per receipt.
+            earned > receipts * 8 / 10
+                && earned <= receipts
+                && ledger.balance(payout).await.unwrap() == earned
+        })
+        .await;
+        fees += ledger.balance(payout).await.unwrap();
+    }
+    assert_eq!(fees, t.owed_to_workers, "Σ worker claims = Σ fees");
+    eventually("the proxy claims the channel", || async {
+        let client = PaySpec::dev(tmp.path().to_path_buf())
+            .key("dev-client")
+            .unwrap()
+            .public();
+        let ch = ledger.channels_of(client).await.unwrap();
+        ch[0].claimed == spent
+    })
+    .await;
+    let audit = ledger.audit().await.unwrap();
+    assert!(audit.conserved(), "{audit:?}");
+}
+
+#[tokio::test]
+async fn a_channel_that_cannot_cover_the_job_gets_402() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = paid(tmp.path(), vec![WorkerSpec::new(echo("echo", 0))]);
+    spec.payments.as_mut().unwrap().deposit = 1000;
+    let net = LocalNet::start(spec).await.unwrap();
+    let r = chat(&net.base_url(), "echo", "hello", false).await;
+    assert_eq!(r.status(), 402);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payment_required");
+    assert_eq!(body["error"]["type"], "insufficient_quota");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("top up"),
+        "{body}"
+    );
+}

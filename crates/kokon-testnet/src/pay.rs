@@ -95,12 +95,18 @@ pub async fn bootstrap(spec: &PaySpec) -> Result<NetPay, PayError> {
         spec.economics.commission_bps,
         spec.max_credit,
     )?;
-    let client = ClientBooks::open(
+    let mut client = ClientBooks::open(
         &spec.dir.join("client.db"),
         client_key,
         channel.id,
         channel.deposit,
     )?;
+    if client.channel().remaining() < spec.deposit / 10 {
+        // A dev channel that ran low from earlier runs gets topped up.
+        ledger.fund(client.payer(), spec.deposit).await?;
+        let row = ledger.topup(client.key(), channel.id, spec.deposit).await?;
+        client.set_deposit(row.deposit);
+    }
     Ok(NetPay {
         ledger,
         proxy,

@@ -4,6 +4,7 @@ mod config;
 mod daemons;
 mod model;
 mod up;
+mod wallet;
 
 use clap::{Parser, Subcommand};
 
@@ -29,9 +30,11 @@ enum Command {
     /// Start a whole local network (registry, proxy, workers, OpenAI gateway) in one process.
     Up(up::UpArgs),
     /// Run a proxy: accepts worker and client links and routes jobs.
-    Proxy(daemons::ProxyArgs),
+    /// `kokon proxy vault` shows (and withdraws from) the proxy's vault.
+    Proxy(ProxyCli),
     /// Run a worker: dials a proxy and serves jobs with an engine.
-    Worker(daemons::WorkerArgs),
+    /// `kokon worker earnings|claim` show and claim what it earned.
+    Worker(WorkerCli),
     /// Run a client gateway: an OpenAI-compatible API in front of a proxy.
     Client(daemons::ClientArgs),
     /// Fetch and inspect models.
@@ -40,6 +43,44 @@ enum Command {
     /// Manage the registry file daemons verify peers against.
     #[command(subcommand)]
     Registry(daemons::RegistryCmd),
+    /// Keys and balances on the devnet ledger.
+    Wallet {
+        #[command(subcommand)]
+        cmd: wallet::WalletCmd,
+        #[command(flatten)]
+        w: wallet::Where,
+    },
+    /// The client's payment channel: open, top up, status, close.
+    Channel {
+        #[command(subcommand)]
+        cmd: wallet::ChannelCmd,
+        #[command(flatten)]
+        w: wallet::Where,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct WorkerCli {
+    #[command(subcommand)]
+    money: Option<wallet::WorkerMoneyCmd>,
+    #[command(flatten)]
+    args: daemons::WorkerArgs,
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ProxyCli {
+    #[command(subcommand)]
+    money: Option<ProxyMoneyCmd>,
+    #[command(flatten)]
+    args: daemons::ProxyArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum ProxyMoneyCmd {
+    /// The proxy's vault: balance, billed, paid, owed to workers, commission.
+    Vault(wallet::VaultArgs),
 }
 
 fn init_logging() {
@@ -86,8 +127,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Up(a) => up::run(a).await,
-            Command::Proxy(a) => daemons::proxy(a).await,
-            Command::Worker(a) => daemons::worker(a).await,
+            Command::Proxy(ProxyCli {
+                money: Some(ProxyMoneyCmd::Vault(v)),
+                ..
+            }) => wallet::vault(v).await,
+            Command::Proxy(p) => daemons::proxy(p.args).await,
+            Command::Worker(WorkerCli { money: Some(m), .. }) => wallet::worker_money(m).await,
+            Command::Worker(w) => daemons::worker(w.args).await,
+            Command::Wallet { cmd, w } => wallet::wallet(cmd, w).await,
+            Command::Channel { cmd, w } => wallet::channel(cmd, w).await,
             Command::Client(a) => daemons::client(a).await,
             Command::Model(c) => model::run(c).await,
             Command::Registry(c) => daemons::registry(c),

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Args;
+use kokon_testnet::pay::PaySpec;
 use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
 
 use crate::daemons::{EngineArgs, build_engine};
@@ -27,8 +28,19 @@ pub struct UpArgs {
     /// Require `Authorization: Bearer <key>` on the API.
     #[arg(long, env = "KOKON_API_KEY")]
     pub api_key: Option<String>,
+    /// Where payments settle: `devnet` (an embedded ledger under
+    /// $KOKON_HOME/devnet, funded automatically) or `none` (unpaid).
+    #[arg(long, default_value = "devnet", env = "KOKON_SETTLEMENT")]
+    pub settlement: Settlement,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// Settlement backends `kokon up` can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Settlement {
+    Devnet,
+    None,
 }
 
 pub async fn run(a: UpArgs) -> anyhow::Result<()> {
@@ -49,12 +61,35 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     spec.proxy_listen = a.proxy_listen;
     spec.proxy_admin = Some(a.metrics_listen);
     spec.api_key = a.api_key.clone();
+    if a.settlement == Settlement::Devnet {
+        spec.payments = Some(PaySpec::dev(kokon_models::kokon_home().join("devnet")));
+    }
     let net = LocalNet::start(spec).await?;
     print_banner(&net, &model, a.workers.max(1), a.api_key.is_some());
+    if let Some(ledger) = net.ledger() {
+        print_payments(&net, ledger.as_ref()).await;
+    }
     crate::shutdown_signal().await;
     eprintln!("stopping…");
     net.shutdown();
     Ok(())
+}
+
+async fn print_payments(net: &LocalNet, ledger: &dyn kokon_pay::Settlement) {
+    let Some(pay) = net.proxy.pay() else { return };
+    let vault = pay.books().await.vault();
+    let stake = ledger
+        .vault(vault)
+        .await
+        .ok()
+        .flatten()
+        .map_or(0, |v| v.balance);
+    let dir = kokon_models::kokon_home().join("devnet");
+    println!("Payments settle on the devnet ledger ({}).", dir.display());
+    println!("  proxy vault: {vault} holds {}", crate::wallet::ton(stake));
+    println!("  dev client:  a funded channel; see `kokon channel status`");
+    println!("  every response's usage carries `cost_nanoton`");
+    println!();
 }
 
 fn print_banner(net: &LocalNet, model: &str, workers: u32, auth: bool) {

@@ -16,6 +16,20 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS receipts (request TEXT PRIMARY KEY, worker TEXT NOT NULL, cost TEXT NOT NULL, receipt TEXT NOT NULL);
 ";
 
+/// The latest voucher in the books at `path`, read without opening them
+/// for writing (for status commands while the gateway runs).
+pub fn latest_voucher(path: &Path) -> Result<Option<Signed<ChannelVoucher>>, PayError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    match get_meta(&conn, "voucher") {
+        Ok(Some(s)) => Ok(Some(from_json(&s)?)),
+        Ok(None) => Ok(None),
+        Err(_) => Ok(None), // books without the table yet
+    }
+}
+
 /// The gateway's channel state, durable.
 pub struct ClientBooks {
     conn: Connection,

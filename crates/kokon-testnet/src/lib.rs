@@ -207,7 +207,7 @@ impl LocalNet {
         )?;
         let mut worker = Worker::new(cfg, w.engine, tls);
         if let Some((spec, ledger)) = &self.pay {
-            let books = pay::worker_books(spec, self.workers.len())?;
+            let books = pay::worker_books(spec, &format!("dev-worker-{}", self.workers.len()))?;
             let ledger: Arc<dyn kokon_pay::Settlement> = ledger.clone();
             let wp = kokon_worker::WorkerPay::new(
                 books,

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kokon_money::{Economics, Nanotons, SecretKey};
+use kokon_money::ledger::ChannelState;
+use kokon_money::{Economics, Nanotons, PublicKey, SecretKey};
 use kokon_pay::books::client::ClientBooks;
 use kokon_pay::books::proxy::ProxyBooks;
 use kokon_pay::books::worker::WorkerBooks;
@@ -67,46 +68,8 @@ pub struct NetPay {
 /// reuses) the client's channel, and opens both books.
 pub async fn bootstrap(spec: &PaySpec) -> Result<NetPay, PayError> {
     let ledger = Arc::new(spec.ledger()?);
-    let (proxy_key, client_key) = (spec.key("dev-proxy")?, spec.key("dev-client")?);
-    let vault = kokon_money::ledger::vault_address(&proxy_key.public());
-    if ledger.vault(vault).await?.is_none() {
-        ledger.fund(proxy_key.public(), spec.stake).await?;
-        ledger.vault_deposit(&proxy_key, spec.stake).await?;
-    }
-    let open = ledger
-        .channels_of(client_key.public())
-        .await?
-        .into_iter()
-        .rfind(|c| {
-            c.proxy == proxy_key.public() && c.state == kokon_money::ledger::ChannelState::Open
-        });
-    let channel = match open {
-        Some(c) => c,
-        None => {
-            ledger.fund(client_key.public(), spec.deposit).await?;
-            ledger
-                .open_channel(&client_key, proxy_key.public(), spec.deposit)
-                .await?
-        }
-    };
-    let proxy = ProxyBooks::open(
-        &spec.dir.join("proxy.db"),
-        proxy_key,
-        spec.economics.commission_bps,
-        spec.max_credit,
-    )?;
-    let mut client = ClientBooks::open(
-        &spec.dir.join("client.db"),
-        client_key,
-        channel.id,
-        channel.deposit,
-    )?;
-    if client.channel().remaining() < spec.deposit / 10 {
-        // A dev channel that ran low from earlier runs gets topped up.
-        ledger.fund(client.payer(), spec.deposit).await?;
-        let row = ledger.topup(client.key(), channel.id, spec.deposit).await?;
-        client.set_deposit(row.deposit);
-    }
+    let proxy = proxy_books(spec, &ledger, "dev-proxy").await?;
+    let client = client_books(spec, &ledger, "dev-client", proxy.owner().public()).await?;
     Ok(NetPay {
         ledger,
         proxy,
@@ -114,8 +77,64 @@ pub async fn bootstrap(spec: &PaySpec) -> Result<NetPay, PayError> {
     })
 }
 
-/// The books of the `i`-th dev worker.
-pub fn worker_books(spec: &PaySpec, i: usize) -> Result<WorkerBooks, PayError> {
-    let key = spec.key(&format!("dev-worker-{i}"))?;
-    WorkerBooks::open(&spec.dir.join(format!("worker-{i}.db")), key)
+/// The books of the proxy whose key is `name`, with its vault staked
+/// (devnet funds the stake the first time).
+pub async fn proxy_books(
+    spec: &PaySpec,
+    ledger: &Devnet,
+    name: &str,
+) -> Result<ProxyBooks, PayError> {
+    let key = spec.key(name)?;
+    let vault = kokon_money::ledger::vault_address(&key.public());
+    if ledger.vault(vault).await?.is_none() {
+        ledger.fund(key.public(), spec.stake).await?;
+        ledger.vault_deposit(&key, spec.stake).await?;
+    }
+    ProxyBooks::open(
+        &spec.dir.join(format!("{name}.db")),
+        key,
+        spec.economics.commission_bps,
+        spec.max_credit,
+    )
+}
+
+/// The books of the client whose key is `name`, on its open channel to
+/// `proxy` (devnet funds and opens one, or tops up a low one).
+pub async fn client_books(
+    spec: &PaySpec,
+    ledger: &Devnet,
+    name: &str,
+    proxy: PublicKey,
+) -> Result<ClientBooks, PayError> {
+    let key = spec.key(name)?;
+    let open = ledger
+        .channels_of(key.public())
+        .await?
+        .into_iter()
+        .rfind(|c| c.proxy == proxy && c.state == ChannelState::Open);
+    let channel = match open {
+        Some(c) => c,
+        None => {
+            ledger.fund(key.public(), spec.deposit).await?;
+            ledger.open_channel(&key, proxy, spec.deposit).await?
+        }
+    };
+    let mut books = ClientBooks::open(
+        &spec.dir.join(format!("{name}.db")),
+        key,
+        channel.id,
+        channel.deposit,
+    )?;
+    if books.channel().remaining() < spec.deposit / 10 {
+        // A dev channel that ran low from earlier runs gets topped up.
+        ledger.fund(books.payer(), spec.deposit).await?;
+        let row = ledger.topup(books.key(), channel.id, spec.deposit).await?;
+        books.set_deposit(row.deposit);
+    }
+    Ok(books)
+}
+
+/// The books of the worker whose payout key is `name`.
+pub fn worker_books(spec: &PaySpec, name: &str) -> Result<WorkerBooks, PayError> {
+    WorkerBooks::open(&spec.dir.join(format!("{name}.db")), spec.key(name)?)
 }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{load_file, load_registry, merge, registry_path};
+use kokon_testnet::pay::{self, PaySpec};
 
 /// Settings every daemon shares.
 #[derive(Args, Clone, Default, Deserialize)]
@@ -29,6 +30,33 @@ pub struct Common {
     /// Registry file to verify peers against [default: $KOKON_HOME/registry.toml].
     #[arg(long, env = "KOKON_REGISTRY")]
     pub registry: Option<PathBuf>,
+    /// Settle payments on the devnet ledger in this directory (the one
+    /// `kokon up` uses is $KOKON_HOME/devnet). Unset: an unpaid network.
+    #[arg(long, env = "KOKON_DEVNET")]
+    pub devnet: Option<PathBuf>,
+    /// Name of this node's key in the devnet's keys/ directory
+    /// [default: dev-proxy, dev-worker-0 or dev-client by role].
+    #[arg(long, env = "KOKON_WALLET")]
+    pub wallet: Option<String>,
+}
+
+impl Common {
+    /// The devnet payments of this daemon, if configured.
+    fn devnet(&self) -> anyhow::Result<Option<(PaySpec, Arc<kokon_pay::devnet::Devnet>)>> {
+        let Some(dir) = &self.devnet else {
+            return Ok(None);
+        };
+        let spec = PaySpec::dev(dir.clone());
+        let ledger = Arc::new(
+            spec.ledger()
+                .with_context(|| format!("devnet ledger in {}", dir.display()))?,
+        );
+        Ok(Some((spec, ledger)))
+    }
+
+    fn wallet_or(&self, default: &str) -> String {
+        self.wallet.clone().unwrap_or_else(|| default.to_string())
+    }
 }
 
 #[derive(Args, Default, Deserialize)]
@@ -130,6 +158,10 @@ pub struct ClientArgs {
     /// Highest worker price coefficient accepted, in thousandths [default: any].
     #[arg(long, env = "KOKON_CLIENT_MAX_PRICE")]
     pub max_price_milli: Option<u32>,
+    /// Public key (hex) of the proxy whose vault the channel pays, with
+    /// --devnet [default: the devnet's dev-proxy key].
+    #[arg(long, env = "KOKON_CLIENT_PROXY_KEY")]
+    pub proxy_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -173,7 +205,7 @@ async fn run_until_signal(shutdown: CancellationToken) {
 pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
     let mut file: ProxyArgs = load_file(a.common.config.as_deref())?;
     merge!(a, file, listen, admin, max_attempts, job_idle_secs);
-    merge!(a.common, file.common, registry);
+    merge!(a.common, file.common, registry, devnet, wallet);
     let shutdown = CancellationToken::new();
     let mut cfg =
         kokon_proxy::ProxyConfig::new(a.listen.unwrap_or_else(|| default_addr("0.0.0.0:7400")));
@@ -187,7 +219,25 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
         config_sha256(&cfg),
         &shutdown,
     )?;
-    let h = kokon_proxy::start(cfg, tls, shutdown.clone()).await?;
+    let pay = match a.common.devnet()? {
+        Some((spec, ledger)) => {
+            let books = pay::proxy_books(&spec, &ledger, &a.common.wallet_or("dev-proxy")).await?;
+            eprintln!(
+                "payments: devnet {}, vault {}",
+                spec.dir.display(),
+                books.vault()
+            );
+            Some(kokon_proxy::ProxyPay::new(
+                books,
+                spec.economics.clone(),
+                ledger,
+                1,
+                spec.claim_every,
+            ))
+        }
+        None => None,
+    };
+    let h = kokon_proxy::start_with(cfg, tls, pay, shutdown.clone()).await?;
     eprintln!(
         "proxy listening on {} (metrics: http://{}/metrics)",
         h.addr,
@@ -256,7 +306,7 @@ pub async fn build_engine(e: &EngineArgs) -> anyhow::Result<Arc<dyn Engine>> {
 pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
     let mut file: WorkerArgs = load_file(a.common.config.as_deref())?;
     merge!(a, file, proxy, max_jobs, price_milli, admin);
-    merge!(a.common, file.common, registry);
+    merge!(a.common, file.common, registry, devnet, wallet);
     merge!(
         a.engine,
         file.engine,
@@ -283,7 +333,23 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
     )?;
     let models: Vec<String> = engine.models().into_iter().map(|m| m.name).collect();
     eprintln!("worker serving {models:?}, dialing proxy {}", cfg.proxy);
-    let w = kokon_worker::Worker::new(cfg, engine, tls);
+    let mut w = kokon_worker::Worker::new(cfg, engine, tls);
+    if let Some((spec, ledger)) = a.common.devnet()? {
+        let books = pay::worker_books(&spec, &a.common.wallet_or("dev-worker-0"))?;
+        eprintln!(
+            "payments: devnet {}, payout key {}",
+            spec.dir.display(),
+            books.payout()
+        );
+        let prices = spec.economics.prices.clone();
+        w = w.with_pay(kokon_worker::WorkerPay::new(
+            books,
+            prices,
+            ledger,
+            1,
+            spec.claim_every,
+        ));
+    }
     let admin =
         tokio::net::TcpListener::bind(a.admin.unwrap_or_else(|| default_addr("127.0.0.1:7402")))
             .await?;
@@ -301,8 +367,8 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
 
 pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
     let mut file: ClientArgs = load_file(a.common.config.as_deref())?;
-    merge!(a, file, listen, proxy, api_key, max_price_milli);
-    merge!(a.common, file.common, registry);
+    merge!(a, file, listen, proxy, api_key, max_price_milli, proxy_key);
+    merge!(a.common, file.common, registry, devnet, wallet);
     let shutdown = CancellationToken::new();
     let mut cfg = kokon_gateway::GatewayConfig::new(
         a.listen.unwrap_or_else(|| default_addr("127.0.0.1:8080")),
@@ -310,14 +376,41 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
     );
     cfg.api_key = a.api_key;
     cfg.max_price_milli = a.max_price_milli;
+    let policy = policy(&a.common)?;
     let tls = simulated_node(
         Role::Client,
         None,
-        policy(&a.common)?,
+        policy.clone(),
         config_sha256(&cfg),
         &shutdown,
     )?;
-    let h = kokon_gateway::start(cfg, tls, shutdown.clone()).await?;
+    let pay = match a.common.devnet()? {
+        Some((spec, ledger)) => {
+            // The channel pays the devnet's dev proxy unless --proxy-key names another.
+            let proxy = match &a.proxy_key {
+                Some(k) => kokon_money::PublicKey::from_hex(k)
+                    .context("--proxy-key must be 64 hex digits")?,
+                None => spec.key("dev-proxy")?.public(),
+            };
+            let books =
+                pay::client_books(&spec, &ledger, &a.common.wallet_or("dev-client"), proxy).await?;
+            eprintln!(
+                "payments: devnet {}, channel {}",
+                spec.dir.display(),
+                books.channel().id
+            );
+            let prices = spec.economics.prices.clone();
+            let ledger: Arc<dyn kokon_pay::Settlement> = ledger;
+            Some(kokon_gateway::ClientPay::new(
+                books,
+                prices,
+                policy,
+                Some(ledger),
+            ))
+        }
+        None => None,
+    };
+    let h = kokon_gateway::start_with(cfg, tls, pay, shutdown.clone()).await?;
     eprintln!("OpenAI-compatible API on http://{}/v1", h.addr);
     run_until_signal(shutdown).await;
     Ok(())

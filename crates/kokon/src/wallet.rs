@@ -276,7 +276,7 @@ async fn open_channel(ledger: &Devnet, key: &SecretKey) -> anyhow::Result<kokon_
 
 /// What the dev gateway's books say it has spent (if they exist).
 fn client_spent(w: &Where) -> Option<(kokon_money::Address, Nanotons)> {
-    let path = w.spec().dir.join("client.db");
+    let path = w.spec().dir.join("dev-client.db");
     let v = kokon_pay::books::client::latest_voucher(&path)
         .ok()
         .flatten()?;
@@ -288,28 +288,28 @@ fn client_spent(w: &Where) -> Option<(kokon_money::Address, Nanotons)> {
 pub enum WorkerMoneyCmd {
     /// What this worker has earned, claimed and can still claim.
     Earnings {
-        /// Which dev worker (its books are worker-N.db).
-        #[arg(long, default_value_t = 0)]
-        index: usize,
+        /// The worker's payout key (its books are <name>.db).
+        #[arg(long, default_value = "dev-worker-0")]
+        name: String,
         #[command(flatten)]
         w: Where,
     },
     /// Claim everything claimable from the proxies' vaults now.
     Claim {
-        #[arg(long, default_value_t = 0)]
-        index: usize,
+        #[arg(long, default_value = "dev-worker-0")]
+        name: String,
         #[command(flatten)]
         w: Where,
     },
 }
 
 pub async fn worker_money(cmd: WorkerMoneyCmd) -> anyhow::Result<()> {
-    let (index, w, claim) = match cmd {
-        WorkerMoneyCmd::Earnings { index, w } => (index, w, false),
-        WorkerMoneyCmd::Claim { index, w } => (index, w, true),
+    let (name, w, claim) = match cmd {
+        WorkerMoneyCmd::Earnings { name, w } => (name, w, false),
+        WorkerMoneyCmd::Claim { name, w } => (name, w, true),
     };
     let ledger = w.ledger()?;
-    let mut books = kokon_testnet::pay::worker_books(&w.spec(), index)?;
+    let mut books = kokon_testnet::pay::worker_books(&w.spec(), &name)?;
     let claimed_now = if claim {
         books.claim_due(&ledger, 1).await?
     } else {
@@ -388,7 +388,7 @@ pub async fn vault(a: VaultArgs) -> anyhow::Result<()> {
         .context("the dev proxy has no vault yet; start `kokon up`")?;
     let spec = w.spec();
     let books = ProxyBooks::open(
-        &spec.dir.join("proxy.db"),
+        &spec.dir.join("dev-proxy.db"),
         key,
         spec.economics.commission_bps,
         spec.max_credit,

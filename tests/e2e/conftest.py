@@ -37,11 +37,13 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 @pytest.fixture(scope="session")
 def kokon():
-    """A running `kokon up`: yields (base_url, log_path)."""
+    """A running `kokon up`: yields (base_url, log_path, devnet_dir)."""
     assert BINARY.exists(), f"{BINARY} missing: run `cargo build --release` first"
     port = free_port()
-    log = Path(tempfile.mkdtemp()) / "kokon.log"
-    env = dict(os.environ, KOKON_LOG="info")
+    tmp = Path(tempfile.mkdtemp())
+    log = tmp / "kokon.log"
+    # A fresh devnet per run; the model cache stays in the usual Kokon home.
+    env = dict(os.environ, KOKON_LOG="info", KOKON_DEVNET=str(tmp / "devnet"))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(BINARY), "up", "--workers", "2", "--listen", f"127.0.0.1:{port}"],
@@ -50,7 +52,7 @@ def kokon():
     base = f"http://127.0.0.1:{port}/v1"
     try:
         wait_ready(base, proc)
-        yield base, log
+        yield base, log, tmp / "devnet"
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -16,7 +16,7 @@ CANARY = "KOKON-CANARY-7f3a9c"
 
 @pytest.fixture
 def client(kokon):
-    base, _ = kokon
+    base, _, _ = kokon
     return openai.OpenAI(base_url=base, api_key="unused")
 
 
@@ -61,7 +61,7 @@ def test_errors_have_openai_shape(client):
 
 
 def test_content_never_reaches_the_logs(client, kokon):
-    _, log = kokon
+    _, log, _ = kokon
     prompt = [{"role": "user", "content": f"Repeat after me: {CANARY}"}]
     r = client.chat.completions.create(model=MODEL, messages=prompt, temperature=0, max_tokens=30)
     assert r.choices[0].message.content is not None

@@ -239,10 +239,19 @@ mod tests {
         sample().write(&mut h3);
         h3.insert(BUDGET, "12".parse().unwrap());
         assert_eq!(JobHeader::read(&h3), Err(HeaderError::Malformed(BUDGET)));
-        h3.remove(BUDGET);
-        assert_eq!(JobHeader::read(&h3), Err(HeaderError::Missing(BUDGET)));
+        h3.insert(BUDGET, "1,1".parse().unwrap());
         h3.insert(CHANNEL, "0:abc".parse().unwrap());
         assert_eq!(JobHeader::read(&h3), Err(HeaderError::Malformed(CHANNEL)));
+        h3.remove(CHANNEL);
+        h3.remove(BUDGET);
+        assert_eq!(
+            JobHeader::read(&h3).unwrap().payment,
+            None,
+            "no channel: unpaid"
+        );
+        sample().write(&mut h3);
+        h3.remove(BUDGET);
+        assert_eq!(JobHeader::read(&h3), Err(HeaderError::Missing(BUDGET)));
         h2.insert(REQUEST_ID, "x".repeat(65).parse().unwrap());
         assert_eq!(
             JobHeader::read(&h2),

@@ -32,6 +32,9 @@ pub struct UpArgs {
     /// $KOKON_HOME/devnet, funded automatically) or `none` (unpaid).
     #[arg(long, default_value = "devnet", env = "KOKON_SETTLEMENT")]
     pub settlement: Settlement,
+    /// The devnet directory (ledger, keys, books) [default: $KOKON_HOME/devnet].
+    #[arg(long, env = "KOKON_DEVNET")]
+    pub devnet: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -62,12 +65,12 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     spec.proxy_admin = Some(a.metrics_listen);
     spec.api_key = a.api_key.clone();
     if a.settlement == Settlement::Devnet {
-        spec.payments = Some(PaySpec::dev(kokon_models::kokon_home().join("devnet")));
+        spec.payments = Some(PaySpec::dev(devnet_dir(&a)));
     }
     let net = LocalNet::start(spec).await?;
     print_banner(&net, &model, a.workers.max(1), a.api_key.is_some());
     if let Some(ledger) = net.ledger() {
-        print_payments(&net, ledger.as_ref()).await;
+        print_payments(&net, ledger.as_ref(), &devnet_dir(&a)).await;
     }
     crate::shutdown_signal().await;
     eprintln!("stopping…");
@@ -75,7 +78,13 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn print_payments(net: &LocalNet, ledger: &dyn kokon_pay::Settlement) {
+fn devnet_dir(a: &UpArgs) -> std::path::PathBuf {
+    a.devnet
+        .clone()
+        .unwrap_or_else(|| kokon_models::kokon_home().join("devnet"))
+}
+
+async fn print_payments(net: &LocalNet, ledger: &dyn kokon_pay::Settlement, dir: &std::path::Path) {
     let Some(pay) = net.proxy.pay() else { return };
     let vault = pay.books().await.vault();
     let stake = ledger
@@ -84,7 +93,6 @@ async fn print_payments(net: &LocalNet, ledger: &dyn kokon_pay::Settlement) {
         .ok()
         .flatten()
         .map_or(0, |v| v.balance);
-    let dir = kokon_models::kokon_home().join("devnet");
     println!("Payments settle on the devnet ledger ({}).", dir.display());
     println!("  proxy vault: {vault} holds {}", crate::wallet::ton(stake));
     println!("  dev client:  a funded channel; see `kokon channel status`");

@@ -1,0 +1,212 @@
+//! What payments cost.
+//!
+//! 1. Vouchers: sign + verify of a channel voucher (cell layout + hash +
+//!    Ed25519) against a bare Ed25519 sign + verify of 32 bytes; a full
+//!    receipt check; and the durable step (the gateway's `pay`, one fsync'd
+//!    SQLite commit) — side by side in this process.
+//! 2. Requests through the chain with payments off and on (devnet), same
+//!    process, same client: the ratio is the cost of paying per job.
+//!
+//! `cargo bench -p kokon-testnet --bench payments` (env BENCH_REQUESTS).
+
+use std::time::{Duration, Instant};
+
+use kokon_money::receipt::{Budget, Expect, check};
+use kokon_money::{
+    Address, ChannelVoucher, Hash32, PriceTable, Receipt, SecretKey, Signed, TokenUsage,
+};
+use kokon_testnet::pay::PaySpec;
+use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
+use serde_json::json;
+
+fn per_sec(n: usize, f: impl FnMut(usize)) -> f64 {
+    let mut f = f;
+    let start = Instant::now();
+    for i in 0..n {
+        f(i);
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn vouchers() {
+    let key = SecretKey::from_bytes([7; 32]);
+    let pk = key.public();
+    let channel = Address::new(0, [1; 32]);
+    let n = 20_000;
+    let bare = per_sec(n, |i| {
+        let mut msg = [0u8; 32];
+        msg[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let sig = key.sign(&msg);
+        pk.verify(&msg, &sig).unwrap();
+    });
+    let voucher = per_sec(n, |i| {
+        let v = Signed::sign(
+            ChannelVoucher {
+                channel,
+                amount: i as u128 + 1,
+            },
+            &key,
+        )
+        .unwrap();
+        v.verify(&pk).unwrap();
+    });
+    let prices = PriceTable::default();
+    let usage = TokenUsage {
+        prompt: 100,
+        completion: 50,
+        ..Default::default()
+    };
+    let r = Receipt {
+        request: Hash32::of(b"req"),
+        model: Hash32([2; 32]),
+        usage,
+        price_milli: 1000,
+        cost: 2500,
+    };
+    let r = Signed::sign(r, &key).unwrap();
+    let expect = Expect {
+        request_id: "req",
+        model: "m",
+        model_hash: None,
+        prices: &prices,
+        price_milli: Some(1000),
+        max_price_milli: None,
+        budget: Budget {
+            prompt: 1000,
+            completion: 1000,
+        },
+        completion_bound: None,
+    };
+    let receipts = per_sec(n, |_| {
+        check(&r, &pk, &expect).unwrap();
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut books = kokon_pay::books::client::ClientBooks::open(
+        &tmp.path().join("c.db"),
+        SecretKey::from_bytes([7; 32]),
+        channel,
+        u128::MAX >> 10,
+    )
+    .unwrap();
+    let durable_n = 300;
+    let durable = per_sec(durable_n, |i| {
+        books.pay(&format!("req-{i}"), &pk, &r, 2500).unwrap();
+    });
+    println!("vouchers and receipts ({n} each; durable pay {durable_n})");
+    println!("{:<44} {:>12} {:>8}", "operation", "per second", "ratio");
+    println!(
+        "{:<44} {:>12.0} {:>8.2}",
+        "bare Ed25519 sign+verify (baseline)", bare, 1.0
+    );
+    println!(
+        "{:<44} {:>12.0} {:>8.2}",
+        "channel voucher sign+verify",
+        voucher,
+        voucher / bare
+    );
+    println!(
+        "{:<44} {:>12.0} {:>8.2}",
+        "receipt check (verify + price + bounds)",
+        receipts,
+        receipts / bare
+    );
+    println!(
+        "{:<44} {:>12.0} {:>8.4}",
+        "gateway pay: sign + fsync'd commit",
+        durable,
+        durable / bare
+    );
+}
+
+async fn load(base: &str, requests: usize, concurrency: usize) -> (f64, Duration) {
+    let client = reqwest::Client::new();
+    let url = format!("{base}/chat/completions");
+    let body =
+        json!({"model": "bench", "messages": [{"role": "user", "content": "one two three four"}]});
+    for _ in 0..20 {
+        assert!(
+            client
+                .post(&url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .is_success()
+        );
+    }
+    let per = requests / concurrency;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, url, body) = (client.clone(), url.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per);
+                for _ in 0..per {
+                    let t = Instant::now();
+                    let r = client.post(&url).json(&body).send().await.unwrap();
+                    assert!(r.status().is_success());
+                    r.bytes().await.unwrap();
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let rps = all.len() as f64 / start.elapsed().as_secs_f64();
+    all.sort();
+    (rps, all[all.len() / 2])
+}
+
+async fn chain(requests: usize) {
+    let engine = std::sync::Arc::new(kokon_engine::echo::EchoEngine::new("bench"));
+    let worker = || WorkerSpec {
+        max_jobs: 64,
+        ..WorkerSpec::new(engine.clone())
+    };
+    let off = LocalNet::start(NetSpec::new(vec![worker()])).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = NetSpec::new(vec![worker()]);
+    spec.payments = Some(PaySpec::dev(tmp.path().to_path_buf()));
+    let on = LocalNet::start(spec).await.unwrap();
+    println!();
+    println!("tiny echo chat request through the chain, {requests} requests per row");
+    println!(
+        "{:<6} {:<14} {:>10} {:>12}",
+        "conc", "payments", "req/s", "p50"
+    );
+    for conc in [1usize, 16] {
+        let (r_off, p_off) = load(&off.base_url(), requests, conc).await;
+        let (r_on, p_on) = load(&on.base_url(), requests, conc).await;
+        println!(
+            "{conc:<6} {:<14} {r_off:>10.0} {:>9.3} ms",
+            "off",
+            p_off.as_secs_f64() * 1e3
+        );
+        println!(
+            "{conc:<6} {:<14} {r_on:>10.0} {:>9.3} ms",
+            "on (devnet)",
+            p_on.as_secs_f64() * 1e3
+        );
+        println!(
+            "{conc:<6} {:<14} {:>10.2} {:>12.2}",
+            "ratio on/off",
+            r_on / r_off,
+            p_on.as_secs_f64() / p_off.as_secs_f64()
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let requests: usize = std::env::var("BENCH_REQUESTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    vouchers();
+    chain(requests).await;
+}

@@ -127,9 +127,9 @@ def test_proxy_killed_mid_load_still_reconciles():
                     except httpx.HTTPError:
                         r = None
                     with lock:
-                        if r is not None and r.status_code == 200 and len(costs) < 50:
+                        if r is not None and r.status_code == 200:
                             costs.append(r.json()["usage"]["cost_nanoton"])
-                        elif r is None or r.status_code != 200:
+                        else:
                             failures[0] += 1
                     if r is None or r.status_code != 200:
                         time.sleep(0.1)
@@ -144,7 +144,7 @@ def test_proxy_killed_mid_load_still_reconciles():
         procs["proxy"] = start(proxy_args, env, log)
         for t in threads:
             t.join(timeout=120)
-        assert len(costs) == 50
+        assert len(costs) >= 50
         assert failures[0] > 0, "the kill interrupted some requests"
 
         def settled():

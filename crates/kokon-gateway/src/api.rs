@@ -167,7 +167,6 @@ async fn run_job(
             let auth = crate::pay::authorise(pay, &mut header, &job, payload.len()).await?;
             Some(Paid {
                 pay: pay.clone(),
-                link: s.link.clone(),
                 header: header.clone(),
                 auth,
             })

@@ -81,7 +81,8 @@ pub fn app_with(cfg: GatewayConfig, tls: RaTls, pay: Option<ClientPay>) -> Route
     let pay = pay.map(Arc::new);
     if let Some(p) = &pay {
         // Resync: the proxy gets our latest voucher again (it may have missed it).
-        tokio::spawn(pay::deliver_latest(link.clone(), p.clone()));
+        tokio::spawn(pay::deliver_vouchers(link.clone(), p.clone()));
+        p.wake.notify_one();
     }
     api::router(Arc::new(AppState {
         cfg,

@@ -26,6 +26,8 @@ pub struct ClientPay {
     pub(crate) policy: Arc<Policy>,
     /// Read to notice top-ups when the channel runs low.
     pub(crate) ledger: Option<Arc<dyn Settlement>>,
+    /// Wakes the voucher delivery task.
+    pub(crate) wake: tokio::sync::Notify,
 }
 
 impl ClientPay {
@@ -40,6 +42,7 @@ impl ClientPay {
             prices,
             policy,
             ledger,
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -111,22 +114,13 @@ pub(crate) async fn authorise(
 /// A paid job in flight: everything needed to settle it at its End frame.
 pub(crate) struct Paid {
     pub pay: Arc<ClientPay>,
-    pub link: Arc<ProxyLink>,
     pub header: JobHeader,
     pub auth: Authorised,
 }
 
 impl Paid {
     pub async fn settle(&self, end: &JobEnd, delivered_bytes: u64) -> Result<Nanotons, JobError> {
-        settle(
-            &self.pay,
-            &self.link,
-            &self.header,
-            &self.auth,
-            end,
-            delivered_bytes,
-        )
-        .await
+        settle(&self.pay, &self.header, &self.auth, end, delivered_bytes).await
     }
 }
 
@@ -134,7 +128,6 @@ impl Paid {
 /// (voucher on disk first), and sends the voucher to the proxy. Returns the cost.
 pub(crate) async fn settle(
     pay: &Arc<ClientPay>,
-    link: &Arc<ProxyLink>,
     header: &JobHeader,
     auth: &Authorised,
     end: &JobEnd,
@@ -177,7 +170,7 @@ pub(crate) async fn settle(
             )
         })?;
     if voucher.is_some() {
-        tokio::spawn(deliver_latest(link.clone(), pay.clone()));
+        pay.wake.notify_one();
     }
     Ok(cost)
 }
@@ -194,24 +187,42 @@ fn kokon_proxy_key(cert_hex: &str, policy: &Policy) -> Result<PublicKey, String>
     Ok(PublicKey(peer.ed25519_key()))
 }
 
-/// Sends the latest voucher to the proxy, retrying for a while; vouchers
-/// are cumulative, so a newer one makes an undelivered older one moot.
-pub(crate) async fn deliver_latest(link: Arc<ProxyLink>, pay: Arc<ClientPay>) {
-    for attempt in 0..120u32 {
-        let Some(v) = pay.books().await.latest() else {
-            return;
-        };
-        match link.send_voucher(&v).await {
-            Ok(()) => return,
-            Err(e) if e.code == ErrorCode::BadRequest => {
-                // Refused outright (e.g. already superseded): nothing to retry.
-                return tracing::debug!(error = %e.message, "voucher not taken");
+/// Delivers vouchers to the proxy, one at a time, until the gateway stops:
+/// each wake-up sends the *latest* voucher (vouchers are cumulative, so it
+/// covers every earlier one), retrying while the proxy is unreachable.
+pub(crate) async fn deliver_vouchers(link: Arc<ProxyLink>, pay: Arc<ClientPay>) {
+    let mut sent: Nanotons = 0;
+    loop {
+        pay.wake.notified().await;
+        let mut attempt = 0u32;
+        loop {
+            let Some(v) = pay.books().await.latest() else {
+                break;
+            };
+            if v.body.amount <= sent {
+                break;
             }
-            Err(e) => {
-                if attempt == 0 {
-                    tracing::warn!(error = %e.message, "voucher not delivered; retrying");
+            match link.send_voucher(&v).await {
+                Ok(()) => {
+                    sent = v.body.amount;
+                    break;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                Err(e) if e.code == ErrorCode::BadRequest => {
+                    // Refused outright (e.g. the proxy already holds it).
+                    tracing::debug!(error = %e.message, "voucher not taken");
+                    sent = v.body.amount;
+                    break;
+                }
+                Err(e) => {
+                    if attempt == 0 {
+                        tracing::warn!(error = %e.message, "voucher not delivered; retrying");
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(
+                        Duration::from_millis(500).min(Duration::from_millis(50) * attempt),
+                    )
+                    .await;
+                }
             }
         }
     }

@@ -86,7 +86,7 @@ pub struct JobEnd {
     pub finish_reason: FinishReason,
     /// The worker's signed receipt, on paid networks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub receipt: Option<ReceiptEnvelope>,
+    pub receipt: Option<Box<ReceiptEnvelope>>,
 }
 
 /// A receipt and the certificate of the attested key that signed it.

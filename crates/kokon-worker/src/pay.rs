@@ -103,10 +103,10 @@ pub(crate) async fn attach_receipt(
         .await
         .record_receipt(&header.request_id, &receipt)
         .map_err(|e| e.to_string())?;
-    end.receipt = Some(ReceiptEnvelope {
+    end.receipt = Some(Box::new(ReceiptEnvelope {
         receipt,
         cert: hex_encode(&cert),
-    });
+    }));
     Ok(())
 }
 

@@ -150,3 +150,122 @@ async fn a_channel_that_cannot_cover_the_job_gets_402() {
         "{body}"
     );
 }
+
+/// The proxy's voucher endpoint, spoken to directly over an RA-TLS link:
+/// a forged voucher, a replayed one and one above what was billed are each
+/// refused with their own error; a job signed by a stranger is refused too.
+#[tokio::test]
+async fn proxy_refuses_forged_replayed_and_unbilled_vouchers() {
+    use kokon_attest::{Registry, Role};
+    use kokon_money::{ChannelVoucher, Signed};
+    let tmp = tempfile::tempdir().unwrap();
+    let net = LocalNet::start(paid(tmp.path(), vec![WorkerSpec::new(echo("echo", 0))]))
+        .await
+        .unwrap();
+    let r: Value = chat(&net.base_url(), "echo", "pay me", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cost = u128::from(r["usage"]["cost_nanoton"].as_u64().unwrap());
+    let spec = PaySpec::dev(tmp.path().to_path_buf());
+    let client = spec.key("dev-client").unwrap();
+    let ledger = net.ledger().unwrap();
+    let channel = ledger.channels_of(client.public()).await.unwrap()[0].id;
+    let proxy = net.proxy.pay().unwrap();
+    eventually("the first voucher lands", || async {
+        proxy.books().await.totals().unwrap().paid == cost
+    })
+    .await;
+
+    let policy = std::sync::Arc::new(Registry::local_test_network().policy().unwrap());
+    let tls =
+        kokon_tls::node::simulated_node(Role::Client, None, policy, [0; 32], &Default::default())
+            .unwrap();
+    let link = kokon_gateway::ProxyLink::new(net.proxy.addr, tls);
+    let refused = |v: Signed<ChannelVoucher>| {
+        let link = &link;
+        async move {
+            link.send_voucher(&v)
+                .await
+                .expect_err("must be refused")
+                .message
+        }
+    };
+    let replayed = Signed::sign(
+        ChannelVoucher {
+            channel,
+            amount: cost,
+        },
+        &client,
+    )
+    .unwrap();
+    assert!(refused(replayed).await.contains("replayed or lower"));
+    let mut forged = Signed::sign(
+        ChannelVoucher {
+            channel,
+            amount: cost + 1,
+        },
+        &client,
+    )
+    .unwrap();
+    forged.body.amount = cost * 100;
+    assert!(refused(forged).await.contains("signature does not verify"));
+    let stranger = kokon_money::SecretKey::generate();
+    let foreign = Signed::sign(
+        ChannelVoucher {
+            channel,
+            amount: cost * 2,
+        },
+        &stranger,
+    )
+    .unwrap();
+    assert!(refused(foreign).await.contains("signature does not verify"));
+    let unbilled = Signed::sign(
+        ChannelVoucher {
+            channel,
+            amount: cost * 2,
+        },
+        &client,
+    )
+    .unwrap();
+    assert!(refused(unbilled).await.contains("exceeds what was billed"));
+    assert_eq!(
+        proxy.books().await.totals().unwrap().paid,
+        cost,
+        "nothing moved"
+    );
+
+    // A job on this channel signed by someone else: payment_required.
+    let mut header = kokon_proto::JobHeader {
+        request_id: "intruder".into(),
+        model: "echo".into(),
+        kind: kokon_proto::JobKind::Chat,
+        max_price_milli: None,
+        payment: None,
+    };
+    let sig = stranger.sign(&header.auth_hash(&channel, 100, 10));
+    header.payment = Some(kokon_proto::Payment {
+        channel,
+        max_prompt_tokens: 100,
+        max_completion_tokens: 10,
+        signature: sig,
+    });
+    let body = link
+        .submit(&header, bytes::Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let frames = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    let mut dec = kokon_proto::FrameDecoder::new();
+    dec.push(&frames);
+    match dec.next_frame().unwrap() {
+        Some(kokon_proto::Frame::Error(e)) => {
+            assert_eq!(e.code, kokon_proto::ErrorCode::PaymentRequired);
+            assert!(e.message.contains("payer signature"), "{}", e.message);
+        }
+        other => panic!("expected a payment error, got {other:?}"),
+    }
+}

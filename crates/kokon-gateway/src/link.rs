@@ -118,6 +118,38 @@ impl ProxyLink {
         )
     }
 
+    /// Asks the proxy to close the channel cooperatively.
+    pub async fn close_channel(
+        &self,
+        req: &kokon_proto::CloseRequest,
+    ) -> Result<kokon_proto::CloseReply, JobError> {
+        let body = serde_json::to_vec(req).unwrap_or_default();
+        let req = Request::post(paths::CLOSE)
+            .body(Full::new(Bytes::from(body)))
+            .expect("static request parts");
+        let mut sender = self.sender().await?;
+        let fail =
+            |e: String| JobError::new(ErrorCode::Unavailable, format!("proxy link failed: {e}"));
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .to_bytes();
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| fail(e.to_string()));
+        }
+        Err(
+            serde_json::from_slice::<JobError>(&body).unwrap_or_else(|_| {
+                JobError::new(ErrorCode::BadRequest, format!("proxy answered {status}"))
+            }),
+        )
+    }
+
     /// Models served by attested workers behind the proxy.
     pub async fn models(&self) -> Result<ModelsReply, JobError> {
         let req = Request::get(paths::MODELS)

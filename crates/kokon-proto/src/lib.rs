@@ -42,9 +42,40 @@ pub mod paths {
     pub const VOUCHER: &str = "/kokon/v1/voucher";
     /// Proxy → worker: the worker's latest vault voucher (JSON).
     pub const VAULT_VOUCHER: &str = "/kokon/v1/vault-voucher";
+    /// Client → proxy: close the channel cooperatively (JSON [`crate::CloseRequest`]).
+    pub const CLOSE: &str = "/kokon/v1/channel/close";
 }
 
 pub use announce::{Announce, ModelOffer, ModelsReply};
+
+/// A client asking its proxy to close their channel now: the proxy claims
+/// the latest voucher and the ledger refunds the rest to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CloseRequest {
+    pub channel: kokon_money::Address,
+    /// By the channel's client key over [`CloseRequest::signing_hash`].
+    pub signature: kokon_money::Signature,
+}
+
+impl CloseRequest {
+    pub fn signing_hash(channel: &kokon_money::Address) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"kokon/close/v1\0");
+        h.update([channel.workchain as u8]);
+        h.update(channel.hash);
+        h.finalize().into()
+    }
+}
+
+/// The proxy's answer to a [`CloseRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CloseReply {
+    #[serde(with = "kokon_money::message::u128_string")]
+    pub claimed: u128,
+    #[serde(with = "kokon_money::message::u128_string")]
+    pub refunded: u128,
+}
 pub use error::{ErrorCode, JobError};
 pub use frame::{Frame, FrameDecoder, FrameError};
 pub use header::{HeaderError, JobHeader, JobKind, Payment};

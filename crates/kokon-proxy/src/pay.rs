@@ -206,6 +206,38 @@ pub(crate) async fn accept_voucher(pay: &ProxyPay, body: &[u8]) -> Result<Nanoto
     Ok(delta)
 }
 
+/// Closes a channel at its client's signed request: claims the latest
+/// voucher and has the ledger refund the rest.
+pub(crate) async fn close(
+    pay: &ProxyPay,
+    body: &[u8],
+) -> Result<kokon_proto::CloseReply, JobError> {
+    let bad = |m: String| JobError::new(ErrorCode::BadRequest, m);
+    let req: kokon_proto::CloseRequest =
+        serde_json::from_slice(body).map_err(|e| bad(format!("not a close request: {e}")))?;
+    let mut books = pay.books().await;
+    if !books.knows(&req.channel) {
+        refresh(pay, &mut books, req.channel).await?;
+    }
+    let terms = books
+        .terms(&req.channel)
+        .ok_or_else(|| bad(format!("no channel {}", req.channel)))?;
+    let hash = kokon_proto::CloseRequest::signing_hash(&req.channel);
+    terms
+        .client
+        .verify(&hash, &req.signature)
+        .map_err(|_| bad("the close request is not signed by the channel's client".into()))?;
+    let latest = books.latest_voucher(&req.channel);
+    let (claimed, refunded) = pay
+        .ledger
+        .close_cooperative(books.owner(), req.channel, latest)
+        .await
+        .map_err(|e| bad(format!("cannot close: {e}")))?;
+    refresh(pay, &mut books, req.channel).await?;
+    tracing::info!(channel = %req.channel.short(), claimed = %claimed, refunded = %refunded, "channel closed cooperatively");
+    Ok(kokon_proto::CloseReply { claimed, refunded })
+}
+
 /// Sends `v` to the worker over its link; a lost voucher is covered by the next.
 pub(crate) async fn send_worker_voucher(
     mut sender: crate::workers::Sender,
@@ -232,6 +264,16 @@ pub(crate) async fn claim_loop(pay: Arc<ProxyPay>, shutdown: CancellationToken) 
             _ = shutdown.cancelled() => return,
         }
         let mut books = pay.books().await;
+        // Notice top-ups and closes, so a closing channel stops being served
+        // and its latest voucher is claimed before the deadline.
+        for id in books.channel_ids() {
+            if let Ok(Some(row)) = pay.ledger.channel(id).await
+                && books.terms(&id) != Some(row.terms())
+                && let Err(e) = books.update_terms(row.terms())
+            {
+                tracing::warn!(error = %e, "cannot record channel terms");
+            }
+        }
         for v in books.claims_due(pay.claim_threshold) {
             match books.claim(pay.ledger.as_ref(), v).await {
                 Ok(d) => {

@@ -53,6 +53,7 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         (&Method::POST, paths::JOB) => job(state, req).await,
         (&Method::POST, paths::VOUCHER) => voucher(state, req).await,
+        (&Method::POST, paths::CLOSE) => close(state, req).await,
         _ => {
             let mut r = Response::new(full_body(&b"no such path"[..]));
             *r.status_mut() = StatusCode::NOT_FOUND;
@@ -86,6 +87,31 @@ async fn voucher(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             tracing::warn!(error = %e.message, "voucher refused");
             status(StatusCode::BAD_REQUEST, e)
         }
+    }
+}
+
+async fn close(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let Some(pay) = &state.pay else {
+        return status(
+            StatusCode::NOT_FOUND,
+            JobError::new(ErrorCode::BadRequest, "this proxy takes no payments"),
+        );
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), 16 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                JobError::new(ErrorCode::BadRequest, "request too large"),
+            );
+        }
+    };
+    match crate::pay::close(pay, &body).await {
+        Ok(reply) => Response::new(full_body(serde_json::to_vec(&reply).unwrap_or_default())),
+        Err(e) => status(StatusCode::BAD_REQUEST, e),
     }
 }
 

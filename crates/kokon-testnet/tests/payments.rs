@@ -269,3 +269,66 @@ async fn proxy_refuses_forged_replayed_and_unbilled_vouchers() {
         other => panic!("expected a payment error, got {other:?}"),
     }
 }
+
+/// Cooperative close: only the channel's client can ask; the proxy claims
+/// the latest voucher, the ledger refunds the rest, and the channel then
+/// serves nothing more.
+#[tokio::test]
+async fn cooperative_close_claims_refunds_and_stops_service() {
+    use kokon_attest::{Registry, Role};
+    let tmp = tempfile::tempdir().unwrap();
+    let net = LocalNet::start(paid(tmp.path(), vec![WorkerSpec::new(echo("echo", 0))]))
+        .await
+        .unwrap();
+    let r: Value = chat(&net.base_url(), "echo", "one job", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cost = u128::from(r["usage"]["cost_nanoton"].as_u64().unwrap());
+    let proxy = net.proxy.pay().unwrap();
+    eventually("the voucher lands", || async {
+        proxy.books().await.totals().unwrap().paid == cost
+    })
+    .await;
+    let spec = PaySpec::dev(tmp.path().to_path_buf());
+    let client = spec.key("dev-client").unwrap();
+    let ledger = net.ledger().unwrap();
+    let ch = ledger.channels_of(client.public()).await.unwrap()[0];
+    let before = ledger.balance(client.public()).await.unwrap();
+
+    let policy = std::sync::Arc::new(Registry::local_test_network().policy().unwrap());
+    let tls =
+        kokon_tls::node::simulated_node(Role::Client, None, policy, [0; 32], &Default::default())
+            .unwrap();
+    let link = kokon_gateway::ProxyLink::new(net.proxy.addr, tls);
+    let hash = kokon_proto::CloseRequest::signing_hash(&ch.id);
+    let stranger = kokon_money::SecretKey::generate();
+    let forged = kokon_proto::CloseRequest {
+        channel: ch.id,
+        signature: stranger.sign(&hash),
+    };
+    assert!(
+        link.close_channel(&forged)
+            .await
+            .unwrap_err()
+            .message
+            .contains("not signed by the channel's client")
+    );
+    let req = kokon_proto::CloseRequest {
+        channel: ch.id,
+        signature: client.sign(&hash),
+    };
+    let reply = link.close_channel(&req).await.unwrap();
+    let row = ledger.channel(ch.id).await.unwrap().unwrap();
+    assert_eq!(row.state, kokon_money::ledger::ChannelState::Closed);
+    assert_eq!(row.claimed, cost, "the proxy got exactly what was signed");
+    assert_eq!(reply.claimed + reply.refunded, ch.deposit - ch.claimed);
+    assert_eq!(
+        ledger.balance(client.public()).await.unwrap(),
+        before + reply.refunded
+    );
+    assert!(ledger.audit().await.unwrap().conserved());
+    let r = chat(&net.base_url(), "echo", "after close", false).await;
+    assert_eq!(r.status(), 402);
+}

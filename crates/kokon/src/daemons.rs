@@ -186,7 +186,7 @@ fn default_addr(s: &str) -> SocketAddr {
     s.parse().expect("valid default address")
 }
 
-fn policy(common: &Common) -> anyhow::Result<Arc<kokon_attest::Policy>> {
+pub(crate) fn policy(common: &Common) -> anyhow::Result<Arc<kokon_attest::Policy>> {
     let path = registry_path(common.registry.clone());
     let registry = load_registry(&path)?;
     Ok(Arc::new(

@@ -176,12 +176,19 @@ pub enum ChannelCmd {
         #[arg(long, default_value = "dev-client")]
         name: String,
     },
-    /// Start a unilateral close; with --finish, collect the refund after the delay.
+    /// Close the client's channel. Unilateral by default: starts the close
+    /// delay (the proxy may still claim), then `--finish` collects the
+    /// refund. `--cooperative --proxy ADDR` asks the proxy to close now.
     Close {
         #[arg(long, default_value = "dev-client")]
         name: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "cooperative")]
         finish: bool,
+        #[arg(long, requires = "proxy")]
+        cooperative: bool,
+        /// The proxy's RA-TLS address (printed by `kokon up` and `kokon proxy`).
+        #[arg(long)]
+        proxy: Option<std::net::SocketAddr>,
     },
 }
 
@@ -241,7 +248,20 @@ pub async fn channel(cmd: ChannelCmd, w: Where) -> anyhow::Result<()> {
                 out
             });
         }
-        ChannelCmd::Close { name, finish } => {
+        ChannelCmd::Close {
+            name,
+            cooperative: true,
+            proxy: Some(addr),
+            ..
+        } => {
+            let key = w.key(&name)?;
+            let id = open_channel(&ledger, &key).await?;
+            let reply = close_with_proxy(&key, id, addr).await?;
+            w.print(json!({ "channel": id, "claimed_nanoton": reply.claimed.to_string(), "refunded_nanoton": reply.refunded.to_string() }), || {
+                format!("closed {id} with the proxy: it claimed {}, you got back {}", ton(reply.claimed), ton(reply.refunded))
+            });
+        }
+        ChannelCmd::Close { name, finish, .. } => {
             let key = w.key(&name)?;
             let rows = ledger.channels_of(key.public()).await?;
             if finish {
@@ -264,6 +284,30 @@ pub async fn channel(cmd: ChannelCmd, w: Where) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Asks the proxy at `addr`, over an RA-TLS link, to close `channel` now.
+async fn close_with_proxy(
+    key: &SecretKey,
+    channel: kokon_money::Address,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<kokon_proto::CloseReply> {
+    let policy = crate::daemons::policy(&crate::daemons::Common::default())?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let tls = kokon_tls::node::simulated_node(
+        kokon_attest::Role::Client,
+        None,
+        policy,
+        [0; 32],
+        &shutdown,
+    )?;
+    let link = kokon_gateway::ProxyLink::new(addr, tls);
+    let signature = key.sign(&kokon_proto::CloseRequest::signing_hash(&channel));
+    let reply = link
+        .close_channel(&kokon_proto::CloseRequest { channel, signature })
+        .await;
+    shutdown.cancel();
+    reply.map_err(|e| anyhow::anyhow!("{}", e.message))
 }
 
 async fn open_channel(ledger: &Devnet, key: &SecretKey) -> anyhow::Result<kokon_money::Address> {

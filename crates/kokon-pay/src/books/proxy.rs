@@ -129,6 +129,15 @@ impl ProxyBooks {
         self.channels.contains_key(channel)
     }
 
+    pub fn channel_ids(&self) -> Vec<Address> {
+        self.channels.keys().copied().collect()
+    }
+
+    /// The client's latest voucher on `channel`.
+    pub fn latest_voucher(&self, channel: &Address) -> Option<Signed<ChannelVoucher>> {
+        self.channels.get(channel).and_then(|(c, _)| c.latest)
+    }
+
     pub fn terms(&self, channel: &Address) -> Option<ChannelTerms> {
         self.channels.get(channel).map(|(c, _)| c.terms)
     }

@@ -28,6 +28,9 @@ pub struct Registry {
     pub proxy_images: Vec<String>,
     /// Hex image hashes allowed to act as workers.
     pub worker_images: Vec<String>,
+    /// Prices, commission and delays (docs/ECONOMICS.md); defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub economics: Option<kokon_money::Economics>,
 }
 
 /// A registry file that cannot be used.
@@ -53,7 +56,13 @@ impl Registry {
             network: Network::Test,
             proxy_images: vec![img(Role::Proxy)],
             worker_images: vec![img(Role::Worker)],
+            economics: Some(kokon_money::Economics::default()),
         }
+    }
+
+    /// The economy this registry sets (the defaults if it says nothing).
+    pub fn economics(&self) -> kokon_money::Economics {
+        self.economics.clone().unwrap_or_default()
     }
 
     pub fn parse(text: &str) -> Result<Self, RegistryError> {

@@ -135,7 +135,15 @@ impl LocalNet {
             &shutdown,
         )?;
         let booted = match &spec.payments {
-            Some(p) => Some((p.clone(), pay::bootstrap(p).await?)),
+            Some(p) => {
+                // The registry sets the economy: prices, commission, delays.
+                let p = pay::PaySpec {
+                    economics: spec.registry.economics(),
+                    ..p.clone()
+                };
+                let booted = pay::bootstrap(&p).await?;
+                Some((p, booted))
+            }
             None => None,
         };
         let (proxy_pay, client_pay, pay_state) = match booted {

@@ -46,7 +46,11 @@ impl Common {
         let Some(dir) = &self.devnet else {
             return Ok(None);
         };
-        let spec = PaySpec::dev(dir.clone());
+        let registry = load_registry(&registry_path(self.registry.clone()))?;
+        let spec = PaySpec {
+            economics: registry.economics(),
+            ..PaySpec::dev(dir.clone())
+        };
         let ledger = Arc::new(
             spec.ledger()
                 .with_context(|| format!("devnet ledger in {}", dir.display()))?,

@@ -99,6 +99,22 @@ pub fn verify_certificate(
     })
 }
 
+/// The attested key of the worker certificate (DER, hex) a receipt came
+/// with, if the certificate passes `policy` as a worker at `now`.
+pub fn receipt_signer(
+    cert_hex: &str,
+    policy: &Policy,
+    now: u64,
+) -> Result<kokon_money::PublicKey, String> {
+    if cert_hex.len() > 2 * crate::MAX_CERT_DER {
+        return Err("receipt certificate too large".into());
+    }
+    let der = hex::decode(cert_hex).map_err(|_| "receipt certificate is not hex".to_string())?;
+    let peer = verify_certificate(&der, policy, &[Role::Worker], now)
+        .map_err(|e| format!("receipt certificate rejected: {e}"))?;
+    Ok(kokon_money::PublicKey(peer.ed25519_key()))
+}
+
 fn check_self_signed(cert: &X509Certificate<'_>) -> Result<(), AttestError> {
     if cert.public_key().algorithm.algorithm != OID_SIG_ED25519 {
         return Err(AttestError::WrongKeyType);

@@ -91,31 +91,7 @@ impl ProxyLink {
         &self,
         v: &kokon_money::Signed<kokon_money::ChannelVoucher>,
     ) -> Result<(), JobError> {
-        let body = serde_json::to_vec(v).unwrap_or_default();
-        let req = Request::post(paths::VOUCHER)
-            .body(Full::new(Bytes::from(body)))
-            .expect("static request parts");
-        let mut sender = self.sender().await?;
-        let fail =
-            |e: String| JobError::new(ErrorCode::Unavailable, format!("proxy link failed: {e}"));
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .to_bytes();
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(
-            serde_json::from_slice::<JobError>(&body).unwrap_or_else(|_| {
-                JobError::new(ErrorCode::BadRequest, format!("proxy answered {status}"))
-            }),
-        )
+        self.post_json(paths::VOUCHER, v).await.map(|_| ())
     }
 
     /// Asks the proxy to close the channel cooperatively.
@@ -123,25 +99,20 @@ impl ProxyLink {
         &self,
         req: &kokon_proto::CloseRequest,
     ) -> Result<kokon_proto::CloseReply, JobError> {
-        let body = serde_json::to_vec(req).unwrap_or_default();
-        let req = Request::post(paths::CLOSE)
+        let body = self.post_json(paths::CLOSE, req).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| JobError::new(ErrorCode::Unavailable, format!("bad proxy reply: {e}")))
+    }
+
+    /// POSTs `body` as JSON; a non-2xx answer becomes the proxy's job error.
+    async fn post_json(&self, path: &str, body: &impl serde::Serialize) -> Result<Bytes, JobError> {
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        let req = Request::post(path)
             .body(Full::new(Bytes::from(body)))
             .expect("static request parts");
-        let mut sender = self.sender().await?;
-        let fail =
-            |e: String| JobError::new(ErrorCode::Unavailable, format!("proxy link failed: {e}"));
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .to_bytes();
+        let (status, body) = self.exchange(req, 64 * 1024).await?;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| fail(e.to_string()));
+            return Ok(body);
         }
         Err(
             serde_json::from_slice::<JobError>(&body).unwrap_or_else(|_| {
@@ -150,11 +121,12 @@ impl ProxyLink {
         )
     }
 
-    /// Models served by attested workers behind the proxy.
-    pub async fn models(&self) -> Result<ModelsReply, JobError> {
-        let req = Request::get(paths::MODELS)
-            .body(Full::new(Bytes::new()))
-            .expect("static request parts");
+    /// Sends a small request and reads the whole answer (at most `limit` bytes).
+    async fn exchange(
+        &self,
+        req: Request<Full<Bytes>>,
+        limit: usize,
+    ) -> Result<(http::StatusCode, Bytes), JobError> {
         let mut sender = self.sender().await?;
         let fail =
             |e: String| JobError::new(ErrorCode::Unavailable, format!("proxy link failed: {e}"));
@@ -162,10 +134,22 @@ impl ProxyLink {
             .send_request(req)
             .await
             .map_err(|e| fail(e.to_string()))?;
-        let body = Limited::new(resp.into_body(), 1 << 20)
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), limit)
             .collect()
             .await
-            .map_err(|e| fail(e.to_string()))?;
-        serde_json::from_slice(&body.to_bytes()).map_err(|e| fail(e.to_string()))
+            .map_err(|e| fail(e.to_string()))?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// Models served by attested workers behind the proxy.
+    pub async fn models(&self) -> Result<ModelsReply, JobError> {
+        let req = Request::get(paths::MODELS)
+            .body(Full::new(Bytes::new()))
+            .expect("static request parts");
+        let (_, body) = self.exchange(req, 1 << 20).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| JobError::new(ErrorCode::Unavailable, format!("proxy link failed: {e}")))
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kokon_attest::{Clock, Policy, SystemClock};
 use kokon_money::receipt::{self, Budget, Expect};
-use kokon_money::{Nanotons, PriceTable, PublicKey};
+use kokon_money::{Nanotons, PriceTable};
 use kokon_pay::Settlement;
 use kokon_pay::books::client::ClientBooks;
 use kokon_proto::{ErrorCode, JobEnd, JobError, JobHeader, JobRequest, Payment};
@@ -144,7 +144,9 @@ pub(crate) async fn settle(
         .receipt
         .as_ref()
         .ok_or_else(|| rejected("no receipt".into()))?;
-    let worker: PublicKey = kokon_proxy_key(&env.cert, &pay.policy).map_err(rejected)?;
+    let now = SystemClock.now_unix();
+    let worker =
+        kokon_attest::verify::receipt_signer(&env.cert, &pay.policy, now).map_err(rejected)?;
     let expect = Expect {
         request_id: &header.request_id,
         model: &header.model,
@@ -173,18 +175,6 @@ pub(crate) async fn settle(
         pay.wake.notify_one();
     }
     Ok(cost)
-}
-
-fn kokon_proxy_key(cert_hex: &str, policy: &Policy) -> Result<PublicKey, String> {
-    let der = hex::decode(cert_hex).map_err(|_| "receipt certificate is not hex".to_string())?;
-    let peer = kokon_attest::verify_certificate(
-        &der,
-        policy,
-        &[kokon_attest::Role::Worker],
-        SystemClock.now_unix(),
-    )
-    .map_err(|e| format!("receipt certificate rejected: {e}"))?;
-    Ok(PublicKey(peer.ed25519_key()))
 }
 
 /// Delivers vouchers to the proxy, one at a time, until the gateway stops:

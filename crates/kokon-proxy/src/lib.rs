@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::Metrics;
-pub use pay::{ProxyPay, worker_key};
+pub use pay::ProxyPay;
 use workers::WorkerLink;
 
 /// Proxy settings (see `kokon proxy --help` for the documented defaults).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kokon_attest::{Policy, Role};
+use kokon_attest::Policy;
 use kokon_money::receipt::{self, Budget, Expect};
 use kokon_money::{
     Address, ChannelVoucher, Economics, Hash32, MoneyError, Nanotons, PublicKey, Signed,
@@ -159,7 +159,7 @@ pub(crate) async fn bill(
         .receipt
         .as_ref()
         .ok_or_else(|| rejected("the worker sent no receipt".into()))?;
-    let key = worker_key(&env.cert, policy, now).map_err(rejected)?;
+    let key = kokon_attest::verify::receipt_signer(&env.cert, policy, now).map_err(rejected)?;
     let expect = Expect {
         request_id: &header.request_id,
         model: &header.model,
@@ -183,14 +183,6 @@ pub(crate) async fn bill(
     books
         .bill(bill)
         .map_err(|e| JobError::new(ErrorCode::Unavailable, format!("cannot bill: {e}")))
-}
-
-/// The attested key of the certificate a receipt came with.
-pub fn worker_key(cert_hex: &str, policy: &Policy, now: u64) -> Result<PublicKey, String> {
-    let der = hex::decode(cert_hex).map_err(|_| "receipt certificate is not hex".to_string())?;
-    let peer = kokon_attest::verify_certificate(&der, policy, &[Role::Worker], now)
-        .map_err(|e| format!("receipt certificate rejected: {e}"))?;
-    Ok(PublicKey(peer.ed25519_key()))
 }
 
 /// Handles a client's voucher.

@@ -63,25 +63,11 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn voucher(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let Some(pay) = &state.pay else {
-        return status(
-            StatusCode::NOT_FOUND,
-            JobError::new(ErrorCode::BadRequest, "this proxy takes no payments"),
-        );
+    let (pay, body) = match paid_body(&state, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    let body = match http_body_util::Limited::new(req.into_body(), 16 * 1024)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                JobError::new(ErrorCode::BadRequest, "voucher too large"),
-            );
-        }
-    };
-    match crate::pay::accept_voucher(pay, &body).await {
+    match crate::pay::accept_voucher(&pay, &body).await {
         Ok(_) => Response::new(full_body(&b"ok"[..])),
         Err(e) => {
             tracing::warn!(error = %e.message, "voucher refused");
@@ -91,27 +77,34 @@ async fn voucher(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn close(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let Some(pay) = &state.pay else {
-        return status(
-            StatusCode::NOT_FOUND,
-            JobError::new(ErrorCode::BadRequest, "this proxy takes no payments"),
-        );
+    let (pay, body) = match paid_body(&state, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    let body = match http_body_util::Limited::new(req.into_body(), 16 * 1024)
+    match crate::pay::close(&pay, &body).await {
+        Ok(reply) => Response::new(full_body(serde_json::to_vec(&reply).unwrap_or_default())),
+        Err(e) => status(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// The payment state and a small request body, or the response refusing it.
+async fn paid_body(
+    state: &State,
+    req: Request<Incoming>,
+) -> Result<(Arc<crate::ProxyPay>, Bytes), Response<Body>> {
+    let refuse = |code, msg| status(code, JobError::new(ErrorCode::BadRequest, msg));
+    let Some(pay) = state.pay.clone() else {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            "this proxy takes no payments",
+        ));
+    };
+    match http_body_util::Limited::new(req.into_body(), 16 * 1024)
         .collect()
         .await
     {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                JobError::new(ErrorCode::BadRequest, "request too large"),
-            );
-        }
-    };
-    match crate::pay::close(pay, &body).await {
-        Ok(reply) => Response::new(full_body(serde_json::to_vec(&reply).unwrap_or_default())),
-        Err(e) => status(StatusCode::BAD_REQUEST, e),
+        Ok(b) => Ok((pay, b.to_bytes())),
+        Err(_) => Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "request too large")),
     }
 }
 

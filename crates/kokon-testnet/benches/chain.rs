@@ -5,8 +5,11 @@
 //!
 //! `cargo bench -p kokon-testnet --bench chain` (env BENCH_REQUESTS to change N).
 
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+
+use common::{load, ms};
 
 use axum::Json;
 use axum::routing::post;
@@ -57,65 +60,6 @@ async fn direct_server(engine: Arc<EchoEngine>) -> String {
     format!("http://{addr}/v1")
 }
 
-struct Stats {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-async fn load(base: &str, requests: usize, concurrency: usize) -> Stats {
-    let client = reqwest::Client::new();
-    let url = format!("{base}/chat/completions");
-    let body =
-        json!({"model": MODEL, "messages": [{"role": "user", "content": "one two three four"}]});
-    // Warm up connections and caches.
-    for _ in 0..20 {
-        client
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-    }
-    let per_worker = requests / concurrency;
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, url, body) = (client.clone(), url.clone(), body.clone());
-            tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(per_worker);
-                for _ in 0..per_worker {
-                    let t = Instant::now();
-                    let r = client.post(&url).json(&body).send().await.unwrap();
-                    assert!(r.status().is_success());
-                    r.bytes().await.unwrap();
-                    lat.push(t.elapsed());
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let total = start.elapsed();
-    all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    Stats {
-        rps: all.len() as f64 / total.as_secs_f64(),
-        p50: pct(0.50),
-        p99: pct(0.99),
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1e3)
-}
-
 #[tokio::main]
 async fn main() {
     let requests: usize = std::env::var("BENCH_REQUESTS")
@@ -138,8 +82,8 @@ async fn main() {
         "conc", "path", "req/s", "p50", "p99"
     );
     for conc in [1usize, 16] {
-        let d = load(&direct, requests, conc).await;
-        let c = load(&chain, requests, conc).await;
+        let d = load(&direct, MODEL, requests, conc).await;
+        let c = load(&chain, MODEL, requests, conc).await;
         println!(
             "{conc:<6} {:<8} {:>10.0} {:>12} {:>12}",
             "direct",

@@ -9,7 +9,11 @@
 //!
 //! `cargo bench -p kokon-testnet --bench payments` (env BENCH_REQUESTS).
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Instant;
+
+use common::{load, ms};
 
 use kokon_money::receipt::{Budget, Expect, check};
 use kokon_money::{
@@ -17,7 +21,6 @@ use kokon_money::{
 };
 use kokon_testnet::pay::PaySpec;
 use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
-use serde_json::json;
 
 fn per_sec(n: usize, f: impl FnMut(usize)) -> f64 {
     let mut f = f;
@@ -118,50 +121,6 @@ fn vouchers() {
     );
 }
 
-async fn load(base: &str, requests: usize, concurrency: usize) -> (f64, Duration) {
-    let client = reqwest::Client::new();
-    let url = format!("{base}/chat/completions");
-    let body =
-        json!({"model": "bench", "messages": [{"role": "user", "content": "one two three four"}]});
-    for _ in 0..20 {
-        assert!(
-            client
-                .post(&url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .is_success()
-        );
-    }
-    let per = requests / concurrency;
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, url, body) = (client.clone(), url.clone(), body.clone());
-            tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(per);
-                for _ in 0..per {
-                    let t = Instant::now();
-                    let r = client.post(&url).json(&body).send().await.unwrap();
-                    assert!(r.status().is_success());
-                    r.bytes().await.unwrap();
-                    lat.push(t.elapsed());
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let rps = all.len() as f64 / start.elapsed().as_secs_f64();
-    all.sort();
-    (rps, all[all.len() / 2])
-}
-
 async fn chain(requests: usize) {
     let engine = std::sync::Arc::new(kokon_engine::echo::EchoEngine::new("bench"));
     let worker = || WorkerSpec {
@@ -176,27 +135,28 @@ async fn chain(requests: usize) {
     println!();
     println!("tiny echo chat request through the chain, {requests} requests per row");
     println!(
-        "{:<6} {:<14} {:>10} {:>12}",
-        "conc", "payments", "req/s", "p50"
+        "{:<6} {:<14} {:>10} {:>12} {:>12}",
+        "conc", "payments", "req/s", "p50", "p99"
     );
     for conc in [1usize, 16] {
-        let (r_off, p_off) = load(&off.base_url(), requests, conc).await;
-        let (r_on, p_on) = load(&on.base_url(), requests, conc).await;
+        let off_stats = load(&off.base_url(), "bench", requests, conc).await;
+        let on_stats = load(&on.base_url(), "bench", requests, conc).await;
+        for (name, st) in [("off", &off_stats), ("on (devnet)", &on_stats)] {
+            println!(
+                "{conc:<6} {name:<14} {:>10.0} {:>12} {:>12}",
+                st.rps,
+                ms(st.p50),
+                ms(st.p99)
+            );
+        }
+        let ratio =
+            |a: std::time::Duration, b: std::time::Duration| a.as_secs_f64() / b.as_secs_f64();
         println!(
-            "{conc:<6} {:<14} {r_off:>10.0} {:>9.3} ms",
-            "off",
-            p_off.as_secs_f64() * 1e3
-        );
-        println!(
-            "{conc:<6} {:<14} {r_on:>10.0} {:>9.3} ms",
-            "on (devnet)",
-            p_on.as_secs_f64() * 1e3
-        );
-        println!(
-            "{conc:<6} {:<14} {:>10.2} {:>12.2}",
+            "{conc:<6} {:<14} {:>10.2} {:>12.2} {:>12.2}",
             "ratio on/off",
-            r_on / r_off,
-            p_on.as_secs_f64() / p_off.as_secs_f64()
+            on_stats.rps / off_stats.rps,
+            ratio(on_stats.p50, off_stats.p50),
+            ratio(on_stats.p99, off_stats.p99)
         );
     }
 }

@@ -28,6 +28,15 @@ fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), PayError> {
     Ok(())
 }
 
+/// Rows of four text columns, the third nullable (id, key, voucher, amount).
+type Row4 = (String, String, Option<String>, String);
+
+fn rows4(conn: &Connection, sql: &str) -> Result<Vec<Row4>, PayError> {
+    let mut st = conn.prepare(sql)?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("money types serialize")
 }

@@ -14,7 +14,7 @@ use kokon_money::{
 };
 use rusqlite::{Connection, params};
 
-use super::{from_json, to_json};
+use super::{from_json, rows4, to_json};
 use crate::sqlite::amount;
 use crate::{PayError, Settlement, fail};
 
@@ -77,17 +77,11 @@ impl ProxyBooks {
         let conn = crate::sqlite::open(path, SCHEMA)?;
         let mut channels = HashMap::new();
         {
-            let mut st = conn.prepare("SELECT terms, billed, voucher, claimed FROM channels")?;
-            let rows = st.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })?;
-            for row in rows {
-                let (terms, billed, voucher, claimed) = row?;
+            for row in rows4(
+                &conn,
+                "SELECT terms, billed, voucher, claimed FROM channels",
+            )? {
+                let (terms, billed, voucher, claimed) = row;
                 let terms: ChannelTerms = from_json(&terms)?;
                 let latest = voucher.map(|v| from_json(&v)).transpose()?;
                 channels.insert(

@@ -10,7 +10,7 @@ use kokon_money::{
 };
 use rusqlite::{Connection, params};
 
-use super::{from_json, to_json};
+use super::{from_json, rows4, to_json};
 use crate::sqlite::amount;
 use crate::{PayError, Settlement, fail};
 
@@ -41,17 +41,8 @@ impl WorkerBooks {
         let worker = key.public();
         let mut vaults = HashMap::new();
         {
-            let mut st = conn.prepare("SELECT vault, owner, voucher, claimed FROM vaults")?;
-            let rows = st.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })?;
-            for row in rows {
-                let (vault, owner, voucher, claimed) = row?;
+            for row in rows4(&conn, "SELECT vault, owner, voucher, claimed FROM vaults")? {
+                let (vault, owner, voucher, claimed) = row;
                 let vault = Address::parse(&vault)?;
                 let e = Earnings {
                     vault,

@@ -33,6 +33,8 @@ pub struct LlamaConfig {
     pub context_len: u32,
     /// CPU threads per job. Fixed, so greedy output is reproducible.
     pub threads: u32,
+    /// SHA-256 of the model file, when known (named in announces and receipts).
+    pub model_sha256: Option<[u8; 32]>,
 }
 
 /// A loaded GGUF model.
@@ -87,7 +89,7 @@ impl LlamaEngine {
 impl Engine for LlamaEngine {
     fn models(&self) -> Vec<ModelOffer> {
         vec![ModelOffer {
-            hash: None,
+            hash: self.inner.cfg.model_sha256.map(kokon_money::Hash32),
             name: self.inner.cfg.name.clone(),
             context_len: self.inner.cfg.context_len,
         }]

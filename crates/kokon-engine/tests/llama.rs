@@ -16,6 +16,7 @@ fn engine() -> LlamaEngine {
     LlamaEngine::load(
         &path,
         LlamaConfig {
+            model_sha256: None,
             name: MODEL.into(),
             context_len: 2048,
             threads: 2,

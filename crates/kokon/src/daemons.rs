@@ -274,7 +274,11 @@ pub async fn build_engine(e: &EngineArgs) -> anyhow::Result<Arc<dyn Engine>> {
                     .map(|n| n.get() as u32)
                     .unwrap_or(2)
             });
+            let model_sha256 = kokon_models::find(&model)
+                .and_then(|e| hex::decode(e.sha256).ok())
+                .and_then(|h| h.try_into().ok());
             let cfg = LlamaConfig {
+                model_sha256,
                 name: model,
                 context_len: context,
                 threads,

@@ -23,6 +23,10 @@ const WORKERS: usize = 3;
 const BPS: u16 = 1000;
 const MAX_CREDIT: Nanotons = 20_000;
 const DELAY: u64 = 100;
+/// Base price: a job's maximum cost is then 2 000 nanotons (budget 400 prompt +
+/// 200 completion tokens), so the credit limit (20 000) binds after about ten
+/// unpaid jobs and a deposit (30 000) after about fifteen.
+const PRICE_BASE: u64 = 2_000_000;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -120,6 +124,8 @@ struct World {
     commission: Nanotons,
     stake: Nanotons,
     withdrawn: Nanotons,
+    jobs_tried: u64,
+    jobs_billed: u64,
 }
 
 impl World {
@@ -179,7 +185,7 @@ impl World {
             now: 1_000,
             minted: 100_000 + 200_000 * CLIENTS as u128,
             prices: PriceTable {
-                base_per_million: 10_000_000_000,
+                base_per_million: PRICE_BASE,
                 ..Default::default()
             },
             proxy,
@@ -192,6 +198,8 @@ impl World {
             commission: 0,
             stake: 50_000,
             withdrawn: 0,
+            jobs_tried: 0,
+            jobs_billed: 0,
         }
     }
 
@@ -231,10 +239,17 @@ impl World {
                     v.body.amount += u128::from(extra);
                     prop_assert_eq!(c.proxy_view.accept(v), Err(MoneyError::BadSignature));
                     let mut row = c.row;
-                    prop_assert_eq!(
-                        ledger::claim_channel(&mut row, &mut self.vault.clone(), &v, self.now),
-                        Err(MoneyError::BadSignature)
+                    let claimed =
+                        ledger::claim_channel(&mut row, &mut self.vault.clone(), &v, self.now);
+                    // A closed (or past-deadline) channel refuses before looking at signatures.
+                    let refused = matches!(
+                        claimed,
+                        Err(MoneyError::BadSignature
+                            | MoneyError::ChannelNotOpen
+                            | MoneyError::DelayOver)
                     );
+                    prop_assert!(refused, "forged voucher: {:?}", claimed);
+                    prop_assert_eq!(row, c.row, "nothing changed");
                 }
             }
             Op::Claim { client } => {
@@ -337,15 +352,24 @@ impl World {
         prompt: u64,
         completion: u64,
     ) -> Result<(), TestCaseError> {
+        self.jobs_tried += 1;
         let budget = Budget {
             prompt: 400,
             completion: 200,
         };
         let max = budget.max_cost(&self.prices, "m", 1000).unwrap();
         let c = &mut self.clients[client];
-        if c.proxy_view.admit(max, MAX_CREDIT).is_err() {
+        if let Err(e) = c.proxy_view.admit(max, MAX_CREDIT) {
+            // Refused only when it really would pass the limit (or the channel is closing).
+            let over = c.proxy_view.exposure() + max > c.proxy_view.credit_limit(MAX_CREDIT);
+            prop_assert!(
+                over || !c.proxy_view.terms.open,
+                "refused within the limit: {}",
+                e
+            );
             return Ok(());
         }
+        self.jobs_billed += 1;
         prop_assert!(c.proxy_view.exposure() <= c.proxy_view.credit_limit(MAX_CREDIT));
         let usage = TokenUsage {
             prompt,
@@ -425,6 +449,44 @@ proptest! {
             world.apply(op)?;
         }
     }
+}
+
+/// The model is not vacuous: jobs are billed, paid and claimed, and a
+/// client that stops paying runs into the credit limit.
+#[test]
+fn a_plain_run_bills_pays_and_cuts_off() {
+    let mut w = World::new();
+    for i in 0..8 {
+        let job = Op::Job {
+            client: 0,
+            worker: i % WORKERS,
+            prompt: 300,
+            completion: 150,
+        };
+        w.apply(&job).unwrap();
+        w.apply(&Op::Pay { client: 0 }).unwrap();
+    }
+    assert_eq!(w.jobs_billed, 8);
+    w.apply(&Op::Claim { client: 0 }).unwrap();
+    w.apply(&Op::WorkerClaim { worker: 0 }).unwrap();
+    assert!(w.clients[0].row.claimed > 0 && w.workers[0].claimed > 0);
+    // Client 1 never pays: after about ten jobs the proxy stops serving it.
+    for _ in 0..30 {
+        let job = Op::Job {
+            client: 1,
+            worker: 0,
+            prompt: 399,
+            completion: 199,
+        };
+        w.apply(&job).unwrap();
+    }
+    assert!(w.jobs_tried > w.jobs_billed, "the non-payer was cut off");
+    let c = &w.clients[1].proxy_view;
+    assert!(c.billed - c.paid <= MAX_CREDIT);
+    assert!(
+        c.billed - c.paid > MAX_CREDIT / 2,
+        "it was served up to the limit"
+    );
 }
 
 #[test]

@@ -21,8 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::text::{StopMatcher, Utf8Assembler};
 use crate::{BoxFuture, Engine, EngineError, Output};
 
-/// Default completion budget when a request sets no `max_tokens`.
-pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+pub use kokon_proto::job::DEFAULT_MAX_TOKENS;
 
 /// Settings of the built-in engine.
 #[derive(Clone, Debug)]

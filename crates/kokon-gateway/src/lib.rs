@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 pub use link::ProxyLink;
-pub use pay::{ClientPay, DEFAULT_MAX_TOKENS};
+pub use pay::ClientPay;
 
 /// Gateway settings (see `kokon client --help` for the documented defaults).
 #[derive(Clone)]

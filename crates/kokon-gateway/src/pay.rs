@@ -16,8 +16,6 @@ use crate::ProxyLink;
 
 /// Prompt tokens allowed beyond the payload's size, for the chat template.
 const TEMPLATE_TOKENS: u64 = 256;
-/// Completion budget when the request sets no `max_tokens`.
-pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 
 /// Payment settings and state of a gateway.
 pub struct ClientPay {
@@ -64,7 +62,10 @@ pub(crate) async fn authorise(
     job: &JobRequest,
     payload_len: usize,
 ) -> Result<Authorised, JobError> {
-    let completion = job.params.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    let completion = job
+        .params
+        .max_tokens
+        .unwrap_or(kokon_proto::job::DEFAULT_MAX_TOKENS);
     let budget = Budget {
         prompt: payload_len as u64 + TEMPLATE_TOKENS,
         completion: completion.into(),

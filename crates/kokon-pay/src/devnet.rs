@@ -19,8 +19,9 @@ use kokon_money::{
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use crate::Clock;
 use crate::PayError;
-use crate::settlement::{BoxFuture, Clock, Settlement};
+use crate::settlement::{BoxFuture, Settlement};
 use crate::sqlite::amount;
 
 const SCHEMA: &str = "
@@ -102,15 +103,24 @@ fn set_account(tx: &Transaction<'_>, k: &PublicKey, v: Nanotons) -> Result<(), P
     Ok(())
 }
 
-fn channel(tx: &Transaction<'_>, id: &Address) -> Result<ChannelRow, PayError> {
+/// The JSON row stored under `id` in `table` (`channels` or `vaults`).
+fn row<T: serde::de::DeserializeOwned>(
+    tx: &Transaction<'_>,
+    table: &str,
+    id: &Address,
+) -> Result<Option<T>, PayError> {
     let s: Option<String> = tx
         .query_row(
-            "SELECT row FROM channels WHERE id = ?1",
+            &format!("SELECT row FROM {table} WHERE id = ?1"),
             [id.to_string()],
             |r| r.get(0),
         )
         .optional()?;
-    parse(s.ok_or(PayError::NoChannel(*id))?)
+    s.map(parse).transpose()
+}
+
+fn channel(tx: &Transaction<'_>, id: &Address) -> Result<ChannelRow, PayError> {
+    row(tx, "channels", id)?.ok_or(PayError::NoChannel(*id))
 }
 
 fn set_channel(tx: &Transaction<'_>, c: &ChannelRow) -> Result<(), PayError> {
@@ -122,14 +132,7 @@ fn set_channel(tx: &Transaction<'_>, c: &ChannelRow) -> Result<(), PayError> {
 }
 
 fn vault(tx: &Transaction<'_>, id: &Address) -> Result<VaultRow, PayError> {
-    let s: Option<String> = tx
-        .query_row(
-            "SELECT row FROM vaults WHERE id = ?1",
-            [id.to_string()],
-            |r| r.get(0),
-        )
-        .optional()?;
-    parse(s.ok_or(PayError::NoVault(*id))?)
+    row(tx, "vaults", id)?.ok_or(PayError::NoVault(*id))
 }
 
 fn set_vault(tx: &Transaction<'_>, v: &VaultRow) -> Result<(), PayError> {
@@ -193,7 +196,7 @@ impl Devnet {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>, u64) -> Result<T, PayError> + Send + 'static,
     {
-        let (conn, now) = (self.conn.clone(), self.clock.now());
+        let (conn, now) = (self.conn.clone(), self.clock.now_unix());
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -210,7 +213,7 @@ impl Devnet {
         self.tx(move |tx, now| {
             let bal = account_add(tx, &account, amount)?;
             let minted: Option<String> = tx.query_row("SELECT value FROM meta WHERE key = 'minted'", [], |r| r.get(0)).optional()?;
-            let minted = minted.map_or(Ok(0), amount_of)? + amount;
+            let minted = minted.map_or(Ok(0), crate::sqlite::amount)? + amount;
             tx.execute("INSERT INTO meta (key, value) VALUES ('minted', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1", [minted.to_string()])?;
             log(tx, now, "fund", format!("{account} +{amount}"))?;
             Ok(bal)
@@ -244,7 +247,7 @@ impl Devnet {
                 .map(|s| parse::<VaultRow>(s).map(|v| v.balance))
                 .sum::<Result<Nanotons, _>>()?;
             Ok(Audit {
-                minted: minted.map_or(Ok(0), amount_of)?,
+                minted: minted.map_or(Ok(0), amount)?,
                 accounts,
                 channels,
                 vaults,
@@ -252,10 +255,6 @@ impl Devnet {
         })
         .await
     }
-}
-
-fn amount_of(s: String) -> Result<Nanotons, PayError> {
-    amount(s)
 }
 
 fn account_add(tx: &Transaction<'_>, k: &PublicKey, delta: Nanotons) -> Result<Nanotons, PayError> {
@@ -272,11 +271,7 @@ impl Settlement for Devnet {
     }
 
     fn channel(&self, id: Address) -> BoxFuture<'_, Result<Option<ChannelRow>, PayError>> {
-        Box::pin(self.tx(move |tx, _| match channel(tx, &id) {
-            Ok(c) => Ok(Some(c)),
-            Err(PayError::NoChannel(_)) => Ok(None),
-            Err(e) => Err(e),
-        }))
+        Box::pin(self.tx(move |tx, _| row(tx, "channels", &id)))
     }
 
     fn channels_of(&self, client: PublicKey) -> BoxFuture<'_, Result<Vec<ChannelRow>, PayError>> {
@@ -288,11 +283,7 @@ impl Settlement for Devnet {
     }
 
     fn vault(&self, id: Address) -> BoxFuture<'_, Result<Option<VaultRow>, PayError>> {
-        Box::pin(self.tx(move |tx, _| match vault(tx, &id) {
-            Ok(v) => Ok(Some(v)),
-            Err(PayError::NoVault(_)) => Ok(None),
-            Err(e) => Err(e),
-        }))
+        Box::pin(self.tx(move |tx, _| row(tx, "vaults", &id)))
     }
 
     fn worker_claimed(
@@ -434,15 +425,12 @@ impl Settlement for Devnet {
         let owner = owner.public();
         Box::pin(self.tx(move |tx, now| {
             let id = ledger::vault_address(&owner);
-            let mut vl = match vault(tx, &id) {
-                Err(PayError::NoVault(_)) => VaultRow {
-                    id,
-                    owner,
-                    balance: 0,
-                    withdrawal: None,
-                },
-                other => other?,
-            };
+            let mut vl = row(tx, "vaults", &id)?.unwrap_or(VaultRow {
+                id,
+                owner,
+                balance: 0,
+                withdrawal: None,
+            });
             let mut bal = account(tx, &owner)?;
             ledger::vault_deposit(&mut bal, &mut vl, amt)?;
             set_account(tx, &owner, bal)?;

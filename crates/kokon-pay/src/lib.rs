@@ -14,7 +14,8 @@ pub mod keys;
 mod settlement;
 pub mod sqlite;
 
-pub use settlement::{BoxFuture, Clock, ManualClock, Settlement, SystemClock};
+pub use kokon_attest::{Clock, SystemClock};
+pub use settlement::{BoxFuture, ManualClock, Settlement};
 
 use kokon_money::MoneyError;
 

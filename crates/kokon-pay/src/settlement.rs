@@ -4,6 +4,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use kokon_attest::Clock;
+
 use kokon_money::ledger::{ChannelRow, VaultRow, Withdrawal};
 use kokon_money::{Address, ChannelVoucher, Nanotons, PublicKey, SecretKey, Signed, WorkerVoucher};
 
@@ -75,22 +77,6 @@ pub trait Settlement: Send + Sync + 'static {
     fn withdraw<'a>(&'a self, owner: &'a SecretKey) -> R<'a, Nanotons>;
 }
 
-/// Unix seconds, injectable.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> u64;
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    }
-}
-
 /// A clock tests move by hand.
 #[derive(Debug, Default)]
 pub struct ManualClock(pub AtomicU64);
@@ -106,13 +92,7 @@ impl ManualClock {
 }
 
 impl Clock for ManualClock {
-    fn now(&self) -> u64 {
+    fn now_unix(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl<C: Clock> Clock for std::sync::Arc<C> {
-    fn now(&self) -> u64 {
-        (**self).now()
     }
 }

@@ -31,6 +31,10 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// Tokens generated when a request sets no `max_tokens` (engines use it, and
+/// a paying gateway budgets for it).
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+
 /// Generation parameters (OpenAI semantics).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct SamplingParams {

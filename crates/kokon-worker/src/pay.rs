@@ -105,18 +105,9 @@ pub(crate) async fn attach_receipt(
         .map_err(|e| e.to_string())?;
     end.receipt = Some(Box::new(ReceiptEnvelope {
         receipt,
-        cert: hex_encode(&cert),
+        cert: hex::encode(&cert),
     }));
     Ok(())
-}
-
-fn hex_encode(b: &[u8]) -> String {
-    use std::fmt::Write;
-    b.iter()
-        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
-            let _ = write!(s, "{x:02x}");
-            s
-        })
 }
 
 /// Handles a vault voucher from the proxy: checks it against the vault

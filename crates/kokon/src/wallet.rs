@@ -222,7 +222,7 @@ pub async fn channel(cmd: ChannelCmd, w: Where) -> anyhow::Result<()> {
         }
         ChannelCmd::Status { name } => {
             let key = w.key(&name)?;
-            let spent = client_spent(&w);
+            let spent = client_spent(&w, &name);
             let rows = ledger.channels_of(key.public()).await?;
             let list: Vec<_> = rows
                 .iter()
@@ -318,9 +318,9 @@ async fn open_channel(ledger: &Devnet, key: &SecretKey) -> anyhow::Result<kokon_
         .context("no open channel; open one with `kokon channel open --amount <TON>`")
 }
 
-/// What the dev gateway's books say it has spent (if they exist).
-fn client_spent(w: &Where) -> Option<(kokon_money::Address, Nanotons)> {
-    let path = w.spec().dir.join("dev-client.db");
+/// What the books of the gateway using key `name` say it has spent (if they exist).
+fn client_spent(w: &Where, name: &str) -> Option<(kokon_money::Address, Nanotons)> {
+    let path = w.spec().dir.join(format!("{name}.db"));
     let v = kokon_pay::books::client::latest_voucher(&path)
         .ok()
         .flatten()?;

@@ -62,7 +62,6 @@ impl ClientBooks {
         };
         let latest = latest.filter(|v| v.body.channel == channel);
         let spent = latest.map_or(0, |v| v.body.amount);
-        set_meta(&conn, "channel", &channel.to_string())?;
         Ok(Self {
             conn,
             key,
@@ -123,10 +122,7 @@ impl ClientBooks {
             )));
         }
         if let Some(v) = &voucher {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('voucher', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
-                [to_json(v)],
-            )?;
+            set_meta(&tx, "voucher", &to_json(v))?;
         }
         tx.commit()?;
         fail::hit("client.pay.after_persist")?;

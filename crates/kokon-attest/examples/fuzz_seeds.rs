@@ -13,14 +13,14 @@ fn main() -> std::io::Result<()> {
             .unwrap_or_else(|| "fuzz/seeds".into()),
     );
     for role in [Role::Worker, Role::Proxy, Role::Client] {
-        let id = Identity::simulated(&IdentityParams {
+        let params = IdentityParams {
             role,
             config_sha256: [3; 32],
-            image_label: simulated_label(role),
+            models: vec![[5; 32]],
             lifetime_secs: 3600,
             now: 1_800_000_000, // the fuzz target's fixed "now"
-        })
-        .expect("certificate");
+        };
+        let id = Identity::simulated(&params, &simulated_label(role)).expect("certificate");
         std::fs::create_dir_all(out.join("certificate"))?;
         std::fs::write(
             out.join("certificate").join(format!("{role}.der")),

@@ -6,8 +6,8 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use crate::evidence::binding;
-use crate::{Claims, Evidence, EvidenceKind, Role, SimulatedQuote, oids};
+use crate::evidence::{EvidenceSource, SimulatedSource, binding};
+use crate::{Claims, Evidence, Role, oids};
 
 /// What a node needs to make its certificate.
 #[derive(Clone, Debug)]
@@ -15,8 +15,8 @@ pub struct IdentityParams {
     pub role: Role,
     /// SHA-256 of the node's effective configuration.
     pub config_sha256: [u8; 32],
-    /// Names the simulated image (see [`SimulatedQuote::measurements_for`]).
-    pub image_label: String,
+    /// SHA-256 of each model file the node serves (workers).
+    pub models: Vec<[u8; 32]>,
     /// Certificate lifetime in seconds.
     pub lifetime_secs: u64,
     /// Unix seconds now (the caller's clock).
@@ -54,9 +54,28 @@ pub struct CertParts {
     pub extra: Vec<(Vec<u64>, Vec<u8>, bool)>,
 }
 
+/// Why a certificate could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("cannot build the certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+    #[error("cannot get {kind} evidence: {why}")]
+    Evidence {
+        kind: crate::EvidenceKind,
+        why: String,
+    },
+}
+
 impl Identity {
-    /// Makes a fresh key and a certificate carrying `simulated` evidence.
-    pub fn simulated(p: &IdentityParams) -> Result<Self, rcgen::Error> {
+    /// Makes a fresh key and a certificate carrying `simulated` evidence for
+    /// the image `label` (see [`crate::SimulatedQuote::measurements_for`]).
+    pub fn simulated(p: &IdentityParams, label: &str) -> Result<Self, IssueError> {
+        Self::issue(p, &SimulatedSource::new(label))
+    }
+
+    /// Makes a fresh key and a certificate whose evidence (from `source`)
+    /// binds the key and the claims.
+    pub fn issue(p: &IdentityParams, source: &dyn EvidenceSource) -> Result<Self, IssueError> {
         let key = KeyPair::generate_for(&PKCS_ED25519)?;
         let spki = key.subject_public_key_info();
         let claims = Claims {
@@ -65,15 +84,18 @@ impl Identity {
             tls_key_sha256: hex::encode(crate::sha256(&spki)),
             issued_at: p.now,
             config_sha256: hex::encode(p.config_sha256),
+            models: p.models.iter().map(hex::encode).collect(),
         };
         let claims_bytes = claims.to_bytes();
-        let quote = SimulatedQuote {
-            measurements: SimulatedQuote::measurements_for(&p.image_label),
-            report_data: binding(&spki, &claims_bytes),
-        };
+        let quote = source
+            .quote(&binding(&spki, &claims_bytes))
+            .map_err(|why| IssueError::Evidence {
+                kind: source.kind(),
+                why,
+            })?;
         let evidence = Evidence {
-            kind: EvidenceKind::Simulated,
-            quote: quote.to_bytes(),
+            kind: source.kind(),
+            quote,
         };
         let now = p.now as i64;
         let parts = CertParts {

@@ -39,7 +39,13 @@ pub struct Claims {
     pub issued_at: u64,
     /// Hex SHA-256 of the node's effective configuration.
     pub config_sha256: String,
+    /// Hex SHA-256 of each model file a worker serves (empty for others).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
+
+/// Most models a certificate may name.
+pub const MAX_MODELS: usize = 32;
 
 impl Claims {
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -64,6 +70,23 @@ impl Claims {
                 "config_sha256 is not 32 hex bytes".into(),
             ));
         }
+        if c.models.len() > MAX_MODELS {
+            return Err(AttestError::ClaimsMalformed(format!(
+                "{} models, at most {MAX_MODELS}",
+                c.models.len()
+            )));
+        }
+        if let Some(bad) = c.models.iter().find(|m| !is_hex32(m)) {
+            return Err(AttestError::ModelHashMalformed(bad.clone()));
+        }
         Ok(c)
+    }
+
+    /// The model hashes the claims name (validated by [`Claims::parse`]).
+    pub fn model_hashes(&self) -> Vec<[u8; 32]> {
+        self.models
+            .iter()
+            .filter_map(|m| hex::decode(m).ok()?.try_into().ok())
+            .collect()
     }
 }

@@ -1,7 +1,7 @@
 //! Why a certificate or its evidence was refused. One variant per reason, so
 //! tests (and people) can tell them apart.
 
-use crate::{EvidenceKind, Role};
+use crate::Role;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum AttestError {
@@ -43,8 +43,6 @@ pub enum AttestError {
     EvidenceTooLarge(usize),
     #[error("evidence kind {0} is unknown")]
     UnknownEvidenceKind(u8),
-    #[error("evidence kind `{0}` is not supported by this build")]
-    EvidenceKindUnsupported(EvidenceKind),
     #[error(
         "simulated evidence is refused: the registry policy does not allow it (it is for test networks only)"
     )]
@@ -61,6 +59,47 @@ pub enum AttestError {
     UnexpectedRole { got: Role, expected: Vec<Role> },
     #[error("image hash {image} is not allowed for role {role} by the registry")]
     ImageNotAllowed { role: Role, image: String },
+    #[error("none of the worker's models {models:?} is allowed by the registry")]
+    ModelNotAllowed { models: Vec<String> },
+    #[error("claims name model hash {0}, which is not 32 hex bytes")]
+    ModelHashMalformed(String),
+    #[error(
+        "TDX evidence cannot be checked: no Intel collateral is loaded (run `kokon attest collateral fetch` or copy collateral into the cache directory)"
+    )]
+    TdxNotConfigured,
+    #[error("TDX quote is malformed: {0}")]
+    QuoteMalformed(String),
+    #[error("quote is not a TDX quote (TEE type {0:#x})")]
+    QuoteNotTdx(u32),
+    #[error("quote's PCK certificate chain does not verify to Intel's root: {0}")]
+    PckCertInvalid(String),
+    #[error(
+        "no collateral cached for platform FMSPC {0}; fetch it with `kokon attest collateral fetch`"
+    )]
+    CollateralMissing(String),
+    #[error("collateral is outside its validity window (refresh it): {0}")]
+    CollateralExpired(String),
+    #[error("collateral does not verify: {0}")]
+    CollateralInvalid(String),
+    #[error("collateral is for another platform: {0}")]
+    CollateralMismatch(String),
+    #[error("quote signature does not verify: {0}")]
+    QuoteSignatureInvalid(String),
+    #[error("platform TCB matches no level in Intel's TCB info")]
+    TcbLevelNotFound,
+    #[error("platform TCB is revoked: {0}")]
+    TcbRevoked(String),
+    #[error("TCB status {status} is not accepted by the registry (accepted: {allowed:?})")]
+    TcbStatusNotAllowed {
+        status: String,
+        allowed: Vec<String>,
+    },
+    #[error("debug TD refused: its memory is readable by the host; only test networks accept it")]
+    DebugTdRefused,
+    #[error("TD attributes refused: {0}")]
+    TdAttributesRefused(String),
+    #[error("quote rejected by the DCAP verifier: {0}")]
+    QuoteRejected(String),
 }
 
 impl AttestError {
@@ -86,7 +125,6 @@ impl AttestError {
             EvidenceMalformed(_) => "evidence_malformed",
             EvidenceTooLarge(_) => "evidence_too_large",
             UnknownEvidenceKind(_) => "unknown_evidence_kind",
-            EvidenceKindUnsupported(_) => "evidence_kind_unsupported",
             SimulatedNotAllowed => "simulated_not_allowed",
             BindingMismatch => "binding_mismatch",
             KeyMismatch { .. } => "key_mismatch",
@@ -94,6 +132,23 @@ impl AttestError {
             ProtocolVersion(_) => "protocol_version",
             UnexpectedRole { .. } => "unexpected_role",
             ImageNotAllowed { .. } => "image_not_allowed",
+            ModelNotAllowed { .. } => "model_not_allowed",
+            ModelHashMalformed(_) => "model_hash_malformed",
+            TdxNotConfigured => "tdx_not_configured",
+            QuoteMalformed(_) => "quote_malformed",
+            QuoteNotTdx(_) => "quote_not_tdx",
+            PckCertInvalid(_) => "pck_cert_invalid",
+            CollateralMissing(_) => "collateral_missing",
+            CollateralExpired(_) => "collateral_expired",
+            CollateralInvalid(_) => "collateral_invalid",
+            CollateralMismatch(_) => "collateral_mismatch",
+            QuoteSignatureInvalid(_) => "quote_signature_invalid",
+            TcbLevelNotFound => "tcb_level_not_found",
+            TcbRevoked(_) => "tcb_revoked",
+            TcbStatusNotAllowed { .. } => "tcb_status_not_allowed",
+            DebugTdRefused => "debug_td_refused",
+            TdAttributesRefused(_) => "td_attributes_refused",
+            QuoteRejected(_) => "quote_rejected",
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Evidence kinds and the measurements they prove.
 //!
-//! * `tdx` (kind 2): an Intel TDX quote. Parsing and DCAP verification land
-//!   with the attestation issue; today such evidence is refused as unsupported.
+//! * `tdx` (kind 2): an Intel TDX quote (v4 or v5), verified with DCAP
+//!   against Intel's root and cached collateral ([`crate::tdx`]).
 //! * `simulated` (kind 1): a software quote with the TDX report's fields
-//!   (MRTD, RTMR0–3, report data) and no hardware signature. Anyone can make
-//!   one, so it proves only the binding to the certificate; a verifier accepts
-//!   it only under a policy that explicitly allows it (test networks).
+//!   (TD attributes, MRTD, RTMR0–3, report data) and no hardware signature.
+//!   Anyone can make one, so it proves only the binding to the certificate; a
+//!   verifier accepts it only under a policy that explicitly allows it (test
+//!   networks).
 
 use crate::{AttestError, sha256};
 
@@ -70,6 +71,12 @@ impl Evidence {
     }
 }
 
+/// Whether TD attributes mark a debug TD: the TUD debug bit (0) or any
+/// profiling bit (4–6) of byte 0.
+pub fn td_is_debug(td_attributes: &[u8; 8]) -> bool {
+    td_attributes[0] & 0x71 != 0
+}
+
 /// TD measurements that identify code (not report data).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Measurements {
@@ -89,16 +96,20 @@ impl Measurements {
 
 /// A software quote with the fields of a TDX TD report.
 ///
-/// Layout (314 bytes): `"KOKONSIM"` ‖ version u16 BE (1) ‖ MRTD (48) ‖
-/// RTMR0..3 (4 × 48) ‖ report data (64).
+/// Layout (322 bytes): `"KOKONSIM"` ‖ version u16 BE (2) ‖ TD attributes (8,
+/// as in a TD report: bit 0 of byte 0 is debug) ‖ MRTD (48) ‖ RTMR0..3
+/// (4 × 48) ‖ report data (64).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimulatedQuote {
+    pub td_attributes: [u8; 8],
     pub measurements: Measurements,
     pub report_data: [u8; 64],
 }
 
 const SIM_MAGIC: &[u8; 8] = b"KOKONSIM";
-const SIM_LEN: usize = 8 + 2 + 48 * 5 + 64;
+const SIM_VERSION: u16 = 2;
+const SIM_HEAD: usize = 8 + 2 + 8;
+const SIM_LEN: usize = SIM_HEAD + 48 * 5 + 64;
 
 impl SimulatedQuote {
     /// Measurements of a simulated image. `label` names the image (for example
@@ -122,7 +133,8 @@ impl SimulatedQuote {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(SIM_LEN);
         out.extend_from_slice(SIM_MAGIC);
-        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&SIM_VERSION.to_be_bytes());
+        out.extend_from_slice(&self.td_attributes);
         out.extend_from_slice(&self.measurements.mrtd);
         self.measurements
             .rtmr
@@ -140,16 +152,19 @@ impl SimulatedQuote {
         if &bytes[..8] != SIM_MAGIC {
             return Err(bad("bad magic"));
         }
-        if bytes[8..10] != 1u16.to_be_bytes() {
+        if bytes[8..10] != SIM_VERSION.to_be_bytes() {
             return Err(bad("unsupported version"));
         }
         let take48 = |i: usize| -> [u8; 48] {
-            let start = 10 + 48 * i;
+            let start = SIM_HEAD + 48 * i;
             bytes[start..start + 48].try_into().unwrap_or([0; 48])
         };
         let mut report_data = [0u8; 64];
         report_data.copy_from_slice(&bytes[SIM_LEN - 64..]);
+        let mut td_attributes = [0u8; 8];
+        td_attributes.copy_from_slice(&bytes[10..SIM_HEAD]);
         Ok(Self {
+            td_attributes,
             measurements: Measurements {
                 mrtd: take48(0),
                 rtmr: [take48(1), take48(2), take48(3), take48(4)],
@@ -165,4 +180,44 @@ pub fn binding(spki_der: &[u8], claims_bytes: &[u8]) -> [u8; 64] {
     out[..32].copy_from_slice(&sha256(spki_der));
     out[32..].copy_from_slice(&sha256(claims_bytes));
     out
+}
+
+/// Where a node's quotes come from: the TEE (`tdx`) or software
+/// (`simulated`). Implementations may block (the kernel generates a quote in
+/// tens of milliseconds); call them off the async runtime.
+pub trait EvidenceSource: Send + Sync + std::fmt::Debug {
+    fn kind(&self) -> EvidenceKind;
+    /// A quote whose report data is `report_data`.
+    fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, String>;
+}
+
+/// Simulated evidence for a named image (see [`SimulatedQuote::measurements_for`]).
+#[derive(Clone, Debug)]
+pub struct SimulatedSource {
+    pub measurements: Measurements,
+    pub td_attributes: [u8; 8],
+}
+
+impl SimulatedSource {
+    pub fn new(label: &str) -> Self {
+        Self {
+            measurements: SimulatedQuote::measurements_for(label),
+            td_attributes: [0; 8],
+        }
+    }
+}
+
+impl EvidenceSource for SimulatedSource {
+    fn kind(&self) -> EvidenceKind {
+        EvidenceKind::Simulated
+    }
+
+    fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, String> {
+        let q = SimulatedQuote {
+            td_attributes: self.td_attributes,
+            measurements: self.measurements.clone(),
+            report_data: *report_data,
+        };
+        Ok(q.to_bytes())
+    }
 }

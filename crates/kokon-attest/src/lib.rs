@@ -7,6 +7,10 @@
 //! * [`oids::CLAIMS`]: JSON [`Claims`] (role, TLS key hash, issue time, config hash…);
 //! * [`oids::EVIDENCE`]: one kind byte and the quote ([`Evidence`]).
 //!
+//! Evidence is `tdx` (an Intel TDX quote from the kernel's configfs-tsm
+//! interface, [`tsm`], verified with DCAP against Intel's root, [`tdx`]) or
+//! `simulated` (test networks only).
+//!
 //! The quote's 64-byte report data is `sha256(SPKI) ‖ sha256(claims bytes)`,
 //! so the evidence cannot be moved to another key or other claims.
 //!
@@ -21,16 +25,20 @@ pub mod error;
 pub mod evidence;
 pub mod policy;
 pub mod registry;
+pub mod tdx;
+pub mod tsm;
 pub mod verify;
 
-pub use cert::{Identity, IdentityParams};
+pub use cert::{Identity, IdentityParams, IssueError};
 pub use claims::{Claims, Role};
 pub use clock::{Clock, SystemClock};
 pub use error::AttestError;
-pub use evidence::{Evidence, EvidenceKind, Measurements, SimulatedQuote};
+pub use evidence::{
+    Evidence, EvidenceKind, EvidenceSource, Measurements, SimulatedQuote, SimulatedSource,
+};
 pub use policy::{Policy, RolePolicy};
 pub use registry::{Network, Registry, RegistryError};
-pub use verify::{VerifiedPeer, verify_certificate};
+pub use verify::{TdFacts, VerifiedPeer, verify_certificate};
 
 /// Object identifiers of Kokon's certificate extensions.
 ///

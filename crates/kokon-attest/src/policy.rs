@@ -3,6 +3,10 @@
 use std::collections::HashMap;
 
 use crate::Role;
+use crate::tdx::TdxTrust;
+
+/// TCB statuses accepted when the registry names none.
+pub const DEFAULT_TCB_STATUSES: &[&str] = &["UpToDate"];
 
 /// What the policy requires of one role.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -18,6 +22,13 @@ pub struct RolePolicy {
 pub struct Policy {
     pub(crate) roles: HashMap<Role, RolePolicy>,
     pub(crate) allow_simulated: bool,
+    pub(crate) allow_debug: bool,
+    /// Intel's root and collateral; `None` refuses TDX evidence as unverifiable.
+    pub tdx: Option<TdxTrust>,
+    /// Accepted Intel TCB statuses ("UpToDate", "SWHardeningNeeded", …).
+    pub tcb_statuses: Vec<String>,
+    /// Allowed model hashes for workers; `None` accepts any model.
+    pub models: Option<Vec<[u8; 32]>>,
     /// Oldest accepted claims, in seconds.
     pub max_age_secs: u64,
     /// Accepted clock skew into the future, in seconds.
@@ -33,6 +44,10 @@ impl Policy {
         Self {
             roles,
             allow_simulated: false,
+            allow_debug: false,
+            tdx: None,
+            tcb_statuses: DEFAULT_TCB_STATUSES.iter().map(|s| s.to_string()).collect(),
+            models: None,
             max_age_secs: 48 * 3600,
             max_skew_secs: 300,
             max_lifetime_secs: 48 * 3600,
@@ -49,6 +64,16 @@ impl Policy {
         self.allow_simulated
     }
 
+    /// True when debug TDs are accepted (callers log a loud warning).
+    pub fn allows_debug(&self) -> bool {
+        self.allow_debug
+    }
+
+    /// Whether the registry allows serving the model with this hash.
+    pub fn allows_model(&self, hash: &[u8; 32]) -> bool {
+        self.models.as_ref().is_none_or(|list| list.contains(hash))
+    }
+
     pub fn role(&self, role: Role) -> Option<&RolePolicy> {
         self.roles.get(&role)
     }
@@ -61,5 +86,10 @@ impl DangerousPolicy<'_> {
     /// Accept `simulated` evidence. Only for test networks: anyone can make it.
     pub fn allow_simulated_evidence(self) {
         self.0.allow_simulated = true;
+    }
+
+    /// Accept debug TDs, whose memory the host can read. Test networks only.
+    pub fn allow_debug_tds(self) {
+        self.0.allow_debug = true;
     }
 }

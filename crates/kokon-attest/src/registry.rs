@@ -28,10 +28,47 @@ pub struct Registry {
     pub proxy_images: Vec<String>,
     /// Hex image hashes allowed to act as workers.
     pub worker_images: Vec<String>,
+    /// Hex SHA-256 of the model files workers may serve; absent: any model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// TCB, debug and certificate-age rules; defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<AttestationRules>,
     /// Prices, commission and delays (docs/ECONOMICS.md); defaults when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub economics: Option<kokon_money::Economics>,
 }
+
+/// How strictly evidence is judged (the registry's `[attestation]` table).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationRules {
+    /// Accepted Intel TCB statuses [default: ["UpToDate"]].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcb_statuses: Option<Vec<String>>,
+    /// Oldest accepted certificate claims, in seconds [default: 172800].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cert_age_secs: Option<u64>,
+    /// Accepted clock difference between peers, in seconds [default: 300].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_clock_skew_secs: Option<u64>,
+    /// Accept debug TDs (the host can read their memory). Only a test
+    /// network may say so [default: false].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_debug_tds: bool,
+}
+
+/// The TCB statuses Intel's TCB info can give a platform.
+pub const TCB_STATUSES: &[&str] = &[
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded",
+    "TDRelaunchAdvised",
+    "TDRelaunchAdvisedConfigurationNeeded",
+];
 
 /// A registry file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +77,10 @@ pub enum RegistryError {
     Parse(String),
     #[error("registry field `{field}` holds `{value}`, which is not a 32-byte hex hash")]
     BadHash { field: &'static str, value: String },
+    #[error("`{0}` is not a TCB status (known: {TCB_STATUSES:?})")]
+    BadTcbStatus(String),
+    #[error("`{0}` weakens security and is only accepted when network = \"test\"")]
+    TestOnly(&'static str),
 }
 
 /// The simulated image label of a role in this build.
@@ -56,6 +97,8 @@ impl Registry {
             network: Network::Test,
             proxy_images: vec![img(Role::Proxy)],
             worker_images: vec![img(Role::Worker)],
+            models: None,
+            attestation: None,
             economics: Some(kokon_money::Economics::default()),
         }
     }
@@ -76,21 +119,6 @@ impl Registry {
     /// The verifier policy this registry implies. Clients are identified by
     /// their key and accepted with any image (they do not run in a TEE).
     pub fn policy(&self) -> Result<Policy, RegistryError> {
-        let hashes =
-            |field: &'static str, list: &[String]| -> Result<Vec<[u8; 32]>, RegistryError> {
-                list.iter()
-                    .map(|h| {
-                        let bad = || RegistryError::BadHash {
-                            field,
-                            value: h.clone(),
-                        };
-                        hex::decode(h)
-                            .map_err(|_| bad())?
-                            .try_into()
-                            .map_err(|_| bad())
-                    })
-                    .collect()
-            };
         let mut roles = HashMap::new();
         roles.insert(
             Role::Proxy,
@@ -106,11 +134,55 @@ impl Registry {
         );
         roles.insert(Role::Client, RolePolicy { images: None });
         let mut policy = Policy::new(roles);
-        if self.network == Network::Test {
-            policy.dangerous().allow_simulated_evidence();
+        if let Some(models) = &self.models {
+            policy.models = Some(hashes("models", models)?);
         }
+        let rules = self.attestation.clone().unwrap_or_default();
+        self.apply(&rules, &mut policy)?;
         Ok(policy)
     }
+
+    fn apply(&self, rules: &AttestationRules, policy: &mut Policy) -> Result<(), RegistryError> {
+        if let Some(list) = &rules.tcb_statuses {
+            if let Some(bad) = list.iter().find(|s| !TCB_STATUSES.contains(&s.as_str())) {
+                return Err(RegistryError::BadTcbStatus(bad.clone()));
+            }
+            policy.tcb_statuses = list.clone();
+        }
+        if let Some(age) = rules.max_cert_age_secs {
+            policy.max_age_secs = age;
+            policy.max_lifetime_secs = age as i64;
+        }
+        if let Some(skew) = rules.max_clock_skew_secs {
+            policy.max_skew_secs = skew;
+        }
+        let test = self.network == Network::Test;
+        if rules.allow_debug_tds && !test {
+            return Err(RegistryError::TestOnly("attestation.allow_debug_tds"));
+        }
+        if rules.allow_debug_tds {
+            policy.dangerous().allow_debug_tds();
+        }
+        if test {
+            policy.dangerous().allow_simulated_evidence();
+        }
+        Ok(())
+    }
+}
+
+fn hashes(field: &'static str, list: &[String]) -> Result<Vec<[u8; 32]>, RegistryError> {
+    list.iter()
+        .map(|h| {
+            let bad = || RegistryError::BadHash {
+                field,
+                value: h.clone(),
+            };
+            hex::decode(h)
+                .map_err(|_| bad())?
+                .try_into()
+                .map_err(|_| bad())
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::prelude::FromDer;
 
-use crate::evidence::binding;
+use crate::evidence::{binding, td_is_debug};
 use crate::{
     AttestError, Claims, Evidence, EvidenceKind, Measurements, Policy, Role, SimulatedQuote, oids,
-    sha256,
+    sha256, tdx,
 };
 
 /// Proof that a peer's certificate passed [`verify_certificate`]. Only the
@@ -22,6 +22,22 @@ pub struct VerifiedPeer {
     measurements: Measurements,
     image_hash: [u8; 32],
     key: [u8; 32],
+    td: TdFacts,
+}
+
+/// What the evidence says about the TD beyond its measurements.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TdFacts {
+    pub td_attributes: [u8; 8],
+    /// Intel's TCB status (`None` for simulated evidence, which has no TCB).
+    pub tcb_status: Option<String>,
+    pub advisory_ids: Vec<String>,
+}
+
+impl TdFacts {
+    pub fn is_debug(&self) -> bool {
+        td_is_debug(&self.td_attributes)
+    }
 }
 
 impl VerifiedPeer {
@@ -39,6 +55,9 @@ impl VerifiedPeer {
     }
     pub fn image_hash(&self) -> [u8; 32] {
         self.image_hash
+    }
+    pub fn td(&self) -> &TdFacts {
+        &self.td
     }
     /// The peer's Ed25519 public key (the attested key it signs receipts with).
     pub fn ed25519_key(&self) -> [u8; 32] {
@@ -83,19 +102,22 @@ pub fn verify_certificate(
         .as_ref()
         .try_into()
         .map_err(|_| AttestError::WrongKeyType)?;
-    let (measurements, report_data) = open_evidence(&evidence, policy)?;
+    let (measurements, report_data, td) = open_evidence(&evidence, policy, now)?;
+    check_td(&td, policy)?;
     if report_data != binding(spki, claims_bytes) {
         return Err(AttestError::BindingMismatch);
     }
     check_claims(&claims, spki, policy, expected, now)?;
     let image_hash = measurements.image_hash();
     check_image(&claims, image_hash, policy)?;
+    check_models(&claims, policy)?;
     Ok(VerifiedPeer {
         claims,
         evidence_kind: evidence.kind,
         measurements,
         image_hash,
         key,
+        td,
     })
 }
 
@@ -184,17 +206,62 @@ fn is_known_critical(oid: &x509_parser::der_parser::oid::Oid<'_>) -> bool {
         || *oid == OID_X509_EXT_EXTENDED_KEY_USAGE
 }
 
-fn open_evidence(ev: &Evidence, policy: &Policy) -> Result<(Measurements, [u8; 64]), AttestError> {
+type Opened = (Measurements, [u8; 64], TdFacts);
+
+fn open_evidence(ev: &Evidence, policy: &Policy, now: u64) -> Result<Opened, AttestError> {
     match ev.kind {
         EvidenceKind::Simulated => {
             if !policy.allow_simulated {
                 return Err(AttestError::SimulatedNotAllowed);
             }
             let q = SimulatedQuote::parse(&ev.quote)?;
-            Ok((q.measurements, q.report_data))
+            let td = TdFacts {
+                td_attributes: q.td_attributes,
+                tcb_status: None,
+                advisory_ids: Vec::new(),
+            };
+            Ok((q.measurements, q.report_data, td))
         }
-        EvidenceKind::Tdx => Err(AttestError::EvidenceKindUnsupported(EvidenceKind::Tdx)),
+        EvidenceKind::Tdx => {
+            let trust = policy.tdx.as_ref().ok_or(AttestError::TdxNotConfigured)?;
+            let r = tdx::verify_quote(&ev.quote, trust, now)?;
+            let td = TdFacts {
+                td_attributes: r.td_attributes,
+                tcb_status: Some(r.tcb_status),
+                advisory_ids: r.advisory_ids,
+            };
+            Ok((r.measurements, r.report_data, td))
+        }
     }
+}
+
+/// The registry's judgement of the TD itself: debug mode and TCB status.
+pub fn check_td(td: &TdFacts, policy: &Policy) -> Result<(), AttestError> {
+    if td.is_debug() && !policy.allow_debug {
+        return Err(AttestError::DebugTdRefused);
+    }
+    match &td.tcb_status {
+        Some(status) if !policy.tcb_statuses.contains(status) => {
+            Err(AttestError::TcbStatusNotAllowed {
+                status: status.clone(),
+                allowed: policy.tcb_statuses.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A worker must name at least one model the registry allows.
+fn check_models(claims: &Claims, policy: &Policy) -> Result<(), AttestError> {
+    if claims.role != Role::Worker || policy.models.is_none() {
+        return Ok(());
+    }
+    if claims.model_hashes().iter().any(|m| policy.allows_model(m)) {
+        return Ok(());
+    }
+    Err(AttestError::ModelNotAllowed {
+        models: claims.models.clone(),
+    })
 }
 
 fn check_claims(

@@ -30,11 +30,11 @@ fn dev_policy() -> Policy {
     p
 }
 
-fn params(role: Role, label: &str) -> IdentityParams {
+fn params(role: Role) -> IdentityParams {
     IdentityParams {
         role,
         config_sha256: [7; 32],
-        image_label: label.into(),
+        models: vec![],
         lifetime_secs: 3600,
         now: NOW,
     }
@@ -56,6 +56,7 @@ impl Forge {
             tls_key_sha256: hex::encode(sha256(&key.subject_public_key_info())),
             issued_at: NOW,
             config_sha256: hex::encode([1u8; 32]),
+            models: vec![],
         };
         Self {
             key,
@@ -67,6 +68,7 @@ impl Forge {
     fn parts(&self) -> CertParts {
         let claims = self.claims.to_bytes();
         let quote = SimulatedQuote {
+            td_attributes: [0; 8],
             measurements: SimulatedQuote::measurements_for(&self.label),
             report_data: binding(&self.key.subject_public_key_info(), &claims),
         };
@@ -96,7 +98,7 @@ impl Forge {
 
 #[test]
 fn accepts_a_fresh_simulated_worker_certificate() {
-    let id = Identity::simulated(&params(Role::Worker, "worker")).unwrap();
+    let id = Identity::simulated(&params(Role::Worker), "worker").unwrap();
     let peer = verify_certificate(&id.cert_der, &dev_policy(), &[Role::Worker], NOW + 10).unwrap();
     assert_eq!(peer.role(), Role::Worker);
     assert_eq!(peer.evidence_kind(), EvidenceKind::Simulated);
@@ -114,7 +116,7 @@ fn forge_baseline_is_accepted() {
 
 #[test]
 fn refuses_simulated_evidence_under_a_production_policy() {
-    let id = Identity::simulated(&params(Role::Worker, "worker")).unwrap();
+    let id = Identity::simulated(&params(Role::Worker), "worker").unwrap();
     let mut roles = HashMap::new();
     roles.insert(Role::Worker, RolePolicy { images: None });
     let err =
@@ -124,7 +126,7 @@ fn refuses_simulated_evidence_under_a_production_policy() {
 
 #[test]
 fn refuses_unknown_image_and_wrong_role() {
-    let id = Identity::simulated(&params(Role::Worker, "rogue-image")).unwrap();
+    let id = Identity::simulated(&params(Role::Worker), "rogue-image").unwrap();
     let err = verify_certificate(&id.cert_der, &dev_policy(), &[Role::Worker], NOW).unwrap_err();
     assert!(
         matches!(
@@ -137,7 +139,7 @@ fn refuses_unknown_image_and_wrong_role() {
         "{err:?}"
     );
 
-    let id = Identity::simulated(&params(Role::Worker, "worker")).unwrap();
+    let id = Identity::simulated(&params(Role::Worker), "worker").unwrap();
     let err = verify_certificate(&id.cert_der, &dev_policy(), &[Role::Proxy], NOW).unwrap_err();
     assert!(
         matches!(
@@ -153,7 +155,7 @@ fn refuses_unknown_image_and_wrong_role() {
 
 #[test]
 fn refuses_expired_and_future_certificates() {
-    let id = Identity::simulated(&params(Role::Worker, "worker")).unwrap();
+    let id = Identity::simulated(&params(Role::Worker), "worker").unwrap();
     let err =
         verify_certificate(&id.cert_der, &dev_policy(), &[Role::Worker], NOW + 7200).unwrap_err();
     assert!(matches!(err, AttestError::CertExpired { .. }), "{err:?}");
@@ -274,10 +276,7 @@ fn refuses_truncated_oversized_and_unknown_evidence() {
     );
     let mut p = f.parts();
     p.evidence[0] = 2;
-    assert_eq!(
-        f.verify(&p).unwrap_err(),
-        AttestError::EvidenceKindUnsupported(EvidenceKind::Tdx)
-    );
+    assert_eq!(f.verify(&p).unwrap_err(), AttestError::TdxNotConfigured);
     let mut p = f.parts();
     p.evidence.clear();
     assert!(matches!(

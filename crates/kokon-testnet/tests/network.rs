@@ -221,10 +221,12 @@ fn worker_with_bad_binding(policy: Arc<kokon_attest::Policy>) -> RaTls {
         tls_key_sha256: hex(&sha256(&spki)),
         issued_at: now,
         config_sha256: hex(&[0; 32]),
+        models: vec![],
     };
     let mut other = claims.clone();
     other.config_sha256 = hex(&[1; 32]);
     let quote = SimulatedQuote {
+        td_attributes: [0; 8],
         measurements: SimulatedQuote::measurements_for(&simulated_label(Role::Worker)),
         report_data: kokon_attest::evidence::binding(&spki, &other.to_bytes()),
     };

@@ -73,6 +73,12 @@ impl RaTls {
                  use it only on a test network"
             );
         }
+        if policy.allows_debug() {
+            tracing::warn!(
+                "DEBUG TDS ARE ACCEPTED: their hosts can read their memory; \
+                 use it only on a test network"
+            );
+        }
         Self {
             identity,
             policy,

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kokon_attest::{Clock, Identity, IdentityParams, Policy, Role};
+use kokon_attest::{
+    Clock, EvidenceSource, Identity, IdentityParams, Policy, Role, SimulatedSource,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{IdentityStore, RaTls};
@@ -15,10 +17,27 @@ pub const CERT_LIFETIME: Duration = Duration::from_secs(6 * 3600);
 #[derive(Clone, Debug)]
 pub struct NodeParams {
     pub role: Role,
-    /// Simulated image label (see `kokon_attest::registry::simulated_label`).
-    pub image_label: String,
+    /// Where quotes come from (the TD, or software on test networks).
+    pub evidence: Arc<dyn EvidenceSource>,
+    /// SHA-256 of each model file the node serves (workers).
+    pub models: Vec<[u8; 32]>,
     pub config_sha256: [u8; 32],
     pub lifetime: Duration,
+}
+
+impl NodeParams {
+    /// Simulated evidence for this build's image of `role` (or the image
+    /// `label`), no models, the default lifetime.
+    pub fn simulated(role: Role, label: Option<String>, config_sha256: [u8; 32]) -> Self {
+        let label = label.unwrap_or_else(|| kokon_attest::registry::simulated_label(role));
+        Self {
+            role,
+            evidence: Arc::new(SimulatedSource::new(&label)),
+            models: Vec::new(),
+            config_sha256,
+            lifetime: CERT_LIFETIME,
+        }
+    }
 }
 
 /// Why a node identity could not be made.
@@ -29,20 +48,31 @@ pub enum NodeError {
 }
 
 fn issue(p: &NodeParams, now: u64) -> Result<Identity, NodeError> {
-    Identity::simulated(&IdentityParams {
+    let params = IdentityParams {
         role: p.role,
         config_sha256: p.config_sha256,
-        image_label: p.image_label.clone(),
+        models: p.models.clone(),
         lifetime_secs: p.lifetime.as_secs(),
         now,
-    })
-    .map_err(|e| NodeError::Cert(e.to_string()))
+    };
+    Identity::issue(&params, p.evidence.as_ref()).map_err(|e| NodeError::Cert(e.to_string()))
 }
 
 /// SHA-256 of a node's effective configuration (its `Debug` rendering),
 /// bound into its certificate claims. That `Debug` must redact secrets.
 pub fn config_sha256(config: &impl std::fmt::Debug) -> [u8; 32] {
     kokon_attest::sha256(format!("{config:?}").as_bytes())
+}
+
+/// A node whose certificate is issued now and rotated until `shutdown`.
+pub fn start_node(
+    params: NodeParams,
+    policy: Arc<Policy>,
+    shutdown: &CancellationToken,
+) -> Result<RaTls, NodeError> {
+    let tls = RaTls::issue(&params, policy, Arc::new(kokon_attest::SystemClock))?;
+    tls.spawn_rotation(params, shutdown.clone());
+    Ok(tls)
 }
 
 /// A node of `role` with simulated evidence for this build's image (or the
@@ -54,20 +84,16 @@ pub fn simulated_node(
     config_sha256: [u8; 32],
     shutdown: &CancellationToken,
 ) -> Result<RaTls, NodeError> {
-    let params = NodeParams {
-        role,
-        image_label: label.unwrap_or_else(|| kokon_attest::registry::simulated_label(role)),
-        config_sha256,
-        lifetime: CERT_LIFETIME,
-    };
-    let tls = RaTls::simulated(&params, policy, Arc::new(kokon_attest::SystemClock))?;
-    tls.spawn_rotation(params, shutdown.clone());
-    Ok(tls)
+    start_node(
+        NodeParams::simulated(role, label, config_sha256),
+        policy,
+        shutdown,
+    )
 }
 
 impl RaTls {
-    /// A node with simulated evidence (test networks; see DESIGN §4).
-    pub fn simulated(
+    /// A node whose first certificate is issued now from `p`'s evidence.
+    pub fn issue(
         p: &NodeParams,
         policy: Arc<Policy>,
         clock: Arc<dyn Clock>,
@@ -77,22 +103,39 @@ impl RaTls {
         Ok(RaTls::new(store, policy, clock))
     }
 
-    /// Re-issues the certificate at two thirds of its lifetime, until
-    /// `shutdown`. Existing links keep running on the old one.
+    /// Re-issues the certificate (a fresh key, fresh claims and evidence) at
+    /// two thirds of its lifetime, until `shutdown`. Links made before keep
+    /// running on the certificate they handshook with; new ones get the new.
+    /// A failed rotation is retried every minute while the old certificate
+    /// is still valid.
     pub fn spawn_rotation(&self, p: NodeParams, shutdown: CancellationToken) {
         let (store, clock) = (self.identity.clone(), self.clock.clone());
         tokio::spawn(async move {
+            let mut pause = p.lifetime.mul_f64(2.0 / 3.0);
             loop {
-                let pause = p.lifetime.mul_f64(2.0 / 3.0);
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = shutdown.cancelled() => return,
                 }
-                match issue(&p, clock.now_unix()).map(|id| store.replace(&id)) {
-                    Ok(Ok(())) => tracing::info!(role = %p.role, "certificate rotated"),
-                    Ok(Err(e)) => tracing::error!(error = %e, "certificate rotation failed"),
-                    Err(e) => tracing::error!(error = %e, "certificate rotation failed"),
-                }
+                let p2 = p.clone();
+                let now = clock.now_unix();
+                // Quote generation blocks (the kernel asks the host).
+                let issued = tokio::task::spawn_blocking(move || issue(&p2, now)).await;
+                let result = match issued {
+                    Ok(Ok(id)) => store.replace(&id).map_err(|e| e.to_string()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                pause = match result {
+                    Ok(()) => {
+                        tracing::info!(role = %p.role, "certificate rotated");
+                        p.lifetime.mul_f64(2.0 / 3.0)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "certificate rotation failed; retrying in 60 s");
+                        Duration::from_secs(60)
+                    }
+                };
             }
         });
     }

@@ -29,13 +29,16 @@ fn policy() -> Arc<Policy> {
 }
 
 fn node(role: Role, label: &str) -> RaTls {
-    let id = Identity::simulated(&IdentityParams {
-        role,
-        config_sha256: [0; 32],
-        image_label: label.into(),
-        lifetime_secs: 3600,
-        now: SystemClock.now_unix(),
-    })
+    let id = Identity::simulated(
+        &IdentityParams {
+            role,
+            config_sha256: [0; 32],
+            models: vec![],
+            lifetime_secs: 3600,
+            now: SystemClock.now_unix(),
+        },
+        label,
+    )
     .unwrap();
     RaTls::new(
         IdentityStore::new(&id).unwrap(),

@@ -1,0 +1,204 @@
+//! Intel TDX quotes: parsing, and DCAP verification against Intel's root of
+//! trust with collateral (TCB info, QE identity, CRLs) held in memory.
+//!
+//! Verification is pure: quote bytes, a [`TdxTrust`] and `now` in, a
+//! [`TdReport`] or a specific [`AttestError`] out. Loading collateral from a
+//! cache directory and fetching it from a PCCS are the shell's business
+//! ([`crate::collateral`]).
+//!
+//! The verifier is `dcap-qvl` (pure Rust). Its errors are strings; they are
+//! sorted here into one variant per reason so that callers, metrics and the
+//! negative corpus can tell them apart. The TD attributes (debug) and the TCB
+//! status are judged by Kokon's policy, not by the verifier, so the registry
+//! decides them.
+
+use std::collections::BTreeMap;
+
+use dcap_qvl::QuoteCollateralV3;
+use dcap_qvl::quote::{Quote, Report, TDReport10};
+
+use crate::{AttestError, Measurements};
+
+/// Largest TDX quote accepted (quotes are ~5 KiB; v5 with extensions ~8 KiB).
+pub const MAX_QUOTE: usize = 16 * 1024;
+/// Largest collateral document accepted (the samples are 16–24 KiB).
+pub const MAX_COLLATERAL: usize = 256 * 1024;
+
+/// The TEE type of TDX in a quote header.
+const TEE_TYPE_TDX: u32 = 0x81;
+
+/// What a verified TDX quote proves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TdReport {
+    pub measurements: Measurements,
+    pub report_data: [u8; 64],
+    pub td_attributes: [u8; 8],
+    /// Intel's TCB status of the platform and TDX module ("UpToDate", …).
+    pub tcb_status: String,
+    pub advisory_ids: Vec<String>,
+    /// Hex FMSPC of the platform (which collateral applied).
+    pub fmspc: String,
+    /// Quote format version (4 or 5).
+    pub version: u16,
+}
+
+/// A parsed but unverified quote's contents, for inspection (`kokon attest
+/// measure`). Nothing here is trustworthy until [`verify_quote`] says so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuoteBody {
+    pub version: u16,
+    pub measurements: Measurements,
+    pub report_data: [u8; 64],
+    pub td_attributes: [u8; 8],
+}
+
+/// Parses a TDX quote without verifying it.
+pub fn parse_quote(bytes: &[u8]) -> Result<QuoteBody, AttestError> {
+    let quote = decode(bytes)?;
+    let td = td10(&quote.report)?;
+    Ok(QuoteBody {
+        version: quote.header.version,
+        measurements: measurements(td),
+        report_data: td.report_data,
+        td_attributes: td.td_attributes,
+    })
+}
+
+fn decode(bytes: &[u8]) -> Result<Quote, AttestError> {
+    if bytes.len() > MAX_QUOTE {
+        return Err(AttestError::EvidenceTooLarge(bytes.len()));
+    }
+    let quote = Quote::parse(bytes).map_err(|e| AttestError::QuoteMalformed(format!("{e:#}")))?;
+    if quote.header.tee_type != TEE_TYPE_TDX {
+        return Err(AttestError::QuoteNotTdx(quote.header.tee_type));
+    }
+    Ok(quote)
+}
+
+fn td10(report: &Report) -> Result<&TDReport10, AttestError> {
+    match report {
+        Report::TD10(r) => Ok(r),
+        Report::TD15(r) => Ok(&r.base),
+        Report::TD15Ex(r) => Ok(&r.base.base),
+        Report::SgxEnclave(_) => Err(AttestError::QuoteNotTdx(0)),
+    }
+}
+
+fn measurements(td: &TDReport10) -> Measurements {
+    Measurements {
+        mrtd: td.mr_td,
+        rtmr: [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3],
+    }
+}
+
+/// Collateral for the platforms this node has seen, keyed by hex FMSPC.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Collateral {
+    by_fmspc: BTreeMap<String, QuoteCollateralV3>,
+}
+
+impl Collateral {
+    /// Parses one collateral document (dcap-qvl's / PCCS JSON form) and
+    /// returns it with the FMSPC its TCB info is for.
+    pub fn parse(json: &[u8]) -> Result<(String, QuoteCollateralV3), AttestError> {
+        if json.len() > MAX_COLLATERAL {
+            return Err(AttestError::CollateralInvalid(format!(
+                "{} bytes exceed the {MAX_COLLATERAL}-byte limit",
+                json.len()
+            )));
+        }
+        let coll: QuoteCollateralV3 = serde_json::from_slice(json)
+            .map_err(|e| AttestError::CollateralInvalid(e.to_string()))?;
+        #[derive(serde::Deserialize)]
+        struct Fmspc {
+            fmspc: String,
+        }
+        let tcb: Fmspc = serde_json::from_str(&coll.tcb_info)
+            .map_err(|e| AttestError::CollateralInvalid(format!("tcb_info: {e}")))?;
+        Ok((tcb.fmspc.to_ascii_lowercase(), coll))
+    }
+
+    pub fn insert(&mut self, fmspc: String, coll: QuoteCollateralV3) {
+        self.by_fmspc.insert(fmspc, coll);
+    }
+
+    pub fn get(&self, fmspc: &str) -> Option<&QuoteCollateralV3> {
+        self.by_fmspc.get(fmspc)
+    }
+
+    pub fn fmspcs(&self) -> impl Iterator<Item = &str> {
+        self.by_fmspc.keys().map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_fmspc.is_empty()
+    }
+}
+
+/// What TDX verification trusts: Intel's SGX Root CA (as bundled by
+/// dcap-qvl; its fingerprint is in docs/ATTESTATION.md) and the collateral
+/// to judge platforms by.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TdxTrust {
+    pub collateral: Collateral,
+}
+
+impl TdxTrust {
+    pub fn intel(collateral: Collateral) -> Self {
+        Self { collateral }
+    }
+}
+
+/// Verifies a TDX quote's signature chain to the trusted root, its QE and
+/// its TCB level against collateral valid at `now`.
+pub fn verify_quote(bytes: &[u8], trust: &TdxTrust, now: u64) -> Result<TdReport, AttestError> {
+    let quote = decode(bytes)?;
+    let fmspc = dcap_qvl::intel::quote_fmspc(&quote)
+        .map(hex::encode)
+        .map_err(|e| AttestError::PckCertInvalid(format!("{e:#}")))?;
+    let coll = trust
+        .collateral
+        .get(&fmspc)
+        .ok_or_else(|| AttestError::CollateralMissing(fmspc.clone()))?;
+    let verified = dcap_qvl::verify::QuoteVerifier::new_prod()
+        .allow_debug(true)
+        .verify(bytes, coll, now)
+        .map_err(|e| classify(&format!("{e:#}")))?;
+    let td = td10(&verified.report)?;
+    Ok(TdReport {
+        measurements: measurements(td),
+        report_data: td.report_data,
+        td_attributes: td.td_attributes,
+        tcb_status: verified.status,
+        advisory_ids: verified.advisory_ids,
+        fmspc,
+        version: quote.header.version,
+    })
+}
+
+/// Sorts dcap-qvl's error messages into Kokon's variants.
+fn classify(msg: &str) -> AttestError {
+    let has = |s: &str| msg.contains(s);
+    let owned = || msg.to_string();
+    if has("expired") || has("in the future") || has("Expired") || has("NotValidYet") {
+        AttestError::CollateralExpired(owned())
+    } else if has("No matching TCB level") {
+        AttestError::TcbLevelNotFound
+    } else if has("Revoked") {
+        AttestError::TcbRevoked(owned())
+    } else if has("Fmspc mismatch") || has("non-TDX TCB info") {
+        AttestError::CollateralMismatch(owned())
+    } else if has("enclave report signature") || has("qe_report") || has("QE report hash") {
+        AttestError::QuoteSignatureInvalid(owned())
+    } else if has("tcb_info") || has("qe_identity") || has("TcbInfo") || has("QeIdentity") {
+        AttestError::CollateralInvalid(owned())
+    } else if has("PCK") || has("certificate chain") || has("Certificate chain") || has("CRL") {
+        AttestError::PckCertInvalid(owned())
+    } else if has("attributes") || has("migration") || has("SEPT_VE") || has("SERVTD") {
+        AttestError::TdAttributesRefused(owned())
+    } else if has("decode") || has("Unsupported") || has("QE vendor") {
+        AttestError::QuoteMalformed(owned())
+    } else {
+        AttestError::QuoteRejected(owned())
+    }
+}

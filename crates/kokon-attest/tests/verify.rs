@@ -118,7 +118,13 @@ fn forge_baseline_is_accepted() {
 fn refuses_simulated_evidence_under_a_production_policy() {
     let id = Identity::simulated(&params(Role::Worker), "worker").unwrap();
     let mut roles = HashMap::new();
-    roles.insert(Role::Worker, RolePolicy { images: None });
+    let image = SimulatedQuote::measurements_for("worker").image_hash();
+    roles.insert(
+        Role::Worker,
+        RolePolicy {
+            images: Some(vec![image]),
+        },
+    );
     let err =
         verify_certificate(&id.cert_der, &Policy::new(roles), &[Role::Worker], NOW).unwrap_err();
     assert_eq!(err, AttestError::SimulatedNotAllowed);

@@ -52,7 +52,7 @@ pub(crate) async fn attach(
         a = fetch_announce(&mut sender) => a,
         _ = &mut conn => Err("link closed during announce".to_string()),
     };
-    let announce = match announce {
+    let announce = match announce.and_then(|a| admit_models(&state, &peer, a)) {
         Ok(a) => a,
         Err(why) => return tracing::warn!(peer = peer.short_id(), %why, "worker refused"),
     };
@@ -73,6 +73,30 @@ pub(crate) async fn attach(
     tracing::info!(worker = id, peer = peer.short_id(), models = ?announce.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
         max_jobs = announce.max_jobs, "worker joined");
     let _ = conn.await;
+}
+
+/// Keeps the offers whose model hash the worker's certificate attests and
+/// the registry allows; refuses a worker left with none.
+fn admit_models(state: &State, peer: &VerifiedPeer, mut a: Announce) -> Result<Announce, String> {
+    let attested = peer.claims().model_hashes();
+    let policy = state.tls.policy();
+    a.models.retain(|m| {
+        let ok = m
+            .hash
+            .is_some_and(|h| attested.contains(&h.0) && policy.allows_model(&h.0));
+        if !ok {
+            tracing::warn!(peer = peer.short_id(), model = %m.name, hash = ?m.hash.map(|h| hex::encode(h.0)),
+                "model not routed: its hash is not in the worker's certificate or not allowed by the registry");
+        }
+        ok
+    });
+    if a.models.is_empty() {
+        state.metrics.link_refused("model_not_allowed");
+        return Err(
+            "none of its models is attested in its certificate and allowed by the registry".into(),
+        );
+    }
+    Ok(a)
 }
 
 /// A worker's place in the router and link table, removed when dropped.

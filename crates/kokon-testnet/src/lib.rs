@@ -13,7 +13,8 @@ use kokon_attest::{Policy, Registry, Role};
 use kokon_engine::Engine;
 use kokon_gateway::{GatewayConfig, GatewayHandle};
 use kokon_proxy::{ProxyConfig, ProxyHandle};
-use kokon_tls::node::{NodeError, config_sha256, simulated_node};
+use kokon_tls::node::{NodeError, NodeParams, config_sha256, simulated_node, start_node};
+use kokon_worker::model_hashes;
 use kokon_worker::{Worker, WorkerConfig, WorkerStats};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,8 @@ pub struct WorkerSpec {
     pub price_milli: u32,
     /// Simulated image label; `None` uses this build's worker image (allowed).
     pub image_label: Option<String>,
+    /// Model hashes its certificate claims; `None` claims what it serves.
+    pub claimed_models: Option<Vec<[u8; 32]>>,
 }
 
 impl WorkerSpec {
@@ -35,6 +38,7 @@ impl WorkerSpec {
             max_jobs: 4,
             price_milli: 1000,
             image_label: None,
+            claimed_models: None,
         }
     }
 }
@@ -206,13 +210,11 @@ impl LocalNet {
         let mut cfg = WorkerConfig::new(self.proxy.addr);
         cfg.max_jobs = w.max_jobs;
         cfg.price_milli = w.price_milli;
-        let tls = simulated_node(
-            Role::Worker,
-            w.image_label,
-            self.policy.clone(),
-            config_sha256(&cfg),
-            &stop,
-        )?;
+        let mut node = NodeParams::simulated(Role::Worker, w.image_label, config_sha256(&cfg));
+        node.models = w
+            .claimed_models
+            .unwrap_or_else(|| model_hashes(w.engine.as_ref()));
+        let tls = start_node(node, self.policy.clone(), &stop)?;
         let mut worker = Worker::new(cfg, w.engine, tls);
         if let Some((spec, ledger)) = &self.pay {
             let books = pay::worker_books(spec, &format!("dev-worker-{}", self.workers.len()))?;

@@ -427,15 +427,12 @@ async fn workers_redial_a_restarted_proxy() {
         .await
         .unwrap();
     let addr = first.addr;
-    let worker_tls = kokon_tls::node::simulated_node(
-        Role::Worker,
-        None,
-        policy.clone(),
-        [0; 32],
-        &Default::default(),
-    )
-    .unwrap();
-    let worker = Worker::new(WorkerConfig::new(addr), echo("m", 0), worker_tls);
+    let engine = echo("m", 0);
+    let mut node = kokon_tls::node::NodeParams::simulated(Role::Worker, None, [0; 32]);
+    node.models = kokon_worker::model_hashes(engine.as_ref());
+    let worker_tls =
+        kokon_tls::node::start_node(node, policy.clone(), &Default::default()).unwrap();
+    let worker = Worker::new(WorkerConfig::new(addr), engine, worker_tls);
     let stats = worker.stats();
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(worker.serve(stop.clone()));
@@ -472,4 +469,62 @@ async fn a_silent_worker_is_timed_out_and_the_job_retried() {
         WorkerStats::get(&stats.jobs_cancelled) == 1
     })
     .await;
+}
+
+#[tokio::test]
+async fn routes_only_models_the_registry_allows_and_the_certificate_attests() {
+    let allowed = kokon_worker::model_hashes(echo("allowed", 0).as_ref());
+    let mut s = spec(vec![WorkerSpec::new(echo("allowed", 0))]);
+    s.registry.models = Some(allowed.iter().map(|h| hex(h)).collect());
+    let mut net = LocalNet::start(s).await.unwrap();
+    // Claims a model the registry does not list: refused at the handshake.
+    net.add_worker(WorkerSpec::new(echo("banned", 0))).unwrap();
+    // Claims the allowed hash but announces another model: its offer is not
+    // attested, so it is dropped and the worker, left with none, refused.
+    let mut sneaky = WorkerSpec::new(echo("sneaky", 0));
+    sneaky.claimed_models = Some(allowed.clone());
+    net.add_worker(sneaky).unwrap();
+    let m = net.proxy.metrics();
+    eventually("both refused as model_not_allowed", || {
+        m.links_refused("model_not_allowed") >= 2
+    })
+    .await;
+    assert_eq!(net.proxy.worker_count(), 1);
+    assert_eq!(
+        chat(&net.base_url(), "allowed", "yes", false)
+            .await
+            .status(),
+        200
+    );
+    for model in ["banned", "sneaky"] {
+        assert_eq!(
+            chat(&net.base_url(), model, "no", false).await.status(),
+            404
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_refuses_a_proxy_whose_image_the_registry_does_not_allow() {
+    let net = LocalNet::start(spec(vec![WorkerSpec::new(echo("m", 0))]))
+        .await
+        .unwrap();
+    let mut registry = kokon_attest::Registry::local_test_network();
+    registry.proxy_images = vec![hex(&[0xaa; 32])];
+    let policy = Arc::new(registry.policy().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tls = kokon_tls::node::simulated_node(Role::Client, None, policy, [0; 32], &stop).unwrap();
+    let cfg = kokon_gateway::GatewayConfig::new("127.0.0.1:0".parse().unwrap(), net.proxy.addr);
+    let gw = kokon_gateway::start_with(cfg, tls, None, stop.clone())
+        .await
+        .unwrap();
+    let r = chat(&format!("http://{}/v1", gw.addr), "m", "hello", false).await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("refused by attestation policy") && msg.contains("not allowed for role proxy"),
+        "{msg}"
+    );
+    stop.cancel();
 }

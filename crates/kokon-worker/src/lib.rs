@@ -10,6 +10,17 @@ mod pay;
 
 pub use pay::WorkerPay;
 
+/// The hashes a worker's certificate claims for the models `engine` serves:
+/// the model file's SHA-256 where the engine knows it, else a hash of the
+/// model's name (echo and upstream engines, which hold no weights here).
+pub fn model_hashes(engine: &dyn kokon_engine::Engine) -> Vec<[u8; 32]> {
+    engine
+        .models()
+        .into_iter()
+        .map(|m| pay::model_hash(m.hash, &m.name).0)
+        .collect()
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,7 +12,7 @@ use kokon_engine::Engine;
 use kokon_engine::echo::EchoEngine;
 use kokon_engine::llama::{LlamaConfig, LlamaEngine};
 use kokon_engine::upstream::{UpstreamConfig, UpstreamEngine};
-use kokon_tls::node::{config_sha256, simulated_node};
+use kokon_tls::node::{NodeParams, config_sha256, simulated_node, start_node};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -332,13 +332,9 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
         kokon_worker::WorkerConfig::new(a.proxy.unwrap_or_else(|| default_addr("127.0.0.1:7400")));
     cfg.max_jobs = a.max_jobs.unwrap_or(2).max(1);
     cfg.price_milli = a.price_milli.unwrap_or(1000);
-    let tls = simulated_node(
-        Role::Worker,
-        None,
-        policy(&a.common)?,
-        config_sha256(&cfg),
-        &shutdown,
-    )?;
+    let mut node = NodeParams::simulated(Role::Worker, None, config_sha256(&cfg));
+    node.models = kokon_worker::model_hashes(engine.as_ref());
+    let tls = start_node(node, policy(&a.common)?, &shutdown)?;
     let models: Vec<String> = engine.models().into_iter().map(|m| m.name).collect();
     eprintln!("worker serving {models:?}, dialing proxy {}", cfg.proxy);
     let mut w = kokon_worker::Worker::new(cfg, engine, tls);

@@ -23,6 +23,7 @@ pub mod claims;
 pub mod clock;
 pub mod error;
 pub mod evidence;
+pub mod inspect;
 pub mod policy;
 pub mod registry;
 pub mod tdx;

@@ -133,6 +133,65 @@ impl Collateral {
     pub fn is_empty(&self) -> bool {
         self.by_fmspc.is_empty()
     }
+
+    /// Loads every `*.json` collateral document in `dir` (missing: empty).
+    pub fn load_dir(dir: &std::path::Path) -> Result<Self, AttestError> {
+        let mut out = Self::default();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(out);
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let bytes = read_bounded(&path)?;
+            let (fmspc, coll) = Self::parse(&bytes)
+                .map_err(|e| AttestError::CollateralInvalid(format!("{}: {e}", path.display())))?;
+            out.insert(fmspc, coll);
+        }
+        Ok(out)
+    }
+
+    /// Writes `coll` to `dir/tdx-<fmspc>.json` (atomically: temp file, rename).
+    pub fn save(
+        dir: &std::path::Path,
+        fmspc: &str,
+        coll: &QuoteCollateralV3,
+    ) -> std::io::Result<std::path::PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("tdx-{fmspc}.json"));
+        let tmp = dir.join(format!(".tdx-{fmspc}.json.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(coll)?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+}
+
+fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, AttestError> {
+    use std::io::Read;
+    let bad =
+        |e: std::io::Error| AttestError::CollateralInvalid(format!("{}: {e}", path.display()));
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(bad)?
+        .take(MAX_COLLATERAL as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(bad)?;
+    Ok(bytes)
+}
+
+/// The platform a quote comes from: hex FMSPC and PCK CA ("platform" or
+/// "processor"), read from the PCK certificate it carries (unverified).
+pub fn quote_platform(bytes: &[u8]) -> Result<(String, &'static str), AttestError> {
+    let quote = decode(bytes)?;
+    let bad = |e: String| AttestError::PckCertInvalid(e);
+    let fmspc = dcap_qvl::intel::quote_fmspc(&quote).map_err(|e| bad(format!("{e:#}")))?;
+    let ca = match dcap_qvl::intel::quote_ca(&quote).map_err(|e| bad(format!("{e:#}")))? {
+        dcap_qvl::config::PckCa::Processor => "processor",
+        dcap_qvl::config::PckCa::Platform => "platform",
+    };
+    Ok((hex::encode(fmspc), ca))
 }
 
 /// What TDX verification trusts: Intel's SGX Root CA (as bundled by

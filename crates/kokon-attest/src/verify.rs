@@ -170,7 +170,7 @@ fn check_validity(
 
 /// Finds the two Kokon extensions; refuses duplicates, non-critical ones and
 /// any critical extension this verifier does not understand.
-fn kokon_extensions<'a>(
+pub(crate) fn kokon_extensions<'a>(
     cert: &'a X509Certificate<'_>,
 ) -> Result<(&'a [u8], &'a [u8]), AttestError> {
     let (mut claims, mut evidence) = (None, None);

@@ -95,13 +95,13 @@ impl RaTls {
         &self.policy
     }
 
-    fn verifier(&self, expected: &[Role]) -> Arc<RaTlsVerifier> {
-        Arc::new(RaTlsVerifier::new(
+    fn verifier(&self, expected: &[Role]) -> RaTlsVerifier {
+        RaTlsVerifier::new(
             self.policy.clone(),
             expected.to_vec(),
             self.clock.clone(),
             self.provider.clone(),
-        ))
+        )
     }
 
     /// Client-side configuration that accepts only peers of the `expected` roles.
@@ -112,11 +112,15 @@ impl RaTls {
     /// [`RaTls::client_config`] offering another protocol name (for
     /// compatibility tests; nodes always speak [`kokon_proto::ALPN`]).
     pub fn client_config_with_alpn(&self, expected: &[Role], alpn: &[u8]) -> rustls::ClientConfig {
+        self.client_config_for(Arc::new(self.verifier(expected)), alpn)
+    }
+
+    fn client_config_for(&self, verifier: Arc<RaTlsVerifier>, alpn: &[u8]) -> rustls::ClientConfig {
         let mut cfg = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("ring supports TLS 1.3")
             .dangerous()
-            .with_custom_certificate_verifier(self.verifier(expected))
+            .with_custom_certificate_verifier(verifier)
             .with_client_cert_resolver(self.identity.clone());
         cfg.alpn_protocols = vec![alpn.to_vec()];
         cfg
@@ -127,7 +131,7 @@ impl RaTls {
         let mut cfg = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("ring supports TLS 1.3")
-            .with_client_cert_verifier(self.verifier(expected))
+            .with_client_cert_verifier(Arc::new(self.verifier(expected)))
             .with_cert_resolver(self.identity.clone());
         cfg.alpn_protocols = vec![kokon_proto::ALPN.to_vec()];
         cfg
@@ -138,6 +142,32 @@ impl RaTls {
     pub async fn connect(
         &self,
         addr: SocketAddr,
+        expected: &[Role],
+    ) -> Result<(ClientStream<TcpStream>, VerifiedPeer), LinkError> {
+        self.connect_with(addr, self.client_config(expected), expected)
+            .await
+    }
+
+    /// Dials `addr` as [`RaTls::connect`] does and returns the certificate
+    /// the peer presented whatever the policy made of it (if it got that
+    /// far), with the verdict. For inspection (`kokon attest show`).
+    pub async fn inspect(
+        &self,
+        addr: SocketAddr,
+        expected: &[Role],
+    ) -> (Option<Vec<u8>>, Result<VerifiedPeer, LinkError>) {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let verifier = Arc::new(self.verifier(expected).recording(slot.clone()));
+        let cfg = self.client_config_for(verifier, kokon_proto::ALPN);
+        let verdict = self.connect_with(addr, cfg, expected).await.map(|(_, p)| p);
+        let cert = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        (cert, verdict)
+    }
+
+    async fn connect_with(
+        &self,
+        addr: SocketAddr,
+        config: rustls::ClientConfig,
         expected: &[Role],
     ) -> Result<(ClientStream<TcpStream>, VerifiedPeer), LinkError> {
         let a = addr.to_string();
@@ -152,7 +182,7 @@ impl RaTls {
                 source,
             })?;
         let _ = tcp.set_nodelay(true);
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(self.client_config(expected)));
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let name = ServerName::try_from("kokon.peer").expect("static name is valid");
         let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
             .await

@@ -17,6 +17,8 @@ pub struct RaTlsVerifier {
     expected: Vec<Role>,
     clock: Arc<dyn Clock>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+    /// Where to keep the peer's certificate, whatever the verdict (inspection).
+    record: Option<Arc<std::sync::Mutex<Option<Vec<u8>>>>>,
 }
 
 impl std::fmt::Debug for RaTlsVerifier {
@@ -39,7 +41,14 @@ impl RaTlsVerifier {
             expected,
             clock,
             provider,
+            record: None,
         }
+    }
+
+    /// Also keeps the end-entity certificate in `slot` before judging it.
+    pub fn recording(mut self, slot: Arc<std::sync::Mutex<Option<Vec<u8>>>>) -> Self {
+        self.record = Some(slot);
+        self
     }
 
     fn check(
@@ -47,6 +56,9 @@ impl RaTlsVerifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
     ) -> Result<(), rustls::Error> {
+        if let Some(slot) = &self.record {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(end_entity.to_vec());
+        }
         if !intermediates.is_empty() {
             return Err(to_rustls(AttestError::ChainNotAllowed));
         }

@@ -38,6 +38,24 @@ pub struct Common {
     /// [default: dev-proxy, dev-worker-0 or dev-client by role].
     #[arg(long, env = "KOKON_WALLET")]
     pub wallet: Option<String>,
+    /// Where this node's quotes come from: `tdx` (configfs-tsm inside a TD),
+    /// `simulated` (software; accepted only by test-network registries), or
+    /// `auto`: tdx when configfs-tsm is present, else simulated [default: auto].
+    #[arg(long, value_enum, env = "KOKON_EVIDENCE")]
+    pub evidence: Option<EvidenceArg>,
+    /// Intel collateral cache for verifying TDX peers offline
+    /// [default: $KOKON_HOME/collateral; fill it with `kokon attest collateral fetch`].
+    #[arg(long, env = "KOKON_COLLATERAL")]
+    pub collateral: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvidenceArg {
+    #[default]
+    Auto,
+    Tdx,
+    Simulated,
 }
 
 impl Common {
@@ -191,13 +209,28 @@ fn default_addr(s: &str) -> SocketAddr {
 }
 
 pub(crate) fn policy(common: &Common) -> anyhow::Result<Arc<kokon_attest::Policy>> {
-    let path = registry_path(common.registry.clone());
-    let registry = load_registry(&path)?;
-    Ok(Arc::new(
-        registry
-            .policy()
-            .with_context(|| format!("registry {}", path.display()))?,
-    ))
+    Ok(Arc::new(crate::attest::policy_with_collateral(
+        common.registry.clone(),
+        common.collateral.clone(),
+    )?))
+}
+
+/// How this node proves itself: its evidence source, per `--evidence`.
+fn node_params(common: &Common, role: Role, config: [u8; 32]) -> anyhow::Result<NodeParams> {
+    let mut params = NodeParams::simulated(role, None, config);
+    let root = std::path::Path::new(kokon_attest::tsm::DEFAULT_ROOT);
+    let tdx = match common.evidence.unwrap_or_default() {
+        EvidenceArg::Simulated => false,
+        EvidenceArg::Tdx => true,
+        EvidenceArg::Auto => root.exists(),
+    };
+    if tdx {
+        params.evidence = Arc::new(kokon_attest::tsm::ConfigfsTsm::open(root)?);
+        eprintln!("evidence: TDX quotes from {}", root.display());
+    } else {
+        eprintln!("evidence: SIMULATED (only test-network registries accept it)");
+    }
+    Ok(params)
 }
 
 async fn run_until_signal(shutdown: CancellationToken) {
@@ -209,20 +242,23 @@ async fn run_until_signal(shutdown: CancellationToken) {
 pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
     let mut file: ProxyArgs = load_file(a.common.config.as_deref())?;
     merge!(a, file, listen, admin, max_attempts, job_idle_secs);
-    merge!(a.common, file.common, registry, devnet, wallet);
+    merge!(
+        a.common,
+        file.common,
+        registry,
+        devnet,
+        wallet,
+        evidence,
+        collateral
+    );
     let shutdown = CancellationToken::new();
     let mut cfg =
         kokon_proxy::ProxyConfig::new(a.listen.unwrap_or_else(|| default_addr("0.0.0.0:7400")));
     cfg.admin_listen = Some(a.admin.unwrap_or_else(|| default_addr("127.0.0.1:7401")));
     cfg.max_attempts = a.max_attempts.unwrap_or(3).max(1);
     cfg.job_idle_timeout = std::time::Duration::from_secs(a.job_idle_secs.unwrap_or(120).max(1));
-    let tls = simulated_node(
-        Role::Proxy,
-        None,
-        policy(&a.common)?,
-        config_sha256(&cfg),
-        &shutdown,
-    )?;
+    let node = node_params(&a.common, Role::Proxy, config_sha256(&cfg))?;
+    let tls = start_node(node, policy(&a.common)?, &shutdown)?;
     let pay = match a.common.devnet()? {
         Some((spec, ledger)) => {
             let books = pay::proxy_books(&spec, &ledger, &a.common.wallet_or("dev-proxy")).await?;
@@ -314,7 +350,15 @@ pub async fn build_engine(e: &EngineArgs) -> anyhow::Result<Arc<dyn Engine>> {
 pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
     let mut file: WorkerArgs = load_file(a.common.config.as_deref())?;
     merge!(a, file, proxy, max_jobs, price_milli, admin);
-    merge!(a.common, file.common, registry, devnet, wallet);
+    merge!(
+        a.common,
+        file.common,
+        registry,
+        devnet,
+        wallet,
+        evidence,
+        collateral
+    );
     merge!(
         a.engine,
         file.engine,
@@ -332,7 +376,7 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
         kokon_worker::WorkerConfig::new(a.proxy.unwrap_or_else(|| default_addr("127.0.0.1:7400")));
     cfg.max_jobs = a.max_jobs.unwrap_or(2).max(1);
     cfg.price_milli = a.price_milli.unwrap_or(1000);
-    let mut node = NodeParams::simulated(Role::Worker, None, config_sha256(&cfg));
+    let mut node = node_params(&a.common, Role::Worker, config_sha256(&cfg))?;
     node.models = kokon_worker::model_hashes(engine.as_ref());
     let tls = start_node(node, policy(&a.common)?, &shutdown)?;
     let models: Vec<String> = engine.models().into_iter().map(|m| m.name).collect();
@@ -372,7 +416,15 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
 pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
     let mut file: ClientArgs = load_file(a.common.config.as_deref())?;
     merge!(a, file, listen, proxy, api_key, max_price_milli, proxy_key);
-    merge!(a.common, file.common, registry, devnet, wallet);
+    merge!(
+        a.common,
+        file.common,
+        registry,
+        devnet,
+        wallet,
+        evidence,
+        collateral
+    );
     let shutdown = CancellationToken::new();
     let mut cfg = kokon_gateway::GatewayConfig::new(
         a.listen.unwrap_or_else(|| default_addr("127.0.0.1:8080")),

@@ -1,8 +1,10 @@
 //! `kokon`: the command-line entry point. A thin shell over the library crates.
 
+mod attest;
 mod config;
 mod daemons;
 mod model;
+mod pccs;
 mod up;
 mod wallet;
 
@@ -40,6 +42,9 @@ enum Command {
     /// Fetch and inspect models.
     #[command(subcommand)]
     Model(model::ModelCmd),
+    /// Inspect attestation: a peer's certificate, a TDX quote, Intel collateral.
+    #[command(subcommand)]
+    Attest(attest::AttestCmd),
     /// Manage the registry file daemons verify peers against.
     #[command(subcommand)]
     Registry(daemons::RegistryCmd),
@@ -96,7 +101,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
     match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             std::process::ExitCode::FAILURE
@@ -120,12 +125,14 @@ fn one_line(e: &anyhow::Error) -> String {
     msg
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let ok = |r: anyhow::Result<()>| r.map(|()| std::process::ExitCode::SUCCESS);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        match cli.command {
+        ok(match cli.command {
+            Command::Attest(c) => return attest::run(c).await,
             Command::Up(a) => up::run(a).await,
             Command::Proxy(ProxyCli {
                 money: Some(ProxyMoneyCmd::Vault(v)),
@@ -139,7 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Client(a) => daemons::client(a).await,
             Command::Model(c) => model::run(c).await,
             Command::Registry(c) => daemons::registry(c),
-        }
+        })
     })
 }
 

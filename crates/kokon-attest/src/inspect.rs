@@ -1,0 +1,101 @@
+//! Reading a certificate for people (`kokon attest show`): everything it
+//! claims and proves, parsed without trusting it, next to the verdict of the
+//! real verifier.
+
+use serde::Serialize;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
+
+use crate::{AttestError, Claims, Evidence, EvidenceKind, Policy, Role, SimulatedQuote, tdx};
+
+/// What a certificate says about its holder, and what the policy says of it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Inspection {
+    pub role: Option<Role>,
+    pub evidence: Option<String>,
+    /// Hex MRTD and RTMR0..3.
+    pub mrtd: Option<String>,
+    pub rtmr: Vec<String>,
+    pub image_hash: Option<String>,
+    pub models: Vec<String>,
+    pub debug_td: Option<bool>,
+    /// Intel's TCB status, or why it could not be had.
+    pub tcb_status: Option<String>,
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+    pub issued_at: Option<u64>,
+    pub config_sha256: Option<String>,
+    /// `None` when the policy accepts the certificate.
+    pub refused: Option<String>,
+    /// The refusal's stable name (`AttestError::reason`).
+    pub reason: Option<&'static str>,
+}
+
+/// Inspects `der` and judges it with `policy` for the `expected` roles at `now`.
+pub fn inspect(der: &[u8], policy: &Policy, expected: &[Role], now: u64) -> Inspection {
+    let verdict = crate::verify_certificate(der, policy, expected, now);
+    let mut out = Inspection {
+        role: None,
+        evidence: None,
+        mrtd: None,
+        rtmr: Vec::new(),
+        image_hash: None,
+        models: Vec::new(),
+        debug_td: None,
+        tcb_status: None,
+        not_before: None,
+        not_after: None,
+        issued_at: None,
+        config_sha256: None,
+        refused: verdict.as_ref().err().map(|e| e.to_string()),
+        reason: verdict.as_ref().err().map(AttestError::reason),
+    };
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return out;
+    };
+    out.not_before = Some(cert.validity().not_before.timestamp());
+    out.not_after = Some(cert.validity().not_after.timestamp());
+    let Ok((claims, evidence)) = crate::verify::kokon_extensions(&cert) else {
+        return out;
+    };
+    if let Ok(c) = Claims::parse(claims) {
+        fill_claims(&mut out, c);
+    }
+    if let Ok(ev) = Evidence::parse(evidence) {
+        fill_evidence(&mut out, &ev, policy, now);
+    }
+    out
+}
+
+fn fill_claims(out: &mut Inspection, c: Claims) {
+    out.role = Some(c.role);
+    out.issued_at = Some(c.issued_at);
+    out.config_sha256 = Some(c.config_sha256);
+    out.models = c.models;
+}
+
+fn fill_evidence(out: &mut Inspection, ev: &Evidence, policy: &Policy, now: u64) {
+    out.evidence = Some(ev.kind.to_string());
+    let (m, attrs) = match ev.kind {
+        EvidenceKind::Simulated => match SimulatedQuote::parse(&ev.quote) {
+            Ok(q) => (q.measurements, q.td_attributes),
+            Err(_) => return,
+        },
+        EvidenceKind::Tdx => match tdx::parse_quote(&ev.quote) {
+            Ok(q) => (q.measurements, q.td_attributes),
+            Err(_) => return,
+        },
+    };
+    out.mrtd = Some(hex::encode(m.mrtd));
+    out.rtmr = m.rtmr.iter().map(hex::encode).collect();
+    out.image_hash = Some(hex::encode(m.image_hash()));
+    out.debug_td = Some(crate::evidence::td_is_debug(&attrs));
+    out.tcb_status = match (ev.kind, &policy.tdx) {
+        (EvidenceKind::Simulated, _) => None,
+        (EvidenceKind::Tdx, None) => Some("unknown (no collateral loaded)".into()),
+        (EvidenceKind::Tdx, Some(trust)) => Some(match tdx::verify_quote(&ev.quote, trust, now) {
+            Ok(r) => r.tcb_status,
+            Err(e) => format!("not verified: {e}"),
+        }),
+    };
+}

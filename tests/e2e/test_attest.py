@@ -1,0 +1,139 @@
+"""`kokon attest`: inspecting a live proxy, measuring a real TDX quote, and
+fetching collateral from a PCCS (a local one serving Intel's signed sample
+collateral in the PCCS wire format) so quotes verify offline."""
+
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import BINARY, ROOT, free_port
+
+SAMPLES = ROOT / "crates" / "kokon-attest" / "testdata" / "tdx"
+SAMPLE_TIME = "1751328000"  # inside the v4 sample collateral's window
+MRTD = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
+
+
+def kokon(*args, env=None):
+    return subprocess.run([str(BINARY), *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def home():
+    h = Path(tempfile.mkdtemp())
+    env = dict(os.environ, KOKON_HOME=str(h), KOKON_LOG="warn")
+    assert kokon("registry", "init", env=env).returncode == 0
+    return h, env
+
+
+@pytest.fixture
+def proxy(home):
+    h, env = home
+    port = free_port()
+    log = open(h / "proxy.log", "ab")
+    p = subprocess.Popen([str(BINARY), "proxy", "--listen", f"127.0.0.1:{port}", "--admin", "127.0.0.1:0",
+                          "--evidence", "simulated"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 20
+    while time.time() < deadline and b"proxy listening" not in (h / "proxy.log").read_bytes():
+        time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    p.kill()
+    p.wait()
+
+
+def test_show_accepts_a_proxy_the_registry_allows(home, proxy):
+    _, env = home
+    r = kokon("attest", "show", proxy, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ACCEPTED" in r.stdout and "role          proxy" in r.stdout
+    assert "evidence      simulated" in r.stdout
+    view = json.loads(kokon("attest", "show", proxy, "--json", env=env).stdout)
+    assert view["role"] == "proxy" and view["refused"] is None and len(view["rtmr"]) == 4
+
+
+def test_show_refuses_a_proxy_whose_image_is_not_listed(home, proxy):
+    h, env = home
+    reg = (h / "registry.toml").read_text()
+    strict = h / "strict.toml"
+    # Same test network, but the proxy image list names another image.
+    lines = [l if not l.startswith("proxy_images") else f'proxy_images = ["{"ab" * 32}"]' for l in reg.splitlines()]
+    strict.write_text("\n".join(lines) + "\n")
+    r = kokon("attest", "show", proxy, "--registry", str(strict), env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "REFUSED" in r.stdout and "not allowed for role proxy" in r.stdout
+    # A production registry refuses simulated evidence outright.
+    prod = h / "prod.toml"
+    prod.write_text(reg.replace('network = "test"', 'network = "production"'))
+    r = kokon("attest", "show", proxy, "--registry", str(prod), "--json", env=env)
+    assert r.returncode == 1 and json.loads(r.stdout)["reason"] == "simulated_not_allowed"
+
+
+class Pccs(BaseHTTPRequestHandler):
+    """Serves the v4 sample's collateral as a PCCS does (API v4)."""
+
+    coll = json.loads((SAMPLES / "tdx_quote_collateral.json").read_text())
+    seen = []
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, body: bytes, headers=()):
+        self.send_response(200)
+        for k, v in headers:
+            self.send_header(k, urllib.parse.quote(v))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        c, path = self.coll, self.path
+        Pccs.seen.append(path)
+        if path.startswith("/sgx/certification/v4/pckcrl?ca=platform&encoding=der"):
+            self.reply(bytes.fromhex(c["pck_crl"]), [("SGX-PCK-CRL-Issuer-Chain", c["pck_crl_issuer_chain"])])
+        elif path == "/tdx/certification/v4/tcb?fmspc=b0c06f000000":
+            body = '{"tcbInfo":%s,"signature":"%s"}' % (c["tcb_info"], c["tcb_info_signature"])
+            self.reply(body.encode(), [("TCB-Info-Issuer-Chain", c["tcb_info_issuer_chain"])])
+        elif path == "/tdx/certification/v4/qe/identity":
+            body = '{"enclaveIdentity":%s,"signature":"%s"}' % (c["qe_identity"], c["qe_identity_signature"])
+            self.reply(body.encode(), [("SGX-Enclave-Identity-Issuer-Chain", c["qe_identity_issuer_chain"])])
+        elif path == "/sgx/certification/v4/rootcacrl":
+            self.reply(c["root_ca_crl"].encode())  # a PCCS answers in hex
+        else:
+            self.send_response(404)
+            self.end_headers()
+
+
+def test_measure_fetch_collateral_and_verify_offline(home):
+    h, env = home
+    quote = str(SAMPLES / "tdx_quote")
+    r = json.loads(kokon("attest", "measure", quote, "--json", env=env).stdout)
+    assert r["mrtd"] == MRTD and r["verified"] is False and "no collateral cached" in r["error"]
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pccs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    r = kokon("attest", "collateral", "fetch", "--quote", quote, "--pccs", url, env=env)
+    server.shutdown()
+    assert r.returncode == 0, r.stderr
+    assert (h / "collateral" / "tdx-b0c06f000000.json").exists()
+    assert "b0c06f000000" in kokon("attest", "collateral", "list", env=env).stdout
+
+    # Offline from here: the cached collateral verifies the real quote.
+    r = json.loads(kokon("attest", "measure", quote, "--json", "--at", SAMPLE_TIME, env=env).stdout)
+    assert r["verified"] is True and r["tcb_status"] == "UpToDate", r
+    # Today the sample collateral has long expired: refused, with the reason.
+    r = json.loads(kokon("attest", "measure", quote, "--json", env=env).stdout)
+    assert r["verified"] is False and "validity window" in r["error"]
+
+
+def test_measure_on_a_machine_that_is_not_a_td(home):
+    _, env = home
+    r = kokon("attest", "measure", env=env)
+    assert r.returncode != 0 and "not inside a TDX guest" in r.stderr

@@ -63,6 +63,7 @@ pub struct RaTls {
     policy: Arc<Policy>,
     clock: Arc<dyn Clock>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+    recent: Arc<verifier::Recent>,
 }
 
 impl RaTls {
@@ -84,6 +85,7 @@ impl RaTls {
             policy,
             clock,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
+            recent: Arc::default(),
         }
     }
 
@@ -102,6 +104,7 @@ impl RaTls {
             self.clock.clone(),
             self.provider.clone(),
         )
+        .remembering(self.recent.clone())
     }
 
     /// Client-side configuration that accepts only peers of the `expected` roles.
@@ -216,8 +219,9 @@ impl RaTls {
         tokio_rustls::TlsAcceptor::from(Arc::new(self.server_config(expected)))
     }
 
-    /// Re-runs the verifier on the handshake's peer certificate to obtain the
-    /// [`VerifiedPeer`] token (rustls does not hand the verifier's result back).
+    /// The [`VerifiedPeer`] of the handshake's peer certificate: the
+    /// verifier's own verdict (rustls does not hand it back, so the verifier
+    /// kept it), or a fresh verification when it is not there.
     fn check_peer(
         &self,
         addr: &str,
@@ -231,6 +235,13 @@ impl RaTls {
         let cert = certs
             .and_then(|c| c.first())
             .ok_or_else(|| LinkError::NoCertificate { addr: addr.into() })?;
+        if let Some(peer) = self
+            .recent
+            .take(cert)
+            .filter(|p| expected.contains(&p.role()))
+        {
+            return Ok(peer);
+        }
         verify_certificate(cert, &self.policy, expected, self.clock.now_unix()).map_err(|source| {
             LinkError::Refused {
                 addr: addr.into(),

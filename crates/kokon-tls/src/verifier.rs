@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use kokon_attest::{AttestError, Clock, Policy, Role, verify_certificate};
+use kokon_attest::{AttestError, Clock, Policy, Role, VerifiedPeer, verify_certificate};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -19,6 +19,33 @@ pub struct RaTlsVerifier {
     provider: Arc<rustls::crypto::CryptoProvider>,
     /// Where to keep the peer's certificate, whatever the verdict (inspection).
     record: Option<Arc<std::sync::Mutex<Option<Vec<u8>>>>>,
+    /// Peers this node verified during handshakes still in progress.
+    recent: Option<Arc<Recent>>,
+}
+
+/// Verdicts of the verifier, kept so that the link can take its
+/// [`VerifiedPeer`] after the handshake instead of verifying again (a TDX
+/// quote costs about a millisecond). Keyed by the certificate's SHA-256;
+/// taken once; bounded.
+#[derive(Default)]
+pub struct Recent(std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedPeer>>);
+
+impl Recent {
+    const MAX: usize = 256;
+
+    fn put(&self, cert: &[u8], peer: VerifiedPeer) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::MAX {
+            map.clear(); // handshakes that failed after verification
+        }
+        map.insert(kokon_attest::sha256(cert), peer);
+    }
+
+    /// The verdict on `cert`, if the verifier reached one (and not before).
+    pub fn take(&self, cert: &[u8]) -> Option<VerifiedPeer> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&kokon_attest::sha256(cert))
+    }
 }
 
 impl std::fmt::Debug for RaTlsVerifier {
@@ -42,7 +69,14 @@ impl RaTlsVerifier {
             clock,
             provider,
             record: None,
+            recent: None,
         }
+    }
+
+    /// Keeps each successful verdict in `recent` for the link to take.
+    pub fn remembering(mut self, recent: Arc<Recent>) -> Self {
+        self.recent = Some(recent);
+        self
     }
 
     /// Also keeps the end-entity certificate in `slot` before judging it.
@@ -62,14 +96,17 @@ impl RaTlsVerifier {
         if !intermediates.is_empty() {
             return Err(to_rustls(AttestError::ChainNotAllowed));
         }
-        verify_certificate(
+        let peer = verify_certificate(
             end_entity,
             &self.policy,
             &self.expected,
             self.clock.now_unix(),
         )
-        .map(|_| ())
-        .map_err(to_rustls)
+        .map_err(to_rustls)?;
+        if let Some(recent) = &self.recent {
+            recent.put(end_entity, peer);
+        }
+        Ok(())
     }
 
     fn check_signature(

@@ -25,8 +25,10 @@ pub mod error;
 pub mod evidence;
 pub mod inspect;
 pub mod policy;
+pub mod qgs;
 pub mod registry;
 pub mod tdx;
+pub mod tdx_guest;
 pub mod tsm;
 pub mod verify;
 

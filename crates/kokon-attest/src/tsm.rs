@@ -33,13 +33,9 @@ const MAX_QUOTE: u64 = crate::tdx::MAX_QUOTE as u64;
 #[derive(Debug, thiserror::Error)]
 pub enum TsmError {
     #[error(
-        "not inside a TDX guest: {0} does not exist (TDX evidence needs a TD with Linux 6.7+ and CONFIG_TSM_REPORTS; on other machines use --evidence simulated on a test network)"
+        "not inside a TDX guest: neither {0} (configfs-tsm) nor {TDX_GUEST_DEVICE} exists (on other machines use --evidence simulated on a test network)"
     )]
     NotATd(PathBuf),
-    #[error(
-        "this TD has {TDX_GUEST_DEVICE} but no configfs-tsm ({0} is missing): that device's ioctl yields a TD report only this platform can check, not a quote; run a kernel with CONFIG_TSM_REPORTS (Linux 6.7+)"
-    )]
-    NoQuoteInterface(PathBuf),
     #[error("configfs-tsm provider is `{0}`, not `tdx_guest`: this is not a TDX guest")]
     WrongProvider(String),
     #[error("{path}: {source}")]
@@ -54,6 +50,21 @@ pub enum TsmError {
     QuoteTooLarge,
 }
 
+/// This TD's quote source: configfs-tsm under `root` where the kernel has
+/// it, else `/dev/tdx_guest` with the host's quoting service (older
+/// kernels), else an error saying this is not a TD.
+pub fn open_tdx(root: &Path) -> Result<std::sync::Arc<dyn EvidenceSource>, TsmError> {
+    if root.is_dir() {
+        return Ok(std::sync::Arc::new(ConfigfsTsm::open(root)?));
+    }
+    let device = Path::new(TDX_GUEST_DEVICE);
+    if device.exists() {
+        tracing::info!("no configfs-tsm; quoting through {TDX_GUEST_DEVICE} and the host's QGS");
+        return Ok(std::sync::Arc::new(crate::tdx_guest::TdxGuest::new(device)));
+    }
+    Err(TsmError::NotATd(root.to_path_buf()))
+}
+
 /// Quotes from configfs-tsm under `root`.
 #[derive(Debug)]
 pub struct ConfigfsTsm {
@@ -66,11 +77,7 @@ impl ConfigfsTsm {
     /// the entry directory and checking the provider is TDX.
     pub fn open(root: &Path) -> Result<Self, TsmError> {
         if !root.is_dir() {
-            return Err(if Path::new(TDX_GUEST_DEVICE).exists() {
-                TsmError::NoQuoteInterface(root.to_path_buf())
-            } else {
-                TsmError::NotATd(root.to_path_buf())
-            });
+            return Err(TsmError::NotATd(root.to_path_buf()));
         }
         let entry = root.join(ENTRY);
         match std::fs::create_dir(&entry) {

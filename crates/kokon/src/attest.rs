@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
 use kokon_attest::inspect::{Inspection, inspect};
 use kokon_attest::tdx::{Collateral, TdxTrust, parse_quote, quote_platform, verify_quote};
-use kokon_attest::tsm::{ConfigfsTsm, DEFAULT_ROOT};
+use kokon_attest::tsm::{DEFAULT_ROOT, open_tdx};
 use kokon_attest::{Clock, Policy, Role, SystemClock};
 
 use crate::config::{load_registry, registry_path};
@@ -305,8 +305,8 @@ async fn measure(
 /// A quote from this TD, over all-zero report data (for measuring).
 async fn local_quote() -> anyhow::Result<Vec<u8>> {
     tokio::task::spawn_blocking(|| {
-        let tsm = ConfigfsTsm::open(Path::new(DEFAULT_ROOT))?;
-        Ok(tsm.quote(&[0; 64])?)
+        let source = open_tdx(Path::new(DEFAULT_ROOT))?;
+        source.quote(&[0; 64]).map_err(anyhow::Error::msg)
     })
     .await?
 }

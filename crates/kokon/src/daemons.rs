@@ -222,10 +222,12 @@ fn node_params(common: &Common, role: Role, config: [u8; 32]) -> anyhow::Result<
     let tdx = match common.evidence.unwrap_or_default() {
         EvidenceArg::Simulated => false,
         EvidenceArg::Tdx => true,
-        EvidenceArg::Auto => root.exists(),
+        EvidenceArg::Auto => {
+            root.exists() || std::path::Path::new(kokon_attest::tsm::TDX_GUEST_DEVICE).exists()
+        }
     };
     if tdx {
-        params.evidence = Arc::new(kokon_attest::tsm::ConfigfsTsm::open(root)?);
+        params.evidence = kokon_attest::tsm::open_tdx(root)?;
         eprintln!("evidence: TDX quotes from {}", root.display());
     } else {
         eprintln!("evidence: SIMULATED (only test-network registries accept it)");

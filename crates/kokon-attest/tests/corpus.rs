@@ -15,8 +15,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use kokon_attest::cert::{CertParts, build_certificate};
 use kokon_attest::evidence::binding;
 use kokon_attest::tdx::{Collateral, TdxTrust};
@@ -40,22 +38,7 @@ struct Case {
 
 /// A production policy: the "worker" and "proxy" images, one model.
 fn production() -> Policy {
-    let img = |l: &str| Some(vec![SimulatedQuote::measurements_for(l).image_hash()]);
-    let mut roles = HashMap::new();
-    roles.insert(
-        Role::Worker,
-        RolePolicy {
-            images: img("worker"),
-        },
-    );
-    roles.insert(
-        Role::Proxy,
-        RolePolicy {
-            images: img("proxy"),
-        },
-    );
-    roles.insert(Role::Client, RolePolicy { images: None });
-    let mut p = Policy::new(roles);
+    let mut p = common::production_policy();
     p.models = Some(vec![MODEL]);
     p
 }

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+mod common;
+
 use kokon_attest::cert::{CertParts, build_certificate};
 use kokon_attest::evidence::binding;
 use kokon_attest::*;
@@ -10,22 +12,7 @@ use rcgen::{KeyPair, PKCS_ED25519, PublicKeyData};
 const NOW: u64 = 1_800_000_000;
 
 fn dev_policy() -> Policy {
-    let img = |l: &str| Some(vec![SimulatedQuote::measurements_for(l).image_hash()]);
-    let mut roles = HashMap::new();
-    roles.insert(
-        Role::Worker,
-        RolePolicy {
-            images: img("worker"),
-        },
-    );
-    roles.insert(
-        Role::Proxy,
-        RolePolicy {
-            images: img("proxy"),
-        },
-    );
-    roles.insert(Role::Client, RolePolicy { images: None });
-    let mut p = Policy::new(roles);
+    let mut p = common::production_policy();
     p.dangerous().allow_simulated_evidence();
     p
 }

@@ -38,9 +38,10 @@ pub struct Common {
     /// [default: dev-proxy, dev-worker-0 or dev-client by role].
     #[arg(long, env = "KOKON_WALLET")]
     pub wallet: Option<String>,
-    /// Where this node's quotes come from: `tdx` (configfs-tsm inside a TD),
-    /// `simulated` (software; accepted only by test-network registries), or
-    /// `auto`: tdx when configfs-tsm is present, else simulated [default: auto].
+    /// Where this node's quotes come from: `tdx` (inside a TD: configfs-tsm, or
+    /// /dev/tdx_guest with the host's quoting service), `simulated` (software;
+    /// accepted only by test-network registries), or `auto`: tdx when either
+    /// interface is present, else simulated [default: auto].
     #[arg(long, value_enum, env = "KOKON_EVIDENCE")]
     pub evidence: Option<EvidenceArg>,
     /// Intel collateral cache for verifying TDX peers offline

@@ -3,7 +3,31 @@
 //! collateral's validity window.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+
 use kokon_attest::tdx::{Collateral, TdxTrust};
+use kokon_attest::{Policy, Role, RolePolicy, SimulatedQuote};
+
+/// A production policy admitting the simulated images labelled "worker" and
+/// "proxy" (so the test can switch simulated evidence on or leave it off).
+pub fn production_policy() -> Policy {
+    let img = |l: &str| Some(vec![SimulatedQuote::measurements_for(l).image_hash()]);
+    let mut roles = HashMap::new();
+    roles.insert(
+        Role::Worker,
+        RolePolicy {
+            images: img("worker"),
+        },
+    );
+    roles.insert(
+        Role::Proxy,
+        RolePolicy {
+            images: img("proxy"),
+        },
+    );
+    roles.insert(Role::Client, RolePolicy { images: None });
+    Policy::new(roles)
+}
 
 pub struct Sample {
     pub quote: Vec<u8>,

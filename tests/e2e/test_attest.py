@@ -137,3 +137,59 @@ def test_measure_on_a_machine_that_is_not_a_td(home):
     _, env = home
     r = kokon("attest", "measure", env=env)
     assert r.returncode != 0 and "not inside a TDX guest" in r.stderr
+
+
+def wait_for(what, check, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(what)
+
+
+def test_unlisted_worker_cannot_join_and_a_gateway_refuses_an_unlisted_proxy(home):
+    """Separate processes: each refusal is explained where the operator looks."""
+    h, env = home
+    reg = (h / "registry.toml").read_text()
+    other = '["%s"]' % ("cd" * 32)
+    no_worker = h / "no-worker.toml"
+    no_worker.write_text("\n".join(f"worker_images = {other}" if l.startswith("worker_images") else l
+                                   for l in reg.splitlines()) + "\n")
+    no_proxy = h / "no-proxy.toml"
+    no_proxy.write_text("\n".join(f"proxy_images = {other}" if l.startswith("proxy_images") else l
+                                  for l in reg.splitlines()) + "\n")
+    port, admin, api = free_port(), free_port(), free_port()
+    log = h / "procs.log"
+    run = lambda *a: subprocess.Popen([str(BINARY), *a], env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    procs = [
+        run("proxy", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}", "--registry", str(no_worker)),
+        run("worker", "--proxy", f"127.0.0.1:{port}", "--engine", "echo"),
+        run("client", "--proxy", f"127.0.0.1:{port}", "--listen", f"127.0.0.1:{api}", "--registry", str(no_proxy)),
+    ]
+    try:
+        import httpx
+        metrics = lambda: httpx.get(f"http://127.0.0.1:{admin}/metrics", timeout=2).text
+        wait_for("proxy up", lambda: "kokon_proxy_workers" in (metrics() if port_open(admin) else ""))
+        wait_for("worker refused", lambda: 'reason="image_not_allowed"' in metrics())
+        assert "kokon_proxy_workers 0" in metrics()
+        wait_for("worker explains", lambda: "refused this worker's certificate" in log.read_text(errors="replace"))
+        assert "not allowed for role worker" in log.read_text(errors="replace")
+
+        wait_for("gateway up", lambda: port_open(api))
+        r = httpx.post(f"http://127.0.0.1:{api}/v1/chat/completions", timeout=20,
+                       json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 503, r.text
+        msg = r.json()["error"]["message"]
+        assert "refused by attestation policy" in msg and "not allowed for role proxy" in msg, msg
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def port_open(port):
+    import socket
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -289,6 +289,12 @@ async fn refuses_workers_with_a_bad_binding_or_an_unlisted_image() {
     })
     .await;
     assert_eq!(net.proxy.worker_count(), 1, "only the honest worker joined");
+    // The rogue worker learns why, and says so (see its log line).
+    let rogue = &net.workers[0].stats;
+    eventually("the rogue worker saw the refusal", || {
+        WorkerStats::get(&rogue.links_refused_by_proxy) >= 1
+    })
+    .await;
     let ok = chat(&net.base_url(), "honest", "fine", false).await;
     assert_eq!(ok.status(), 200);
     let r = chat(&net.base_url(), "m", "anyone?", false).await;

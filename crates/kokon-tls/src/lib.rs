@@ -251,6 +251,28 @@ impl RaTls {
     }
 }
 
+/// True when `err` (or any error it wraps) is the peer refusing our
+/// certificate with a TLS alert. In TLS 1.3 a client learns that only on its
+/// first read after the handshake, so links report it when they end.
+pub fn refused_our_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
+    use rustls::{AlertDescription as A, Error as TlsError};
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(TlsError::AlertReceived(
+            A::BadCertificate | A::CertificateUnknown | A::UnsupportedCertificate | A::AccessDenied,
+        )) = e.downcast_ref::<TlsError>()
+        {
+            return true;
+        }
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        cur = inner.or_else(|| e.source());
+    }
+    false
+}
+
 fn handshake_error(addr: &str, e: std::io::Error) -> LinkError {
     use rustls::{AlertDescription, Error as TlsError};
     let tls = e

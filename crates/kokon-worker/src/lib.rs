@@ -71,6 +71,8 @@ pub struct WorkerStats {
     pub jobs_cancelled: Counter,
     pub jobs_refused_busy: Counter,
     pub links_established: Counter,
+    /// Links the proxy ended by refusing this worker's certificate.
+    pub links_refused_by_proxy: Counter,
 }
 
 impl WorkerStats {
@@ -100,6 +102,11 @@ impl WorkerStats {
             "kokon_worker_links",
             "Links established to the proxy",
             self.links_established.clone(),
+        );
+        r.register(
+            "kokon_worker_links_refused_by_proxy",
+            "Links the proxy ended by refusing this worker's certificate (registry policy)",
+            self.links_refused_by_proxy.clone(),
         );
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &r);

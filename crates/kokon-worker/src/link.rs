@@ -32,7 +32,14 @@ pub async fn run(worker: Worker, shutdown: CancellationToken) {
                 Ok((tls, peer)) => {
                     tracing::info!(proxy = %worker.cfg.proxy, peer = peer.short_id(), "linked to proxy");
                     WorkerStats::bump(&worker.stats.links_established);
-                    serve_link(&worker, tls).await;
+                    if serve_link(&worker, tls).await {
+                        WorkerStats::bump(&worker.stats.links_refused_by_proxy);
+                        tracing::error!(proxy = %worker.cfg.proxy,
+                            "the proxy refused this worker's certificate: its registry does not allow this worker's \
+                             image (or evidence kind, TCB status or models); the proxy's log names the check. \
+                             Compare `kokon attest show` of a certificate with the registry's lists");
+                        return Round::Refused;
+                    }
                     tracing::warn!(proxy = %worker.cfg.proxy, "link to proxy closed");
                     Round::Linked
                 }
@@ -67,7 +74,9 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::random_range(0.5..1.0))
 }
 
-async fn serve_link(worker: &Worker, tls: kokon_tls::ClientStream<tokio::net::TcpStream>) {
+/// Serves jobs on the link until it ends; true when it ended because the
+/// proxy refused our certificate.
+async fn serve_link(worker: &Worker, tls: kokon_tls::ClientStream<tokio::net::TcpStream>) -> bool {
     let w = worker.clone();
     let service = hyper::service::service_fn(move |req| {
         let w = w.clone();
@@ -79,8 +88,13 @@ async fn serve_link(worker: &Worker, tls: kokon_tls::ClientStream<tokio::net::Tc
         .keep_alive_timeout(Duration::from_secs(10))
         .max_concurrent_streams(worker.cfg.max_jobs.saturating_mul(2).max(8))
         .serve_connection(TokioIo::new(tls), service);
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "link ended with an error");
+    match conn.await {
+        Err(e) if kokon_tls::refused_our_certificate(&e) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "link ended with an error");
+            false
+        }
+        Ok(()) => false,
     }
 }
 

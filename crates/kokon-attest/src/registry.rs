@@ -203,6 +203,38 @@ mod tests {
     }
 
     #[test]
+    fn attestation_rules_reach_the_policy_and_weakenings_need_a_test_network() {
+        let text = r#"
+            network = "test"
+            proxy_images = []
+            worker_images = []
+            models = ["1111111111111111111111111111111111111111111111111111111111111111"]
+            [attestation]
+            tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
+            max_cert_age_secs = 3600
+            max_clock_skew_secs = 30
+            allow_debug_tds = true
+        "#;
+        let r = Registry::parse(text).unwrap();
+        let p = r.policy().unwrap();
+        assert_eq!(p.tcb_statuses, ["UpToDate", "SWHardeningNeeded"]);
+        assert_eq!((p.max_age_secs, p.max_skew_secs), (3600, 30));
+        assert!(p.allows_debug() && p.allows_simulated());
+        assert!(p.allows_model(&[0x11; 32]) && !p.allows_model(&[0x22; 32]));
+
+        let prod = Registry::parse(&text.replace("\"test\"", "\"production\"")).unwrap();
+        let err = prod.policy().unwrap_err();
+        assert!(matches!(err, RegistryError::TestOnly(_)), "{err}");
+        let bad = Registry::parse(&text.replace("SWHardeningNeeded", "Fine")).unwrap();
+        assert!(matches!(bad.policy(), Err(RegistryError::BadTcbStatus(s)) if s == "Fine"));
+        assert!(Registry::parse(&text.replace("allow_debug_tds", "allow_everything")).is_err());
+        // Defaults: UpToDate only, no debug TDs, any model.
+        let d = Registry::local_test_network().policy().unwrap();
+        assert_eq!(d.tcb_statuses, ["UpToDate"]);
+        assert!(!d.allows_debug() && d.allows_model(&[0x22; 32]));
+    }
+
+    #[test]
     fn names_the_bad_field() {
         let mut r = Registry::local_test_network();
         r.worker_images.push("abcd".into());

@@ -23,6 +23,7 @@ pub struct VerifiedPeer {
     image_hash: [u8; 32],
     key: [u8; 32],
     td: TdFacts,
+    valid_until: u64,
 }
 
 /// What the evidence says about the TD beyond its measurements.
@@ -58,6 +59,11 @@ impl VerifiedPeer {
     }
     pub fn td(&self) -> &TdFacts {
         &self.td
+    }
+    /// Unix seconds until which this verdict holds as far as the certificate
+    /// and its claims go (its expiry, or its claims' maximum age).
+    pub fn valid_until(&self) -> u64 {
+        self.valid_until
     }
     /// The peer's Ed25519 public key (the attested key it signs receipts with).
     pub fn ed25519_key(&self) -> [u8; 32] {
@@ -111,7 +117,10 @@ pub fn verify_certificate(
     let image_hash = measurements.image_hash();
     check_image(&claims, image_hash, policy)?;
     check_models(&claims, policy)?;
+    let not_after = cert.validity().not_after.timestamp().max(0) as u64;
+    let valid_until = not_after.min(claims.issued_at.saturating_add(policy.max_age_secs));
     Ok(VerifiedPeer {
+        valid_until,
         claims,
         evidence_kind: evidence.kind,
         measurements,
@@ -121,20 +130,61 @@ pub fn verify_certificate(
     })
 }
 
-/// The attested key of the worker certificate (DER, hex) a receipt came
-/// with, if the certificate passes `policy` as a worker at `now`.
-pub fn receipt_signer(
+/// Workers' receipt certificates already verified, so that a certificate
+/// (and, with TDX, its quote: about a millisecond) is verified once rather
+/// than on every paid job. A verdict is reused until the certificate or its
+/// claims expire, and for at most [`ReceiptSigners::REVERIFY_SECS`] (time
+/// moves on for collateral too). Refusals are not kept.
+#[derive(Debug, Default)]
+pub struct ReceiptSigners {
+    seen: std::sync::Mutex<std::collections::HashMap<[u8; 32], (kokon_money::PublicKey, u64)>>,
+}
+
+impl ReceiptSigners {
+    pub const REVERIFY_SECS: u64 = 600;
+    const MAX: usize = 1024;
+
+    /// The attested key of the worker certificate (DER, hex) a receipt came
+    /// with, if the certificate passes `policy` as a worker at `now`.
+    pub fn signer(
+        &self,
+        cert_hex: &str,
+        policy: &Policy,
+        now: u64,
+    ) -> Result<kokon_money::PublicKey, String> {
+        let id = sha256(cert_hex.as_bytes());
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((key, until)) = seen.get(&id)
+            && now <= *until
+        {
+            return Ok(*key);
+        }
+        let peer = verify_receipt_certificate(cert_hex, policy, now)?;
+        let key = kokon_money::PublicKey(peer.ed25519_key());
+        if seen.len() >= Self::MAX {
+            seen.retain(|_, (_, until)| now <= *until);
+        }
+        if seen.len() < Self::MAX {
+            let until = peer.valid_until().min(now + Self::REVERIFY_SECS);
+            seen.insert(id, (key, until));
+        }
+        Ok(key)
+    }
+}
+
+/// The worker certificate (DER, hex) a receipt came with, verified as a
+/// worker's at `now`.
+fn verify_receipt_certificate(
     cert_hex: &str,
     policy: &Policy,
     now: u64,
-) -> Result<kokon_money::PublicKey, String> {
+) -> Result<VerifiedPeer, String> {
     if cert_hex.len() > 2 * crate::MAX_CERT_DER {
         return Err("receipt certificate too large".into());
     }
     let der = hex::decode(cert_hex).map_err(|_| "receipt certificate is not hex".to_string())?;
-    let peer = verify_certificate(&der, policy, &[Role::Worker], now)
-        .map_err(|e| format!("receipt certificate rejected: {e}"))?;
-    Ok(kokon_money::PublicKey(peer.ed25519_key()))
+    verify_certificate(&der, policy, &[Role::Worker], now)
+        .map_err(|e| format!("receipt certificate rejected: {e}"))
 }
 
 fn check_self_signed(cert: &X509Certificate<'_>) -> Result<(), AttestError> {

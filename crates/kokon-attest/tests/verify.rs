@@ -311,3 +311,24 @@ fn refuses_missing_extensions_lifetimes_and_garbage() {
     let err = verify_certificate(&der, &dev_policy(), &[Role::Worker], NOW).unwrap_err();
     assert_eq!(err, AttestError::BadSelfSignature);
 }
+
+#[test]
+fn receipt_signers_verify_once_and_not_past_expiry() {
+    use kokon_attest::verify::ReceiptSigners;
+    let id = Identity::simulated(&params(Role::Worker), "worker").unwrap();
+    let cert = hex::encode(&id.cert_der);
+    let signers = ReceiptSigners::default();
+    let policy = dev_policy();
+    let key = signers.signer(&cert, &policy, NOW).unwrap();
+    // A cached verdict holds under a policy that would now refuse it (the
+    // cache is per process, whose policy never changes), within the window…
+    let strict = common::production_policy();
+    assert_eq!(signers.signer(&cert, &strict, NOW + 60), Ok(key));
+    // …but not past the certificate's expiry, nor for a refused certificate.
+    assert!(signers.signer(&cert, &policy, NOW + 7200).is_err());
+    let rogue = Identity::simulated(&params(Role::Worker), "rogue").unwrap();
+    let rogue = hex::encode(&rogue.cert_der);
+    assert!(signers.signer(&rogue, &policy, NOW).is_err());
+    assert!(signers.signer(&rogue, &policy, NOW).is_err());
+    assert!(signers.signer("zz", &policy, NOW).is_err());
+}

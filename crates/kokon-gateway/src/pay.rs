@@ -22,6 +22,7 @@ pub struct ClientPay {
     pub(crate) books: Mutex<ClientBooks>,
     pub(crate) prices: PriceTable,
     pub(crate) policy: Arc<Policy>,
+    pub(crate) signers: kokon_attest::verify::ReceiptSigners,
     /// Read to notice top-ups when the channel runs low.
     pub(crate) ledger: Option<Arc<dyn Settlement>>,
     /// Wakes the voucher delivery task.
@@ -40,6 +41,7 @@ impl ClientPay {
             prices,
             policy,
             ledger,
+            signers: Default::default(),
             wake: tokio::sync::Notify::new(),
         }
     }
@@ -146,8 +148,10 @@ pub(crate) async fn settle(
         .as_ref()
         .ok_or_else(|| rejected("no receipt".into()))?;
     let now = SystemClock.now_unix();
-    let worker =
-        kokon_attest::verify::receipt_signer(&env.cert, &pay.policy, now).map_err(rejected)?;
+    let worker = pay
+        .signers
+        .signer(&env.cert, &pay.policy, now)
+        .map_err(rejected)?;
     let expect = Expect {
         request_id: &header.request_id,
         model: &header.model,

@@ -26,6 +26,7 @@ pub struct ProxyPay {
     /// Claim a channel once this much of its latest voucher is unclaimed.
     pub(crate) claim_threshold: Nanotons,
     pub(crate) claim_every: Duration,
+    pub(crate) signers: kokon_attest::verify::ReceiptSigners,
 }
 
 impl ProxyPay {
@@ -42,6 +43,7 @@ impl ProxyPay {
             ledger,
             claim_threshold,
             claim_every,
+            signers: Default::default(),
         }
     }
 
@@ -159,7 +161,10 @@ pub(crate) async fn bill(
         .receipt
         .as_ref()
         .ok_or_else(|| rejected("the worker sent no receipt".into()))?;
-    let key = kokon_attest::verify::receipt_signer(&env.cert, policy, now).map_err(rejected)?;
+    let key = pay
+        .signers
+        .signer(&env.cert, policy, now)
+        .map_err(rejected)?;
     let expect = Expect {
         request_id: &header.request_id,
         model: &header.model,

@@ -36,30 +36,41 @@ def home():
 @pytest.fixture
 def proxy(home):
     h, env = home
-    port = free_port()
+    port, admin = free_port(), free_port()
     log = open(h / "proxy.log", "ab")
-    p = subprocess.Popen([str(BINARY), "proxy", "--listen", f"127.0.0.1:{port}", "--admin", "127.0.0.1:0",
+    p = subprocess.Popen([str(BINARY), "proxy", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}",
                           "--evidence", "simulated"], env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 20
     while time.time() < deadline and b"proxy listening" not in (h / "proxy.log").read_bytes():
         time.sleep(0.1)
-    yield f"127.0.0.1:{port}"
+    yield f"127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
     p.kill()
     p.wait()
 
 
 def test_show_accepts_a_proxy_the_registry_allows(home, proxy):
-    _, env = home
+    h, env = home
+    proxy, admin = proxy
     r = kokon("attest", "show", proxy, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ACCEPTED" in r.stdout and "role          proxy" in r.stdout
     assert "evidence      simulated" in r.stdout
     view = json.loads(kokon("attest", "show", proxy, "--json", env=env).stdout)
     assert view["role"] == "proxy" and view["refused"] is None and len(view["rtmr"]) == 4
+    # The same certificate as a PEM file from the admin port.
+    import httpx
+    pem = httpx.get(f"{admin}/certificate", timeout=5).text
+    assert pem.startswith("-----BEGIN CERTIFICATE-----")
+    (h / "proxy.pem").write_text(pem)
+    r = kokon("attest", "show", str(h / "proxy.pem"), "--role", "proxy", "--json", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["image_hash"] == view["image_hash"], r.stdout
+    r = kokon("attest", "show", str(h / "proxy.pem"), "--role", "worker", "--json", env=env)
+    assert r.returncode == 1 and json.loads(r.stdout)["reason"] == "unexpected_role"
 
 
 def test_show_refuses_a_proxy_whose_image_is_not_listed(home, proxy):
     h, env = home
+    proxy, _ = proxy
     reg = (h / "registry.toml").read_text()
     strict = h / "strict.toml"
     # Same test network, but the proxy image list names another image.

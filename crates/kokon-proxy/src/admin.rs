@@ -1,4 +1,5 @@
-//! Plain-HTTP admin endpoints: `/metrics` (Prometheus) and `/healthz`.
+//! Plain-HTTP admin endpoints: `/metrics` (Prometheus), `/healthz`, and
+//! `/certificate` (this node's current RA-TLS certificate, PEM).
 
 use std::sync::Arc;
 
@@ -17,6 +18,10 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Ca
             get(|AxState(s): AxState<Arc<State>>| async move { s.metrics.encode() }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/certificate",
+            get(|AxState(s): AxState<Arc<State>>| async move { s.tls.identity().certificate_pem() }),
+        )
         .with_state(state);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -44,6 +44,13 @@ impl IdentityStore {
         *self.not_after.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The current certificate, PEM-encoded (public: served on admin ports
+    /// for `kokon attest show`).
+    pub fn certificate_pem(&self) -> String {
+        let der = self.current().cert[0].to_vec();
+        pem::encode(&pem::Pem::new("CERTIFICATE", der))
+    }
+
     /// Signs `msg` with the current attested key (Ed25519). Returns the
     /// signature and the certificate that vouches for the key.
     pub fn sign(&self, msg: &[u8]) -> Result<([u8; 64], Vec<u8>), rustls::Error> {

@@ -165,7 +165,9 @@ impl Worker {
         run(self, shutdown).await
     }
 
-    /// Serves `/metrics` and `/healthz` over plain HTTP on `listener` until `shutdown`.
+    /// Serves `/metrics`, `/healthz` and `/certificate` (the current RA-TLS
+    /// certificate, PEM, for `kokon attest show`) over plain HTTP on
+    /// `listener` until `shutdown`.
     pub async fn serve_admin(
         &self,
         listener: tokio::net::TcpListener,
@@ -173,9 +175,14 @@ impl Worker {
     ) {
         use axum::routing::get;
         let stats = self.stats.clone();
+        let identity = self.tls.identity().clone();
         let app = axum::Router::new()
             .route("/metrics", get(move || std::future::ready(stats.encode())))
-            .route("/healthz", get(|| async { "ok\n" }));
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                "/certificate",
+                get(move || std::future::ready(identity.certificate_pem())),
+            );
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;

@@ -20,7 +20,9 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Ca
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/certificate",
-            get(|AxState(s): AxState<Arc<State>>| async move { s.tls.identity().certificate_pem() }),
+            get(
+                |AxState(s): AxState<Arc<State>>| async move { s.tls.identity().certificate_pem() },
+            ),
         )
         .with_state(state);
     let _ = axum::serve(listener, app)

@@ -24,7 +24,8 @@ pub enum AttestCmd {
     /// and print its role, evidence, measurements, image and model hashes,
     /// TCB status and what the local policy says. Exits 1 when refused.
     Show {
-        /// HOST:PORT of a proxy (or worker), or a certificate file.
+        /// HOST:PORT of a proxy, or a certificate file (PEM or DER; a worker's is
+        /// served at /certificate on its admin port).
         target: String,
         /// Role the peer must play [default: proxy for addresses, any for files].
         #[arg(long, value_enum)]
@@ -36,7 +37,8 @@ pub enum AttestCmd {
         json: bool,
     },
     /// Print a TDX quote's measurements and image hash (from a file, or from
-    /// this TD through configfs-tsm), and verify it when collateral is cached.
+    /// this TD through configfs-tsm or /dev/tdx_guest), and verify it when
+    /// collateral is cached.
     Measure {
         /// Quote file (raw bytes); omitted: ask this TD for one.
         quote: Option<PathBuf>,

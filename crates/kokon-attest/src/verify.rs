@@ -153,14 +153,16 @@ impl ReceiptSigners {
         now: u64,
     ) -> Result<kokon_money::PublicKey, String> {
         let id = sha256(cert_hex.as_bytes());
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((key, until)) = seen.get(&id)
+        let lock = || self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((key, until)) = lock().get(&id)
             && now <= *until
         {
             return Ok(*key);
         }
+        // Verified without the lock: other jobs' cached lookups go on.
         let peer = verify_receipt_certificate(cert_hex, policy, now)?;
         let key = kokon_money::PublicKey(peer.ed25519_key());
+        let mut seen = lock();
         if seen.len() >= Self::MAX {
             seen.retain(|_, (_, until)| now <= *until);
         }

@@ -62,9 +62,26 @@ pub fn inspect(der: &[u8], policy: &Policy, expected: &[Role], now: u64) -> Insp
         fill_claims(&mut out, c);
     }
     if let Ok(ev) = Evidence::parse(evidence) {
-        fill_evidence(&mut out, &ev, policy, now);
+        fill_evidence(&mut out, &ev);
+        out.tcb_status = match &verdict {
+            // The verifier already checked the quote: reuse its result.
+            Ok(peer) => peer.td().tcb_status.clone(),
+            Err(_) => tcb_of_refused(&ev, policy, now),
+        };
     }
     out
+}
+
+/// The TCB status of a refused certificate's quote, or why there is none.
+fn tcb_of_refused(ev: &Evidence, policy: &Policy, now: u64) -> Option<String> {
+    match (ev.kind, &policy.tdx) {
+        (EvidenceKind::Simulated, _) => None,
+        (EvidenceKind::Tdx, None) => Some("unknown (no collateral loaded)".into()),
+        (EvidenceKind::Tdx, Some(trust)) => Some(match tdx::verify_quote(&ev.quote, trust, now) {
+            Ok(r) => r.tcb_status,
+            Err(e) => format!("not verified: {e}"),
+        }),
+    }
 }
 
 fn fill_claims(out: &mut Inspection, c: Claims) {
@@ -74,7 +91,7 @@ fn fill_claims(out: &mut Inspection, c: Claims) {
     out.models = c.models;
 }
 
-fn fill_evidence(out: &mut Inspection, ev: &Evidence, policy: &Policy, now: u64) {
+fn fill_evidence(out: &mut Inspection, ev: &Evidence) {
     out.evidence = Some(ev.kind.to_string());
     let (m, attrs) = match ev.kind {
         EvidenceKind::Simulated => match SimulatedQuote::parse(&ev.quote) {
@@ -90,12 +107,4 @@ fn fill_evidence(out: &mut Inspection, ev: &Evidence, policy: &Policy, now: u64)
     out.rtmr = m.rtmr.iter().map(hex::encode).collect();
     out.image_hash = Some(hex::encode(m.image_hash()));
     out.debug_td = Some(crate::evidence::td_is_debug(&attrs));
-    out.tcb_status = match (ev.kind, &policy.tdx) {
-        (EvidenceKind::Simulated, _) => None,
-        (EvidenceKind::Tdx, None) => Some("unknown (no collateral loaded)".into()),
-        (EvidenceKind::Tdx, Some(trust)) => Some(match tdx::verify_quote(&ev.quote, trust, now) {
-            Ok(r) => r.tcb_status,
-            Err(e) => format!("not verified: {e}"),
-        }),
-    };
 }

@@ -30,22 +30,20 @@ const TEE_TYPE_TDX: u32 = 0x81;
 /// What a verified TDX quote proves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TdReport {
-    pub measurements: Measurements,
-    pub report_data: [u8; 64],
-    pub td_attributes: [u8; 8],
+    /// The quote's fields, now vouched for by its signature chain.
+    pub body: QuoteBody,
     /// Intel's TCB status of the platform and TDX module ("UpToDate", …).
     pub tcb_status: String,
     pub advisory_ids: Vec<String>,
     /// Hex FMSPC of the platform (which collateral applied).
     pub fmspc: String,
-    /// Quote format version (4 or 5).
-    pub version: u16,
 }
 
 /// A parsed but unverified quote's contents, for inspection (`kokon attest
 /// measure`). Nothing here is trustworthy until [`verify_quote`] says so.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuoteBody {
+    /// Quote format version (4 or 5).
     pub version: u16,
     pub measurements: Measurements,
     pub report_data: [u8; 64],
@@ -55,9 +53,13 @@ pub struct QuoteBody {
 /// Parses a TDX quote without verifying it.
 pub fn parse_quote(bytes: &[u8]) -> Result<QuoteBody, AttestError> {
     let quote = decode(bytes)?;
-    let td = td10(&quote.report)?;
+    body(quote.header.version, &quote.report)
+}
+
+fn body(version: u16, report: &Report) -> Result<QuoteBody, AttestError> {
+    let td = td10(report)?;
     Ok(QuoteBody {
-        version: quote.header.version,
+        version,
         measurements: measurements(td),
         report_data: td.report_data,
         td_attributes: td.td_attributes,
@@ -145,7 +147,8 @@ impl Collateral {
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
-            let bytes = read_bounded(&path)?;
+            let bytes = crate::read_at_most(&path, MAX_COLLATERAL as u64)
+                .map_err(|e| AttestError::CollateralInvalid(format!("{}: {e}", path.display())))?;
             let (fmspc, coll) = Self::parse(&bytes)
                 .map_err(|e| AttestError::CollateralInvalid(format!("{}: {e}", path.display())))?;
             out.insert(fmspc, coll);
@@ -166,19 +169,6 @@ impl Collateral {
         std::fs::rename(&tmp, &path)?;
         Ok(path)
     }
-}
-
-fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, AttestError> {
-    use std::io::Read;
-    let bad =
-        |e: std::io::Error| AttestError::CollateralInvalid(format!("{}: {e}", path.display()));
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .map_err(bad)?
-        .take(MAX_COLLATERAL as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(bad)?;
-    Ok(bytes)
 }
 
 /// The platform a quote comes from: hex FMSPC and PCK CA ("platform" or
@@ -223,15 +213,11 @@ pub fn verify_quote(bytes: &[u8], trust: &TdxTrust, now: u64) -> Result<TdReport
         .allow_debug(true)
         .verify(bytes, coll, now)
         .map_err(|e| classify(&format!("{e:#}")))?;
-    let td = td10(&verified.report)?;
     Ok(TdReport {
-        measurements: measurements(td),
-        report_data: td.report_data,
-        td_attributes: td.td_attributes,
+        body: body(quote.header.version, &verified.report)?,
         tcb_status: verified.status,
         advisory_ids: verified.advisory_ids,
         fmspc,
-        version: quote.header.version,
     })
 }
 

@@ -122,13 +122,8 @@ impl ConfigfsTsm {
     }
 
     fn read_outblob(&self) -> Result<Vec<u8>, TsmError> {
-        use std::io::Read;
         let path = self.entry.join("outblob");
-        let file = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
-        let mut quote = Vec::new();
-        file.take(MAX_QUOTE + 1)
-            .read_to_end(&mut quote)
-            .map_err(|e| io_err(&path, e))?;
+        let quote = crate::read_at_most(&path, MAX_QUOTE).map_err(|e| io_err(&path, e))?;
         if quote.len() as u64 > MAX_QUOTE {
             return Err(TsmError::QuoteTooLarge);
         }
@@ -146,14 +141,10 @@ impl EvidenceSource for ConfigfsTsm {
     }
 }
 
+/// A small attribute file (`provider`, `generation`), bounded.
 fn read_text(path: &Path) -> Result<String, TsmError> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
-    let mut text = String::new();
-    file.take(4096)
-        .read_to_string(&mut text)
-        .map_err(|e| io_err(path, e))?;
-    Ok(text)
+    let bytes = crate::read_at_most(path, 4096).map_err(|e| io_err(path, e))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn io_err(path: &Path, source: io::Error) -> TsmError {

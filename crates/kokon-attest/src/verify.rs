@@ -287,11 +287,11 @@ fn open_evidence(
             let trust = policy.tdx.as_ref().ok_or(AttestError::TdxNotConfigured)?;
             let r = tdx::verify_quote(&ev.quote, trust, now)?;
             let td = TdFacts {
-                td_attributes: r.td_attributes,
+                td_attributes: r.body.td_attributes,
                 tcb_status: Some(r.tcb_status),
                 advisory_ids: r.advisory_ids,
             };
-            Ok((r.measurements, r.report_data, td))
+            Ok((r.body.measurements, r.body.report_data, td))
         }
     }
 }

@@ -15,8 +15,6 @@ use crate::config::{load_registry, registry_path};
 
 /// Intel's public PCS, for `kokon attest collateral fetch`.
 pub const INTEL_PCS: &str = "https://api.trustedservices.intel.com";
-/// Where Intel publishes the SGX root CA's CRL (its CRL distribution point).
-const INTEL_ROOT_CRL: &str = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der";
 
 #[derive(Subcommand)]
 pub enum AttestCmd {
@@ -345,5 +343,3 @@ fn list(dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-pub(crate) const ROOT_CRL_URL: &str = INTEL_ROOT_CRL;

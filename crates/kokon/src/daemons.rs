@@ -218,20 +218,24 @@ pub(crate) fn policy(common: &Common) -> anyhow::Result<Arc<kokon_attest::Policy
 
 /// How this node proves itself: its evidence source, per `--evidence`.
 fn node_params(common: &Common, role: Role, config: [u8; 32]) -> anyhow::Result<NodeParams> {
+    use kokon_attest::tsm::{DEFAULT_ROOT, TsmError, open_tdx};
     let mut params = NodeParams::simulated(role, None, config);
-    let root = std::path::Path::new(kokon_attest::tsm::DEFAULT_ROOT);
+    let root = std::path::Path::new(DEFAULT_ROOT);
     let tdx = match common.evidence.unwrap_or_default() {
-        EvidenceArg::Simulated => false,
-        EvidenceArg::Tdx => true,
-        EvidenceArg::Auto => {
-            root.exists() || std::path::Path::new(kokon_attest::tsm::TDX_GUEST_DEVICE).exists()
-        }
+        EvidenceArg::Simulated => None,
+        EvidenceArg::Tdx => Some(open_tdx(root)?),
+        EvidenceArg::Auto => match open_tdx(root) {
+            Ok(source) => Some(source),
+            Err(TsmError::NotATd(_)) => None,
+            Err(e) => return Err(e.into()),
+        },
     };
-    if tdx {
-        params.evidence = kokon_attest::tsm::open_tdx(root)?;
-        eprintln!("evidence: TDX quotes from {}", root.display());
-    } else {
-        eprintln!("evidence: SIMULATED (only test-network registries accept it)");
+    match tdx {
+        Some(source) => {
+            params.evidence = source;
+            eprintln!("evidence: TDX quotes from this TD");
+        }
+        None => eprintln!("evidence: SIMULATED (only test-network registries accept it)"),
     }
     Ok(params)
 }

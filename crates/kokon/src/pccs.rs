@@ -18,6 +18,9 @@ use dcap_qvl::QuoteCollateralV3;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+/// Where Intel publishes the SGX root CA's CRL (its CRL distribution point).
+const INTEL_ROOT_CRL: &str = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der";
+
 /// Largest response accepted.
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -114,7 +117,7 @@ pub async fn fetch(base: &str, fmspc: &str, ca: &str) -> anyhow::Result<QuoteCol
 async fn root_ca_crl(client: &reqwest::Client, base: &str) -> anyhow::Result<Vec<u8>> {
     let body = match get(client, &format!("{base}/sgx/certification/v4/rootcacrl")).await {
         Ok(r) => r.body,
-        Err(_) => get(client, crate::attest::ROOT_CRL_URL).await?.body,
+        Err(_) => get(client, INTEL_ROOT_CRL).await?.body,
     };
     // A PCCS answers in hex; Intel in DER (which starts with a SEQUENCE tag).
     match body.first() {

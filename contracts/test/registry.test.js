@@ -1,0 +1,85 @@
+'use strict';
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const { Dictionary } = require('@ton/core');
+const k = require('../lib/kokon');
+const h = require('./helpers');
+const { toNano } = h;
+
+async function setup() {
+  const w = await h.world();
+  const { init, address } = k.stateInit('registry', k.registryData({ owner: w.proxy.address }));
+  const r = await w.proxy.send({ to: address, value: toNano('1'), init });
+  h.expectOk(r, address);
+  return { w, registry: address, owner: w.proxy };
+}
+
+const hash = (b) => Buffer.alloc(32, b);
+const num = (buf) => ({ type: 'int', value: k.key(buf) });
+
+test('owner sets images, models, proxies and economics; each change bumps the version', async () => {
+  const { w, registry, owner } = await setup();
+  const send = (body) => owner.send({ to: registry, value: toNano('0.05'), body });
+  h.expectOk(await send(k.body.setImage(hash(1), k.ROLE.proxy | k.ROLE.worker)), registry);
+  h.expectOk(await send(k.body.setImage(hash(2), k.ROLE.worker)), registry);
+  h.expectOk(await send(k.body.setModel(hash(3), true)), registry);
+  h.expectOk(await send(k.body.setProxy(hash(4), { wallet: w.proxy.address, endpoint: 'proxy.example:7400' })), registry);
+  const econ = k.economicsCell({ commissionBps: 500, channelCloseDelay: 7200, minProxyStake: toNano('100') });
+  h.expectOk(await send(k.body.setEconomics(econ)), registry);
+  assert.equal((await h.get(w.chain, registry, 'version')).readNumber(), 5);
+  assert.equal((await h.get(w.chain, registry, 'imageRoles', [num(hash(1))])).readNumber(), 3);
+  assert.equal((await h.get(w.chain, registry, 'imageRoles', [num(hash(2))])).readNumber(), 2);
+  assert.equal((await h.get(w.chain, registry, 'imageRoles', [num(hash(9))])).readNumber(), 0);
+  assert.equal((await h.get(w.chain, registry, 'modelAllowed', [num(hash(3))])).readBoolean(), true);
+  assert.equal((await h.get(w.chain, registry, 'modelAllowed', [num(hash(9))])).readBoolean(), false);
+  const e = await h.get(w.chain, registry, 'economics');
+  assert.equal(e.readNumber(), 500);
+  assert.equal(e.readNumber(), 7200);
+  assert.equal(e.readNumber(), 3600);
+  assert.equal(e.readBigNumber(), toNano('100'));
+  const images = Dictionary.loadDirect(Dictionary.Keys.BigUint(256), Dictionary.Values.Uint(8),
+    (await h.get(w.chain, registry, 'images')).readCellOpt());
+  assert.deepEqual(images.keys().map((x) => x.toString(16)), [k.key(hash(1)), k.key(hash(2))].map((x) => x.toString(16)));
+  const proxies = (await h.get(w.chain, registry, 'proxies')).readCellOpt();
+  assert.ok(proxies);
+  // Removal.
+  h.expectOk(await send(k.body.setImage(hash(2), 0)), registry);
+  h.expectOk(await send(k.body.setModel(hash(3), false)), registry);
+  h.expectOk(await send(k.body.setProxy(hash(4), null)), registry);
+  assert.equal((await h.get(w.chain, registry, 'imageRoles', [num(hash(2))])).readNumber(), 0);
+  assert.equal((await h.get(w.chain, registry, 'modelAllowed', [num(hash(3))])).readBoolean(), false);
+  assert.equal((await h.get(w.chain, registry, 'proxies')).readCellOpt(), null);
+  assert.equal((await h.get(w.chain, registry, 'version')).readNumber(), 8);
+});
+
+test('every owner operation refuses other senders', async () => {
+  const { w, registry } = await setup();
+  const bodies = [
+    k.body.setImage(hash(1), 1), k.body.setModel(hash(1), true), k.body.setEconomics(k.economicsCell()),
+    k.body.setProxy(hash(1), { wallet: w.stranger.address, endpoint: 'x:1' }),
+    k.body.transferOwnership(w.stranger.address),
+  ];
+  for (const body of bodies) {
+    h.expectFail(await w.stranger.send({ to: registry, value: toNano('0.05'), body }), registry, k.ERR.wrongSender);
+  }
+  assert.equal((await h.get(w.chain, registry, 'version')).readNumber(), 0);
+});
+
+test('ownership moves to a new address (a multisig, say) and only it can act', async () => {
+  const { w, registry, owner } = await setup();
+  h.expectOk(await owner.send({ to: registry, value: toNano('0.05'), body: k.body.transferOwnership(w.client.address) }), registry);
+  assert.ok((await h.get(w.chain, registry, 'owner')).readAddress().equals(w.client.address));
+  h.expectFail(await owner.send({ to: registry, value: toNano('0.05'), body: k.body.setModel(hash(1), true) }),
+    registry, k.ERR.wrongSender);
+  h.expectOk(await w.client.send({ to: registry, value: toNano('0.05'), body: k.body.setModel(hash(1), true) }), registry);
+});
+
+test('unknown op fails; the owner gets the unused value back', async () => {
+  const { w, registry, owner } = await setup();
+  h.expectFail(await owner.send({ to: registry, value: toNano('0.05'), body: h.beginCell().storeUint(1, 32).endCell() }),
+    registry, k.ERR.unknownOp);
+  const r = await owner.send({ to: registry, value: toNano('1'), body: k.body.setModel(hash(1), true) });
+  const back = h.txTo(r, owner.address).map(h.flattenTransaction).filter((f) => f.from?.equals(registry));
+  assert.equal(back.length, 1);
+  assert.ok(back[0].value > toNano('0.99'));
+});

@@ -35,6 +35,11 @@ impl CellBits {
         self.bits == 0
     }
 
+    /// The data, most significant bit first, padded with zero bits to whole bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     fn push_bit(&mut self, bit: bool) {
         if self.bits.is_multiple_of(8) {
             self.bytes.push(0);

@@ -36,6 +36,11 @@ impl SecretKey {
         hex::encode(self.0.to_bytes())
     }
 
+    /// The 32-byte seed (what TON wallets call the private key).
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key().to_bytes())
     }

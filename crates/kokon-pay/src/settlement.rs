@@ -21,6 +21,12 @@ type R<'a, T> = BoxFuture<'a, Result<T, PayError>>;
 /// Claims are idempotent by construction: a voucher already settled fails
 /// with `MoneyError::NotAboveLatest` and moves nothing.
 pub trait Settlement: Send + Sync + 'static {
+    /// Where the vault of `owner` lives. On the devnet a hash of the key; on
+    /// TON the address of the vault contract's initial state.
+    fn vault_address(&self, owner: &PublicKey) -> Result<Address, PayError> {
+        Ok(kokon_money::ledger::vault_address(owner))
+    }
+
     /// Free balance of an account (wallet).
     fn balance(&self, account: PublicKey) -> R<'_, Nanotons>;
     fn channel(&self, id: Address) -> R<'_, Option<ChannelRow>>;

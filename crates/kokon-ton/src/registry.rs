@@ -1,0 +1,226 @@
+//! The registry (root) contract: reading it with get-methods, and the
+//! owner's changes.
+
+use kokon_money::{Address, Nanotons, PublicKey, SecretKey};
+use tonlib_core::cell::dict::predefined_readers::key_reader_256bit;
+use tonlib_core::cell::{ArcCell, CellParser, TonCellError};
+
+use crate::TonError;
+use crate::api::{Stack, TonApi};
+use crate::cells::{self, Stakes, body};
+use crate::settlement::{GAS, TonSettlement};
+use crate::wallet::Outgoing;
+
+/// Role bits of an image entry.
+pub const ROLE_PROXY: u8 = 1;
+pub const ROLE_WORKER: u8 = 2;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyInfo {
+    pub key: PublicKey,
+    pub wallet: Address,
+    pub endpoint: String,
+}
+
+/// Everything the registry holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryState {
+    pub address: Address,
+    pub owner: Address,
+    pub version: u32,
+    pub commission_bps: u16,
+    pub channel_close_delay_secs: u64,
+    pub vault_withdraw_delay_secs: u64,
+    pub stakes: Stakes,
+    pub base_per_million: u64,
+    /// (image hash, role bits), sorted by hash.
+    pub images: Vec<([u8; 32], u8)>,
+    /// Allowed model hashes, sorted.
+    pub models: Vec<[u8; 32]>,
+    pub proxies: Vec<ProxyInfo>,
+}
+
+impl RegistryState {
+    pub fn images_for(&self, role: u8) -> Vec<String> {
+        self.images
+            .iter()
+            .filter(|(_, r)| r & role != 0)
+            .map(|(h, _)| hex::encode(h))
+            .collect()
+    }
+}
+
+fn hash32(h: tonlib_core::TonHash) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(h.as_slice());
+    out
+}
+
+fn read_u8(p: &mut CellParser) -> Result<u8, TonCellError> {
+    p.load_u8(8)
+}
+
+fn read_bool(p: &mut CellParser) -> Result<bool, TonCellError> {
+    p.load_bit()
+}
+
+fn read_proxy(p: &mut CellParser) -> Result<(Address, String), TonCellError> {
+    let wallet = cells::kokon_address(&p.load_address()?);
+    let endpoint = cells::read_string(p.next_reference()?.as_ref())?;
+    Ok((wallet, endpoint))
+}
+
+fn dict<V>(
+    root: Option<ArcCell>,
+    reader: fn(&mut CellParser) -> Result<V, TonCellError>,
+) -> Result<Vec<([u8; 32], V)>, TonError> {
+    let Some(root) = root else {
+        return Ok(Vec::new());
+    };
+    let map = root
+        .parser()
+        .load_dict_data(256, key_reader_256bit, reader)?;
+    let mut v: Vec<_> = map.into_iter().map(|(k, v)| (hash32(k), v)).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
+}
+
+/// Reads the whole registry at `address`.
+pub async fn read(api: &TonApi, address: &Address) -> Result<RegistryState, TonError> {
+    let version = Stack::new(api.get(address, "version", &[]).await?).u64()? as u32;
+    let owner = Stack::new(api.get(address, "owner", &[]).await?).address()?;
+    let mut e = Stack::new(api.get(address, "economics", &[]).await?);
+    let commission_bps = e.u64()? as u16;
+    let (close, withdraw) = (e.u64()?, e.u64()?);
+    let stakes = Stakes {
+        min_proxy: e.u128()?,
+        min_worker: e.u128()?,
+    };
+    let prices = e
+        .cell()?
+        .ok_or_else(|| TonError::BadResponse("no price table".into()))?;
+    let base_per_million = prices.parser().load_u64(64)?;
+    let images = dict(
+        Stack::new(api.get(address, "images", &[]).await?).cell()?,
+        read_u8,
+    )?;
+    let models = dict(
+        Stack::new(api.get(address, "models", &[]).await?).cell()?,
+        read_bool,
+    )?
+    .into_iter()
+    .map(|(k, _)| k)
+    .collect();
+    let proxies = dict(
+        Stack::new(api.get(address, "proxies", &[]).await?).cell()?,
+        read_proxy,
+    )?
+    .into_iter()
+    .map(|(k, (wallet, endpoint))| ProxyInfo {
+        key: PublicKey(k),
+        wallet,
+        endpoint,
+    })
+    .collect();
+    Ok(RegistryState {
+        address: *address,
+        owner,
+        version,
+        commission_bps,
+        channel_close_delay_secs: close,
+        vault_withdraw_delay_secs: withdraw,
+        stakes,
+        base_per_million,
+        images,
+        models,
+        proxies,
+    })
+}
+
+/// A change the owner makes.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Economics(kokon_money::Economics, Stakes),
+    Image {
+        hash: [u8; 32],
+        roles: u8,
+    },
+    Model {
+        hash: [u8; 32],
+        allowed: bool,
+    },
+    Proxy {
+        key: PublicKey,
+        entry: Option<(Address, String)>,
+    },
+}
+
+impl Change {
+    fn body(&self) -> Result<ArcCell, TonError> {
+        Ok(match self {
+            Change::Economics(e, s) => body::set_economics(&cells::economics_cell(e, *s)?)?,
+            Change::Image { hash, roles } => body::set_image(hash, *roles)?,
+            Change::Model { hash, allowed } => body::set_model(hash, *allowed)?,
+            Change::Proxy { key, entry } => {
+                body::set_proxy(key, entry.as_ref().map(|(w, e)| (w, e.as_str())))?
+            }
+        })
+    }
+}
+
+/// Where the registry owned by `owner`'s wallet with these starting
+/// economics lives.
+pub fn address(
+    ton: &TonSettlement,
+    owner: &PublicKey,
+    economics: &kokon_money::Economics,
+    stakes: Stakes,
+) -> Result<(Address, ArcCell), TonError> {
+    let data = cells::registry_data(
+        &ton.wallet_of(owner)?,
+        &cells::economics_cell(economics, stakes)?,
+    )?;
+    Ok((cells::address_of(&cells::REGISTRY_CODE, &data)?, data))
+}
+
+/// Deploys the registry (if it is not there yet) with `reserve` nanotons
+/// for its storage rent.
+pub async fn deploy(
+    ton: &TonSettlement,
+    owner: &SecretKey,
+    economics: &kokon_money::Economics,
+    stakes: Stakes,
+    reserve: Nanotons,
+) -> Result<Address, TonError> {
+    let (addr, data) = address(ton, &owner.public(), economics, stakes)?;
+    if ton.api().account(&addr).await?.status == crate::api::Status::Active {
+        return Ok(addr);
+    }
+    let out = Outgoing {
+        to: addr,
+        value: reserve,
+        body: std::sync::Arc::new(tonlib_core::cell::Cell::default()),
+        init: Some((cells::REGISTRY_CODE.clone(), data)),
+        bounce: false,
+    };
+    ton.submit(owner, out).await?;
+    Ok(addr)
+}
+
+/// Applies `change` as the registry's owner.
+pub async fn apply(
+    ton: &TonSettlement,
+    owner: &SecretKey,
+    registry: &Address,
+    change: &Change,
+) -> Result<(), TonError> {
+    let out = Outgoing {
+        to: *registry,
+        value: GAS,
+        body: change.body()?,
+        init: None,
+        bounce: true,
+    };
+    ton.submit(owner, out).await?;
+    Ok(())
+}

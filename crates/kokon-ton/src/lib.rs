@@ -11,10 +11,11 @@
 pub mod api;
 pub mod cells;
 pub mod registry;
+pub mod sandbox;
 mod settlement;
 pub mod wallet;
 
-pub use settlement::{TonConfig, TonSettlement, Trace};
+pub use settlement::{GAS, TonConfig, TonSettlement, Trace};
 
 /// Which TON network a backend talks to. Only `Sandbox` has a faucet and a
 /// movable clock; the daemons refuse simulated attestation unless the

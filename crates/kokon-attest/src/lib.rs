@@ -62,7 +62,7 @@ pub const MAX_CERT_DER: usize = 32 * 1024;
 
 /// Reads at most `max + 1` bytes of `path`, so a caller can tell an
 /// oversized file from one of exactly `max` bytes without reading it all.
-pub(crate) fn read_at_most(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+pub fn read_at_most(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
     std::fs::File::open(path)?

@@ -89,8 +89,14 @@ async fn start(dir: &Path, channel: Address) -> Net {
         terms.deposit,
     )
     .unwrap();
-    let mut proxy =
-        ProxyBooks::open(&dir.join("proxy.db"), sk(KEYS.proxy), BPS, 1_000_000).unwrap();
+    let mut proxy = ProxyBooks::open(
+        &dir.join("proxy.db"),
+        sk(KEYS.proxy),
+        kokon_money::ledger::vault_address(&sk(KEYS.proxy).public()),
+        BPS,
+        1_000_000,
+    )
+    .unwrap();
     proxy.update_terms(terms).unwrap();
     let mut workers: Vec<_> = KEYS
         .workers

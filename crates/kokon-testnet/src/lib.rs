@@ -113,7 +113,7 @@ pub struct LocalNet {
     pub workers: Vec<WorkerHandle>,
     policy: Arc<Policy>,
     shutdown: CancellationToken,
-    pay: Option<(pay::PaySpec, Arc<kokon_pay::devnet::Devnet>)>,
+    pay: Option<(pay::PaySpec, pay::Ledger)>,
 }
 
 impl Drop for LocalNet {
@@ -145,14 +145,14 @@ impl LocalNet {
                     economics: spec.registry.economics(),
                     ..p.clone()
                 };
-                let booted = pay::bootstrap(&p).await?;
+                let booted = pay::bootstrap(&p, spec.workers.len()).await?;
                 Some((p, booted))
             }
             None => None,
         };
         let (proxy_pay, client_pay, pay_state) = match booted {
             Some((p, np)) => {
-                let ledger: Arc<dyn kokon_pay::Settlement> = np.ledger.clone();
+                let ledger = np.ledger.settlement();
                 let pp = kokon_proxy::ProxyPay::new(
                     np.proxy,
                     p.economics.clone(),
@@ -218,7 +218,7 @@ impl LocalNet {
         let mut worker = Worker::new(cfg, w.engine, tls);
         if let Some((spec, ledger)) = &self.pay {
             let books = pay::worker_books(spec, &format!("dev-worker-{}", self.workers.len()))?;
-            let ledger: Arc<dyn kokon_pay::Settlement> = ledger.clone();
+            let ledger = ledger.settlement();
             let wp = kokon_worker::WorkerPay::new(
                 books,
                 spec.economics.prices.clone(),
@@ -252,8 +252,8 @@ impl LocalNet {
         Ok(())
     }
 
-    /// The devnet ledger, on paid networks.
-    pub fn ledger(&self) -> Option<Arc<kokon_pay::devnet::Devnet>> {
+    /// The ledger, on paid networks.
+    pub fn ledger(&self) -> Option<pay::Ledger> {
         self.pay.as_ref().map(|(_, l)| l.clone())
     }
 

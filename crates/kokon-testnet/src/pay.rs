@@ -1,5 +1,5 @@
-//! Payments for a local network: the devnet ledger, dev keys, funding, and
-//! each node's books, all under one directory.
+//! Payments for a local network: the ledger (the devnet, or the TON sandbox
+//! chain), dev keys, funding, and each node's books, all under one directory.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use kokon_pay::books::proxy::ProxyBooks;
 use kokon_pay::books::worker::WorkerBooks;
 use kokon_pay::devnet::{Delays, Devnet};
 use kokon_pay::{PayError, Settlement, SystemClock, keys};
+use kokon_ton::{TonConfig, TonSettlement};
 
 /// 1 TON in nanotons.
 pub const TON: Nanotons = 1_000_000_000;
@@ -29,7 +30,64 @@ pub struct PaySpec {
     /// Most the proxy lets a channel owe it.
     pub max_credit: Nanotons,
     pub claim_every: Duration,
+    /// Settle on this TON sandbox chain instead of the devnet.
+    pub ton: Option<TonConfig>,
 }
+
+/// The ledger a local network settles on, with its faucet.
+#[derive(Clone, Debug)]
+pub enum Ledger {
+    Devnet(Arc<Devnet>),
+    /// A sandbox chain: the faucet is the sandbox's.
+    Ton(Arc<TonSettlement>),
+}
+
+impl Ledger {
+    pub fn settlement(&self) -> Arc<dyn Settlement> {
+        match self {
+            Ledger::Devnet(d) => d.clone(),
+            Ledger::Ton(t) => t.clone(),
+        }
+    }
+
+    /// Mints (devnet) or sends from the sandbox faucet (TON) to `account`.
+    pub async fn fund(&self, account: PublicKey, amount: Nanotons) -> Result<(), PayError> {
+        match self {
+            Ledger::Devnet(d) => d.fund(account, amount).await.map(|_| ()),
+            Ledger::Ton(t) => Ok(t
+                .api()
+                .sandbox_fund(&t.wallet_of(&account)?, amount)
+                .await?),
+        }
+    }
+
+    /// The TON wallet holding `account`'s funds (none on the devnet).
+    pub fn wallet_address(
+        &self,
+        account: &PublicKey,
+    ) -> Result<Option<kokon_money::Address>, PayError> {
+        match self {
+            Ledger::Devnet(_) => Ok(None),
+            Ledger::Ton(t) => Ok(Some(t.wallet_of(account)?)),
+        }
+    }
+
+    /// Funds `account` up to `amount` (plus gas on TON) if it holds less.
+    pub async fn fund_up_to(&self, account: PublicKey, amount: Nanotons) -> Result<(), PayError> {
+        let want = match self {
+            Ledger::Devnet(_) => amount,
+            Ledger::Ton(_) => amount + TON_GAS_BUDGET,
+        };
+        let has = self.settlement().balance(account).await?;
+        if has < want {
+            self.fund(account, want - has).await?;
+        }
+        Ok(())
+    }
+}
+
+/// What a dev key on the sandbox chain gets on top, for gas.
+pub const TON_GAS_BUDGET: Nanotons = TON;
 
 impl PaySpec {
     pub fn dev(dir: PathBuf) -> Self {
@@ -40,16 +98,41 @@ impl PaySpec {
             stake: TON / 10,
             max_credit: TON / 100,
             claim_every: Duration::from_secs(10),
+            ton: None,
         }
     }
 
-    pub fn ledger(&self) -> Result<Devnet, PayError> {
+    /// The money directory `dir` as a previous run left it: on the TON
+    /// sandbox chain if it holds a `ton.json` (written by `kokon up
+    /// --settlement ton-sandbox`), else on the devnet.
+    pub fn load(dir: PathBuf) -> Result<Self, PayError> {
+        let ton = TonFile::read(&dir)?.map(|f| f.config());
+        Ok(Self {
+            ton,
+            ..Self::dev(dir)
+        })
+    }
+
+    pub fn ledger(&self) -> Result<Ledger, PayError> {
         let e = &self.economics;
+        if let Some(cfg) = &self.ton {
+            let mut cfg = cfg.clone();
+            cfg.channel_close_secs = e.channel_close_delay_secs;
+            cfg.vault_withdraw_secs = e.vault_withdraw_delay_secs;
+            return Ok(Ledger::Ton(Arc::new(TonSettlement::new(
+                cfg,
+                Arc::new(SystemClock),
+            )?)));
+        }
         let delays = Delays {
             channel_close_secs: e.channel_close_delay_secs,
             vault_withdraw_secs: e.vault_withdraw_delay_secs,
         };
-        Devnet::open(&self.dir.join("ledger.db"), Arc::new(SystemClock), delays)
+        Ok(Ledger::Devnet(Arc::new(Devnet::open(
+            &self.dir.join("ledger.db"),
+            Arc::new(SystemClock),
+            delays,
+        )?)))
     }
 
     pub fn key(&self, name: &str) -> Result<SecretKey, PayError> {
@@ -59,16 +142,23 @@ impl PaySpec {
 
 /// The money side of a started local network.
 pub struct NetPay {
-    pub ledger: Arc<Devnet>,
+    pub ledger: Ledger,
     pub proxy: ProxyBooks,
     pub client: ClientBooks,
 }
 
-/// Funds the dev proxy and client on the devnet, stakes the vault, opens (or
-/// reuses) the client's channel, and opens both books.
-pub async fn bootstrap(spec: &PaySpec) -> Result<NetPay, PayError> {
-    let ledger = Arc::new(spec.ledger()?);
+/// Funds the dev proxy and client, stakes the vault, opens (or reuses) the
+/// client's channel, and opens both books.
+pub async fn bootstrap(spec: &PaySpec, workers: usize) -> Result<NetPay, PayError> {
+    let ledger = spec.ledger()?;
     let proxy = proxy_books(spec, &ledger, "dev-proxy").await?;
+    if let Ledger::Ton(_) = ledger {
+        // Workers pay the gas of their own claims.
+        for i in 0..workers {
+            let key = spec.key(&format!("dev-worker-{i}"))?;
+            ledger.fund_up_to(key.public(), 0).await?;
+        }
+    }
     let client = client_books(spec, &ledger, "dev-client", proxy.owner().public()).await?;
     Ok(NetPay {
         ledger,
@@ -81,18 +171,20 @@ pub async fn bootstrap(spec: &PaySpec) -> Result<NetPay, PayError> {
 /// (devnet funds the stake the first time).
 pub async fn proxy_books(
     spec: &PaySpec,
-    ledger: &Devnet,
+    ledger: &Ledger,
     name: &str,
 ) -> Result<ProxyBooks, PayError> {
     let key = spec.key(name)?;
-    let vault = kokon_money::ledger::vault_address(&key.public());
-    if ledger.vault(vault).await?.is_none() {
-        ledger.fund(key.public(), spec.stake).await?;
-        ledger.vault_deposit(&key, spec.stake).await?;
+    let s = ledger.settlement();
+    let vault = s.vault_address(&key.public())?;
+    if s.vault(vault).await?.is_none() {
+        ledger.fund_up_to(key.public(), spec.stake).await?;
+        s.vault_deposit(&key, spec.stake).await?;
     }
     ProxyBooks::open(
         &spec.dir.join(format!("{name}.db")),
         key,
+        vault,
         spec.economics.commission_bps,
         spec.max_credit,
     )
@@ -102,11 +194,12 @@ pub async fn proxy_books(
 /// `proxy` (devnet funds and opens one, or tops up a low one).
 pub async fn client_books(
     spec: &PaySpec,
-    ledger: &Devnet,
+    ledger: &Ledger,
     name: &str,
     proxy: PublicKey,
 ) -> Result<ClientBooks, PayError> {
     let key = spec.key(name)?;
+    let (chain, ledger) = (ledger, ledger.settlement());
     let open = ledger
         .channels_of(key.public())
         .await?
@@ -115,7 +208,7 @@ pub async fn client_books(
     let channel = match open {
         Some(c) => c,
         None => {
-            ledger.fund(key.public(), spec.deposit).await?;
+            chain.fund_up_to(key.public(), spec.deposit).await?;
             ledger.open_channel(&key, proxy, spec.deposit).await?
         }
     };
@@ -127,7 +220,7 @@ pub async fn client_books(
     )?;
     if books.channel().remaining() < spec.deposit / 10 {
         // A dev channel that ran low from earlier runs gets topped up.
-        ledger.fund(books.payer(), spec.deposit).await?;
+        chain.fund_up_to(books.payer(), spec.deposit).await?;
         let row = ledger.topup(books.key(), channel.id, spec.deposit).await?;
         books.set_deposit(row.deposit);
     }
@@ -137,4 +230,51 @@ pub async fn client_books(
 /// The books of the worker whose payout key is `name`.
 pub fn worker_books(spec: &PaySpec, name: &str) -> Result<WorkerBooks, PayError> {
     WorkerBooks::open(&spec.dir.join(format!("{name}.db")), spec.key(name)?)
+}
+
+/// `ton.json` in a money directory: which chain it settles on.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TonFile {
+    pub network: kokon_ton::Network,
+    /// Root of the toncenter v3 API.
+    pub endpoint: String,
+    pub registry: kokon_money::Address,
+    #[serde(default)]
+    pub wallet: kokon_ton::wallet::WalletKind,
+}
+
+impl TonFile {
+    pub const NAME: &str = "ton.json";
+
+    pub fn read(dir: &std::path::Path) -> Result<Option<Self>, PayError> {
+        let path = dir.join(Self::NAME);
+        match std::fs::read(&path) {
+            Ok(b) if b.len() > 64 * 1024 => Err(PayError::Storage(format!(
+                "{} is over 64 KiB",
+                path.display()
+            ))),
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| PayError::Storage(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(PayError::Storage(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Writes it atomically.
+    pub fn write(&self, dir: &std::path::Path) -> Result<(), PayError> {
+        let tmp = dir.join(format!("{}.tmp", Self::NAME));
+        let text = serde_json::to_string_pretty(self).expect("serializes");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, dir.join(Self::NAME)))
+            .map_err(|e| PayError::Storage(format!("{}: {e}", dir.display())))
+    }
+
+    pub fn config(&self) -> TonConfig {
+        let mut c = TonConfig::new(self.network, &self.endpoint);
+        c.registry = Some(self.registry);
+        c.wallet = self.wallet;
+        c
+    }
 }

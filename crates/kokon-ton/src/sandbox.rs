@@ -52,9 +52,9 @@ impl SandboxChain {
         if let Some(s) = state {
             cmd.arg("--state").arg(s);
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| TonError::Invalid(format!("cannot start node ({e}); is Node.js installed?")))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            TonError::Invalid(format!("cannot start node ({e}); is Node.js installed?"))
+        })?;
         let stdout = child.stdout.take().expect("piped");
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())

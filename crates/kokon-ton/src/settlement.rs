@@ -36,6 +36,10 @@ use crate::{TonError, exit_meaning};
 /// sender (claims, closes) or stays as the contract's reserve (opens).
 pub const GAS: Nanotons = 50_000_000;
 
+/// What a wallet keeps for its own fees (deploying itself on first use
+/// included) when the backend checks it can afford a message.
+pub const WALLET_FEES: Nanotons = 20_000_000;
+
 /// Where and how the backend settles.
 #[derive(Clone, Debug)]
 pub struct TonConfig {
@@ -389,6 +393,14 @@ impl TonSettlement {
         Ok(trace)
     }
 
+    /// [`Self::submit`] after checking the wallet can pay for it: a wallet
+    /// without the funds would have its message dropped unseen, and the
+    /// caller would only learn it when the message expires.
+    async fn send(&self, key: &SecretKey, out: Outgoing) -> Result<Trace, PayError> {
+        self.check_funds(&key.public(), out.value).await?;
+        Ok(self.submit(key, out).await?)
+    }
+
     fn outgoing(to: Address, value: Nanotons, body: ArcCell) -> Outgoing {
         Outgoing {
             to,
@@ -407,10 +419,10 @@ impl TonSettlement {
         self.read_vault(id).await?.ok_or(PayError::NoVault(*id))
     }
 
-    /// Checks the wallet can pay `amount` plus gas.
-    async fn check_funds(&self, key: &PublicKey, amount: Nanotons) -> Result<(), PayError> {
+    /// Checks the wallet can send `value` and pay its own fees.
+    async fn check_funds(&self, key: &PublicKey, value: Nanotons) -> Result<(), PayError> {
         let balance = self.api.account(&self.wallet_of(key)?).await?.balance;
-        let needed = amount + GAS;
+        let needed = value + WALLET_FEES;
         if balance < needed {
             return Err(MoneyError::InsufficientFunds { balance, needed }.into());
         }
@@ -452,7 +464,7 @@ impl TonSettlement {
                 body::open(amount, self.cfg.channel_close_secs)?,
             )
         };
-        self.submit(client, out).await?;
+        self.send(client, out).await?;
         tracing::info!(channel = %id, amount, "opened a channel on TON");
         self.channel_row(&id).await
     }
@@ -467,17 +479,20 @@ impl TonSettlement {
         let delta = ledger::claim_channel(&mut ch, &mut vault, &v, self.clock.now_unix())?;
         let voucher = cells::from_bits(&v.body.cell()?)?;
         let msg = body::claim(&v.signature, &voucher)?;
-        if let Err(e) = self.submit(proxy, Self::outgoing(ch.id, GAS, msg)).await {
-            return Err(self.explain_channel_claim(e, &v, &proxy.public()).await);
+        match self.send(proxy, Self::outgoing(ch.id, GAS, msg)).await {
+            Err(PayError::Backend(e)) => {
+                Err(self.explain_channel_claim(e, &v, &proxy.public()).await)
+            }
+            Err(e) => Err(e),
+            Ok(_) => Ok(delta),
         }
-        Ok(delta)
     }
 
     /// After an on-chain refusal, the rule's own error on fresh state (a
     /// claim that raced another one says `NotAboveLatest`).
     async fn explain_channel_claim(
         &self,
-        e: TonError,
+        e: String,
         v: &Signed<ChannelVoucher>,
         proxy: &PublicKey,
     ) -> PayError {
@@ -488,7 +503,7 @@ impl TonSettlement {
         {
             return m.into();
         }
-        e.into()
+        PayError::Backend(e)
     }
 
     async fn do_close_cooperative(
@@ -515,7 +530,7 @@ impl TonSettlement {
             _ => None,
         };
         let msg = body::close_cooperative(voucher.as_ref().map(|(s, c)| (s, c)))?;
-        self.submit(proxy, Self::outgoing(id, GAS, msg)).await?;
+        self.send(proxy, Self::outgoing(id, GAS, msg)).await?;
         Ok(out)
     }
 
@@ -529,7 +544,7 @@ impl TonSettlement {
             return Err(MoneyError::NotAuthorized("channel's client").into());
         }
         ledger::start_close(&mut ch, self.clock.now_unix(), self.cfg.channel_close_secs)?;
-        self.submit(client, Self::outgoing(id, GAS, body::start_close()?))
+        self.send(client, Self::outgoing(id, GAS, body::start_close()?))
             .await?;
         self.channel_row(&id).await
     }
@@ -538,7 +553,7 @@ impl TonSettlement {
         let mut ch = self.channel_row(&id).await?;
         let mut credited = 0;
         let refund = ledger::finish_close(&mut ch, &mut credited, self.clock.now_unix())?;
-        self.submit(caller, Self::outgoing(id, GAS, body::finish_close()?))
+        self.send(caller, Self::outgoing(id, GAS, body::finish_close()?))
             .await?;
         Ok(refund)
     }
@@ -560,7 +575,7 @@ impl TonSettlement {
             .balance;
         balance = balance.saturating_sub(GAS);
         ledger::topup(&mut balance, &mut ch, amount)?;
-        self.submit(
+        self.send(
             client,
             Self::outgoing(id, amount + GAS, body::top_up(amount)?),
         )
@@ -576,7 +591,6 @@ impl TonSettlement {
         if amount == 0 {
             return Err(MoneyError::ZeroAmount.into());
         }
-        self.check_funds(&owner.public(), amount).await?;
         let id = self.vault_of(&owner.public())?;
         let out = if self.active(&id).await? {
             Self::outgoing(id, amount + GAS, body::deposit(amount)?)
@@ -591,7 +605,7 @@ impl TonSettlement {
                 )
             }
         };
-        self.submit(owner, out).await?;
+        self.send(owner, out).await?;
         self.vault_row(&id).await
     }
 
@@ -620,7 +634,7 @@ impl TonSettlement {
         let mut consent_hash = [0u8; 32];
         consent_hash.copy_from_slice(consent.cell_hash().as_slice());
         let msg = body::worker_claim(&v.signature, &voucher, &pay_to, &worker.sign(&consent_hash))?;
-        self.submit(worker, Self::outgoing(v.body.vault, GAS, msg))
+        self.send(worker, Self::outgoing(v.body.vault, GAS, msg))
             .await?;
         Ok(delta)
     }
@@ -649,7 +663,7 @@ impl TonSettlement {
             self.clock.now_unix(),
             self.cfg.vault_withdraw_secs,
         )?;
-        self.submit(
+        self.send(
             owner,
             Self::outgoing(id, GAS, body::request_withdrawal(amount)?),
         )
@@ -665,7 +679,7 @@ impl TonSettlement {
         let mut vault = self.vault_row(&id).await?;
         let mut credited = 0;
         let out = ledger::withdraw(&mut vault, &mut credited, self.clock.now_unix())?;
-        self.submit(owner, Self::outgoing(id, GAS, body::withdraw()?))
+        self.send(owner, Self::outgoing(id, GAS, body::withdraw()?))
             .await?;
         Ok(out)
     }

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use kokon_money::ledger::ChannelState;
 use kokon_money::{
     ChannelVoucher, Economics, MoneyError, Nanotons, SecretKey, Signed, WorkerVoucher,
 };
-use kokon_money::ledger::ChannelState;
 use kokon_pay::{ManualClock, PayError, Settlement};
 use kokon_ton::api::Status;
 use kokon_ton::cells::Stakes;
@@ -37,7 +37,11 @@ async fn chain() -> Chain {
     cfg.channel_close_secs = 600;
     cfg.vault_withdraw_secs = 900;
     let ton = TonSettlement::new(cfg, clock.clone()).unwrap();
-    Chain { sandbox, ton, clock }
+    Chain {
+        sandbox,
+        ton,
+        clock,
+    }
 }
 
 impl Chain {
@@ -63,7 +67,11 @@ fn money(e: PayError) -> MoneyError {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_and_vault_lifecycle_on_the_real_contracts() {
     let c = chain().await;
-    let (client, proxy, worker) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
+    let (client, proxy, worker) = (
+        SecretKey::generate(),
+        SecretKey::generate(),
+        SecretKey::generate(),
+    );
     for k in [&client, &proxy, &worker] {
         c.fund(k, 20 * TON).await;
     }
@@ -72,26 +80,59 @@ async fn channel_and_vault_lifecycle_on_the_real_contracts() {
     let vault = c.ton.vault_deposit(&proxy, 3 * TON).await.unwrap();
     assert_eq!(vault.id, c.ton.vault_address(&proxy.public()).unwrap());
     assert_eq!(vault.balance, 3 * TON);
-    assert_eq!(c.ton.vault_deposit(&proxy, TON).await.unwrap().balance, 4 * TON);
+    assert_eq!(
+        c.ton.vault_deposit(&proxy, TON).await.unwrap().balance,
+        4 * TON
+    );
 
     // A channel, found again by scanning is not possible without a registry;
     // its row comes back from the chain.
-    let ch = c.ton.open_channel(&client, proxy.public(), 5 * TON).await.unwrap();
-    assert_eq!((ch.deposit, ch.claimed, ch.state), (5 * TON, 0, ChannelState::Open));
+    let ch = c
+        .ton
+        .open_channel(&client, proxy.public(), 5 * TON)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ch.deposit, ch.claimed, ch.state),
+        (5 * TON, 0, ChannelState::Open)
+    );
     assert_eq!(c.ton.channel(ch.id).await.unwrap(), Some(ch));
     let ch = c.ton.topup(&client, ch.id, TON).await.unwrap();
     assert_eq!(ch.deposit, 6 * TON);
 
     // Claims: cumulative, idempotent, checked.
-    let v1 = Signed::sign(ChannelVoucher { channel: ch.id, amount: TON }, &client).unwrap();
+    let v1 = Signed::sign(
+        ChannelVoucher {
+            channel: ch.id,
+            amount: TON,
+        },
+        &client,
+    )
+    .unwrap();
     assert_eq!(c.ton.claim_channel(&proxy, v1).await.unwrap(), TON);
     assert!(matches!(
         money(c.ton.claim_channel(&proxy, v1).await.unwrap_err()),
         MoneyError::NotAboveLatest { .. }
     ));
-    let forged = Signed { body: ChannelVoucher { amount: 2 * TON, ..v1.body }, ..v1 };
-    assert_eq!(money(c.ton.claim_channel(&proxy, forged).await.unwrap_err()), MoneyError::BadSignature);
-    let v2 = Signed::sign(ChannelVoucher { channel: ch.id, amount: 2 * TON + 7 }, &client).unwrap();
+    let forged = Signed {
+        body: ChannelVoucher {
+            amount: 2 * TON,
+            ..v1.body
+        },
+        ..v1
+    };
+    assert_eq!(
+        money(c.ton.claim_channel(&proxy, forged).await.unwrap_err()),
+        MoneyError::BadSignature
+    );
+    let v2 = Signed::sign(
+        ChannelVoucher {
+            channel: ch.id,
+            amount: 2 * TON + 7,
+        },
+        &client,
+    )
+    .unwrap();
     assert_eq!(c.ton.claim_channel(&proxy, v2).await.unwrap(), TON + 7);
     let vault = c.ton.vault(vault.id).await.unwrap().unwrap();
     assert_eq!(vault.balance, 6 * TON + 7);
@@ -99,15 +140,28 @@ async fn channel_and_vault_lifecycle_on_the_real_contracts() {
     // The worker's claim pays its own wallet.
     let before = c.ton.balance(worker.public()).await.unwrap();
     let wv = Signed::sign(
-        WorkerVoucher { vault: vault.id, worker: worker.public(), amount: TON + 5 },
+        WorkerVoucher {
+            vault: vault.id,
+            worker: worker.public(),
+            amount: TON + 5,
+        },
         &proxy,
     )
     .unwrap();
     assert_eq!(c.ton.vault_claim(&worker, wv).await.unwrap(), TON + 5);
-    assert_eq!(c.ton.worker_claimed(vault.id, worker.public()).await.unwrap(), TON + 5);
+    assert_eq!(
+        c.ton
+            .worker_claimed(vault.id, worker.public())
+            .await
+            .unwrap(),
+        TON + 5
+    );
     let gained = c.ton.balance(worker.public()).await.unwrap() as i128 - before as i128;
     // Less only the gas of the claim (and of deploying the worker's wallet).
-    assert!(gained > (TON - TON / 50) as i128 && gained < (TON + 5) as i128, "gained {gained}");
+    assert!(
+        gained > (TON - TON / 50) as i128 && gained < (TON + 5) as i128,
+        "gained {gained}"
+    );
     assert!(matches!(
         money(c.ton.vault_claim(&worker, wv).await.unwrap_err()),
         MoneyError::NotAboveLatest { .. }
@@ -120,14 +174,27 @@ async fn channel_and_vault_lifecycle_on_the_real_contracts() {
         money(c.ton.finish_close(&client, ch.id).await.unwrap_err()),
         MoneyError::DelayNotOver { .. }
     ));
-    let v3 = Signed::sign(ChannelVoucher { channel: ch.id, amount: 3 * TON }, &client).unwrap();
+    let v3 = Signed::sign(
+        ChannelVoucher {
+            channel: ch.id,
+            amount: 3 * TON,
+        },
+        &client,
+    )
+    .unwrap();
     assert_eq!(c.ton.claim_channel(&proxy, v3).await.unwrap(), TON - 7);
     c.advance(601).await;
     let client_before = c.ton.balance(client.public()).await.unwrap();
     assert_eq!(c.ton.finish_close(&client, ch.id).await.unwrap(), 3 * TON);
     let refunded = c.ton.balance(client.public()).await.unwrap() - client_before;
-    assert!(refunded > 3 * TON, "refund {refunded} includes the unspent gas reserve");
-    assert_eq!(c.ton.channel(ch.id).await.unwrap().unwrap().state, ChannelState::Closed);
+    assert!(
+        refunded > 3 * TON,
+        "refund {refunded} includes the unspent gas reserve"
+    );
+    assert_eq!(
+        c.ton.channel(ch.id).await.unwrap().unwrap().state,
+        ChannelState::Closed
+    );
 
     // Withdrawal after its delay.
     let w = c.ton.request_withdrawal(&proxy, 2 * TON).await.unwrap();
@@ -151,21 +218,56 @@ async fn cooperative_close_and_a_second_channel() {
     c.fund(&client, 20 * TON).await;
     c.fund(&proxy, 20 * TON).await;
     c.ton.vault_deposit(&proxy, TON).await.unwrap();
-    let a = c.ton.open_channel(&client, proxy.public(), 2 * TON).await.unwrap();
-    let b = c.ton.open_channel(&client, proxy.public(), TON).await.unwrap();
-    assert_ne!(a.id, b.id, "the second channel has the next sequence number");
-    let last = Signed::sign(ChannelVoucher { channel: a.id, amount: TON / 2 }, &client).unwrap();
-    let (claimed, refunded) = c.ton.close_cooperative(&proxy, a.id, Some(last)).await.unwrap();
+    let a = c
+        .ton
+        .open_channel(&client, proxy.public(), 2 * TON)
+        .await
+        .unwrap();
+    let b = c
+        .ton
+        .open_channel(&client, proxy.public(), TON)
+        .await
+        .unwrap();
+    assert_ne!(
+        a.id, b.id,
+        "the second channel has the next sequence number"
+    );
+    let last = Signed::sign(
+        ChannelVoucher {
+            channel: a.id,
+            amount: TON / 2,
+        },
+        &client,
+    )
+    .unwrap();
+    let (claimed, refunded) = c
+        .ton
+        .close_cooperative(&proxy, a.id, Some(last))
+        .await
+        .unwrap();
     assert_eq!((claimed, refunded), (TON / 2, 2 * TON - TON / 2));
-    assert_eq!(c.ton.channel(a.id).await.unwrap().unwrap().state, ChannelState::Closed);
+    assert_eq!(
+        c.ton.channel(a.id).await.unwrap().unwrap().state,
+        ChannelState::Closed
+    );
     // Not the proxy: refused before anything is sent.
     assert_eq!(
-        money(c.ton.close_cooperative(&client, b.id, None).await.unwrap_err()),
+        money(
+            c.ton
+                .close_cooperative(&client, b.id, None)
+                .await
+                .unwrap_err()
+        ),
         MoneyError::NotAuthorized("channel's proxy")
     );
     // Not enough money in the wallet: refused before sending.
     assert!(matches!(
-        money(c.ton.open_channel(&client, proxy.public(), 1000 * TON).await.unwrap_err()),
+        money(
+            c.ton
+                .open_channel(&client, proxy.public(), 1000 * TON)
+                .await
+                .unwrap_err()
+        ),
         MoneyError::InsufficientFunds { .. }
     ));
     c.sandbox.stop().await;
@@ -180,9 +282,22 @@ async fn the_contract_refuses_what_the_backend_would_not_send() {
     c.fund(&client, 10 * TON).await;
     c.fund(&proxy, 10 * TON).await;
     c.ton.vault_deposit(&proxy, TON).await.unwrap();
-    let ch = c.ton.open_channel(&client, proxy.public(), TON).await.unwrap();
-    let v = Signed::sign(ChannelVoucher { channel: ch.id, amount: TON / 3 }, &client).unwrap();
-    let voucher = kokon_ton::cells::from_bits(&kokon_money::message::Signable::cell(&v.body).unwrap()).unwrap();
+    let ch = c
+        .ton
+        .open_channel(&client, proxy.public(), TON)
+        .await
+        .unwrap();
+    let v = Signed::sign(
+        ChannelVoucher {
+            channel: ch.id,
+            amount: TON / 3,
+        },
+        &client,
+    )
+    .unwrap();
+    let voucher =
+        kokon_ton::cells::from_bits(&kokon_money::message::Signable::cell(&v.body).unwrap())
+            .unwrap();
     let out = kokon_ton::wallet::Outgoing {
         to: ch.id,
         value: kokon_ton::GAS,
@@ -212,12 +327,26 @@ async fn a_resent_message_applies_once() {
         init: None,
         bounce: false,
     };
-    let msg = wallet.external(0, c.clock.0.load(std::sync::atomic::Ordering::SeqCst) as u32 + 60, &out).unwrap();
+    let msg = wallet
+        .external(
+            0,
+            c.clock.0.load(std::sync::atomic::Ordering::SeqCst) as u32 + 60,
+            &out,
+        )
+        .unwrap();
     let h1 = c.ton.api().send(&msg).await.unwrap();
     let h2 = c.ton.api().send(&msg).await.unwrap();
     assert_eq!(h1, h2);
-    let txs = c.ton.api().transactions(&wallet.address(), 10).await.unwrap();
-    let external = txs.iter().filter(|t| t.in_msg.as_ref().is_some_and(|m| m.source.is_none())).count();
+    let txs = c
+        .ton
+        .api()
+        .transactions(&wallet.address(), 10)
+        .await
+        .unwrap();
+    let external = txs
+        .iter()
+        .filter(|t| t.in_msg.as_ref().is_some_and(|m| m.source.is_none()))
+        .count();
     assert_eq!(external, 1, "the wallet's seqno stops the second copy");
     assert_eq!(c.ton.api().account(&out.to).await.unwrap().balance, TON);
     c.sandbox.stop().await;
@@ -227,22 +356,51 @@ async fn a_resent_message_applies_once() {
 async fn registry_round_trip_and_a_durable_chain() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("chain.json");
-    let sandbox = SandboxChain::start(&contracts_dir(), Some(&state)).await.unwrap();
+    let sandbox = SandboxChain::start(&contracts_dir(), Some(&state))
+        .await
+        .unwrap();
     let clock = Arc::new(kokon_pay::SystemClock);
-    let ton = TonSettlement::new(TonConfig::new(Network::Sandbox, sandbox.url()), clock.clone()).unwrap();
+    let ton = TonSettlement::new(
+        TonConfig::new(Network::Sandbox, sandbox.url()),
+        clock.clone(),
+    )
+    .unwrap();
     let owner = SecretKey::generate();
-    ton.api().sandbox_fund(&ton.wallet_of(&owner.public()).unwrap(), 10 * TON).await.unwrap();
-    let econ = Economics { commission_bps: 700, ..Economics::default() };
-    let stakes = Stakes { min_proxy: 5 * TON, min_worker: 0 };
-    let reg = registry::deploy(&ton, &owner, &econ, stakes, TON).await.unwrap();
+    ton.api()
+        .sandbox_fund(&ton.wallet_of(&owner.public()).unwrap(), 10 * TON)
+        .await
+        .unwrap();
+    let econ = Economics {
+        commission_bps: 700,
+        ..Economics::default()
+    };
+    let stakes = Stakes {
+        min_proxy: 5 * TON,
+        min_worker: 0,
+    };
+    let reg = registry::deploy(&ton, &owner, &econ, stakes, TON)
+        .await
+        .unwrap();
     let proxy = SecretKey::generate();
     let changes = [
-        Change::Image { hash: [1; 32], roles: registry::ROLE_PROXY | registry::ROLE_WORKER },
-        Change::Image { hash: [2; 32], roles: registry::ROLE_WORKER },
-        Change::Model { hash: [3; 32], allowed: true },
+        Change::Image {
+            hash: [1; 32],
+            roles: registry::ROLE_PROXY | registry::ROLE_WORKER,
+        },
+        Change::Image {
+            hash: [2; 32],
+            roles: registry::ROLE_WORKER,
+        },
+        Change::Model {
+            hash: [3; 32],
+            allowed: true,
+        },
         Change::Proxy {
             key: proxy.public(),
-            entry: Some((ton.wallet_of(&proxy.public()).unwrap(), "proxy.example:7400".into())),
+            entry: Some((
+                ton.wallet_of(&proxy.public()).unwrap(),
+                "proxy.example:7400".into(),
+            )),
         },
     ];
     for ch in &changes {
@@ -250,12 +408,19 @@ async fn registry_round_trip_and_a_durable_chain() {
     }
     // Someone else cannot change it.
     let stranger = SecretKey::generate();
-    ton.api().sandbox_fund(&ton.wallet_of(&stranger.public()).unwrap(), TON).await.unwrap();
-    let err = registry::apply(&ton, &stranger, &reg, &changes[2]).await.unwrap_err();
+    ton.api()
+        .sandbox_fund(&ton.wallet_of(&stranger.public()).unwrap(), TON)
+        .await
+        .unwrap();
+    let err = registry::apply(&ton, &stranger, &reg, &changes[2])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("exit code 100"), "{err}");
 
     sandbox.stop().await;
-    let sandbox = SandboxChain::start(&contracts_dir(), Some(&state)).await.unwrap();
+    let sandbox = SandboxChain::start(&contracts_dir(), Some(&state))
+        .await
+        .unwrap();
     let ton = TonSettlement::new(TonConfig::new(Network::Sandbox, sandbox.url()), clock).unwrap();
     let r = registry::read(ton.api(), &reg).await.unwrap();
     assert_eq!(r.version, 4);
@@ -263,11 +428,17 @@ async fn registry_round_trip_and_a_durable_chain() {
     assert_eq!(r.commission_bps, 700);
     assert_eq!(r.stakes, stakes);
     assert_eq!(r.images, vec![([1; 32], 3), ([2; 32], 2)]);
-    assert_eq!(r.images_for(registry::ROLE_PROXY), vec![hex::encode([1u8; 32])]);
+    assert_eq!(
+        r.images_for(registry::ROLE_PROXY),
+        vec![hex::encode([1u8; 32])]
+    );
     assert_eq!(r.models, vec![[3; 32]]);
     assert_eq!(r.proxies.len(), 1);
     assert_eq!(r.proxies[0].key, proxy.public());
     assert_eq!(r.proxies[0].endpoint, "proxy.example:7400");
-    assert_eq!(ton.api().account(&reg).await.unwrap().status, Status::Active);
+    assert_eq!(
+        ton.api().account(&reg).await.unwrap().status,
+        Status::Active
+    );
     sandbox.stop().await;
 }

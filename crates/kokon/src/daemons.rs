@@ -30,8 +30,10 @@ pub struct Common {
     /// Registry file to verify peers against [default: $KOKON_HOME/registry.toml].
     #[arg(long, env = "KOKON_REGISTRY")]
     pub registry: Option<PathBuf>,
-    /// Settle payments on the devnet ledger in this directory (the one
-    /// `kokon up` uses is $KOKON_HOME/devnet). Unset: an unpaid network.
+    /// Settle payments as the money directory DIR says: on the devnet ledger
+    /// in it, or on TON when it holds a `ton.json` (`kokon up` uses
+    /// $KOKON_HOME/devnet, or $KOKON_HOME/ton-sandbox with
+    /// --settlement ton-sandbox). Unset: an unpaid network.
     #[arg(long, env = "KOKON_DEVNET")]
     pub devnet: Option<PathBuf>,
     /// Name of this node's key in the devnet's keys/ directory
@@ -61,19 +63,18 @@ pub enum EvidenceArg {
 
 impl Common {
     /// The devnet payments of this daemon, if configured.
-    fn devnet(&self) -> anyhow::Result<Option<(PaySpec, Arc<kokon_pay::devnet::Devnet>)>> {
+    fn devnet(&self) -> anyhow::Result<Option<(PaySpec, pay::Ledger)>> {
         let Some(dir) = &self.devnet else {
             return Ok(None);
         };
         let registry = load_registry(&registry_path(self.registry.clone()))?;
         let spec = PaySpec {
             economics: registry.economics(),
-            ..PaySpec::dev(dir.clone())
+            ..PaySpec::load(dir.clone())?
         };
-        let ledger = Arc::new(
-            spec.ledger()
-                .with_context(|| format!("devnet ledger in {}", dir.display()))?,
-        );
+        let ledger = spec
+            .ledger()
+            .with_context(|| format!("ledger of {}", dir.display()))?;
         Ok(Some((spec, ledger)))
     }
 
@@ -198,11 +199,18 @@ pub enum RegistryCmd {
         #[arg(long)]
         force: bool,
     },
-    /// Print the registry file in use.
+    /// Print the registry: the file in use, or with --dir, --api or
+    /// --address the registry contract on TON (read by get-methods).
     Show {
+        /// The registry file [default: $KOKON_HOME/registry.toml].
         #[arg(long, env = "KOKON_REGISTRY")]
         path: Option<PathBuf>,
+        #[command(flatten)]
+        chain: crate::ton::ChainArgs,
     },
+    /// Change the registry contract on TON, as its owner (a message from
+    /// the owner's wallet), then print it.
+    Set(crate::ton::SetArgs),
 }
 
 fn default_addr(s: &str) -> SocketAddr {
@@ -277,7 +285,7 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
             Some(kokon_proxy::ProxyPay::new(
                 books,
                 spec.economics.clone(),
-                ledger,
+                ledger.settlement(),
                 1,
                 spec.claim_every,
             ))
@@ -400,7 +408,7 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
         w = w.with_pay(kokon_worker::WorkerPay::new(
             books,
             prices,
-            ledger,
+            ledger.settlement(),
             1,
             spec.claim_every,
         ));
@@ -463,12 +471,11 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
                 books.channel().id
             );
             let prices = spec.economics.prices.clone();
-            let ledger: Arc<dyn kokon_pay::Settlement> = ledger;
             Some(kokon_gateway::ClientPay::new(
                 books,
                 prices,
                 policy,
-                Some(ledger),
+                Some(ledger.settlement()),
             ))
         }
         None => None,
@@ -479,7 +486,7 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn registry(cmd: RegistryCmd) -> anyhow::Result<()> {
+pub async fn registry(cmd: RegistryCmd) -> anyhow::Result<()> {
     match cmd {
         RegistryCmd::Init { path, force } => {
             let path = registry_path(path);
@@ -495,10 +502,16 @@ pub fn registry(cmd: RegistryCmd) -> anyhow::Result<()> {
                 path.display()
             );
         }
-        RegistryCmd::Show { path } => {
+        RegistryCmd::Show { chain, .. }
+            if chain.dir.is_some() || chain.api.is_some() || chain.address.is_some() =>
+        {
+            crate::ton::registry_show(chain).await?;
+        }
+        RegistryCmd::Show { path, .. } => {
             let path = registry_path(path);
             print!("{}", load_registry(&path)?.to_toml());
         }
+        RegistryCmd::Set(a) => crate::ton::registry_set(a).await?,
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod config;
 mod daemons;
 mod model;
 mod pccs;
+mod ton;
 mod up;
 mod wallet;
 
@@ -145,7 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Command::Channel { cmd, w } => wallet::channel(cmd, w).await,
             Command::Client(a) => daemons::client(a).await,
             Command::Model(c) => model::run(c).await,
-            Command::Registry(c) => daemons::registry(c),
+            Command::Registry(c) => daemons::registry(c).await,
         })
     })
 }

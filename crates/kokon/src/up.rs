@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use anyhow::Context;
 use clap::Args;
 use kokon_testnet::pay::PaySpec;
 use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
@@ -29,10 +30,14 @@ pub struct UpArgs {
     #[arg(long, env = "KOKON_API_KEY")]
     pub api_key: Option<String>,
     /// Where payments settle: `devnet` (an embedded ledger under
-    /// $KOKON_HOME/devnet, funded automatically) or `none` (unpaid).
+    /// $KOKON_HOME/devnet, funded automatically), `ton-sandbox` (Kokon's
+    /// Tolk contracts on a local TON chain, the TON emulator behind a
+    /// toncenter v3 API, under $KOKON_HOME/ton-sandbox; needs Node.js and
+    /// `npm ci` in contracts/) or `none` (unpaid).
     #[arg(long, default_value = "devnet", env = "KOKON_SETTLEMENT")]
     pub settlement: Settlement,
-    /// The devnet directory (ledger, keys, books) [default: $KOKON_HOME/devnet].
+    /// The money directory (ledger or chain state, keys, books)
+    /// [default: $KOKON_HOME/devnet or $KOKON_HOME/ton-sandbox].
     #[arg(long, env = "KOKON_DEVNET")]
     pub devnet: Option<std::path::PathBuf>,
     #[command(flatten)]
@@ -43,6 +48,7 @@ pub struct UpArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Settlement {
     Devnet,
+    TonSandbox,
     None,
 }
 
@@ -64,27 +70,59 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     spec.proxy_listen = a.proxy_listen;
     spec.proxy_admin = Some(a.metrics_listen);
     spec.api_key = a.api_key.clone();
-    if a.settlement == Settlement::Devnet {
-        spec.payments = Some(PaySpec::dev(devnet_dir(&a)));
+    let mut chain = None;
+    match a.settlement {
+        Settlement::Devnet => spec.payments = Some(PaySpec::dev(devnet_dir(&a))),
+        Settlement::TonSandbox => {
+            let dir = devnet_dir(&a);
+            eprintln!("starting the TON sandbox chain in {}…", dir.display());
+            let c =
+                crate::ton::start_local_chain(&dir, &spec.registry, &a.proxy_listen.to_string())
+                    .await
+                    .context("starting the TON sandbox chain")?;
+            // The chain's registry is the one the daemons trust.
+            spec.registry = crate::ton::registry_from_chain(&spec.registry, &c.registry);
+            spec.payments = Some(crate::ton::pay_spec(dir, &c.file));
+            chain = Some(c);
+        }
+        Settlement::None => {}
     }
     let net = LocalNet::start(spec).await?;
     print_banner(&net, &model, a.workers.max(1), a.api_key.is_some());
     if let Some(ledger) = net.ledger() {
-        print_payments(&net, ledger.as_ref(), &devnet_dir(&a)).await;
+        print_payments(
+            &net,
+            ledger.settlement().as_ref(),
+            &devnet_dir(&a),
+            chain.as_ref(),
+        )
+        .await;
     }
     crate::shutdown_signal().await;
     eprintln!("stopping…");
     net.shutdown();
+    if let Some(c) = chain {
+        c.chain.stop().await;
+    }
     Ok(())
 }
 
 fn devnet_dir(a: &UpArgs) -> std::path::PathBuf {
+    let name = match a.settlement {
+        Settlement::TonSandbox => "ton-sandbox",
+        _ => "devnet",
+    };
     a.devnet
         .clone()
-        .unwrap_or_else(|| kokon_models::kokon_home().join("devnet"))
+        .unwrap_or_else(|| kokon_models::kokon_home().join(name))
 }
 
-async fn print_payments(net: &LocalNet, ledger: &dyn kokon_pay::Settlement, dir: &std::path::Path) {
+async fn print_payments(
+    net: &LocalNet,
+    ledger: &dyn kokon_pay::Settlement,
+    dir: &std::path::Path,
+    chain: Option<&crate::ton::LocalChain>,
+) {
     let Some(pay) = net.proxy.pay() else { return };
     let vault = pay.books().await.vault();
     let stake = ledger
@@ -93,7 +131,21 @@ async fn print_payments(net: &LocalNet, ledger: &dyn kokon_pay::Settlement, dir:
         .ok()
         .flatten()
         .map_or(0, |v| v.balance);
-    println!("Payments settle on the devnet ledger ({}).", dir.display());
+    match chain {
+        Some(c) => {
+            println!(
+                "Payments settle on the TON sandbox chain ({}).",
+                dir.display()
+            );
+            println!("  TON API:     {} (toncenter v3)", c.file.endpoint);
+            println!(
+                "  registry:    {} (`kokon registry show --dir {}`)",
+                c.file.registry,
+                dir.display()
+            );
+        }
+        None => println!("Payments settle on the devnet ledger ({}).", dir.display()),
+    }
     println!("  proxy vault: {vault} holds {}", crate::wallet::ton(stake));
     println!("  dev client:  a funded channel; see `kokon channel status`");
     println!("  every response's usage carries `cost_nanoton`");

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use kokon_money::ledger::{ChannelState, vault_address};
+use kokon_money::ledger::ChannelState;
 use kokon_money::{Nanotons, PublicKey, SecretKey};
 use kokon_pay::Settlement;
 use kokon_pay::books::proxy::ProxyBooks;
 use kokon_pay::books::worker::WorkerBooks;
-use kokon_pay::devnet::Devnet;
+use kokon_testnet::pay::Ledger;
 use kokon_testnet::pay::PaySpec;
 use serde_json::json;
 
@@ -47,7 +47,8 @@ pub fn parse_ton(s: &str) -> anyhow::Result<Nanotons> {
 
 #[derive(Args, Clone)]
 pub struct Where {
-    /// The devnet directory (ledger, keys, books).
+    /// The money directory (devnet ledger or ton.json, keys, books)
+    /// [default: $KOKON_HOME/devnet].
     #[arg(long, env = "KOKON_DEVNET", global = true)]
     pub devnet: Option<PathBuf>,
     /// Print JSON instead of text.
@@ -57,18 +58,21 @@ pub struct Where {
 
 impl Where {
     fn spec(&self) -> PaySpec {
-        PaySpec::dev(
-            self.devnet
-                .clone()
-                .unwrap_or_else(|| kokon_models::kokon_home().join("devnet")),
-        )
+        let dir = self
+            .devnet
+            .clone()
+            .unwrap_or_else(|| kokon_models::kokon_home().join("devnet"));
+        PaySpec::load(dir.clone()).unwrap_or_else(|e| {
+            eprintln!("warning: {e}; using the devnet");
+            PaySpec::dev(dir)
+        })
     }
 
-    fn ledger(&self) -> anyhow::Result<Devnet> {
+    fn ledger(&self) -> anyhow::Result<Ledger> {
         let spec = self.spec();
-        if !spec.dir.join("ledger.db").exists() {
+        if spec.ton.is_none() && !spec.dir.join("ledger.db").exists() {
             bail!(
-                "no devnet ledger at {}; start one with `kokon up`",
+                "no ledger at {}; start one with `kokon up`",
                 spec.dir.display()
             );
         }
@@ -134,14 +138,19 @@ pub async fn wallet(cmd: WalletCmd, w: Where) -> anyhow::Result<()> {
         }
         WalletCmd::Show { name } => {
             let key = w.key(&name)?;
-            let balance = w.ledger()?.balance(key.public()).await?;
-            w.print(json!({ "name": name, "public_key": key.public(), "balance_nanoton": balance.to_string() }), || {
-                format!("{name}: {}\n  balance: {}", key.public(), ton(balance))
+            let ledger = w.ledger()?;
+            let balance = ledger.settlement().balance(key.public()).await?;
+            let wallet = ledger.wallet_address(&key.public())?;
+            w.print(json!({ "name": name, "public_key": key.public(), "wallet": wallet, "balance_nanoton": balance.to_string() }), || {
+                let at = wallet.map(|a| format!("\n  TON wallet (v4r2): {a}")).unwrap_or_default();
+                format!("{name}: {}{at}\n  balance: {}", key.public(), ton(balance))
             });
         }
         WalletCmd::Fund { name, amount } => {
             let key = w.key(&name)?;
-            let bal = w.ledger()?.fund(key.public(), parse_ton(&amount)?).await?;
+            let ledger = w.ledger()?;
+            ledger.fund(key.public(), parse_ton(&amount)?).await?;
+            let bal = ledger.settlement().balance(key.public()).await?;
             w.print(
                 json!({ "name": name, "balance_nanoton": bal.to_string() }),
                 || format!("{name} now holds {}", ton(bal)),
@@ -193,7 +202,8 @@ pub enum ChannelCmd {
 }
 
 pub async fn channel(cmd: ChannelCmd, w: Where) -> anyhow::Result<()> {
-    let ledger = w.ledger()?;
+    let ledger = w.ledger()?.settlement();
+    let ledger = ledger.as_ref();
     match cmd {
         ChannelCmd::Open {
             amount,
@@ -214,7 +224,7 @@ pub async fn channel(cmd: ChannelCmd, w: Where) -> anyhow::Result<()> {
         }
         ChannelCmd::Topup { amount, name } => {
             let key = w.key(&name)?;
-            let open = open_channel(&ledger, &key).await?;
+            let open = open_channel(ledger, &key).await?;
             let ch = ledger.topup(&key, open, parse_ton(&amount)?).await?;
             w.print(serde_json::to_value(ch)?, || {
                 format!("channel {} now holds {}", ch.id, ton(ch.deposit))
@@ -255,7 +265,7 @@ pub async fn channel(cmd: ChannelCmd, w: Where) -> anyhow::Result<()> {
             ..
         } => {
             let key = w.key(&name)?;
-            let id = open_channel(&ledger, &key).await?;
+            let id = open_channel(ledger, &key).await?;
             let reply = close_with_proxy(&key, id, addr).await?;
             w.print(json!({ "channel": id, "claimed_nanoton": reply.claimed.to_string(), "refunded_nanoton": reply.refunded.to_string() }), || {
                 format!("closed {id} with the proxy: it claimed {}, you got back {}", ton(reply.claimed), ton(reply.refunded))
@@ -275,7 +285,7 @@ pub async fn channel(cmd: ChannelCmd, w: Where) -> anyhow::Result<()> {
                     || format!("closed {}; refunded {}", c.id, ton(refund)),
                 );
             } else {
-                let id = open_channel(&ledger, &key).await?;
+                let id = open_channel(ledger, &key).await?;
                 let c = ledger.start_close(&key, id).await?;
                 w.print(serde_json::to_value(c)?, || {
                     format!("closing {}; the proxy may claim until the delay ends, then run `kokon channel close --finish`", c.id)
@@ -310,7 +320,10 @@ async fn close_with_proxy(
     reply.map_err(|e| anyhow::anyhow!("{}", e.message))
 }
 
-async fn open_channel(ledger: &Devnet, key: &SecretKey) -> anyhow::Result<kokon_money::Address> {
+async fn open_channel(
+    ledger: &dyn Settlement,
+    key: &SecretKey,
+) -> anyhow::Result<kokon_money::Address> {
     let rows = ledger.channels_of(key.public()).await?;
     rows.iter()
         .rfind(|c| c.state == ChannelState::Open)
@@ -352,23 +365,24 @@ pub async fn worker_money(cmd: WorkerMoneyCmd) -> anyhow::Result<()> {
         WorkerMoneyCmd::Earnings { name, w } => (name, w, false),
         WorkerMoneyCmd::Claim { name, w } => (name, w, true),
     };
-    let ledger = w.ledger()?;
+    let ledger = w.ledger()?.settlement();
+    let ledger = ledger.as_ref();
     let mut books = kokon_testnet::pay::worker_books(&w.spec(), &name)?;
     let claimed_now = if claim {
-        books.claim_due(&ledger, 1).await?
+        books.claim_due(ledger, 1).await?
     } else {
         0
     };
     for e in books.earnings() {
-        books.sync_claimed(&ledger, e.vault).await?;
+        books.sync_claimed(ledger, e.vault).await?;
     }
-    print_earnings(&w, &books, &ledger, claimed_now).await
+    print_earnings(&w, &books, ledger, claimed_now).await
 }
 
 async fn print_earnings(
     w: &Where,
     books: &WorkerBooks,
-    ledger: &Devnet,
+    ledger: &dyn Settlement,
     claimed_now: Nanotons,
 ) -> anyhow::Result<()> {
     let (receipts, signed) = books.receipts_total()?;
@@ -411,7 +425,7 @@ pub struct VaultArgs {
 
 pub async fn vault(a: VaultArgs) -> anyhow::Result<()> {
     let w = &a.w;
-    let ledger = w.ledger()?;
+    let ledger = w.ledger()?.settlement();
     let key = w.key("dev-proxy")?;
     if let Some(amount) = &a.withdraw {
         let wd = ledger.request_withdrawal(&key, parse_ton(amount)?).await?;
@@ -425,7 +439,7 @@ pub async fn vault(a: VaultArgs) -> anyhow::Result<()> {
         let got = ledger.withdraw(&key).await?;
         eprintln!("withdrew {}", ton(got));
     }
-    let id = vault_address(&key.public());
+    let id = ledger.vault_address(&key.public())?;
     let row = ledger
         .vault(id)
         .await?
@@ -434,6 +448,7 @@ pub async fn vault(a: VaultArgs) -> anyhow::Result<()> {
     let books = ProxyBooks::open(
         &spec.dir.join("dev-proxy.db"),
         key,
+        id,
         spec.economics.commission_bps,
         spec.max_credit,
     )?;

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use kokon_money::channel::{ChannelTerms, ProxyChannel};
-use kokon_money::ledger::vault_address;
 use kokon_money::price::split;
 use kokon_money::vault::next_worker_voucher;
 use kokon_money::{
@@ -52,6 +51,7 @@ pub struct ProxyTotals {
 pub struct ProxyBooks {
     conn: Connection,
     key: SecretKey,
+    vault: Address,
     commission_bps: u16,
     max_credit: Nanotons,
     channels: HashMap<Address, (ProxyChannel, Nanotons)>,
@@ -68,9 +68,12 @@ impl std::fmt::Debug for ProxyBooks {
 
 impl ProxyBooks {
     /// Opens the books at `path`; `key` owns the vault.
+    /// `vault` is where this proxy's vault lives on its ledger
+    /// (`Settlement::vault_address`); worker vouchers name it.
     pub fn open(
         path: &Path,
         key: SecretKey,
+        vault: Address,
         commission_bps: u16,
         max_credit: Nanotons,
     ) -> Result<Self, PayError> {
@@ -104,6 +107,7 @@ impl ProxyBooks {
         Ok(Self {
             conn,
             key,
+            vault,
             commission_bps,
             max_credit,
             channels,
@@ -112,7 +116,7 @@ impl ProxyBooks {
     }
 
     pub fn vault(&self) -> Address {
-        vault_address(&self.key.public())
+        self.vault
     }
 
     pub fn owner(&self) -> &SecretKey {

@@ -1,0 +1,159 @@
+"""Paid jobs settling on TON, end to end with the real binary.
+
+`kokon up --settlement ton-sandbox` runs the local network on Kokon's Tolk
+contracts in the TON emulator (contracts/sandbox/server.js, a toncenter v3
+API). 20 paid chat completions with the built-in model; then, read from the
+chain by get-methods and from its transactions:
+
+- the client's channel has paid exactly the costs the client was told;
+- each worker has claimed exactly what its vouchers promise, on chain;
+- the proxy's vault holds its stake + what the channel paid − what the
+  workers took, to the nanoton;
+- each worker's wallet grew by exactly what it claimed minus the gas of its
+  claims, as the chain's own transactions account for it, and that gas is
+  within the documented bound.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from conftest import BINARY, free_port, wait_ready
+
+WORKERS = 2
+STAKE = 100_000_000  # PaySpec::dev's stake (0.1 TON)
+GAS_BOUND_PER_CLAIM = 20_000_000  # docs/ECONOMICS.md: at most 0.02 TON per claim
+
+
+def cli(money, *args):
+    env = dict(os.environ, KOKON_DEVNET=str(money))
+    out = subprocess.run([str(BINARY), *args, "--json"], env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def wait_until(what, check, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(what)
+
+
+class Chain:
+    """Reads the sandbox chain through its toncenter v3 API."""
+
+    def __init__(self, endpoint):
+        self.c = httpx.Client(base_url=endpoint, timeout=10)
+
+    def get(self, address, method, *args):
+        stack = [{"type": "num", "value": hex(a)} for a in args]
+        r = self.c.post("/api/v3/runGetMethod", json={"address": address, "method": method, "stack": stack}).json()
+        assert r["exit_code"] == 0, r
+        return [int(e["value"], 16) if e["type"] == "num" else e["value"] for e in r["stack"]]
+
+    def balance(self, address):
+        return int(self.c.get("/api/v3/account", params={"address": address}).json()["balance"])
+
+    def transactions(self, address):
+        return self.c.get("/api/v3/transactions", params={"account": address, "limit": 1000}).json()["transactions"]
+
+
+def test_twenty_paid_completions_reconcile_on_chain():
+    home = Path(tempfile.mkdtemp())
+    money = home / "ton"
+    port = free_port()
+    env = dict(os.environ, KOKON_LOG="info", KOKON_DEVNET=str(money))
+    log = home / "kokon.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(BINARY), "up", "--settlement", "ton-sandbox", "--workers", str(WORKERS),
+             "--listen", f"127.0.0.1:{port}"],
+            stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_ready(base, proc)
+        ton = json.loads((money / "ton.json").read_text())
+        chain = Chain(ton["endpoint"])
+
+        reg = cli(money, "registry", "show", "--dir", str(money))
+        assert reg["address"] == ton["registry"]
+        assert len(reg["proxies"]) == 1 and reg["proxy_images"] and reg["worker_images"]
+
+        workers = [cli(money, "worker", "earnings", "--name", f"dev-worker-{i}") for i in range(WORKERS)]
+        wallets = [cli(money, "wallet", "show", "--name", f"dev-worker-{i}") for i in range(WORKERS)]
+        start_balance = [int(w["balance_nanoton"]) for w in wallets]
+        seen = [{t["hash"] for t in chain.transactions(w["wallet"])} for w in wallets]
+
+        costs = []
+        with httpx.Client(timeout=120) as c:
+            for i in range(20):
+                r = c.post(f"{base}/chat/completions", json={
+                    "model": "smollm2-135m-instruct", "max_tokens": 4, "temperature": 0,
+                    "messages": [{"role": "user", "content": f"Say a number: {i}"}]})
+                assert r.status_code == 200, r.text
+                costs.append(r.json()["usage"]["cost_nanoton"])
+        assert all(c > 0 for c in costs)
+
+        channel = cli(money, "channel", "status")["channels"][-1]
+        channel_id = channel["channel"]
+
+        def channel_claimed():
+            deposit, claimed = chain.get(channel_id, "channel")[2:4]
+            return claimed == sum(costs)
+        wait_until("the proxy claims the client's vouchers on chain", channel_claimed)
+
+        vault = cli(money, "proxy", "vault")
+        owed = int(vault["owed_to_workers_nanoton"])
+        assert int(vault["billed_nanoton"]) == sum(costs)
+        assert int(vault["commission_nanoton"]) + owed == sum(costs)
+
+        def workers_claimed():
+            got = [cli(money, "worker", "earnings", "--name", f"dev-worker-{i}") for i in range(WORKERS)]
+            return sum(int(w["earned_nanoton"]) for w in got) == owed and all(
+                int(w["claimed_nanoton"]) == int(w["earned_nanoton"]) for w in got)
+        wait_until("the workers claim their earnings on chain", workers_claimed)
+
+        # On chain, by get-methods.
+        earned = [cli(money, "worker", "earnings", "--name", f"dev-worker-{i}") for i in range(WORKERS)]
+        assert chain.get(channel_id, "channel")[3] == sum(costs)
+        vault_balance = chain.get(vault["vault"], "vault")[3]
+        claims = [chain.get(vault["vault"], "workerClaimed", int(w["payout"], 16))[0] for w in earned]
+        assert claims == [int(w["earned_nanoton"]) for w in earned]
+        assert sum(claims) == owed
+        assert vault_balance == STAKE + sum(costs) - sum(claims), "vault = stake + paid in − paid out"
+
+        # Each worker's wallet, from the chain's own transactions since the start.
+        for w, before, old, claimed in zip(wallets, start_balance, seen, claims):
+            txs = [t for t in chain.transactions(w["wallet"]) if t["hash"] not in old]
+            received = sum(int(t["in_msg"]["value"] or 0) for t in txs if t["in_msg"]["source"])
+            sent = sum(int(m["value"] or 0) for t in txs for m in t["out_msgs"])
+            fees = sum(int(t["total_fees"]) + sum(int(m["fwd_fee"] or 0) for m in t["out_msgs"]) for t in txs)
+            n_claims = sum(1 for t in txs if t["out_msgs"])
+            # What went to the vault with the claims and did not come back, beyond the claimed amount.
+            gas = sent - (received - claimed) + fees
+            after = chain.balance(w["wallet"])
+            assert after - before == claimed - gas, "wallet = before + claimed − gas of the claims"
+            assert 0 < gas <= n_claims * GAS_BOUND_PER_CLAIM, (gas, n_claims)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    # The chain is durable: the same money directory comes back with the registry and the channel.
+    port = free_port()
+    again = subprocess.Popen(
+        [str(BINARY), "up", "--settlement", "ton-sandbox", "--workers", "1", "--listen", f"127.0.0.1:{port}"],
+        stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/v1", again)
+        assert json.loads((money / "ton.json").read_text())["registry"] == ton["registry"]
+        status = cli(money, "channel", "status")["channels"][-1]
+        assert status["channel"] == channel_id
+        assert int(status["claimed_nanoton"]) == sum(costs)
+    finally:
+        again.terminate()
+        again.wait(timeout=30)

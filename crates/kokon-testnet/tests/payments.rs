@@ -92,7 +92,7 @@ async fn paid_jobs_reconcile_to_the_nanoton() {
     assert_eq!(t.owed_to_workers + t.commission, t.billed);
 
     // Workers hold vouchers for exactly their fees, and claim them.
-    let ledger = net.ledger().unwrap();
+    let ledger = devnet(&net);
     let mut fees = 0;
     for w in &net.workers {
         let pay = w.pay.as_ref().unwrap();
@@ -170,7 +170,7 @@ async fn proxy_refuses_forged_replayed_and_unbilled_vouchers() {
     let cost = u128::from(r["usage"]["cost_nanoton"].as_u64().unwrap());
     let spec = PaySpec::dev(tmp.path().to_path_buf());
     let client = spec.key("dev-client").unwrap();
-    let ledger = net.ledger().unwrap();
+    let ledger = devnet(&net);
     let channel = ledger.channels_of(client.public()).await.unwrap()[0].id;
     let proxy = net.proxy.pay().unwrap();
     eventually("the first voucher lands", || async {
@@ -293,7 +293,7 @@ async fn cooperative_close_claims_refunds_and_stops_service() {
     .await;
     let spec = PaySpec::dev(tmp.path().to_path_buf());
     let client = spec.key("dev-client").unwrap();
-    let ledger = net.ledger().unwrap();
+    let ledger = devnet(&net);
     let ch = ledger.channels_of(client.public()).await.unwrap()[0];
     let before = ledger.balance(client.public()).await.unwrap();
 
@@ -331,4 +331,12 @@ async fn cooperative_close_claims_refunds_and_stops_service() {
     assert!(ledger.audit().await.unwrap().conserved());
     let r = chat(&net.base_url(), "echo", "after close", false).await;
     assert_eq!(r.status(), 402);
+}
+
+/// The devnet these tests settle on.
+fn devnet(net: &LocalNet) -> std::sync::Arc<kokon_pay::devnet::Devnet> {
+    match net.ledger() {
+        Some(kokon_testnet::pay::Ledger::Devnet(d)) => d,
+        _ => panic!("these networks settle on the devnet"),
+    }
 }

@@ -81,7 +81,7 @@ fn dict<V>(
         .parser()
         .load_dict_data(256, key_reader_256bit, reader)?;
     let mut v: Vec<_> = map.into_iter().map(|(k, v)| (hash32(k), v)).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.sort_by_key(|e| e.0);
     Ok(v)
 }
 

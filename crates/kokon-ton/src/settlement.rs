@@ -166,7 +166,7 @@ impl TonSettlement {
     /// The address of the vault owned by `owner`.
     pub fn vault_of(&self, owner: &PublicKey) -> Result<Address, TonError> {
         let data = cells::vault_data(owner, &self.wallet_of(owner)?)?;
-        Ok(cells::address_of(&cells::VAULT_CODE, &data)?)
+        cells::address_of(&cells::VAULT_CODE, &data)
     }
 
     fn parties(

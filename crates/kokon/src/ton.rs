@@ -289,7 +289,7 @@ fn owner_key(a: &SetArgs) -> anyhow::Result<SecretKey> {
             .unwrap_or_else(|| kokon_models::kokon_home().join("ton-sandbox"))
             .join("keys/dev-registry.key")
     });
-    Ok(kokon_pay::keys::load(&path).with_context(|| format!("owner key {}", path.display()))?)
+    kokon_pay::keys::load(&path).with_context(|| format!("owner key {}", path.display()))
 }
 
 fn change(c: &RegistrySetCmd) -> anyhow::Result<Change> {

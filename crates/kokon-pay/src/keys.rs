@@ -41,7 +41,8 @@ fn load_str(path: &Path, s: &str) -> Result<SecretKey, PayError> {
     })
 }
 
-fn write_new(path: &Path, key: &SecretKey) -> Result<(), PayError> {
+/// Stores `key` at `path` (mode 0600); refuses to overwrite a key.
+pub fn write_new(path: &Path, key: &SecretKey) -> Result<(), PayError> {
     use std::io::Write;
     let io = |e: std::io::Error| PayError::Storage(format!("{}: {e}", path.display()));
     if let Some(dir) = path.parent() {

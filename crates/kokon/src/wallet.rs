@@ -102,7 +102,16 @@ pub enum WalletCmd {
         #[arg(long, default_value = "default")]
         name: String,
     },
-    /// Show a key's public key and devnet balance.
+    /// Store the key of a 24-word TON mnemonic (as wallet apps derive it), so
+    /// a daemon pays and is paid through that wallet.
+    Import {
+        #[arg(long)]
+        name: String,
+        /// File holding the 24 words (kept out of the shell history).
+        #[arg(long)]
+        mnemonic_file: PathBuf,
+    },
+    /// Show a key's public key, its TON wallet (when settling on TON) and balance.
     Show {
         #[arg(long, default_value = "dev-client")]
         name: String,
@@ -134,6 +143,31 @@ pub async fn wallet(cmd: WalletCmd, w: Where) -> anyhow::Result<()> {
                         path.display()
                     )
                 },
+            );
+        }
+        WalletCmd::Import {
+            name,
+            mnemonic_file,
+        } => {
+            let path = w.spec().dir.join("keys").join(format!("{name}.key"));
+            let phrase = kokon_attest::read_at_most(&mnemonic_file, 4096)
+                .with_context(|| format!("reading {}", mnemonic_file.display()))?;
+            if phrase.len() > 4096 {
+                bail!(
+                    "{} is over 4 KiB; a mnemonic is 24 words",
+                    mnemonic_file.display()
+                );
+            }
+            let key = kokon_ton::wallet::key_from_mnemonic(&String::from_utf8_lossy(&phrase))?;
+            kokon_pay::keys::write_new(&path, &key)
+                .with_context(|| format!("key `{name}` (an existing key is never replaced)"))?;
+            let v4 =
+                kokon_ton::wallet::address(kokon_ton::wallet::WalletKind::V4r2, &key.public())?;
+            let v5 =
+                kokon_ton::wallet::address(kokon_ton::wallet::WalletKind::V5r1, &key.public())?;
+            w.print(
+                json!({ "name": name, "public_key": key.public(), "wallet_v4r2": v4, "wallet_v5r1": v5, "path": path }),
+                || format!("imported `{name}`: {}\n  TON wallet v4r2 {v4}, v5r1 {v5}\n  stored in {}", key.public(), path.display()),
             );
         }
         WalletCmd::Show { name } => {

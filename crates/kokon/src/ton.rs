@@ -129,6 +129,26 @@ pub async fn start_local_chain(
     })
 }
 
+/// Lists the dev proxy at `endpoint` (where it actually listens) if the
+/// registry says otherwise.
+pub async fn publish_proxy(dir: &Path, file: &TonFile, endpoint: &str) -> anyhow::Result<()> {
+    let ton = TonSettlement::new(file.config(), Arc::new(SystemClock))?;
+    let proxy = key(dir, "dev-proxy")?.public();
+    let r = registry::read(ton.api(), &file.registry).await?;
+    if r.proxies
+        .iter()
+        .any(|p| p.key == proxy && p.endpoint == endpoint)
+    {
+        return Ok(());
+    }
+    let change = Change::Proxy {
+        key: proxy,
+        entry: Some((ton.wallet_of(&proxy)?, endpoint.to_string())),
+    };
+    registry::apply(&ton, &key(dir, "dev-registry")?, &file.registry, &change).await?;
+    Ok(())
+}
+
 /// The attestation registry as the chain says it (a test network: the
 /// sandbox is never production).
 pub fn registry_from_chain(base: &Registry, r: &RegistryState) -> Registry {
@@ -153,23 +173,28 @@ pub fn pay_spec(dir: PathBuf, file: &TonFile) -> PaySpec {
 pub struct ChainArgs {
     /// Root of a toncenter v3 API (a public provider, or the sandbox's URL
     /// from `ton.json`) [default: from --dir's ton.json].
-    #[arg(long, env = "KOKON_TON_API")]
+    #[arg(long, global = true, env = "KOKON_TON_API")]
     pub api: Option<String>,
     /// API key sent as X-API-Key.
-    #[arg(long, env = "KOKON_TON_API_KEY", hide_env_values = true)]
+    #[arg(long, global = true, env = "KOKON_TON_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// mainnet, testnet or sandbox.
-    #[arg(long, env = "KOKON_TON_NETWORK", default_value = "sandbox")]
+    #[arg(
+        long,
+        global = true,
+        env = "KOKON_TON_NETWORK",
+        default_value = "sandbox"
+    )]
     pub network: Network,
     /// The registry contract's address (`0:hex`) [default: from --dir's ton.json].
-    #[arg(long, env = "KOKON_TON_REGISTRY")]
+    #[arg(long, global = true, env = "KOKON_TON_REGISTRY")]
     pub address: Option<String>,
     /// A money directory whose ton.json names the API and registry
     /// [default: $KOKON_HOME/ton-sandbox].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub dir: Option<PathBuf>,
     /// Print JSON.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 }
 

@@ -88,6 +88,11 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         Settlement::None => {}
     }
     let net = LocalNet::start(spec).await?;
+    if let Some(c) = &chain {
+        crate::ton::publish_proxy(&devnet_dir(&a), &c.file, &net.proxy.addr.to_string())
+            .await
+            .context("listing the proxy in the registry contract")?;
+    }
     print_banner(&net, &model, a.workers.max(1), a.api_key.is_some());
     if let Some(ledger) = net.ledger() {
         print_payments(

@@ -54,10 +54,15 @@ impl Ledger {
     pub async fn fund(&self, account: PublicKey, amount: Nanotons) -> Result<(), PayError> {
         match self {
             Ledger::Devnet(d) => d.fund(account, amount).await.map(|_| ()),
-            Ledger::Ton(t) => Ok(t
+            Ledger::Ton(t) if t.config().network == kokon_ton::Network::Sandbox => Ok(t
                 .api()
                 .sandbox_fund(&t.wallet_of(&account)?, amount)
                 .await?),
+            Ledger::Ton(t) => Err(PayError::Backend(format!(
+                "no faucet on {:?}: send {amount} nanotons to wallet {} yourself",
+                t.config().network,
+                t.wallet_of(&account)?
+            ))),
         }
     }
 

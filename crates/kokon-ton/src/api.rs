@@ -84,16 +84,26 @@ pub struct Msg {
     #[serde(default, deserialize_with = "opt_amount")]
     pub fwd_fee: Option<Nanotons>,
     #[serde(default)]
+    pub bounce: Option<bool>,
+    #[serde(default)]
     pub bounced: Option<bool>,
 }
 
 impl Transaction {
-    /// The exit code, when the transaction failed.
+    /// The exit code, when the transaction failed. A plain payment to an
+    /// account without code (a wallet not deployed yet) runs nothing and is
+    /// credited all the same: that is not a failure; a bounceable message
+    /// there bounces, and is one (-1).
     pub fn failure(&self) -> Option<i32> {
         let c = &self.description.compute_ph;
-        self.description
-            .aborted
-            .then(|| c.exit_code.unwrap_or(if c.skipped { -1 } else { 0 }))
+        if !self.description.aborted {
+            return None;
+        }
+        if c.skipped {
+            let bounces = self.in_msg.as_ref().and_then(|m| m.bounce).unwrap_or(true);
+            return bounces.then_some(-1);
+        }
+        Some(c.exit_code.unwrap_or(0))
     }
 }
 
@@ -126,6 +136,27 @@ struct Sent {
 #[derive(Deserialize)]
 struct Txs {
     transactions: Vec<Transaction>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TonError> {
+    serde_json::from_slice(body).map_err(|e| TonError::BadResponse(e.to_string()))
+}
+
+/// A `runGetMethod` answer: its stack, or the method's failure.
+pub fn parse_get_result(method: &str, body: &[u8]) -> Result<Vec<Entry>, TonError> {
+    let r: GetResult = parse_json(body)?;
+    if r.exit_code != 0 {
+        return Err(TonError::GetMethod {
+            method: method.to_string(),
+            exit_code: r.exit_code,
+        });
+    }
+    r.stack.iter().map(entry).collect()
+}
+
+/// A `transactions` or `transactionsByMessage` answer.
+pub fn parse_transactions(body: &[u8]) -> Result<Vec<Transaction>, TonError> {
+    Ok(parse_json::<Txs>(body)?.transactions)
 }
 
 pub fn boc_b64(cell: &Cell) -> Result<String, TonError> {
@@ -184,6 +215,11 @@ impl TonApi {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, TonError> {
+        parse_json(&self.call_raw(req).await?)
+    }
+
+    /// The response body (at most 4 MiB) of a successful call.
+    async fn call_raw(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, TonError> {
         let req = match &self.key {
             Some(k) => req.header("X-API-Key", k),
             None => req,
@@ -211,7 +247,7 @@ impl TonApi {
                 message: text,
             });
         }
-        serde_json::from_slice(&body).map_err(|e| TonError::BadResponse(e.to_string()))
+        Ok(body)
     }
 
     fn url(&self, path: &str) -> String {
@@ -238,16 +274,10 @@ impl TonApi {
             .map(|n| serde_json::json!({"type": "num", "value": format!("0x{}", n.to_str_radix(16))}))
             .collect();
         let body = serde_json::json!({"address": a.to_string(), "method": method, "stack": stack});
-        let r: GetResult = self
-            .call(self.http.post(self.url("/api/v3/runGetMethod")).json(&body))
+        let body = self
+            .call_raw(self.http.post(self.url("/api/v3/runGetMethod")).json(&body))
             .await?;
-        if r.exit_code != 0 {
-            return Err(TonError::GetMethod {
-                method: method.to_string(),
-                exit_code: r.exit_code,
-            });
-        }
-        r.stack.iter().map(entry).collect()
+        parse_get_result(method, &body)
     }
 
     /// Sends an external message; returns its hash (base64), under which
@@ -269,8 +299,9 @@ impl TonApi {
             .http
             .get(self.url("/api/v3/transactionsByMessage"))
             .query(&[("msg_hash", hash), ("direction", "in")]);
-        let r: Txs = self.call(req).await?;
-        Ok(r.transactions.into_iter().next())
+        Ok(parse_transactions(&self.call_raw(req).await?)?
+            .into_iter()
+            .next())
     }
 
     /// The latest transactions of an account, newest first.
@@ -284,8 +315,7 @@ impl TonApi {
             ("limit", limit.to_string()),
             ("sort", "desc".to_string()),
         ]);
-        let r: Txs = self.call(req).await?;
-        Ok(r.transactions)
+        parse_transactions(&self.call_raw(req).await?)
     }
 
     /// The local sandbox's faucet (not part of toncenter's API).
@@ -372,5 +402,67 @@ impl Stack {
             .ok_or_else(|| TonError::BadResponse("expected an address".into()))?;
         let a = c.parser().load_address()?;
         Ok(crate::cells::kokon_address(&a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx(aborted: bool, skipped: bool, exit: Option<i32>, bounce: bool) -> Transaction {
+        let j = serde_json::json!({
+            "account": "0:AB", "hash": "h", "total_fees": "7",
+            "description": {"aborted": aborted, "compute_ph": {"skipped": skipped, "exit_code": exit}},
+            "in_msg": {"hash": "m", "source": "0:CD", "destination": "0:AB", "value": "5", "bounce": bounce},
+            "out_msgs": [],
+        });
+        serde_json::from_value(j).unwrap()
+    }
+
+    #[test]
+    fn failures_are_told_apart_from_plain_payments() {
+        assert_eq!(tx(false, false, Some(0), true).failure(), None);
+        assert_eq!(tx(true, false, Some(104), true).failure(), Some(104));
+        // A payment to a wallet that is not deployed yet is credited.
+        assert_eq!(tx(true, true, None, false).failure(), None);
+        // A bounceable message to an account without code bounces.
+        assert_eq!(tx(true, true, None, true).failure(), Some(-1));
+    }
+
+    #[test]
+    fn get_results_parse_and_refuse() {
+        let ok = br#"{"exit_code":0,"stack":[{"type":"num","value":"0x2a"},{"type":"num","value":"-0x1"},{"type":"null"}]}"#;
+        let mut s = Stack::new(parse_get_result("m", ok).unwrap());
+        assert_eq!(s.u64().unwrap(), 42);
+        assert!(s.u128().is_err(), "negative is out of range");
+        assert!(s.cell().unwrap().is_none());
+        assert!(s.num().is_err(), "too few values");
+        let failed = br#"{"exit_code":11,"stack":[]}"#;
+        assert!(matches!(
+            parse_get_result("m", failed),
+            Err(TonError::GetMethod { exit_code: 11, .. })
+        ));
+        for bad in [
+            &br#"{"exit_code":0,"stack":[{"type":"num","value":"42"}]}"#[..],
+            br#"{"exit_code":0,"stack":[{"type":"cell","value":"not base64"}]}"#,
+            br#"{"exit_code":0,"stack":[{"type":"tuple","value":[]}]}"#,
+            b"[]",
+        ] {
+            assert!(
+                parse_get_result("m", bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn amounts_are_decimal_strings() {
+        assert!(parse_transactions(br#"{"transactions":[{"account":"a","hash":"h","total_fees":"1e3","description":{"compute_ph":{}}}]}"#).is_err());
+        assert!(parse_transactions(br#"{"transactions":[{"account":"a","hash":"h","total_fees":"-1","description":{"compute_ph":{}}}]}"#).is_err());
+        assert_eq!(
+            parse_transactions(br#"{"transactions":[]}"#).unwrap().len(),
+            0
+        );
     }
 }

@@ -85,6 +85,19 @@ fn dict<V>(
     Ok(v)
 }
 
+/// The registry's dictionaries as get-methods return them (for fuzzing the
+/// parsers with arbitrary cells).
+pub fn parse_dicts(cell: &ArcCell) -> Result<(usize, usize, usize), TonError> {
+    let images = dict(Some(cell.clone()), read_u8)
+        .map(|v| v.len())
+        .unwrap_or(0);
+    let models = dict(Some(cell.clone()), read_bool)
+        .map(|v| v.len())
+        .unwrap_or(0);
+    let proxies = dict(Some(cell.clone()), read_proxy)?.len();
+    Ok((images, models, proxies))
+}
+
 /// Reads the whole registry at `address`.
 pub async fn read(api: &TonApi, address: &Address) -> Result<RegistryState, TonError> {
     let version = Stack::new(api.get(address, "version", &[]).await?).u64()? as u32;

@@ -300,7 +300,15 @@ impl TonSettlement {
             let msg = wallet.external(seqno, expire_at, &out)?;
             let hash = self.send_with_retries(&msg, expire_at).await?;
             last_hash.clone_from(&hash);
-            if let Some(first) = self.wait_for(&hash, expire_at).await? {
+            if let Some(first) = self.wait_for(&hash, expire_at, deadline).await? {
+                if first.out_msgs.is_empty() {
+                    // The wallet accepted the message but could not send
+                    // (its send mode ignores errors): nothing happened.
+                    return Err(TonError::Invalid(format!(
+                        "wallet {} sent nothing for message {hash} (balance too low?)",
+                        wallet.address()
+                    )));
+                }
                 let trace = self.follow(first).await?;
                 if let Some((account, code)) = trace.failure() {
                     return Err(refused(account, code));
@@ -337,14 +345,22 @@ impl TonSettlement {
         }
     }
 
-    /// The transaction of message `hash`, or `None` once it expired unapplied.
-    async fn wait_for(&self, hash: &str, expire_at: u32) -> Result<Option<Transaction>, TonError> {
+    /// The transaction of message `hash`, or `None` once it expired
+    /// unapplied (or the whole operation's deadline passed).
+    async fn wait_for(
+        &self,
+        hash: &str,
+        expire_at: u32,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Transaction>, TonError> {
         loop {
             if let Some(t) = self.api.transaction_by_message(hash).await? {
                 return Ok(Some(t));
             }
             // A little past expiry, for the API to catch up.
-            if self.clock.now_unix() as u32 > expire_at + 10 {
+            if self.clock.now_unix() as u32 > expire_at + 10
+                || tokio::time::Instant::now() > deadline
+            {
                 return Ok(None);
             }
             tokio::time::sleep(self.cfg.poll).await;
@@ -687,11 +703,15 @@ impl TonSettlement {
     async fn do_channels_of(&self, client: PublicKey) -> Result<Vec<ChannelRow>, PayError> {
         let mut out = Vec::new();
         for proxy in self.registered_proxies().await? {
+            // Sequence numbers are taken while their address exists at all
+            // (as in `count_channels`); only deployed channels are listed.
             for seq in 0.. {
                 let (_, id) = self.channel_init(&self.parties(&client, &proxy, seq)?)?;
-                match self.read_channel(&id).await? {
-                    Some(row) => out.push(row),
-                    None => break,
+                if self.api.account(&id).await?.status == Status::Nonexist {
+                    break;
+                }
+                if let Some(row) = self.read_channel(&id).await? {
+                    out.push(row);
                 }
             }
         }

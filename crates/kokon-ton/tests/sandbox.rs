@@ -9,7 +9,7 @@ use kokon_money::ledger::ChannelState;
 use kokon_money::{
     ChannelVoucher, Economics, MoneyError, Nanotons, SecretKey, Signed, WorkerVoucher,
 };
-use kokon_pay::{ManualClock, PayError, Settlement};
+use kokon_pay::{Clock, ManualClock, PayError, Settlement};
 use kokon_ton::api::Status;
 use kokon_ton::cells::Stakes;
 use kokon_ton::registry::{self, Change};
@@ -25,18 +25,22 @@ struct Chain {
     clock: Arc<ManualClock>,
 }
 
+/// The sandbox's clock: the wall clock plus what the test advanced it by.
+struct OffsetClock(Arc<ManualClock>);
+
+impl Clock for OffsetClock {
+    fn now_unix(&self) -> u64 {
+        kokon_pay::SystemClock.now_unix() + self.0.now_unix()
+    }
+}
+
 async fn chain() -> Chain {
     let sandbox = SandboxChain::start(&contracts_dir(), None).await.unwrap();
-    let clock = Arc::new(ManualClock::new(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    ));
+    let clock = Arc::new(ManualClock::new(0));
     let mut cfg = TonConfig::new(Network::Sandbox, sandbox.url());
     cfg.channel_close_secs = 600;
     cfg.vault_withdraw_secs = 900;
-    let ton = TonSettlement::new(cfg, clock.clone()).unwrap();
+    let ton = TonSettlement::new(cfg, Arc::new(OffsetClock(clock.clone()))).unwrap();
     Chain {
         sandbox,
         ton,
@@ -328,11 +332,7 @@ async fn a_resent_message_applies_once() {
         bounce: false,
     };
     let msg = wallet
-        .external(
-            0,
-            c.clock.0.load(std::sync::atomic::Ordering::SeqCst) as u32 + 60,
-            &out,
-        )
+        .external(0, kokon_pay::SystemClock.now_unix() as u32 + 60, &out)
         .unwrap();
     let h1 = c.ton.api().send(&msg).await.unwrap();
     let h2 = c.ton.api().send(&msg).await.unwrap();
@@ -440,5 +440,37 @@ async fn registry_round_trip_and_a_durable_chain() {
         ton.api().account(&reg).await.unwrap().status,
         Status::Active
     );
+    sandbox.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v5r1_wallet_settles_too() {
+    let sandbox = SandboxChain::start(&contracts_dir(), None).await.unwrap();
+    let mut cfg = TonConfig::new(Network::Sandbox, sandbox.url());
+    cfg.wallet = kokon_ton::wallet::WalletKind::V5r1;
+    let ton = TonSettlement::new(cfg, Arc::new(kokon_pay::SystemClock)).unwrap();
+    let (client, proxy) = (SecretKey::generate(), SecretKey::generate());
+    for k in [&client, &proxy] {
+        let w = ton.wallet_of(&k.public()).unwrap();
+        assert_ne!(
+            w,
+            kokon_ton::wallet::address(kokon_ton::wallet::WalletKind::V4r2, &k.public()).unwrap()
+        );
+        ton.api().sandbox_fund(&w, 5 * TON).await.unwrap();
+    }
+    ton.vault_deposit(&proxy, TON).await.unwrap();
+    let ch = ton
+        .open_channel(&client, proxy.public(), TON)
+        .await
+        .unwrap();
+    let v = Signed::sign(
+        ChannelVoucher {
+            channel: ch.id,
+            amount: 1234,
+        },
+        &client,
+    )
+    .unwrap();
+    assert_eq!(ton.claim_channel(&proxy, v).await.unwrap(), 1234);
     sandbox.stop().await;
 }

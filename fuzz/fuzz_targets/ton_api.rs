@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // Raw bags of cells, as contract code or a stack cell.
-    if let Ok(c) = tonlib_core::cell::BagOfCells::parse(data).and_then(|b| b.single_root()) {
+    if let Ok(c) = kokon_ton::boc::parse(data) {
         let _ = kokon_ton::registry::parse_dicts(&c);
     }
 });

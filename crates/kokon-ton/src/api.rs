@@ -167,7 +167,7 @@ fn parse_boc(b64: &str) -> Result<ArcCell, TonError> {
     let bytes = B64
         .decode(b64)
         .map_err(|e| TonError::BadResponse(format!("bad base64: {e}")))?;
-    Ok(BagOfCells::parse(&bytes)?.single_root()?)
+    crate::boc::parse(&bytes)
 }
 
 fn entry(v: &serde_json::Value) -> Result<Entry, TonError> {
@@ -400,8 +400,7 @@ impl Stack {
         let c = self
             .cell()?
             .ok_or_else(|| TonError::BadResponse("expected an address".into()))?;
-        let a = c.parser().load_address()?;
-        Ok(crate::cells::kokon_address(&a))
+        crate::bits::BitReader::new(&c).address()
     }
 }
 

@@ -9,6 +9,8 @@
 //! * [`registry`]: reading and changing the root contract.
 
 pub mod api;
+pub mod bits;
+pub mod boc;
 pub mod cells;
 pub mod registry;
 pub mod sandbox;

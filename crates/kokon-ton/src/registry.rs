@@ -2,11 +2,11 @@
 //! owner's changes.
 
 use kokon_money::{Address, Nanotons, PublicKey, SecretKey};
-use tonlib_core::cell::dict::predefined_readers::key_reader_256bit;
-use tonlib_core::cell::{ArcCell, CellParser, TonCellError};
+use tonlib_core::cell::ArcCell;
 
 use crate::TonError;
 use crate::api::{Stack, TonApi};
+use crate::bits::{self, BitReader};
 use crate::cells::{self, Stakes, body};
 use crate::settlement::{GAS, TonSettlement};
 use crate::wallet::Outgoing;
@@ -50,39 +50,29 @@ impl RegistryState {
     }
 }
 
-fn hash32(h: tonlib_core::TonHash) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(h.as_slice());
-    out
+fn read_u8(r: &mut BitReader<'_>) -> Result<u8, TonError> {
+    Ok(r.uint(8)? as u8)
 }
 
-fn read_u8(p: &mut CellParser) -> Result<u8, TonCellError> {
-    p.load_u8(8)
+fn read_bool(r: &mut BitReader<'_>) -> Result<bool, TonError> {
+    r.bit()
 }
 
-fn read_bool(p: &mut CellParser) -> Result<bool, TonCellError> {
-    p.load_bit()
-}
-
-fn read_proxy(p: &mut CellParser) -> Result<(Address, String), TonCellError> {
-    let wallet = cells::kokon_address(&p.load_address()?);
-    let endpoint = cells::read_string(p.next_reference()?.as_ref())?;
+fn read_proxy(r: &mut BitReader<'_>) -> Result<(Address, String), TonError> {
+    let wallet = r.address()?;
+    let endpoint = cells::read_string(r.reference()?)
+        .map_err(|e| TonError::BadResponse(format!("proxy endpoint: {e}")))?;
     Ok((wallet, endpoint))
 }
 
 fn dict<V>(
     root: Option<ArcCell>,
-    reader: fn(&mut CellParser) -> Result<V, TonCellError>,
+    reader: fn(&mut BitReader<'_>) -> Result<V, TonError>,
 ) -> Result<Vec<([u8; 32], V)>, TonError> {
-    let Some(root) = root else {
-        return Ok(Vec::new());
-    };
-    let map = root
-        .parser()
-        .load_dict_data(256, key_reader_256bit, reader)?;
-    let mut v: Vec<_> = map.into_iter().map(|(k, v)| (hash32(k), v)).collect();
-    v.sort_by_key(|e| e.0);
-    Ok(v)
+    match root {
+        Some(root) => bits::dict256(&root, reader),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The registry's dictionaries as get-methods return them (for fuzzing the
@@ -112,7 +102,7 @@ pub async fn read(api: &TonApi, address: &Address) -> Result<RegistryState, TonE
     let prices = e
         .cell()?
         .ok_or_else(|| TonError::BadResponse("no price table".into()))?;
-    let base_per_million = prices.parser().load_u64(64)?;
+    let base_per_million = BitReader::new(&prices).uint(64)?;
     let images = dict(
         Stack::new(api.get(address, "images", &[]).await?).cell()?,
         read_u8,

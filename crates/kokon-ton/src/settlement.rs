@@ -118,6 +118,9 @@ pub struct TonSettlement {
     clock: Arc<dyn Clock>,
     /// One message in flight per wallet (seqnos are sequential).
     locks: Arc<Mutex<HashMap<Address, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Channels and vaults already proven to be Kokon's (deployed, and at
+    /// the address our code and their parties give): that never changes.
+    genuine: Arc<Mutex<std::collections::HashSet<Address>>>,
 }
 
 impl std::fmt::Debug for TonSettlement {
@@ -147,6 +150,7 @@ impl TonSettlement {
             cfg,
             clock,
             locks: Arc::default(),
+            genuine: Arc::default(),
         })
     }
 
@@ -199,21 +203,25 @@ impl TonSettlement {
     /// the one our channel code and its recorded parties produce, so a
     /// look-alike contract (other code, another vault) is not one.
     pub async fn read_channel(&self, id: &Address) -> Result<Option<ChannelRow>, TonError> {
-        if !self.active(id).await? {
+        let known = self.is_genuine(id);
+        if !known && !self.active(id).await? {
             return Ok(None);
         }
         let mut s = Stack::new(self.api.get(id, "channel", &[]).await?);
         let (client, proxy) = (s.key()?, s.key()?);
         let (deposit, claimed) = (s.u128()?, s.u128()?);
         let (close_delay, deadline, closed) = (s.u64()?, s.u64()?, s.bool()?);
-        let mut p = Stack::new(self.api.get(id, "parties", &[]).await?);
-        let (_, _, _) = (p.address()?, p.address()?, p.address()?);
-        let seq = p.u64()?;
-        let (_, expected) = self.channel_init(&self.parties(&client, &proxy, seq)?)?;
-        if expected != *id {
-            return Err(TonError::Invalid(format!(
-                "{id} is not a Kokon channel (its code or parties differ)"
-            )));
+        if !known {
+            let mut p = Stack::new(self.api.get(id, "parties", &[]).await?);
+            let (_, _, _) = (p.address()?, p.address()?, p.address()?);
+            let seq = p.u64()?;
+            let (_, expected) = self.channel_init(&self.parties(&client, &proxy, seq)?)?;
+            if expected != *id {
+                return Err(TonError::Invalid(format!(
+                    "{id} is not a Kokon channel (its code or parties differ)"
+                )));
+            }
+            self.mark_genuine(id);
         }
         if close_delay > 0 && close_delay < self.cfg.channel_close_secs.min(u64::from(u32::MAX)) {
             return Err(TonError::Invalid(format!(
@@ -236,8 +244,22 @@ impl TonSettlement {
         }))
     }
 
+    fn is_genuine(&self, id: &Address) -> bool {
+        self.genuine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    fn mark_genuine(&self, id: &Address) {
+        self.genuine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(*id);
+    }
+
     pub async fn read_vault(&self, id: &Address) -> Result<Option<VaultRow>, TonError> {
-        if !self.active(id).await? {
+        if !self.is_genuine(id) && !self.active(id).await? {
             return Ok(None);
         }
         let mut s = Stack::new(self.api.get(id, "vault", &[]).await?);
@@ -249,6 +271,7 @@ impl TonSettlement {
         if self.vault_of(&owner)? != *id {
             return Err(TonError::Invalid(format!("{id} is not a Kokon vault")));
         }
+        self.mark_genuine(id);
         Ok(Some(VaultRow {
             id: *id,
             owner,

@@ -1,5 +1,6 @@
 """Starts the real `kokon up` binary once for the end-to-end tests."""
 
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +13,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("KOKON_BIN", ROOT / "target" / "release" / "kokon"))
+
+
+def cli(money, *args):
+    """Runs a `kokon` money command on the money directory `money`; its --json output."""
+    env = dict(os.environ, KOKON_DEVNET=str(money))
+    out = subprocess.run([str(BINARY), *args, "--json"], env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def wait_until(what, check, timeout=30, every=0.25):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(every)
+    raise TimeoutError(what)
 
 
 def free_port() -> int:

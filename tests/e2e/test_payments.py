@@ -9,7 +9,6 @@
    but whose result never reached the client (its bounded exposure).
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -20,13 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import BINARY, free_port
-
-
-def cli(devnet, *args):
-    env = dict(os.environ, KOKON_DEVNET=str(devnet))
-    out = subprocess.run([str(BINARY), *args, "--json"], env=env, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
+from conftest import BINARY, cli, free_port, wait_until
 
 
 def books(devnet, workers):
@@ -34,15 +27,6 @@ def books(devnet, workers):
     vault = cli(devnet, "proxy", "vault")
     earned = [cli(devnet, "worker", "earnings", "--name", f"dev-worker-{i}") for i in range(workers)]
     return ch, vault, earned
-
-
-def wait_until(what, check, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    raise TimeoutError(what)
 
 
 def test_fifty_paid_completions_reconcile(kokon):

@@ -18,31 +18,15 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
-from conftest import BINARY, free_port, wait_ready
+from conftest import BINARY, cli, free_port, wait_ready, wait_until
 
 WORKERS = 2
 STAKE = 100_000_000  # PaySpec::dev's stake (0.1 TON)
 GAS_BOUND_PER_CLAIM = 20_000_000  # docs/ECONOMICS.md: at most 0.02 TON per claim
-
-
-def cli(money, *args):
-    env = dict(os.environ, KOKON_DEVNET=str(money))
-    out = subprocess.run([str(BINARY), *args, "--json"], env=env, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
-
-
-def wait_until(what, check, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(what)
 
 
 class Chain:
@@ -106,7 +90,7 @@ def test_twenty_paid_completions_reconcile_on_chain():
         def channel_claimed():
             deposit, claimed = chain.get(channel_id, "channel")[2:4]
             return claimed == sum(costs)
-        wait_until("the proxy claims the client's vouchers on chain", channel_claimed)
+        wait_until("the proxy claims the client's vouchers on chain", channel_claimed, timeout=90, every=0.5)
 
         vault = cli(money, "proxy", "vault")
         owed = int(vault["owed_to_workers_nanoton"])
@@ -117,7 +101,7 @@ def test_twenty_paid_completions_reconcile_on_chain():
             got = [cli(money, "worker", "earnings", "--name", f"dev-worker-{i}") for i in range(WORKERS)]
             return sum(int(w["earned_nanoton"]) for w in got) == owed and all(
                 int(w["claimed_nanoton"]) == int(w["earned_nanoton"]) for w in got)
-        wait_until("the workers claim their earnings on chain", workers_claimed)
+        wait_until("the workers claim their earnings on chain", workers_claimed, timeout=90, every=0.5)
 
         # On chain, by get-methods.
         earned = [cli(money, "worker", "earnings", "--name", f"dev-worker-{i}") for i in range(WORKERS)]

@@ -338,8 +338,19 @@ impl TonSettlement {
                 }
                 return Ok(trace);
             }
-            // Expired unapplied: safe to rebuild with the current seqno.
-            tracing::warn!(%hash, "message expired without a transaction; sending again");
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            // Expired without a transaction. Only if the wallet's seqno has
+            // not moved is it sure the message was not applied (it never can
+            // be now); otherwise resending could apply the operation twice.
+            if self.seqno(&wallet.address()).await? != seqno {
+                return Err(TonError::Invalid(format!(
+                    "wallet {} moved past seqno {seqno} but message {hash} was not seen applied; not resending (check the wallet's transactions)",
+                    wallet.address()
+                )));
+            }
+            tracing::warn!(%hash, "message expired unapplied; sending it again with a new expiry");
         }
         Err(TonError::NotConfirmed {
             hash: last_hash,

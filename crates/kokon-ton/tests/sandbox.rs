@@ -49,6 +49,15 @@ async fn chain() -> Chain {
 }
 
 impl Chain {
+    /// A funded client and a proxy whose vault holds 1 TON.
+    async fn client_and_proxy(&self) -> (SecretKey, SecretKey) {
+        let (client, proxy) = (SecretKey::generate(), SecretKey::generate());
+        self.fund(&client, 20 * TON).await;
+        self.fund(&proxy, 20 * TON).await;
+        self.ton.vault_deposit(&proxy, TON).await.unwrap();
+        (client, proxy)
+    }
+
     async fn fund(&self, k: &SecretKey, amount: Nanotons) {
         let w = self.ton.wallet_of(&k.public()).unwrap();
         self.ton.api().sandbox_fund(&w, amount).await.unwrap();
@@ -218,10 +227,7 @@ async fn channel_and_vault_lifecycle_on_the_real_contracts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_close_and_a_second_channel() {
     let c = chain().await;
-    let (client, proxy) = (SecretKey::generate(), SecretKey::generate());
-    c.fund(&client, 20 * TON).await;
-    c.fund(&proxy, 20 * TON).await;
-    c.ton.vault_deposit(&proxy, TON).await.unwrap();
+    let (client, proxy) = c.client_and_proxy().await;
     let a = c
         .ton
         .open_channel(&client, proxy.public(), 2 * TON)
@@ -282,10 +288,7 @@ async fn the_contract_refuses_what_the_backend_would_not_send() {
     // Bypassing the pre-flight checks: the contract itself refuses, and the
     // backend reports its exit code.
     let c = chain().await;
-    let (client, proxy) = (SecretKey::generate(), SecretKey::generate());
-    c.fund(&client, 10 * TON).await;
-    c.fund(&proxy, 10 * TON).await;
-    c.ton.vault_deposit(&proxy, TON).await.unwrap();
+    let (client, proxy) = c.client_and_proxy().await;
     let ch = c
         .ton
         .open_channel(&client, proxy.public(), TON)

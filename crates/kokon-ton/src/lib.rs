@@ -15,9 +15,11 @@ pub mod cells;
 pub mod registry;
 pub mod sandbox;
 mod settlement;
+mod submit;
 pub mod wallet;
 
-pub use settlement::{GAS, TonConfig, TonSettlement, Trace};
+pub use settlement::{GAS, TonConfig, TonSettlement};
+pub use submit::Trace;
 
 /// Which TON network a backend talks to. Only `Sandbox` has a faucet and a
 /// movable clock; the daemons refuse simulated attestation unless the

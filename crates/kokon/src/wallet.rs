@@ -176,7 +176,7 @@ pub async fn wallet(cmd: WalletCmd, w: Where) -> anyhow::Result<()> {
             let balance = ledger.settlement().balance(key.public()).await?;
             let wallet = ledger.wallet_address(&key.public())?;
             w.print(json!({ "name": name, "public_key": key.public(), "wallet": wallet, "balance_nanoton": balance.to_string() }), || {
-                let at = wallet.map(|a| format!("\n  TON wallet (v4r2): {a}")).unwrap_or_default();
+                let at = wallet.map(|a| format!("\n  TON wallet: {a}")).unwrap_or_default();
                 format!("{name}: {}{at}\n  balance: {}", key.public(), ton(balance))
             });
         }

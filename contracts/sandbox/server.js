@@ -89,6 +89,7 @@ function renderTransaction(tx) {
     description: {
       type: d.type,
       aborted: d.aborted ?? false,
+      storage_ph: d.storagePhase ? { storage_fees_collected: d.storagePhase.storageFeesCollected.toString() } : null,
       compute_ph: c?.type === 'vm'
         ? { skipped: false, success: c.success, exit_code: c.exitCode, gas_used: c.gasUsed.toString() }
         : { skipped: true, reason: c?.reason ?? null },

@@ -9,8 +9,10 @@ chain by get-methods and from its transactions:
 - each worker has claimed exactly what its vouchers promise, on chain;
 - the proxy's vault holds its stake + what the channel paid − what the
   workers took, to the nanoton;
-- each worker's wallet grew by exactly what it claimed minus the gas of its
-  claims, as the chain's own transactions account for it, and that gas is
+- for every claim, the vault paid out exactly the claimed increase plus what
+  was left of the attached gas (from the vault's transactions);
+- each worker's wallet grew by exactly what it claimed minus the gas its
+  claims cost (its own transactions' fees and the vault's), and that gas is
   within the documented bound.
 """
 
@@ -43,6 +45,14 @@ class Chain:
 
     def balance(self, address):
         return int(self.c.get("/api/v3/account", params={"address": address}).json()["balance"])
+
+    def account_raw(self, address):
+        return self.c.get("/api/v3/account", params={"address": address}).json()["address"]
+
+    def by_message(self, msg_hash):
+        txs = self.c.get("/api/v3/transactionsByMessage", params={"msg_hash": msg_hash}).json()["transactions"]
+        assert len(txs) == 1, txs
+        return txs[0]
 
     def transactions(self, address):
         return self.c.get("/api/v3/transactions", params={"account": address, "limit": 1000}).json()["transactions"]
@@ -112,18 +122,29 @@ def test_twenty_paid_completions_reconcile_on_chain():
         assert sum(claims) == owed
         assert vault_balance == STAKE + sum(costs) - sum(claims), "vault = stake + paid in − paid out"
 
-        # Each worker's wallet, from the chain's own transactions since the start.
+        # Each worker's wallet and each claim, from the chain's own transactions since the start.
+        vault_raw = chain.account_raw(vault["vault"])
         for w, before, old, claimed in zip(wallets, start_balance, seen, claims):
             txs = [t for t in chain.transactions(w["wallet"]) if t["hash"] not in old]
-            received = sum(int(t["in_msg"]["value"] or 0) for t in txs if t["in_msg"]["source"])
-            sent = sum(int(m["value"] or 0) for t in txs for m in t["out_msgs"])
-            fees = sum(int(t["total_fees"]) + sum(int(m["fwd_fee"] or 0) for m in t["out_msgs"]) for t in txs)
-            n_claims = sum(1 for t in txs if t["out_msgs"])
-            # What went to the vault with the claims and did not come back, beyond the claimed amount.
-            gas = sent - (received - claimed) + fees
+            wallet_gas = sum(int(t["total_fees"]) + sum(int(m["fwd_fee"] or 0) for m in t["out_msgs"]) for t in txs)
+            to_vault = [m for t in txs for m in t["out_msgs"] if m["destination"] == vault_raw]
+            assert to_vault, "the worker claimed"
+            paid_in = paid_out = vault_gas = 0
+            for m in to_vault:
+                vt = chain.by_message(m["hash"])
+                assert not vt["description"]["aborted"], vt
+                payout, = vt["out_msgs"]
+                storage = int((vt["description"]["storage_ph"] or {}).get("storage_fees_collected", 0))
+                paid_in += int(m["value"])
+                paid_out += int(payout["value"])
+                # The vault's compute and action fees, and the payout's forwarding fee.
+                vault_gas += int(vt["total_fees"]) - storage + int(payout["fwd_fee"])
+            # The vault paid exactly the claimed increase plus what was left of the attached gas.
+            assert paid_out - paid_in == claimed - vault_gas, "vault payouts = claims + unspent gas"
+            gas = wallet_gas + vault_gas
             after = chain.balance(w["wallet"])
             assert after - before == claimed - gas, "wallet = before + claimed − gas of the claims"
-            assert 0 < gas <= n_claims * GAS_BOUND_PER_CLAIM, (gas, n_claims)
+            assert 0 < gas <= len(to_vault) * GAS_BOUND_PER_CLAIM, (gas, len(to_vault))
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -228,11 +228,18 @@ impl TonSettlement {
         let mut s = Stack::new(self.api.get(id, "vault", &[]).await?);
         let owner = s.key()?;
         let _owner_wallet = s.address()?;
-        let _delay = s.u64()?;
+        let delay = s.u64()?;
         let balance = s.u128()?;
         let (pending, not_before) = (s.u128()?, s.u64()?);
         if self.vault_of(&owner)? != *id {
             return Err(TonError::Invalid(format!("{id} is not a Kokon vault")));
+        }
+        // Workers rely on the delay to claim before the owner withdraws.
+        if delay < self.cfg.vault_withdraw_secs.min(u64::from(u32::MAX)) {
+            return Err(TonError::Invalid(format!(
+                "vault {id} has a withdrawal delay of {delay} s, below the network's {} s",
+                self.cfg.vault_withdraw_secs
+            )));
         }
         self.mark_genuine(id);
         Ok(Some(VaultRow {
@@ -295,6 +302,15 @@ impl TonSettlement {
         Ok(())
     }
 
+    /// What `key`'s wallet can move into a contract: its balance less the
+    /// gas attached and the wallet's own fees. The ledger rules debit this,
+    /// so their `InsufficientFunds` covers the fees too and the message
+    /// needs no second balance check.
+    async fn spendable(&self, key: &PublicKey) -> Result<Nanotons, PayError> {
+        let balance = self.api.account(&self.wallet_of(key)?).await?.balance;
+        Ok(balance.saturating_sub(GAS + WALLET_FEES))
+    }
+
     async fn count_channels(&self, client: &PublicKey, proxy: &PublicKey) -> Result<u64, TonError> {
         let mut seq = 0;
         loop {
@@ -313,12 +329,7 @@ impl TonSettlement {
         amount: Nanotons,
     ) -> Result<ChannelRow, PayError> {
         let vault = self.vault_row(&self.vault_of(&proxy)?).await?;
-        let mut balance = self
-            .api
-            .account(&self.wallet_of(&client.public())?)
-            .await?
-            .balance;
-        balance = balance.saturating_sub(GAS);
+        let mut balance = self.spendable(&client.public()).await?;
         let seq = self.count_channels(&client.public(), &proxy).await?;
         ledger::open_channel(&mut balance, client.public(), &vault, seq, amount)?;
         let (data, id) = self.channel_init(&self.parties(&client.public(), &proxy, seq)?)?;
@@ -330,7 +341,7 @@ impl TonSettlement {
                 body::open(amount, self.cfg.channel_close_secs)?,
             )
         };
-        self.send(client, out).await?;
+        self.submit(client, out).await?;
         tracing::info!(channel = %id, amount, "opened a channel on TON");
         self.channel_row(&id).await
     }
@@ -434,14 +445,9 @@ impl TonSettlement {
         if ch.client != client.public() {
             return Err(MoneyError::NotAuthorized("channel's client").into());
         }
-        let mut balance = self
-            .api
-            .account(&self.wallet_of(&client.public())?)
-            .await?
-            .balance;
-        balance = balance.saturating_sub(GAS);
+        let mut balance = self.spendable(&client.public()).await?;
         ledger::topup(&mut balance, &mut ch, amount)?;
-        self.send(
+        self.submit(
             client,
             Self::outgoing(id, amount + GAS, body::top_up(amount)?),
         )
@@ -454,11 +460,17 @@ impl TonSettlement {
         owner: &SecretKey,
         amount: Nanotons,
     ) -> Result<VaultRow, PayError> {
-        if amount == 0 {
-            return Err(MoneyError::ZeroAmount.into());
-        }
         let id = self.vault_of(&owner.public())?;
-        let out = if self.active(&id).await? {
+        let existing = self.read_vault(&id).await?;
+        let mut row = existing.unwrap_or(VaultRow {
+            id,
+            owner: owner.public(),
+            balance: 0,
+            withdrawal: None,
+        });
+        let mut balance = self.spendable(&owner.public()).await?;
+        ledger::vault_deposit(&mut balance, &mut row, amount)?;
+        let out = if existing.is_some() {
             Self::outgoing(id, amount + GAS, body::deposit(amount)?)
         } else {
             let data = cells::vault_data(&owner.public(), &self.wallet_of(&owner.public())?)?;
@@ -471,7 +483,7 @@ impl TonSettlement {
                 )
             }
         };
-        self.send(owner, out).await?;
+        self.submit(owner, out).await?;
         self.vault_row(&id).await
     }
 

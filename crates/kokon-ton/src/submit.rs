@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kokon_money::{Address, Nanotons, SecretKey};
+use kokon_money::{Address, SecretKey};
 
 use crate::api::{Stack, Transaction};
 use crate::settlement::TonSettlement;
@@ -24,21 +24,6 @@ impl Trace {
         self.transactions
             .iter()
             .find_map(|t| t.failure().map(|c| (t.account.as_str(), c)))
-    }
-
-    /// All fees the trace paid: every transaction's fees plus the
-    /// forwarding fees its messages carried.
-    pub fn fees(&self) -> Nanotons {
-        self.transactions
-            .iter()
-            .map(|t| {
-                t.total_fees
-                    + t.out_msgs
-                        .iter()
-                        .filter_map(|m| m.fwd_fee)
-                        .sum::<Nanotons>()
-            })
-            .sum()
     }
 }
 

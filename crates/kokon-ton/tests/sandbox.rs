@@ -98,8 +98,7 @@ async fn channel_and_vault_lifecycle_on_the_real_contracts() {
         4 * TON
     );
 
-    // A channel, found again by scanning is not possible without a registry;
-    // its row comes back from the chain.
+    // A channel; its row comes back from the chain as written.
     let ch = c
         .ton
         .open_channel(&client, proxy.public(), 5 * TON)
@@ -280,6 +279,17 @@ async fn cooperative_close_and_a_second_channel() {
         ),
         MoneyError::InsufficientFunds { .. }
     ));
+    // A network that asks for longer delays does not accept these contracts
+    // (the channel's 600 s, the vault's 900 s) as Kokon's.
+    let mut stricter = TonConfig::new(Network::Sandbox, c.sandbox.url());
+    stricter.channel_close_secs = 601;
+    stricter.vault_withdraw_secs = 901;
+    let stricter = TonSettlement::new(stricter, Arc::new(kokon_pay::SystemClock)).unwrap();
+    let err = stricter.channel(b.id).await.unwrap_err().to_string();
+    assert!(err.contains("close delay of 600 s"), "{err}");
+    let vault = c.ton.vault_address(&proxy.public()).unwrap();
+    let err = stricter.vault(vault).await.unwrap_err().to_string();
+    assert!(err.contains("withdrawal delay of 900 s"), "{err}");
     c.sandbox.stop().await;
 }
 

@@ -57,19 +57,20 @@ pub struct Where {
 }
 
 impl Where {
-    fn spec(&self) -> PaySpec {
-        let dir = self
-            .devnet
+    fn dir(&self) -> PathBuf {
+        self.devnet
             .clone()
-            .unwrap_or_else(|| kokon_models::kokon_home().join("devnet"));
-        PaySpec::load(dir.clone()).unwrap_or_else(|e| {
-            eprintln!("warning: {e}; using the devnet");
-            PaySpec::dev(dir)
-        })
+            .unwrap_or_else(|| kokon_models::kokon_home().join("devnet"))
+    }
+
+    /// The money directory's settings; an unreadable `ton.json` is an error,
+    /// never a silent fall-back to the devnet.
+    fn spec(&self) -> anyhow::Result<PaySpec> {
+        Ok(PaySpec::load(self.dir())?)
     }
 
     fn ledger(&self) -> anyhow::Result<Ledger> {
-        let spec = self.spec();
+        let spec = self.spec()?;
         if spec.ton.is_none() && !spec.dir.join("ledger.db").exists() {
             bail!(
                 "no ledger at {}; start one with `kokon up`",
@@ -80,7 +81,7 @@ impl Where {
     }
 
     fn key(&self, name: &str) -> anyhow::Result<SecretKey> {
-        let path = self.spec().dir.join("keys").join(format!("{name}.key"));
+        let path = self.dir().join("keys").join(format!("{name}.key"));
         kokon_pay::keys::load(&path).with_context(|| {
             format!("no key `{name}`; create it with `kokon wallet create --name {name}`")
         })
@@ -129,7 +130,7 @@ pub enum WalletCmd {
 pub async fn wallet(cmd: WalletCmd, w: Where) -> anyhow::Result<()> {
     match cmd {
         WalletCmd::Create { name } => {
-            let path = w.spec().dir.join("keys").join(format!("{name}.key"));
+            let path = w.dir().join("keys").join(format!("{name}.key"));
             if path.exists() {
                 bail!("key `{name}` already exists at {}", path.display());
             }
@@ -149,7 +150,7 @@ pub async fn wallet(cmd: WalletCmd, w: Where) -> anyhow::Result<()> {
             name,
             mnemonic_file,
         } => {
-            let path = w.spec().dir.join("keys").join(format!("{name}.key"));
+            let path = w.dir().join("keys").join(format!("{name}.key"));
             let phrase = kokon_attest::read_at_most(&mnemonic_file, 4096)
                 .with_context(|| format!("reading {}", mnemonic_file.display()))?;
             if phrase.len() > 4096 {
@@ -367,7 +368,7 @@ async fn open_channel(
 
 /// What the books of the gateway using key `name` say it has spent (if they exist).
 fn client_spent(w: &Where, name: &str) -> Option<(kokon_money::Address, Nanotons)> {
-    let path = w.spec().dir.join(format!("{name}.db"));
+    let path = w.dir().join(format!("{name}.db"));
     let v = kokon_pay::books::client::latest_voucher(&path)
         .ok()
         .flatten()?;
@@ -401,7 +402,7 @@ pub async fn worker_money(cmd: WorkerMoneyCmd) -> anyhow::Result<()> {
     };
     let ledger = w.ledger()?.settlement();
     let ledger = ledger.as_ref();
-    let mut books = kokon_testnet::pay::worker_books(&w.spec(), &name)?;
+    let mut books = kokon_testnet::pay::worker_books(&w.spec()?, &name)?;
     let claimed_now = if claim {
         books.claim_due(ledger, 1).await?
     } else {
@@ -478,7 +479,7 @@ pub async fn vault(a: VaultArgs) -> anyhow::Result<()> {
         .vault(id)
         .await?
         .context("the dev proxy has no vault yet; start `kokon up`")?;
-    let spec = w.spec();
+    let spec = w.spec()?;
     let books = ProxyBooks::open(
         &spec.dir.join("dev-proxy.db"),
         key,

@@ -110,9 +110,13 @@ pub async fn start_local_chain(
     .await?;
     let proxy = key(dir, "dev-proxy")?.public();
     let entry = (proxy, ton.wallet_of(&proxy)?, proxy_endpoint.to_string());
-    let have = registry::read(ton.api(), &address).await?;
-    for change in changes(&have, registry, entry)? {
-        registry::apply(&ton, &owner, &address, &change).await?;
+    let mut have = registry::read(ton.api(), &address).await?;
+    let todo = changes(&have, registry, entry)?;
+    for change in &todo {
+        registry::apply(&ton, &owner, &address, change).await?;
+    }
+    if !todo.is_empty() {
+        have = registry::read(ton.api(), &address).await?;
     }
     let file = TonFile {
         network: Network::Sandbox,
@@ -121,21 +125,20 @@ pub async fn start_local_chain(
         wallet: WalletKind::V4r2,
     };
     file.write(dir)?;
-    let registry = registry::read(ton.api(), &address).await?;
     Ok(LocalChain {
         chain,
         file,
-        registry,
+        registry: have,
     })
 }
 
 /// Lists the dev proxy at `endpoint` (where it actually listens) if the
-/// registry says otherwise.
-pub async fn publish_proxy(dir: &Path, file: &TonFile, endpoint: &str) -> anyhow::Result<()> {
-    let ton = TonSettlement::new(file.config(), Arc::new(SystemClock))?;
+/// registry, as `start_local_chain` read it, says otherwise.
+pub async fn publish_proxy(dir: &Path, c: &LocalChain, endpoint: &str) -> anyhow::Result<()> {
+    let ton = TonSettlement::new(c.file.config(), Arc::new(SystemClock))?;
     let proxy = key(dir, "dev-proxy")?.public();
-    let r = registry::read(ton.api(), &file.registry).await?;
-    if r.proxies
+    if c.registry
+        .proxies
         .iter()
         .any(|p| p.key == proxy && p.endpoint == endpoint)
     {
@@ -145,7 +148,7 @@ pub async fn publish_proxy(dir: &Path, file: &TonFile, endpoint: &str) -> anyhow
         key: proxy,
         entry: Some((ton.wallet_of(&proxy)?, endpoint.to_string())),
     };
-    registry::apply(&ton, &key(dir, "dev-registry")?, &file.registry, &change).await?;
+    registry::apply(&ton, &key(dir, "dev-registry")?, &c.file.registry, &change).await?;
     Ok(())
 }
 

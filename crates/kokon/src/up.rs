@@ -89,7 +89,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     }
     let net = LocalNet::start(spec).await?;
     if let Some(c) = &chain {
-        crate::ton::publish_proxy(&devnet_dir(&a), &c.file, &net.proxy.addr.to_string())
+        crate::ton::publish_proxy(&devnet_dir(&a), c, &net.proxy.addr.to_string())
             .await
             .context("listing the proxy in the registry contract")?;
     }

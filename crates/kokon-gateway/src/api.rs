@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::openai::{OpenAiRequest, Shape, parse};
+use crate::openai::{Shape, parse_request};
 use crate::pay::Paid;
 use crate::stream::{Event, Frames, Meta, chunk, full_response, sse, usage_chunk};
 
@@ -37,10 +37,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(api)
-        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async {
             ApiError {
@@ -52,6 +52,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                     .into(),
             }
         })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::check,
+        ))
         .with_state(state)
 }
 
@@ -131,7 +135,7 @@ async fn read_body(s: &AppState, body: Body) -> Result<Bytes, ApiError> {
 
 async fn chat(State(s): State<Arc<AppState>>, body: Body) -> Response {
     let result = async {
-        let req: OpenAiRequest = parse(&read_body(&s, body).await?)?;
+        let req = parse_request(&read_body(&s, body).await?)?;
         let (header, job, shape) = req.into_job(JobKind::Chat, s.cfg.max_price_milli)?;
         run_job(&s, header, job, shape, "chatcmpl").await
     };
@@ -140,7 +144,7 @@ async fn chat(State(s): State<Arc<AppState>>, body: Body) -> Response {
 
 async fn completions(State(s): State<Arc<AppState>>, body: Body) -> Response {
     let result = async {
-        let req: OpenAiRequest = parse(&read_body(&s, body).await?)?;
+        let req = parse_request(&read_body(&s, body).await?)?;
         let (header, job, shape) = req.into_job(JobKind::Completion, s.cfg.max_price_milli)?;
         run_job(&s, header, job, shape, "cmpl").await
     };
@@ -160,6 +164,12 @@ async fn run_job(
     shape: Shape,
     prefix: &str,
 ) -> Result<Response, ApiError> {
+    let permit = s.jobs.clone().try_acquire_owned().map_err(|_| {
+        ApiError::unavailable(format!(
+            "the gateway runs {} jobs already (its limit); retry shortly",
+            s.cfg.max_concurrent_jobs
+        ))
+    })?;
     let payload =
         serde_json::to_vec(&job).map_err(|_| ApiError::bad_request(None, "cannot encode job"))?;
     let paid = match &s.pay {
@@ -183,7 +193,7 @@ async fn run_job(
     if meta.shape.stream {
         // Wait for the first event so an early failure gets a proper status.
         let first = frames.next().await.unwrap_or_else(|| Err(closed()))?;
-        return Ok(stream_response(meta, first, frames, paid));
+        return Ok(stream_response(meta, first, frames, paid, permit));
     }
     let mut text = String::new();
     while let Some(ev) = frames.next().await {
@@ -207,9 +217,16 @@ fn closed() -> kokon_proto::JobError {
 
 /// Streams SSE. When the HTTP client disconnects, the body (and with it the
 /// frame stream from the proxy) is dropped, which cancels the job upstream.
-fn stream_response(meta: Meta, first: Event, mut frames: Frames, paid: Option<Paid>) -> Response {
+fn stream_response(
+    meta: Meta,
+    first: Event,
+    mut frames: Frames,
+    paid: Option<Paid>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
     tokio::spawn(async move {
+        let _permit = permit;
         let send = |b: Bytes| tx.send(Ok(b));
         if send(sse(&chunk(&meta, Some(""), None, true)))
             .await

@@ -5,6 +5,7 @@
 
 mod api;
 mod error;
+mod guard;
 mod link;
 mod openai;
 mod pay;
@@ -14,12 +15,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use kokon_link::PublicLimits;
 use kokon_tls::RaTls;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
-pub use link::ProxyLink;
+pub use guard::Guard;
+pub use link::{LinkTiming, ProxyLink};
 pub use pay::ClientPay;
 
 /// Gateway settings (see `kokon client --help` for the documented defaults).
@@ -35,6 +39,17 @@ pub struct GatewayConfig {
     pub max_body: usize,
     /// Highest worker price coefficient accepted (thousandths); `None` = any.
     pub max_price_milli: Option<u32>,
+    /// Jobs run at once; more get 503 with `Retry-After`.
+    pub max_concurrent_jobs: usize,
+    /// Host names served besides loopback names and the listen address.
+    pub allow_hosts: Vec<String>,
+    /// Web origins (`scheme://host[:port]`) allowed to call the API from a
+    /// browser; any other `Origin` is refused.
+    pub cors_origins: Vec<String>,
+    /// Connection bounds of the public port.
+    pub public: PublicLimits,
+    /// Timing of the link to the proxy.
+    pub link: LinkTiming,
 }
 
 // The API key never appears in Debug output (which is also what the
@@ -47,6 +62,11 @@ impl std::fmt::Debug for GatewayConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("max_body", &self.max_body)
             .field("max_price_milli", &self.max_price_milli)
+            .field("max_concurrent_jobs", &self.max_concurrent_jobs)
+            .field("allow_hosts", &self.allow_hosts)
+            .field("cors_origins", &self.cors_origins)
+            .field("public", &self.public)
+            .field("link", &self.link)
             .finish()
     }
 }
@@ -59,6 +79,11 @@ impl GatewayConfig {
             api_key: None,
             max_body: 1024 * 1024,
             max_price_milli: None,
+            max_concurrent_jobs: 256,
+            allow_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            public: PublicLimits::default(),
+            link: LinkTiming::default(),
         }
     }
 }
@@ -68,6 +93,8 @@ pub(crate) struct AppState {
     pub(crate) link: Arc<ProxyLink>,
     pub(crate) metrics: api::Metrics,
     pub(crate) pay: Option<Arc<ClientPay>>,
+    pub(crate) guard: Guard,
+    pub(crate) jobs: Arc<Semaphore>,
 }
 
 /// The axum application (exposed so tests can drive it with `oneshot`).
@@ -77,7 +104,7 @@ pub fn app(cfg: GatewayConfig, tls: RaTls) -> Router {
 
 /// [`app`] on a paid network: every job is paid from the channel in `pay`.
 pub fn app_with(cfg: GatewayConfig, tls: RaTls, pay: Option<ClientPay>) -> Router {
-    let link = Arc::new(ProxyLink::new(cfg.proxy, tls));
+    let link = Arc::new(ProxyLink::with_timing(cfg.proxy, tls, cfg.link));
     let pay = pay.map(Arc::new);
     if let Some(p) = &pay {
         // Resync: the proxy gets our latest voucher again (it may have missed it).
@@ -85,6 +112,8 @@ pub fn app_with(cfg: GatewayConfig, tls: RaTls, pay: Option<ClientPay>) -> Route
         p.wake.notify_one();
     }
     api::router(Arc::new(AppState {
+        guard: Guard::new(cfg.listen, &cfg.allow_hosts, &cfg.cors_origins),
+        jobs: Arc::new(Semaphore::new(cfg.max_concurrent_jobs.max(1))),
         cfg,
         link,
         metrics: api::Metrics::new(),
@@ -96,6 +125,15 @@ pub fn app_with(cfg: GatewayConfig, tls: RaTls, pay: Option<ClientPay>) -> Route
 #[derive(Clone, Debug)]
 pub struct GatewayHandle {
     pub addr: SocketAddr,
+    drained: CancellationToken,
+}
+
+impl GatewayHandle {
+    /// Resolves once the gateway stopped after its shutdown: in-flight
+    /// requests finished or the drain grace ran out.
+    pub async fn drained(&self) {
+        self.drained.cancelled().await
+    }
 }
 
 /// Binds and serves until `shutdown` is cancelled.
@@ -116,13 +154,14 @@ pub async fn start_with(
 ) -> std::io::Result<GatewayHandle> {
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
+    let limits = cfg.public;
     let app = app_with(cfg, tls, pay);
+    let drained = CancellationToken::new();
+    let done = drained.clone();
     tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "gateway server failed");
-        }
+        kokon_link::serve_public(listener, app, limits, shutdown).await;
+        done.cancel();
     });
     tracing::info!(%addr, "gateway listening");
-    Ok(GatewayHandle { addr })
+    Ok(GatewayHandle { addr, drained })
 }

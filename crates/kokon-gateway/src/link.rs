@@ -1,89 +1,209 @@
 //! The gateway's RA-TLS link to its proxy, re-dialed on demand.
+//!
+//! Requests never queue behind a dial: one dial runs at a time in its own
+//! task, requests wait for it at most `dial_wait`, and after a failed dial
+//! requests fail at once (503) until `redial_after` has passed. A proxy
+//! that stops answering on a live link is found by HTTP/2 pings, and every
+//! call waits at most `answer_timeout` for the proxy's response headers.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_attest::Role;
-use kokon_proto::{ErrorCode, JobError, JobHeader, ModelsReply, paths};
+use kokon_link::{FrameStream, LinkClient, LinkLimits};
+use kokon_proto::{ErrorCode, JobError, JobHeader, ModelsReply};
 use kokon_tls::{LinkError, RaTls};
-use tokio::sync::Mutex;
+use tokio::sync::watch;
+
+/// Timing of the proxy link.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkTiming {
+    /// Longest dial (TCP + RA-TLS handshake + HTTP/2).
+    pub dial_timeout: Duration,
+    /// Longest a request waits for a dial in progress.
+    pub dial_wait: Duration,
+    /// After a failed dial, requests fail at once for this long.
+    pub redial_after: Duration,
+    /// Longest wait for the proxy's response headers to a call.
+    pub answer_timeout: Duration,
+    /// HTTP/2 limits of the link.
+    pub limits: LinkLimits,
+}
+
+impl Default for LinkTiming {
+    fn default() -> Self {
+        Self {
+            dial_timeout: Duration::from_secs(5),
+            dial_wait: Duration::from_secs(3),
+            redial_after: Duration::from_secs(1),
+            answer_timeout: Duration::from_secs(5),
+            limits: LinkLimits {
+                keep_alive_interval: Duration::from_secs(2),
+                keep_alive_timeout: Duration::from_secs(3),
+                keep_alive_while_idle: true,
+                ..LinkLimits::CLIENT
+            },
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Dial {
+    Idle,
+    Running(watch::Receiver<Option<Result<LinkClient, JobError>>>),
+    Failed { at: Instant, error: JobError },
+}
+
+struct Inner {
+    addr: SocketAddr,
+    tls: RaTls,
+    timing: LinkTiming,
+    current: Mutex<(Option<LinkClient>, Dial)>,
+}
 
 /// A shared HTTP/2 connection to the proxy. Requests multiplex over it; when
 /// it breaks, the next request dials again.
+#[derive(Clone)]
 pub struct ProxyLink {
-    addr: SocketAddr,
-    tls: RaTls,
-    sender: Mutex<Option<SendRequest<Full<Bytes>>>>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for ProxyLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxyLink")
-            .field("addr", &self.addr)
+            .field("addr", &self.inner.addr)
             .finish_non_exhaustive()
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl ProxyLink {
     pub fn new(addr: SocketAddr, tls: RaTls) -> Self {
+        Self::with_timing(addr, tls, LinkTiming::default())
+    }
+
+    pub fn with_timing(addr: SocketAddr, tls: RaTls, timing: LinkTiming) -> Self {
         Self {
-            addr,
-            tls,
-            sender: Mutex::new(None),
+            inner: Arc::new(Inner {
+                addr,
+                tls,
+                timing,
+                current: Mutex::new((None, Dial::Idle)),
+            }),
         }
     }
 
-    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, JobError> {
-        let mut guard = self.sender.lock().await;
-        if let Some(s) = guard.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(s.clone());
+    /// The live link, or the result of a dial (started here or already
+    /// running), waited for at most `dial_wait`.
+    async fn client(&self) -> Result<LinkClient, JobError> {
+        let mut rx = {
+            let mut cur = lock(&self.inner.current);
+            if let Some(c) = cur.0.as_ref().filter(|c| c.is_open()) {
+                return Ok(c.clone());
+            }
+            match &cur.1 {
+                Dial::Running(rx) => rx.clone(),
+                Dial::Failed { at, error } if at.elapsed() < self.inner.timing.redial_after => {
+                    return Err(error.clone());
+                }
+                _ => {
+                    let (tx, rx) = watch::channel(None);
+                    cur.1 = Dial::Running(rx.clone());
+                    tokio::spawn(self.clone().dial_task(tx));
+                    rx
+                }
+            }
+        };
+        let waited =
+            tokio::time::timeout(self.inner.timing.dial_wait, rx.wait_for(|r| r.is_some())).await;
+        match waited {
+            Ok(Ok(r)) => r.clone().unwrap_or_else(|| Err(no_link("dial ended"))),
+            Ok(Err(_)) => Err(no_link("dial ended")),
+            Err(_) => Err(no_link("the proxy did not complete a handshake in time")),
         }
-        let s = self.dial().await.map_err(|e| {
-            tracing::warn!(proxy = %self.addr, error = %e, "cannot link to proxy");
-            let code = match e {
-                LinkError::Incompatible { .. } => ErrorCode::Incompatible,
-                _ => ErrorCode::Unavailable,
-            };
-            JobError::new(code, format!("no link to the Kokon proxy: {e}"))
-        })?;
-        *guard = Some(s.clone());
-        Ok(s)
     }
 
-    async fn dial(&self) -> Result<SendRequest<Full<Bytes>>, LinkError> {
-        let (tls, peer) = self.tls.connect(self.addr, &[Role::Proxy]).await?;
-        tracing::info!(proxy = %self.addr, peer = peer.short_id(), "linked to proxy");
-        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Some(Duration::from_secs(5)))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .handshake(TokioIo::new(tls))
+    async fn dial_task(self, tx: watch::Sender<Option<Result<LinkClient, JobError>>>) {
+        let t = self.inner.timing;
+        let r = match tokio::time::timeout(t.dial_timeout, self.dial()).await {
+            Ok(r) => r,
+            Err(_) => Err(no_link(format!(
+                "no handshake with {} within {} s",
+                self.inner.addr,
+                t.dial_timeout.as_secs()
+            ))),
+        };
+        {
+            let mut cur = lock(&self.inner.current);
+            match &r {
+                Ok(c) => *cur = (Some(c.clone()), Dial::Idle),
+                Err(e) => {
+                    tracing::warn!(proxy = %self.inner.addr, error = %e.message, "cannot link to proxy");
+                    cur.1 = Dial::Failed {
+                        at: Instant::now(),
+                        error: e.clone(),
+                    };
+                }
+            }
+        }
+        let _ = tx.send(Some(r));
+    }
+
+    async fn dial(&self) -> Result<LinkClient, JobError> {
+        let addr = self.inner.addr;
+        let (tls, peer) = self
+            .inner
+            .tls
+            .connect(addr, &[Role::Proxy])
             .await
-            .map_err(|e| LinkError::Handshake {
-                addr: self.addr.to_string(),
-                source: std::io::Error::other(e),
+            .map_err(|e| {
+                let code = match e {
+                    LinkError::Incompatible { .. } => ErrorCode::Incompatible,
+                    _ => ErrorCode::Unavailable,
+                };
+                JobError::new(code, format!("no link to the Kokon proxy: {e}"))
             })?;
+        tracing::info!(proxy = %addr, peer = peer.short_id(), "linked to proxy");
+        let (client, conn) = kokon_link::dial(tls, self.inner.timing.limits)
+            .await
+            .map_err(|e| no_link(format!("HTTP/2 handshake with {addr} failed: {e}")))?;
         tokio::spawn(conn);
-        Ok(sender)
+        Ok(client)
     }
 
-    /// Sends a job; returns the response body (a frame stream).
-    pub async fn submit(&self, header: &JobHeader, payload: Bytes) -> Result<Incoming, JobError> {
-        let mut req = Request::post(paths::JOB)
-            .body(Full::new(payload))
-            .expect("static request parts");
-        header.write(req.headers_mut());
-        let mut sender = self.sender().await?;
-        let resp = sender.send_request(req).await.map_err(|e| {
-            JobError::new(ErrorCode::Unavailable, format!("proxy link failed: {e}"))
-        })?;
-        Ok(resp.into_body())
+    /// Runs one call on the link, waiting at most `answer_timeout` for it.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, JobError>
+    where
+        F: FnOnce(LinkClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, JobError>>,
+    {
+        self.call_within(self.inner.timing.answer_timeout, f).await
+    }
+
+    async fn call_within<T, F, Fut>(&self, wait: Duration, f: F) -> Result<T, JobError>
+    where
+        F: FnOnce(LinkClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, JobError>>,
+    {
+        let client = self.client().await?;
+        tokio::time::timeout(wait, f(client))
+            .await
+            .unwrap_or_else(|_| Err(no_link("the proxy did not answer in time")))
+    }
+
+    /// Sends a job; returns the response's frame stream.
+    pub async fn submit(
+        &self,
+        header: &JobHeader,
+        payload: Bytes,
+    ) -> Result<FrameStream, JobError> {
+        self.call(|c| async move { c.job(header, payload).await })
+            .await
     }
 
     /// Sends a channel voucher to the proxy.
@@ -91,7 +211,7 @@ impl ProxyLink {
         &self,
         v: &kokon_money::Signed<kokon_money::ChannelVoucher>,
     ) -> Result<(), JobError> {
-        self.post_json(paths::VOUCHER, v).await.map(|_| ())
+        self.call(|c| async move { c.voucher(v).await }).await
     }
 
     /// Asks the proxy to close the channel cooperatively.
@@ -99,57 +219,20 @@ impl ProxyLink {
         &self,
         req: &kokon_proto::CloseRequest,
     ) -> Result<kokon_proto::CloseReply, JobError> {
-        let body = self.post_json(paths::CLOSE, req).await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| JobError::new(ErrorCode::Unavailable, format!("bad proxy reply: {e}")))
-    }
-
-    /// POSTs `body` as JSON; a non-2xx answer becomes the proxy's job error.
-    async fn post_json(&self, path: &str, body: &impl serde::Serialize) -> Result<Bytes, JobError> {
-        let body = serde_json::to_vec(body).unwrap_or_default();
-        let req = Request::post(path)
-            .body(Full::new(Bytes::from(body)))
-            .expect("static request parts");
-        let (status, body) = self.exchange(req, 64 * 1024).await?;
-        if status.is_success() {
-            return Ok(body);
-        }
-        Err(
-            serde_json::from_slice::<JobError>(&body).unwrap_or_else(|_| {
-                JobError::new(ErrorCode::BadRequest, format!("proxy answered {status}"))
-            }),
-        )
-    }
-
-    /// Sends a small request and reads the whole answer (at most `limit` bytes).
-    async fn exchange(
-        &self,
-        req: Request<Full<Bytes>>,
-        limit: usize,
-    ) -> Result<(http::StatusCode, Bytes), JobError> {
-        let mut sender = self.sender().await?;
-        let fail =
-            |e: String| JobError::new(ErrorCode::Unavailable, format!("proxy link failed: {e}"));
-        let resp = sender
-            .send_request(req)
+        // The proxy settles on its ledger first: on a chain, seconds.
+        self.call_within(CLOSE_TIMEOUT, |c| async move { c.close(req).await })
             .await
-            .map_err(|e| fail(e.to_string()))?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), limit)
-            .collect()
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .to_bytes();
-        Ok((status, body))
     }
 
     /// Models served by attested workers behind the proxy.
     pub async fn models(&self) -> Result<ModelsReply, JobError> {
-        let req = Request::get(paths::MODELS)
-            .body(Full::new(Bytes::new()))
-            .expect("static request parts");
-        let (_, body) = self.exchange(req, 1 << 20).await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| JobError::new(ErrorCode::Unavailable, format!("proxy link failed: {e}")))
+        self.call(|c| async move { c.models().await }).await
     }
+}
+
+/// Longest wait for a cooperative close (the proxy claims on chain first).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn no_link(msg: impl Into<String>) -> JobError {
+    JobError::new(ErrorCode::Unavailable, msg)
 }

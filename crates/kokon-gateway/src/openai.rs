@@ -22,6 +22,114 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Ap
     })
 }
 
+/// OpenAI parameters Kokon does not implement yet. Sent with a value that
+/// would change the answer, they get a 400 naming them rather than being
+/// ignored (a client asking for tools or JSON output must not get prose
+/// back as if it had been honoured).
+#[derive(Deserialize, Default)]
+struct Unsupported {
+    tools: Option<serde_json::Value>,
+    tool_choice: Option<serde_json::Value>,
+    functions: Option<serde_json::Value>,
+    function_call: Option<serde_json::Value>,
+    parallel_tool_calls: Option<serde_json::Value>,
+    response_format: Option<serde_json::Value>,
+    logprobs: Option<serde_json::Value>,
+    top_logprobs: Option<serde_json::Value>,
+    logit_bias: Option<serde_json::Value>,
+    presence_penalty: Option<serde_json::Value>,
+    frequency_penalty: Option<serde_json::Value>,
+    audio: Option<serde_json::Value>,
+    modalities: Option<serde_json::Value>,
+    prediction: Option<serde_json::Value>,
+    best_of: Option<serde_json::Value>,
+    echo: Option<serde_json::Value>,
+    suffix: Option<serde_json::Value>,
+}
+
+impl Unsupported {
+    /// The first parameter set to something Kokon cannot honour.
+    fn first(&self) -> Option<&'static str> {
+        use serde_json::Value;
+        let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
+        let nonzero = |v: &Option<Value>| {
+            v.as_ref()
+                .is_some_and(|v| !v.is_null() && v.as_f64() != Some(0.0))
+        };
+        let truthy = |v: &Option<Value>| {
+            v.as_ref()
+                .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+        };
+        let nonempty = |v: &Option<Value>| {
+            v.as_ref().is_some_and(|v| match v {
+                Value::Null => false,
+                Value::Object(m) => !m.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                _ => true,
+            })
+        };
+        let text_only = |v: &Option<Value>| {
+            v.as_ref()
+                .is_none_or(|v| v.is_null() || v == &serde_json::json!(["text"]))
+        };
+        let format_text = |v: &Option<Value>| {
+            v.as_ref().is_none_or(|v| {
+                v.is_null() || v.get("type").and_then(Value::as_str) == Some("text")
+            })
+        };
+        [
+            ("tools", nonempty(&self.tools)),
+            (
+                "tool_choice",
+                set(&self.tool_choice) && self.tool_choice != Some(Value::from("none")),
+            ),
+            ("functions", nonempty(&self.functions)),
+            (
+                "function_call",
+                set(&self.function_call) && self.function_call != Some(Value::from("none")),
+            ),
+            (
+                "parallel_tool_calls",
+                truthy(&self.parallel_tool_calls) && nonempty(&self.tools),
+            ),
+            ("response_format", !format_text(&self.response_format)),
+            ("logprobs", truthy(&self.logprobs)),
+            ("top_logprobs", nonzero(&self.top_logprobs)),
+            ("logit_bias", nonempty(&self.logit_bias)),
+            ("presence_penalty", nonzero(&self.presence_penalty)),
+            ("frequency_penalty", nonzero(&self.frequency_penalty)),
+            ("audio", set(&self.audio)),
+            ("modalities", !text_only(&self.modalities)),
+            ("prediction", set(&self.prediction)),
+            (
+                "best_of",
+                set(&self.best_of) && self.best_of.as_ref().and_then(|v| v.as_u64()) != Some(1),
+            ),
+            ("echo", truthy(&self.echo)),
+            ("suffix", set(&self.suffix)),
+        ]
+        .into_iter()
+        .find(|(_, refused)| *refused)
+        .map(|(name, _)| name)
+    }
+}
+
+/// Parses an OpenAI request: field errors name the field, and parameters
+/// Kokon does not implement yet are refused by name.
+pub(crate) fn parse_request(body: &[u8]) -> Result<OpenAiRequest, ApiError> {
+    let req: OpenAiRequest = parse(body)?;
+    let unsupported: Unsupported = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(name) = unsupported.first() {
+        return Err(ApiError::bad_request(
+            Some(name.into()),
+            format!(
+                "the parameter `{name}` is not supported by Kokon yet; remove it from the request"
+            ),
+        ));
+    }
+    Ok(req)
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub(crate) enum StopField {

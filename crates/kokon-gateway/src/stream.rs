@@ -1,10 +1,9 @@
 //! Reading a job's response frames, and writing OpenAI responses from them.
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use kokon_link::{FrameStream, StreamError};
 use kokon_proto::job::Chunk;
-use kokon_proto::{ErrorCode, FinishReason, Frame, FrameDecoder, JobEnd, JobError, JobKind, Usage};
+use kokon_proto::{ErrorCode, FinishReason, Frame, JobEnd, JobError, JobKind, Usage};
 use serde_json::{Value, json};
 
 use crate::openai::Shape;
@@ -17,55 +16,33 @@ pub(crate) enum Event {
 
 /// Decodes the frame stream from the proxy into [`Event`]s.
 pub(crate) struct Frames {
-    body: Incoming,
-    dec: FrameDecoder,
+    frames: FrameStream,
     done: bool,
 }
 
 impl Frames {
-    pub fn new(body: Incoming) -> Self {
+    pub fn new(frames: FrameStream) -> Self {
         Self {
-            body,
-            dec: FrameDecoder::new(),
+            frames,
             done: false,
         }
     }
 
-    /// The next event; `None` after the final one.
+    /// The next event; `None` after the final one (an end or any error).
     pub async fn next(&mut self) -> Option<Result<Event, JobError>> {
         if self.done {
             return None;
         }
-        let ev = self.next_inner().await;
-        if !matches!(ev, Ok(Event::Text(_))) {
-            self.done = true;
-        }
+        let broke =
+            |e: StreamError| JobError::new(ErrorCode::Unavailable, format!("proxy link: {e}"));
+        let ev = match self.frames.next().await? {
+            Ok(Frame::Data(b)) => chunk_text(&b).map(Event::Text),
+            Ok(Frame::End(end)) => Ok(Event::End(end)),
+            Ok(Frame::Error(e)) => Err(e),
+            Err(e) => Err(broke(e)),
+        };
+        self.done = !matches!(ev, Ok(Event::Text(_)));
         Some(ev)
-    }
-
-    async fn next_inner(&mut self) -> Result<Event, JobError> {
-        let broke = |m: String| JobError::new(ErrorCode::Unavailable, m);
-        loop {
-            match self
-                .dec
-                .next_frame()
-                .map_err(|e| broke(format!("malformed response: {e}")))?
-            {
-                Some(Frame::Data(b)) => return chunk_text(&b).map(Event::Text),
-                Some(Frame::End(end)) => return Ok(Event::End(end)),
-                Some(Frame::Error(e)) => return Err(e),
-                None => {}
-            }
-            match self.body.frame().await {
-                Some(Ok(f)) => {
-                    if let Ok(d) = f.into_data() {
-                        self.dec.push(&d);
-                    }
-                }
-                Some(Err(e)) => return Err(broke(format!("proxy link broke: {e}"))),
-                None => return Err(broke("proxy ended the stream without a final frame".into())),
-            }
-        }
     }
 }
 

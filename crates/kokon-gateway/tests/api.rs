@@ -32,7 +32,9 @@ async fn post(
     body: impl Into<Body>,
     auth: Option<&str>,
 ) -> (StatusCode, Value) {
-    let mut req = Request::post(path).header("content-type", "application/json");
+    let mut req = Request::post(path)
+        .header("host", "localhost:8080")
+        .header("content-type", "application/json");
     if let Some(a) = auth {
         req = req.header("authorization", a);
     }

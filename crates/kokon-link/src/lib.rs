@@ -1,48 +1,27 @@
-//! HTTP/2 link helpers shared by the proxy and the worker: reading a job
-//! request within bounds, and response bodies made of Kokon frames.
+//! The Kokon link layer. Every HTTP/2 client and server that Kokon nodes
+//! speak to each other, every public HTTP server, their keep-alives and
+//! limits, and one typed call per link path live here; daemons never build
+//! a hyper connection or encode a link path themselves.
+//!
+//! * [`limits`]: [`LinkLimits`] (node ↔ node) and [`PublicLimits`] (public
+//!   ports), with documented defaults.
+//! * [`client`]: [`dial`] and [`LinkClient`]'s typed calls (announce, job,
+//!   models, voucher, close, vault voucher).
+//! * [`server`]: [`serve_link`] and [`read_call`], which turns each request
+//!   into a typed [`Call`] within size and time bounds.
+//! * [`frames`]: [`FrameStream`], the one reader of a job's frame stream.
+//! * [`public`]: [`serve_public`], bounded HTTP/1 + HTTP/2 with a drain.
 
-use std::convert::Infallible;
+pub mod body;
+pub mod client;
+pub mod frames;
+pub mod limits;
+pub mod public;
+pub mod server;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame as HttpFrame, Incoming};
-use kokon_proto::{ErrorCode, Frame, JobError, JobHeader, MAX_JOB_PAYLOAD};
-use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
-
-/// Response body type on links.
-pub type Body = BoxBody<Bytes, Infallible>;
-
-/// Reads a job request: its routing header and its payload (at most
-/// [`MAX_JOB_PAYLOAD`] bytes). Errors are ready to send back as a frame.
-pub async fn read_job(req: Request<Incoming>) -> Result<(JobHeader, Bytes), JobError> {
-    let (parts, body) = req.into_parts();
-    let header = JobHeader::read(&parts.headers)
-        .map_err(|e| JobError::new(ErrorCode::BadRequest, e.to_string()))?;
-    let payload = Limited::new(body, MAX_JOB_PAYLOAD)
-        .collect()
-        .await
-        .map_err(|_| JobError::new(ErrorCode::BadRequest, "job payload too large or cut short"))?
-        .to_bytes();
-    Ok((header, payload))
-}
-
-/// A body holding one final `Error` frame.
-pub fn error_body(err: JobError) -> Body {
-    Full::new(Frame::Error(err).encode()).boxed()
-}
-
-/// A body of fixed bytes.
-pub fn full_body(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed()
-}
-
-/// A body streamed from a channel of encoded frames. When the peer resets
-/// the stream, the body is dropped and the sender sees the channel closed.
-pub fn frames_body(rx: mpsc::Receiver<Bytes>) -> Body {
-    let stream = ReceiverStream::new(rx).map(|b| Ok(HttpFrame::data(b)));
-    BodyExt::boxed(StreamBody::new(stream))
-}
+pub use body::{Body, error_body, error_reply, frames_body, full_body, json_reply};
+pub use client::{LinkClient, dial};
+pub use frames::{FrameStream, StreamError};
+pub use limits::{LinkLimits, PublicLimits};
+pub use public::serve_public;
+pub use server::{Call, CallError, read_body, read_call, serve_link};

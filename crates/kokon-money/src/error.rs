@@ -37,6 +37,8 @@ pub enum MoneyError {
         max_cost: Nanotons,
         limit: Nanotons,
     },
+    #[error("cost {cost} exceeds the {reserved} reserved for the job")]
+    AboveReservation { cost: Nanotons, reserved: Nanotons },
     #[error("channel is closing or closed")]
     ChannelNotOpen,
     #[error("channel is not closing")]

@@ -30,6 +30,8 @@ pub enum PayError {
     NoVault(kokon_money::Address),
     #[error("storage: {0}")]
     Storage(String),
+    #[error("request {0} was already billed")]
+    AlreadyBilled(String),
     #[error(transparent)]
     Crashed(#[from] fail::Crashed),
     #[error("settlement backend: {0}")]

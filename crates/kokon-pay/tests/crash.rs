@@ -147,7 +147,7 @@ async fn job(net: &mut Net, i: usize) -> Result<(), PayError> {
         completion: 1000,
     };
     let max_cost = budget.max_cost(&prices, "m", 1000)?;
-    net.proxy.admit(&net.channel, max_cost)?;
+    let reservation = net.proxy.admit(&net.channel, max_cost)?;
     let w = i % net.workers.len();
     let attested = sk([100 + w as u8; 32]);
     let u = usage(i);
@@ -162,14 +162,15 @@ async fn job(net: &mut Net, i: usize) -> Result<(), PayError> {
     net.workers[w].record_receipt(&request_id, &receipt)?;
     let payout = net.workers[w].payout();
     let cost = receipt.body.cost;
-    let wv = net.proxy.bill(Bill {
-        channel: net.channel,
-        request_id: &request_id,
-        worker: payout,
-        receipt: &receipt,
-        cost,
-        max_cost,
-    })?;
+    let wv = net.proxy.bill(
+        reservation,
+        Bill {
+            request_id: &request_id,
+            worker: payout,
+            receipt: &receipt,
+            cost,
+        },
+    )?;
     let v = net
         .client
         .pay(&request_id, &attested.public(), &receipt, cost)?;

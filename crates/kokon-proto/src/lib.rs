@@ -44,6 +44,9 @@ pub mod paths {
     pub const VAULT_VOUCHER: &str = "/kokon/v1/vault-voucher";
     /// Client → proxy: close the channel cooperatively (JSON [`crate::CloseRequest`]).
     pub const CLOSE: &str = "/kokon/v1/channel/close";
+    /// Proxy → worker: why the proxy will not route to it (JSON
+    /// [`crate::JobError`]), sent before the proxy closes the link.
+    pub const REFUSED: &str = "/kokon/v1/refused";
 }
 
 pub use announce::{Announce, ModelOffer, ModelsReply};

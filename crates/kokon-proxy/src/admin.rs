@@ -24,8 +24,6 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Ca
                 |AxState(s): AxState<Arc<State>>| async move { s.tls.identity().certificate_pem() },
             ),
         )
-        .with_state(state);
-    let _ = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+        .with_state(state.clone());
+    kokon_link::serve_public(listener, app, state.cfg.admin, shutdown).await;
 }

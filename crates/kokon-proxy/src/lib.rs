@@ -6,18 +6,22 @@
 //! job payloads and output chunks pass through unread.
 
 mod admin;
+mod client;
+pub mod flow;
+mod job;
 mod metrics;
 mod pay;
-mod relay;
+mod peers;
 mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kokon_attest::Role;
+use kokon_link::{LinkLimits, PublicLimits};
 use kokon_route::{Router, WorkerId};
 use kokon_tls::RaTls;
 use tokio::net::TcpListener;
@@ -45,6 +49,25 @@ pub struct ProxyConfig {
     /// between frames). Then the job is retried elsewhere if nothing was
     /// delivered yet, or ended with `worker_failed_mid_stream`.
     pub job_idle_timeout: Duration,
+    /// Links held at once from one IP address (workers and clients).
+    pub max_links_per_address: usize,
+    /// Links held at once by one client key.
+    pub max_links_per_client: usize,
+    /// Handshakes started per second from one IP address (a burst of this
+    /// many is allowed); more are closed before TLS.
+    pub handshakes_per_sec_per_address: u32,
+    /// Limits of links to workers (pings, streams, body deadline).
+    pub worker_link: LinkLimits,
+    /// Limits of links from clients (streams per link, job body deadline).
+    pub client_link: LinkLimits,
+    /// Limits of the admin port.
+    pub admin: PublicLimits,
+    /// After a start, a model no worker serves yet answers 503 (workers
+    /// are re-linking) instead of 404 for this long.
+    pub relink_grace: Duration,
+    /// At shutdown, how long jobs in flight may take to finish before the
+    /// links are closed.
+    pub drain_grace: Duration,
 }
 
 impl ProxyConfig {
@@ -56,6 +79,14 @@ impl ProxyConfig {
             handshake_timeout: Duration::from_secs(10),
             max_links: 4096,
             job_idle_timeout: Duration::from_secs(120),
+            max_links_per_address: 64,
+            max_links_per_client: 8,
+            handshakes_per_sec_per_address: 20,
+            worker_link: LinkLimits::WORKER,
+            client_link: LinkLimits::CLIENT.with_max_streams(256),
+            admin: PublicLimits::default(),
+            relink_grace: Duration::from_secs(30),
+            drain_grace: Duration::from_secs(30),
         }
     }
 }
@@ -68,6 +99,12 @@ pub(crate) struct State {
     pub(crate) next_id: AtomicU64,
     pub(crate) metrics: Metrics,
     pub(crate) pay: Option<Arc<ProxyPay>>,
+    pub(crate) peers: peers::Peers,
+    pub(crate) started: Instant,
+    /// Jobs being relayed now (a drain waits for them).
+    pub(crate) active_jobs: std::sync::atomic::AtomicUsize,
+    /// Cancelled when the drain is over: every link closes.
+    pub(crate) hard_stop: CancellationToken,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,6 +120,19 @@ pub struct ProxyHandle {
 }
 
 impl ProxyHandle {
+    /// Resolves when the proxy has stopped after its shutdown: the jobs in
+    /// flight finished (or the drain grace ran out) and every link closed.
+    pub async fn drained(&self) {
+        self.state.hard_stop.cancelled().await
+    }
+
+    /// Jobs being relayed right now.
+    pub fn active_jobs(&self) -> usize {
+        self.state
+            .active_jobs
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Workers linked right now.
     pub fn worker_count(&self) -> usize {
         lock(&self.state.links).len()
@@ -128,8 +178,13 @@ pub async fn start_with(
         next_id: AtomicU64::new(1),
         metrics: Metrics::new(),
         pay: pay.map(Arc::new),
+        peers: peers::Peers::new(&cfg),
+        started: Instant::now(),
+        active_jobs: Default::default(),
+        hard_stop: CancellationToken::new(),
         cfg,
     });
+    tokio::spawn(drain(state.clone(), shutdown.clone()));
     if let Some(pay) = state.pay.clone() {
         tokio::spawn(pay::claim_loop(pay, shutdown.clone()));
     }
@@ -145,44 +200,92 @@ pub async fn start_with(
     })
 }
 
+/// After `shutdown`: no new links (the accept loop stops) and no new jobs
+/// (client links get GOAWAY); jobs in flight run until done or the grace
+/// is over; then every link closes.
+async fn drain(state: Arc<State>, shutdown: CancellationToken) {
+    shutdown.cancelled().await;
+    let deadline = Instant::now() + state.cfg.drain_grace;
+    let active = || state.active_jobs.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(jobs = active(), "draining: finishing the jobs in flight");
+    while active() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if active() > 0 {
+        tracing::warn!(
+            jobs = active(),
+            "drain grace over; closing links with jobs still running"
+        );
+    }
+    state.hard_stop.cancel();
+}
+
+/// Who may link to a proxy.
+const ROLES: [Role; 2] = [Role::Worker, Role::Client];
+
 async fn accept_loop(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(state.cfg.max_links));
-    let acceptor = state.tls.acceptor(&[Role::Worker, Role::Client]);
+    let acceptor = state.tls.acceptor(&ROLES);
     loop {
         let (tcp, from) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
-                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             },
             _ = shutdown.cancelled() => return,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
+            state.metrics.link_refused("too_many_links");
             tracing::warn!(%from, "link refused: too many links");
             continue;
         };
-        let (state, acceptor, shutdown) = (state.clone(), acceptor.clone(), shutdown.clone());
+        let Some(address_slot) = state.peers.admit_address(from.ip(), Instant::now()) else {
+            state.metrics.link_refused("per_address_limit");
+            tracing::debug!(%from, "link refused: too many links or handshakes from this address");
+            continue;
+        };
+        let (state, shutdown, acceptor) = (state.clone(), shutdown.clone(), acceptor.clone());
         tokio::spawn(async move {
-            let hs = state
-                .tls
-                .accept(tcp, &acceptor, &[Role::Worker, Role::Client]);
-            let (tls, peer) = match tokio::time::timeout(state.cfg.handshake_timeout, hs).await {
-                Ok(Ok(x)) => x,
-                Ok(Err(e)) => {
-                    state.metrics.link_refused(refusal_reason(&e));
-                    return tracing::warn!(%from, error = %e, "link refused");
-                }
-                Err(_) => return tracing::warn!(%from, "handshake timed out"),
-            };
-            let work = async {
-                match peer.role() {
-                    Role::Worker => workers::attach(state.clone(), tls, peer).await,
-                    _ => relay::serve_client(state.clone(), tls, peer).await,
-                }
-            };
-            tokio::select! { _ = work => {}, _ = shutdown.cancelled() => {} }
-            drop(permit);
+            serve_link(state, tcp, from, &acceptor, shutdown).await;
+            drop((permit, address_slot));
         });
     }
+}
+
+/// Handshakes, then serves one link until it ends or the proxy stops.
+async fn serve_link(
+    state: Arc<State>,
+    tcp: tokio::net::TcpStream,
+    from: SocketAddr,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    shutdown: CancellationToken,
+) {
+    let hs = state.tls.accept(tcp, acceptor, &ROLES);
+    let (tls, peer) = match tokio::time::timeout(state.cfg.handshake_timeout, hs).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            state.metrics.link_refused(refusal_reason(&e));
+            return tracing::warn!(%from, error = %e, "link refused");
+        }
+        Err(_) => return tracing::warn!(%from, "handshake timed out"),
+    };
+    let work = async {
+        match peer.role() {
+            Role::Worker => workers::attach(state.clone(), tls, peer).await,
+            _ => {
+                let Some(_slot) = state.peers.admit_client(peer.ed25519_key()) else {
+                    state.metrics.link_refused("per_client_limit");
+                    return tracing::warn!(%from, peer = peer.short_id(), "link refused: this client key holds too many links");
+                };
+                client::serve_client(state.clone(), tls, peer, &shutdown).await
+            }
+        }
+    };
+    tokio::select! { _ = work => {}, _ = state.hard_stop.cancelled() => {} }
 }
 
 fn refusal_reason(e: &kokon_tls::LinkError) -> &'static str {

@@ -1,5 +1,9 @@
-//! Prometheus metrics. Labels are allow-listed: model names and outcome codes,
-//! never content.
+//! Prometheus metrics. Labels are allow-listed: a model name is a label
+//! only once an attested worker announced it (any other name a client sends
+//! counts as `other`), outcomes are fixed codes, never content.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,7 +29,15 @@ pub struct Metrics {
     retries: Counter,
     workers: Gauge,
     refused: Family<RefusalLabels, Counter>,
+    /// Model names allowed as label values (announced by attested workers).
+    models: Mutex<HashSet<String>>,
 }
+
+/// Model names kept as label values at most (beyond: `other`).
+const MAX_MODEL_LABELS: usize = 256;
+
+/// The label of every model name not announced by a worker.
+pub const OTHER_MODEL: &str = "other";
 
 impl Metrics {
     pub fn new() -> Self {
@@ -55,13 +67,32 @@ impl Metrics {
             retries,
             workers,
             refused,
+            models: Mutex::new(HashSet::new()),
         }
     }
 
-    pub(crate) fn job(&self, model: &str, outcome: &str) {
+    /// Allows `names` (announced by an attested worker) as label values.
+    pub(crate) fn know_models(&self, names: &[String]) {
+        let mut known = crate::lock(&self.models);
+        for n in names {
+            if known.len() < MAX_MODEL_LABELS {
+                known.insert(n.clone());
+            }
+        }
+    }
+
+    fn model_label(&self, model: &str) -> String {
+        if crate::lock(&self.models).contains(model) {
+            model.into()
+        } else {
+            OTHER_MODEL.into()
+        }
+    }
+
+    pub(crate) fn job(&self, model: &str, outcome: &'static str) {
         self.jobs
             .get_or_create(&JobLabels {
-                model: model.into(),
+                model: self.model_label(model),
                 outcome: outcome.into(),
             })
             .inc();
@@ -79,11 +110,11 @@ impl Metrics {
         self.refused.get_or_create(&RefusalLabels { reason }).inc();
     }
 
-    /// Count of jobs with this model and outcome.
+    /// Count of jobs with this model (label) and outcome.
     pub fn jobs(&self, model: &str, outcome: &str) -> u64 {
         self.jobs
             .get_or_create(&JobLabels {
-                model: model.into(),
+                model: self.model_label(model),
                 outcome: outcome.into(),
             })
             .get()

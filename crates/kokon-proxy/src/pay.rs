@@ -1,20 +1,26 @@
 //! The proxy's side of payments: admitting jobs against channel credit,
 //! billing verified receipts, signing workers' vault vouchers, taking
 //! clients' vouchers, and claiming them on the ledger.
+//!
+//! The books are behind one mutex, which is never held across ledger or
+//! chain I/O (a claim on TON waits seconds for its trace): reads of the
+//! ledger happen before the lock is taken, claims run on a voucher taken
+//! out of the books and are recorded afterwards.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use kokon_attest::Policy;
+use kokon_link::LinkClient;
+use kokon_money::channel::ChannelTerms;
 use kokon_money::receipt::{self, Budget, Expect};
 use kokon_money::{
     Address, ChannelVoucher, Economics, Hash32, MoneyError, Nanotons, PublicKey, Signed,
     WorkerVoucher,
 };
-use kokon_pay::books::proxy::{Bill, ProxyBooks};
+use kokon_pay::books::proxy::{Bill, ProxyBooks, Reservation};
 use kokon_pay::{PayError, Settlement};
-use kokon_proto::{ErrorCode, JobEnd, JobError, JobHeader};
+use kokon_proto::{CloseReply, CloseRequest, ErrorCode, JobEnd, JobError, JobHeader};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -52,16 +58,20 @@ impl ProxyPay {
     }
 }
 
-/// Credit reserved for one attempt.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Admission {
-    pub channel: Address,
-    pub max_cost: Nanotons,
+/// Credit reserved for one attempt, and the budget it was priced at.
+/// Neither `Copy` nor `Clone`: see [`Reservation`].
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    pub reservation: Reservation,
     pub budget: Budget,
 }
 
 fn payment_required(msg: String) -> JobError {
     JobError::new(ErrorCode::PaymentRequired, msg)
+}
+
+fn unavailable(e: PayError) -> JobError {
+    JobError::new(ErrorCode::Unavailable, format!("ledger unavailable: {e}"))
 }
 
 /// Checks the job's payment header and reserves its maximum cost at the
@@ -70,7 +80,7 @@ pub(crate) async fn admit(
     pay: &ProxyPay,
     header: &JobHeader,
     price_milli: u32,
-) -> Result<Admission, JobError> {
+) -> Result<Admitted, JobError> {
     let p = header.payment.ok_or_else(|| {
         payment_required("this proxy serves paid jobs only: the request names no channel".into())
     })?;
@@ -86,56 +96,69 @@ pub(crate) async fn admit(
                 format!("job budget cannot be priced: {e}"),
             )
         })?;
-    let mut books = pay.books().await;
-    if !books.knows(&p.channel) {
-        refresh(pay, &mut books, p.channel).await?;
-    }
-    let terms = books
-        .terms(&p.channel)
-        .ok_or_else(|| payment_required(format!("no channel {}", p.channel)))?;
     let auth = header.auth_hash(&p.channel, p.max_prompt_tokens, p.max_completion_tokens);
-    if terms.client.verify(&auth, &p.signature).is_err() {
-        return Err(payment_required(
-            "the job's payer signature does not match the channel's client key".into(),
-        ));
-    }
-    let admitted = match books.admit(&p.channel, max_cost) {
-        Err(PayError::Money(MoneyError::OverCredit { .. } | MoneyError::ChannelNotOpen)) => {
-            // The client may have topped up (or closed) since we last looked.
-            refresh(pay, &mut books, p.channel).await?;
-            books.admit(&p.channel, max_cost)
+    // `None`: look at the ledger first (unknown channel, or one that may
+    // have been topped up or closed since we last looked).
+    let try_admit =
+        |books: &mut ProxyBooks, last_try: bool| {
+            let terms = match books.terms(&p.channel) {
+                Some(t) => t,
+                None if last_try => {
+                    return Some(Err(cannot_cover(p.channel, PayError::NoChannel(p.channel))));
+                }
+                None => return None,
+            };
+            if terms.client.verify(&auth, &p.signature).is_err() {
+                return Some(Err(payment_required(
+                    "the job's payer signature does not match the channel's client key".into(),
+                )));
+            }
+            match books.admit(&p.channel, max_cost) {
+                Ok(r) => Some(Ok(r)),
+                Err(PayError::Money(
+                    MoneyError::OverCredit { .. } | MoneyError::ChannelNotOpen,
+                )) if !last_try => None,
+                Err(e) => Some(Err(cannot_cover(p.channel, e))),
+            }
+        };
+    let admitted = match try_admit(&mut *pay.books().await, false) {
+        Some(r) => r,
+        None => {
+            let terms = read_terms(pay, p.channel).await?;
+            let mut books = pay.books().await;
+            books.update_terms(terms).map_err(unavailable)?;
+            try_admit(&mut books, true)
+                .unwrap_or_else(|| Err(cannot_cover(p.channel, PayError::NoChannel(p.channel))))
         }
-        other => other,
     };
-    admitted.map_err(|e| {
-        payment_required(format!("channel {} cannot cover this job: {e}", p.channel))
-    })?;
-    Ok(Admission {
-        channel: p.channel,
-        max_cost,
+    admitted.map(|reservation| Admitted {
+        reservation,
         budget,
     })
 }
 
-async fn refresh(pay: &ProxyPay, books: &mut ProxyBooks, channel: Address) -> Result<(), JobError> {
-    let unavailable =
-        |e: PayError| JobError::new(ErrorCode::Unavailable, format!("ledger unavailable: {e}"));
+fn cannot_cover(channel: Address, e: PayError) -> JobError {
+    payment_required(format!("channel {channel} cannot cover this job: {e}"))
+}
+
+/// The ledger's terms of `channel`, read without holding the books.
+async fn read_terms(pay: &ProxyPay, channel: Address) -> Result<ChannelTerms, JobError> {
     let row = pay.ledger.channel(channel).await.map_err(unavailable)?;
     let row = row.ok_or_else(|| {
         payment_required(format!(
             "no channel {channel} on the ledger; open one with `kokon channel open`"
         ))
     })?;
-    if row.proxy != books.owner().public() {
+    if row.proxy != pay.books().await.owner().public() {
         return Err(payment_required(format!(
             "channel {channel} pays another proxy"
         )));
     }
-    books.update_terms(row.terms()).map_err(unavailable)
+    Ok(row.terms())
 }
 
-pub(crate) async fn release(pay: &ProxyPay, a: &Admission) {
-    pay.books().await.release(&a.channel, a.max_cost);
+pub(crate) async fn release(pay: &ProxyPay, a: Admitted) {
+    pay.books().await.release(a.reservation);
 }
 
 /// What the proxy knows about the worker that ran a job.
@@ -146,16 +169,46 @@ pub(crate) struct Served {
 }
 
 /// Verifies the worker's receipt and bills it (on disk before the End frame
-/// goes on). Returns the worker's new vault voucher.
+/// goes on). Consumes the reservation whatever happens. Returns the
+/// worker's new vault voucher.
 pub(crate) async fn bill(
     pay: &ProxyPay,
     policy: &Policy,
     header: &JobHeader,
-    a: &Admission,
+    a: Admitted,
     served: &Served,
     end: &JobEnd,
     now: u64,
 ) -> Result<Signed<WorkerVoucher>, JobError> {
+    let checked = check_receipt(pay, policy, header, &a, served, end, now);
+    let mut books = pay.books().await;
+    let (receipt, cost) = match checked {
+        Ok(x) => x,
+        Err(e) => {
+            books.release(a.reservation);
+            return Err(e);
+        }
+    };
+    let bill = Bill {
+        request_id: &header.request_id,
+        worker: served.payout,
+        receipt,
+        cost,
+    };
+    books
+        .bill(a.reservation, bill)
+        .map_err(|e| JobError::new(ErrorCode::Unavailable, format!("cannot bill: {e}")))
+}
+
+fn check_receipt<'e>(
+    pay: &ProxyPay,
+    policy: &Policy,
+    header: &JobHeader,
+    a: &Admitted,
+    served: &Served,
+    end: &'e JobEnd,
+    now: u64,
+) -> Result<(&'e Signed<kokon_money::Receipt>, Nanotons), JobError> {
     let rejected = |m: String| JobError::new(ErrorCode::ReceiptRejected, m);
     let env = end
         .receipt
@@ -176,24 +229,14 @@ pub(crate) async fn bill(
         completion_bound: None,
     };
     let cost = receipt::check(&env.receipt, &key, &expect).map_err(|e| rejected(e.to_string()))?;
-    let mut books = pay.books().await;
-    let bill = Bill {
-        channel: a.channel,
-        request_id: &header.request_id,
-        worker: served.payout,
-        receipt: &env.receipt,
-        cost,
-        max_cost: a.max_cost,
-    };
-    books
-        .bill(bill)
-        .map_err(|e| JobError::new(ErrorCode::Unavailable, format!("cannot bill: {e}")))
+    Ok((&env.receipt, cost))
 }
 
 /// Handles a client's voucher.
-pub(crate) async fn accept_voucher(pay: &ProxyPay, body: &[u8]) -> Result<Nanotons, JobError> {
-    let v: Signed<ChannelVoucher> = serde_json::from_slice(body)
-        .map_err(|e| JobError::new(ErrorCode::BadRequest, format!("not a channel voucher: {e}")))?;
+pub(crate) async fn accept_voucher(
+    pay: &ProxyPay,
+    v: Signed<ChannelVoucher>,
+) -> Result<Nanotons, JobError> {
     let delta = pay
         .books()
         .await
@@ -205,80 +248,92 @@ pub(crate) async fn accept_voucher(pay: &ProxyPay, body: &[u8]) -> Result<Nanoto
 
 /// Closes a channel at its client's signed request: claims the latest
 /// voucher and has the ledger refund the rest.
-pub(crate) async fn close(
-    pay: &ProxyPay,
-    body: &[u8],
-) -> Result<kokon_proto::CloseReply, JobError> {
+pub(crate) async fn close(pay: &ProxyPay, req: CloseRequest) -> Result<CloseReply, JobError> {
     let bad = |m: String| JobError::new(ErrorCode::BadRequest, m);
-    let req: kokon_proto::CloseRequest =
-        serde_json::from_slice(body).map_err(|e| bad(format!("not a close request: {e}")))?;
-    let mut books = pay.books().await;
-    if !books.knows(&req.channel) {
-        refresh(pay, &mut books, req.channel).await?;
-    }
-    let terms = books
-        .terms(&req.channel)
-        .ok_or_else(|| bad(format!("no channel {}", req.channel)))?;
-    let hash = kokon_proto::CloseRequest::signing_hash(&req.channel);
+    let known = pay.books().await.terms(&req.channel);
+    let terms = match known {
+        Some(t) => t,
+        None => read_terms(pay, req.channel).await?,
+    };
+    let hash = CloseRequest::signing_hash(&req.channel);
     terms
         .client
         .verify(&hash, &req.signature)
         .map_err(|_| bad("the close request is not signed by the channel's client".into()))?;
-    let latest = books.latest_voucher(&req.channel);
+    let (key, latest) = {
+        let mut books = pay.books().await;
+        books.update_terms(terms).map_err(unavailable)?;
+        (books.signer(), books.latest_voucher(&req.channel))
+    };
     let (claimed, refunded) = pay
         .ledger
-        .close_cooperative(books.owner(), req.channel, latest)
+        .close_cooperative(&key, req.channel, latest)
         .await
         .map_err(|e| bad(format!("cannot close: {e}")))?;
-    refresh(pay, &mut books, req.channel).await?;
+    let terms = read_terms(pay, req.channel).await?;
+    pay.books().await.update_terms(terms).map_err(unavailable)?;
     tracing::info!(channel = %req.channel.short(), claimed = %claimed, refunded = %refunded, "channel closed cooperatively");
-    Ok(kokon_proto::CloseReply { claimed, refunded })
+    Ok(CloseReply { claimed, refunded })
 }
 
 /// Sends `v` to the worker over its link; a lost voucher is covered by the next.
-pub(crate) async fn send_worker_voucher(
-    mut sender: crate::workers::Sender,
-    v: Signed<WorkerVoucher>,
-) {
-    let body = serde_json::to_vec(&v).unwrap_or_default();
-    let req = http::Request::post(kokon_proto::paths::VAULT_VOUCHER)
-        .body(http_body_util::Full::new(Bytes::from(body)))
-        .expect("static request parts");
-    match sender.send_request(req).await {
-        Ok(r) if r.status().is_success() => {}
-        Ok(r) => tracing::warn!(status = %r.status(), "worker refused its vault voucher"),
-        Err(e) => {
-            tracing::debug!(error = %e, "vault voucher not delivered; the next one covers it")
-        }
+pub(crate) async fn send_worker_voucher(client: LinkClient, v: Signed<WorkerVoucher>) {
+    if let Err(e) = client.vault_voucher(&v).await {
+        tracing::debug!(error = %e.message, "vault voucher not delivered; the next one covers it");
     }
 }
 
-/// Claims due channel vouchers every `claim_every` until `shutdown`.
+/// Claims due channel vouchers every `claim_every` until `shutdown`, in its
+/// own task; jobs keep being admitted and billed while a claim waits.
 pub(crate) async fn claim_loop(pay: Arc<ProxyPay>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(pay.claim_every) => {}
             _ = shutdown.cancelled() => return,
         }
+        follow_terms(&pay).await;
+        claim_due(&pay).await;
+    }
+}
+
+/// Notices top-ups and closes, so a closing channel stops being served and
+/// its latest voucher is claimed before the deadline.
+async fn follow_terms(pay: &ProxyPay) {
+    let ids = pay.books().await.channel_ids();
+    for id in ids {
+        let Ok(Some(row)) = pay.ledger.channel(id).await else {
+            continue;
+        };
         let mut books = pay.books().await;
-        // Notice top-ups and closes, so a closing channel stops being served
-        // and its latest voucher is claimed before the deadline.
-        for id in books.channel_ids() {
-            if let Ok(Some(row)) = pay.ledger.channel(id).await
-                && books.terms(&id) != Some(row.terms())
-                && let Err(e) = books.update_terms(row.terms())
-            {
-                tracing::warn!(error = %e, "cannot record channel terms");
-            }
+        if books.terms(&id) != Some(row.terms())
+            && let Err(e) = books.update_terms(row.terms())
+        {
+            tracing::warn!(error = %e, "cannot record channel terms");
         }
-        for v in books.claims_due(pay.claim_threshold) {
-            match books.claim(pay.ledger.as_ref(), v).await {
-                Ok(d) => {
-                    tracing::info!(channel = %v.body.channel.short(), claimed = %d, "claimed channel voucher")
-                }
-                Err(e) => {
-                    tracing::warn!(channel = %v.body.channel.short(), error = %e, "claim failed; will retry")
-                }
+    }
+}
+
+async fn claim_due(pay: &ProxyPay) {
+    let pending: Vec<_> = {
+        let books = pay.books().await;
+        books
+            .claims_due(pay.claim_threshold)
+            .into_iter()
+            .map(|v| books.pending_claim(v))
+            .collect()
+    };
+    for claim in pending {
+        let channel = claim.voucher().body.channel;
+        let recorded = match claim.run(pay.ledger.as_ref()).await {
+            Ok(done) => pay.books().await.record_claim(done).map(|()| done.delta),
+            Err(e) => Err(e),
+        };
+        match recorded {
+            Ok(d) => {
+                tracing::info!(channel = %channel.short(), claimed = %d, "claimed channel voucher")
+            }
+            Err(e) => {
+                tracing::warn!(channel = %channel.short(), error = %e, "claim failed; will retry")
             }
         }
     }

@@ -4,24 +4,21 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_attest::VerifiedPeer;
-use kokon_proto::announce::MAX_ANNOUNCE;
-use kokon_proto::{Announce, ModelOffer, PROTOCOL_VERSION, paths};
+use kokon_link::LinkClient;
+use kokon_proto::{Announce, ErrorCode, JobError, ModelOffer};
 use kokon_route::WorkerId;
 use tokio::net::TcpStream;
 
+use crate::pay::Served;
 use crate::{State, lock};
 
-pub(crate) type Sender = SendRequest<Full<Bytes>>;
+/// Time a worker has to answer the announce.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A linked, attested worker.
 pub(crate) struct WorkerLink {
-    pub(crate) sender: Sender,
+    pub(crate) client: LinkClient,
     pub(crate) models: Vec<ModelOffer>,
     pub(crate) price_milli: u32,
     pub(crate) payout: Option<kokon_money::PublicKey>,
@@ -34,14 +31,7 @@ pub(crate) async fn attach(
     tls: kokon_tls::ServerStream<TcpStream>,
     peer: VerifiedPeer,
 ) {
-    let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(1)))
-        .keep_alive_timeout(Duration::from_secs(2))
-        .keep_alive_while_idle(true)
-        .handshake::<_, Full<Bytes>>(TokioIo::new(tls))
-        .await;
-    let (mut sender, conn) = match handshake {
+    let (client, conn) = match kokon_link::dial(tls, state.cfg.worker_link).await {
         Ok(x) => x,
         Err(e) => {
             return tracing::warn!(peer = peer.short_id(), error = %e, "worker HTTP/2 handshake failed");
@@ -49,30 +39,54 @@ pub(crate) async fn attach(
     };
     let mut conn = std::pin::pin!(conn);
     let announce = tokio::select! {
-        a = fetch_announce(&mut sender) => a,
+        a = tokio::time::timeout(ANNOUNCE_TIMEOUT, client.announce()) => match a {
+            Ok(r) => r.map_err(|e| e.message),
+            Err(_) => Err("announce timed out".to_string()),
+        },
         _ = &mut conn => Err("link closed during announce".to_string()),
     };
-    let announce = match announce.and_then(|a| admit_models(&state, &peer, a)) {
+    let announce = announce.and_then(|a| admit_models(&state, &peer, a));
+    let announce = match announce.and_then(|a| needs_payout(&state, a)) {
         Ok(a) => a,
-        Err(why) => return tracing::warn!(peer = peer.short_id(), %why, "worker refused"),
+        Err(why) => {
+            // The connection must be driven for the refusal to go out.
+            tokio::select! { _ = refuse(&client, &peer, why) => {}, _ = &mut conn => {} }
+            return;
+        }
     };
     if let Some(pay) = &state.pay {
         let Some(payout) = announce.payout else {
-            return tracing::warn!(
-                peer = peer.short_id(),
-                "worker refused: it announces no payout key on a paid network"
-            );
+            return;
         };
         // Resync: the worker gets its latest vault voucher again.
         if let Some(v) = pay.books().await.worker_voucher(&payout) {
-            tokio::spawn(crate::pay::send_worker_voucher(sender.clone(), v));
+            tokio::spawn(crate::pay::send_worker_voucher(client.clone(), v));
         }
     }
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    let _registered = Registration::new(&state, id, sender, &announce);
+    let _registered = Registration::new(&state, id, client, &announce);
     tracing::info!(worker = id, peer = peer.short_id(), models = ?announce.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
         max_jobs = announce.max_jobs, "worker joined");
     let _ = conn.await;
+}
+
+/// On a paid network a worker must name where its earnings go.
+fn needs_payout(state: &State, a: Announce) -> Result<Announce, String> {
+    if state.pay.is_some() && a.payout.is_none() {
+        return Err(
+            "it announces no payout key, and this proxy pays its workers (start it with a wallet)"
+                .into(),
+        );
+    }
+    Ok(a)
+}
+
+/// Logs why a worker is refused and tells the worker (within a second;
+/// the link closes after either way).
+async fn refuse(client: &LinkClient, peer: &VerifiedPeer, why: String) {
+    tracing::warn!(peer = peer.short_id(), %why, "worker refused");
+    let told = JobError::new(ErrorCode::BadRequest, why);
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.refused(&told)).await;
 }
 
 /// Keeps the offers whose model hash the worker's certificate attests and
@@ -106,14 +120,15 @@ struct Registration<'a> {
 }
 
 impl<'a> Registration<'a> {
-    fn new(state: &'a State, id: WorkerId, sender: Sender, a: &Announce) -> Self {
-        let names = a.models.iter().map(|m| m.name.clone()).collect();
+    fn new(state: &'a State, id: WorkerId, client: LinkClient, a: &Announce) -> Self {
+        let names: Vec<String> = a.models.iter().map(|m| m.name.clone()).collect();
+        state.metrics.know_models(&names);
         lock(&state.router).add(id, names, a.max_jobs, a.price_milli);
         let mut links = lock(&state.links);
         links.insert(
             id,
             WorkerLink {
-                sender,
+                client,
                 models: a.models.clone(),
                 price_milli: a.price_milli,
                 payout: a.payout,
@@ -134,29 +149,6 @@ impl Drop for Registration<'_> {
     }
 }
 
-async fn fetch_announce(sender: &mut Sender) -> Result<Announce, String> {
-    let req = Request::get(paths::ANNOUNCE)
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
-        .await
-        .map_err(|_| "announce timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let body = Limited::new(resp.into_body(), MAX_ANNOUNCE)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    let a = Announce::parse(&body)?;
-    if a.protocol_version != PROTOCOL_VERSION {
-        return Err(format!(
-            "worker speaks protocol {}, proxy speaks {PROTOCOL_VERSION}",
-            a.protocol_version
-        ));
-    }
-    Ok(a)
-}
-
 /// Every model offered by a linked worker, deduplicated by name.
 pub(crate) fn offers(state: &State) -> Vec<ModelOffer> {
     let mut all: Vec<ModelOffer> = lock(&state.links)
@@ -169,10 +161,10 @@ pub(crate) fn offers(state: &State) -> Vec<ModelOffer> {
 }
 
 /// What billing needs to know about worker `id` serving `model`.
-pub(crate) fn served(state: &State, id: WorkerId, model: &str) -> Option<crate::pay::Served> {
+pub(crate) fn served(state: &State, id: WorkerId, model: &str) -> Option<Served> {
     let links = lock(&state.links);
     let l = links.get(&id)?;
-    Some(crate::pay::Served {
+    Some(Served {
         price_milli: l.price_milli,
         payout: l.payout?,
         model_hash: l
@@ -183,6 +175,7 @@ pub(crate) fn served(state: &State, id: WorkerId, model: &str) -> Option<crate::
     })
 }
 
-pub(crate) fn sender(state: &State, id: WorkerId) -> Option<Sender> {
-    lock(&state.links).get(&id).map(|l| l.sender.clone())
+/// The link to worker `id`, while it is linked.
+pub(crate) fn client(state: &State, id: WorkerId) -> Option<LinkClient> {
+    lock(&state.links).get(&id).map(|l| l.client.clone())
 }

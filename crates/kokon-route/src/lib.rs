@@ -6,7 +6,11 @@
 //! client's cap, the least loaded wins (active / max jobs), then the cheaper,
 //! then the one that has served fewer jobs (spreads equal workers).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Model names remembered as served before (bounded: names come from
+/// attested workers' announcements, but a proxy should not grow forever).
+pub const MAX_SEEN_MODELS: usize = 4096;
 
 /// A worker's identity within one proxy process.
 pub type WorkerId = u64;
@@ -16,6 +20,10 @@ pub type WorkerId = u64;
 pub enum RouteError {
     #[error("no attested worker serves this model")]
     NoWorkerForModel,
+    #[error(
+        "no worker serves this model right now (workers served it before and may be re-linking)"
+    )]
+    NoWorkerNow,
     #[error("every worker serving this model is at capacity")]
     AllBusy,
     #[error("no worker serves this model at or below the requested price")]
@@ -35,6 +43,7 @@ struct Entry {
 #[derive(Default, Debug)]
 pub struct Router {
     workers: BTreeMap<WorkerId, Entry>,
+    seen: BTreeSet<String>,
 }
 
 impl Router {
@@ -44,6 +53,11 @@ impl Router {
 
     /// Adds (or replaces) a worker.
     pub fn add(&mut self, id: WorkerId, models: Vec<String>, max_jobs: u32, price_milli: u32) {
+        for m in &models {
+            if self.seen.len() < MAX_SEEN_MODELS {
+                self.seen.insert(m.clone());
+            }
+        }
         let e = Entry {
             models,
             max_jobs: max_jobs.max(1),
@@ -73,7 +87,16 @@ impl Router {
                 .filter(|(id, e)| !exclude.contains(id) && e.models.iter().any(|m| m == model))
         };
         if serving().next().is_none() {
-            return Err(RouteError::NoWorkerForModel);
+            let linked = self
+                .workers
+                .values()
+                .any(|e| e.models.iter().any(|m| m == model));
+            return Err(if linked || self.seen.contains(model) {
+                // Tried them all, or they left a moment ago.
+                RouteError::NoWorkerNow
+            } else {
+                RouteError::NoWorkerForModel
+            });
         }
         let affordable = |e: &Entry| max_price.is_none_or(|cap| e.price_milli <= cap);
         if !serving().any(|(_, e)| affordable(e)) {
@@ -106,6 +129,11 @@ impl Router {
     /// Active jobs on a worker (for metrics and tests).
     pub fn active(&self, id: WorkerId) -> Option<u32> {
         self.workers.get(&id).map(|e| e.active)
+    }
+
+    /// Whether any worker ever announced `model` to this router.
+    pub fn has_served(&self, model: &str) -> bool {
+        self.seen.contains(model)
     }
 
     pub fn len(&self) -> usize {
@@ -159,10 +187,26 @@ mod tests {
         let first = r.pick("a", None, &[]).unwrap();
         let second = r.pick("a", None, &[first]).unwrap();
         assert_ne!(first, second);
-        assert_eq!(
-            r.pick("a", None, &[1, 2]),
-            Err(RouteError::NoWorkerForModel)
-        );
+        assert_eq!(r.pick("a", None, &[1, 2]), Err(RouteError::NoWorkerNow));
+    }
+
+    #[test]
+    fn a_model_served_before_is_not_unknown_while_its_workers_relink() {
+        let mut r = Router::new();
+        r.add(1, m("a"), 4, 1000);
+        r.remove(1);
+        assert_eq!(r.pick("a", None, &[]), Err(RouteError::NoWorkerNow));
+        assert!(r.has_served("a"));
+        assert_eq!(r.pick("z", None, &[]), Err(RouteError::NoWorkerForModel));
+    }
+
+    #[test]
+    fn remembered_names_are_bounded() {
+        let mut r = Router::new();
+        for i in 0..(MAX_SEEN_MODELS as u64 + 10) {
+            r.add(i, vec![format!("m{i}")], 1, 1000);
+        }
+        assert_eq!(r.seen.len(), MAX_SEEN_MODELS);
     }
 
     proptest! {

@@ -171,9 +171,18 @@ impl LocalNet {
             None => (None, None, None),
         };
         let proxy = kokon_proxy::start_with(pcfg, ptls, proxy_pay, shutdown.clone()).await?;
-
+        let mut gcfg = GatewayConfig::new(spec.gateway_listen, proxy.addr);
+        gcfg.api_key = spec.api_key;
+        let gtls = simulated_node(
+            Role::Client,
+            None,
+            policy.clone(),
+            config_sha256(&gcfg),
+            &shutdown,
+        )?;
+        let gateway = kokon_gateway::start_with(gcfg, gtls, client_pay, shutdown.clone()).await?;
         let mut net = Self {
-            gateway: GatewayHandle { addr: proxy.addr },
+            gateway,
             proxy,
             workers: vec![],
             policy,
@@ -188,17 +197,6 @@ impl LocalNet {
         for w in spec.workers {
             net.add_worker(w)?;
         }
-        let mut gcfg = GatewayConfig::new(spec.gateway_listen, net.proxy.addr);
-        gcfg.api_key = spec.api_key;
-        let gtls = simulated_node(
-            Role::Client,
-            None,
-            net.policy.clone(),
-            config_sha256(&gcfg),
-            &net.shutdown,
-        )?;
-        net.gateway =
-            kokon_gateway::start_with(gcfg, gtls, client_pay, net.shutdown.clone()).await?;
         net.wait_for_workers(expected, Duration::from_secs(20))
             .await?;
         Ok(net)

@@ -251,18 +251,12 @@ async fn proxy_refuses_forged_replayed_and_unbilled_vouchers() {
         max_completion_tokens: 10,
         signature: sig,
     });
-    let body = link
+    let mut frames = link
         .submit(&header, bytes::Bytes::from_static(b"{}"))
         .await
         .unwrap();
-    let frames = http_body_util::BodyExt::collect(body)
-        .await
-        .unwrap()
-        .to_bytes();
-    let mut dec = kokon_proto::FrameDecoder::new();
-    dec.push(&frames);
-    match dec.next_frame().unwrap() {
-        Some(kokon_proto::Frame::Error(e)) => {
+    match frames.next().await {
+        Some(Ok(kokon_proto::Frame::Error(e))) => {
             assert_eq!(e.code, kokon_proto::ErrorCode::PaymentRequired);
             assert!(e.message.contains("payer signature"), "{}", e.message);
         }

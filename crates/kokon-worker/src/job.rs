@@ -1,10 +1,9 @@
 //! Running one job and streaming its frames back to the proxy.
 
 use bytes::Bytes;
-use http::{Request, Response};
-use hyper::body::Incoming;
+use http::Response;
 use kokon_engine::EngineError;
-use kokon_link::{Body, error_body, frames_body, read_job};
+use kokon_link::{Body, error_body, frames_body};
 use kokon_proto::job::Chunk;
 use kokon_proto::{ErrorCode, Frame, JobError, JobHeader, JobRequest};
 use tokio::sync::mpsc;
@@ -16,11 +15,7 @@ use crate::{Worker, WorkerStats};
 const FRAME_BUFFER: usize = 16;
 
 /// Accepts a job: validates it, takes a slot, and streams the response.
-pub(crate) async fn accept(worker: Worker, req: Request<Incoming>) -> Response<Body> {
-    let (header, payload) = match read_job(req).await {
-        Ok(x) => x,
-        Err(e) => return one_frame(e),
-    };
+pub(crate) async fn accept(worker: Worker, header: JobHeader, payload: Bytes) -> Response<Body> {
     let job: JobRequest = match serde_json::from_slice(&payload) {
         Ok(j) => j,
         Err(e) => {

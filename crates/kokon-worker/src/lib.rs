@@ -157,6 +157,12 @@ impl Worker {
         self.stats.clone()
     }
 
+    /// The link's limits: streams near this worker's capacity (refusals of
+    /// a job beyond it still need a stream, hence twice).
+    pub(crate) fn link_limits(&self) -> kokon_link::LinkLimits {
+        kokon_link::LinkLimits::CLIENT.with_max_streams(self.cfg.max_jobs.saturating_mul(2).max(8))
+    }
+
     /// Runs until `shutdown` is cancelled.
     pub async fn serve(self, shutdown: CancellationToken) {
         if let Some(pay) = self.pay.clone() {
@@ -183,8 +189,7 @@ impl Worker {
                 "/certificate",
                 get(move || std::future::ready(identity.certificate_pem())),
             );
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+        kokon_link::serve_public(listener, app, kokon_link::PublicLimits::default(), shutdown)
             .await;
     }
 }

@@ -1,14 +1,13 @@
 //! The worker's link to its proxy: dial, serve, re-dial.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_attest::Role;
-use kokon_link::{Body, full_body};
-use kokon_proto::{Announce, PROTOCOL_VERSION, paths};
+use kokon_link::{Body, Call, error_reply, json_reply, read_call};
+use kokon_money::{Signed, WorkerVoucher};
+use kokon_proto::{Announce, ErrorCode, JobError, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Worker, WorkerStats};
@@ -27,36 +26,31 @@ enum Round {
 pub async fn run(worker: Worker, shutdown: CancellationToken) {
     let mut backoff = worker.cfg.backoff_min;
     loop {
-        let attempt = async {
-            match worker.tls.connect(worker.cfg.proxy, &[Role::Proxy]).await {
-                Ok((tls, peer)) => {
-                    tracing::info!(proxy = %worker.cfg.proxy, peer = peer.short_id(), "linked to proxy");
-                    WorkerStats::bump(&worker.stats.links_established);
-                    if serve_link(&worker, tls).await {
-                        WorkerStats::bump(&worker.stats.links_refused_by_proxy);
-                        tracing::error!(proxy = %worker.cfg.proxy,
-                            "the proxy refused this worker's certificate: its registry does not allow this worker's \
-                             image (or evidence kind, TCB status or models); the proxy's log names the check. \
-                             Compare `kokon attest show` of a certificate with the registry's lists");
-                        return Round::Refused;
-                    }
-                    tracing::warn!(proxy = %worker.cfg.proxy, "link to proxy closed");
-                    Round::Linked
-                }
-                Err(e) => {
-                    tracing::warn!(proxy = %worker.cfg.proxy, error = %e, "cannot link to proxy");
-                    if e.is_transient() {
-                        Round::Transient
-                    } else {
-                        Round::Refused
-                    }
+        let dial = tokio::select! {
+            r = worker.tls.connect(worker.cfg.proxy, &[Role::Proxy]) => r,
+            _ = shutdown.cancelled() => return,
+        };
+        // A live link is not dropped at shutdown: it drains (see serve_link).
+        let round = match dial {
+            Ok((tls, peer)) => {
+                tracing::info!(proxy = %worker.cfg.proxy, peer = peer.short_id(), "linked to proxy");
+                WorkerStats::bump(&worker.stats.links_established);
+                let since = std::time::Instant::now();
+                let ended = serve_link(&worker, tls, &shutdown).await;
+                linked_round(&worker, ended, since.elapsed())
+            }
+            Err(e) => {
+                tracing::warn!(proxy = %worker.cfg.proxy, error = %e, "cannot link to proxy");
+                if e.is_transient() {
+                    Round::Transient
+                } else {
+                    Round::Refused
                 }
             }
         };
-        let round = tokio::select! {
-            round = attempt => round,
-            _ = shutdown.cancelled() => return,
-        };
+        if shutdown.is_cancelled() {
+            return;
+        }
         backoff = match round {
             Round::Linked => worker.cfg.backoff_min,
             Round::Transient => (backoff * 2).min(worker.cfg.backoff_max),
@@ -70,40 +64,99 @@ pub async fn run(worker: Worker, shutdown: CancellationToken) {
     }
 }
 
+/// A link shorter than this that served nothing counts as a failure (the
+/// proxy closed it at once), so the worker backs off instead of re-dialing
+/// at full speed.
+const SHORT_LINK: Duration = Duration::from_secs(5);
+
+fn linked_round(worker: &Worker, ended: LinkEnd, lasted: Duration) -> Round {
+    match ended {
+        LinkEnd::CertificateRefused => {
+            WorkerStats::bump(&worker.stats.links_refused_by_proxy);
+            tracing::error!(proxy = %worker.cfg.proxy,
+                "the proxy refused this worker's certificate: its registry does not allow this worker's \
+                 image (or evidence kind, TCB status or models); the proxy's log names the check. \
+                 Compare `kokon attest show` of a certificate with the registry's lists");
+            Round::Refused
+        }
+        LinkEnd::Told(why) => {
+            WorkerStats::bump(&worker.stats.links_refused_by_proxy);
+            tracing::error!(proxy = %worker.cfg.proxy, reason = %why, "the proxy refused this worker");
+            Round::Refused
+        }
+        LinkEnd::Closed if lasted < SHORT_LINK => {
+            tracing::warn!(proxy = %worker.cfg.proxy, "the proxy closed the link at once; backing off");
+            Round::Transient
+        }
+        LinkEnd::Closed => {
+            tracing::warn!(proxy = %worker.cfg.proxy, "link to proxy closed");
+            Round::Linked
+        }
+    }
+}
+
+/// How a served link ended.
+enum LinkEnd {
+    Closed,
+    CertificateRefused,
+    /// The proxy said why it will not route to this worker.
+    Told(String),
+}
+
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::random_range(0.5..1.0))
 }
 
-/// Serves jobs on the link until it ends; true when it ended because the
-/// proxy refused our certificate.
-async fn serve_link(worker: &Worker, tls: kokon_tls::ClientStream<tokio::net::TcpStream>) -> bool {
+/// Serves jobs on the link until it ends. At `shutdown` the link drains:
+/// the proxy is told to send no new jobs, the running ones finish.
+async fn serve_link(
+    worker: &Worker,
+    tls: kokon_tls::ClientStream<tokio::net::TcpStream>,
+    shutdown: &CancellationToken,
+) -> LinkEnd {
     let w = worker.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let w = w.clone();
-        async move { Ok::<_, Infallible>(route(w, req).await) }
-    });
-    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(5)))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .max_concurrent_streams(worker.cfg.max_jobs.saturating_mul(2).max(8))
-        .serve_connection(TokioIo::new(tls), service);
-    match conn.await {
-        Err(e) if kokon_tls::refused_our_certificate(&e) => true,
+    let limits = worker.link_limits();
+    let told = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let t = told.clone();
+    let handle = move |req| route(w.clone(), t.clone(), req);
+    let ended = kokon_link::serve_link(tls, limits, shutdown, handle).await;
+    if let Some(why) = told.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return LinkEnd::Told(why);
+    }
+    match ended {
+        Err(e) if kokon_tls::refused_our_certificate(&e) => LinkEnd::CertificateRefused,
         Err(e) => {
             tracing::debug!(error = %e, "link ended with an error");
-            false
+            LinkEnd::Closed
         }
-        Ok(()) => false,
+        Ok(()) => LinkEnd::Closed,
     }
 }
 
-async fn route(worker: Worker, req: Request<Incoming>) -> Response<Body> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, paths::ANNOUNCE) => announce(&worker),
-        (&Method::POST, paths::JOB) => crate::job::accept(worker, req).await,
-        (&Method::POST, paths::VAULT_VOUCHER) => vault_voucher(&worker, req).await,
-        _ => plain(StatusCode::NOT_FOUND, "no such path"),
+async fn route(
+    worker: Worker,
+    told: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let call = match read_call(req, &worker.link_limits()).await {
+        Ok(c) => c,
+        Err(e) => return e.reply(),
+    };
+    match call {
+        Call::Announce => announce(&worker),
+        Call::Job(header, payload) => crate::job::accept(worker, header, payload).await,
+        Call::VaultVoucher(v) => vault_voucher(&worker, v).await,
+        Call::Refused(e) => {
+            *told.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.message);
+            json_reply(&"ok")
+        }
+        other @ (Call::Models | Call::Voucher(_) | Call::Close(_)) => error_reply(
+            StatusCode::NOT_FOUND,
+            JobError::new(
+                ErrorCode::BadRequest,
+                format!("a worker does not serve `{}`", other.name()),
+            ),
+        ),
     }
 }
 
@@ -123,34 +176,24 @@ fn announce(worker: &Worker) -> Response<Body> {
         price_milli: worker.cfg.price_milli,
         payout: worker.pay.as_ref().map(|p| p.payout),
     };
-    Response::new(full_body(serde_json::to_vec(&a).unwrap_or_default()))
+    json_reply(&a)
 }
 
-async fn vault_voucher(worker: &Worker, req: Request<Incoming>) -> Response<Body> {
-    use http_body_util::BodyExt;
+async fn vault_voucher(worker: &Worker, v: Signed<WorkerVoucher>) -> Response<Body> {
     let Some(pay) = &worker.pay else {
-        return plain(StatusCode::NOT_FOUND, "this worker takes no payments");
+        return error_reply(
+            StatusCode::NOT_FOUND,
+            JobError::new(ErrorCode::BadRequest, "this worker takes no payments"),
+        );
     };
-    let body = match http_body_util::Limited::new(req.into_body(), 16 * 1024)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "voucher too large"),
-    };
-    match crate::pay::accept_voucher(pay, body).await {
-        Ok(_) => plain(StatusCode::OK, "ok"),
+    match crate::pay::accept_voucher(pay, v).await {
+        Ok(_) => json_reply(&"ok"),
         Err(e) => {
             tracing::warn!(error = %e, "vault voucher refused");
-            let mut r = Response::new(full_body(e.into_bytes()));
-            *r.status_mut() = StatusCode::BAD_REQUEST;
-            r
+            error_reply(
+                StatusCode::BAD_REQUEST,
+                JobError::new(ErrorCode::BadRequest, e),
+            )
         }
     }
-}
-
-pub(crate) fn plain(status: StatusCode, msg: &'static str) -> Response<Body> {
-    let mut r = Response::new(full_body(msg));
-    *r.status_mut() = status;
-    r
 }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use kokon_money::{
     Hash32, Nanotons, PriceTable, Receipt, Signable, Signature, Signed, TokenUsage, WorkerVoucher,
 };
@@ -112,9 +111,10 @@ pub(crate) async fn attach_receipt(
 
 /// Handles a vault voucher from the proxy: checks it against the vault
 /// owner the *ledger* names, and keeps it.
-pub(crate) async fn accept_voucher(pay: &WorkerPay, body: Bytes) -> Result<Nanotons, String> {
-    let v: Signed<WorkerVoucher> =
-        serde_json::from_slice(&body).map_err(|e| format!("not a vault voucher: {e}"))?;
+pub(crate) async fn accept_voucher(
+    pay: &WorkerPay,
+    v: Signed<WorkerVoucher>,
+) -> Result<Nanotons, String> {
     let vault = pay
         .ledger
         .vault(v.body.vault)
@@ -137,14 +137,19 @@ pub(crate) async fn claim_loop(pay: Arc<WorkerPay>, shutdown: CancellationToken)
             _ = tokio::time::sleep(pay.claim_every) => {}
             _ = shutdown.cancelled() => return,
         }
-        let mut books = pay.books().await;
-        match books
-            .claim_due(pay.ledger.as_ref(), pay.claim_threshold)
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(claimed = %n, "claimed earnings from the vault"),
-            Err(e) => tracing::warn!(error = %e, "claiming earnings failed; will retry"),
+        // The books are not held while the ledger works (seconds on a
+        // chain): receipts keep being signed meanwhile.
+        let claims = pay.books().await.claims_due(pay.claim_threshold);
+        for claim in claims {
+            let recorded = match claim.run(pay.ledger.as_ref()).await {
+                Ok(done) => pay.books().await.record_claim(done).map(|()| done.delta),
+                Err(e) => Err(e),
+            };
+            match recorded {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(claimed = %n, "claimed earnings from the vault"),
+                Err(e) => tracing::warn!(error = %e, "claiming earnings failed; will retry"),
+            }
         }
     }
 }

@@ -50,6 +50,10 @@ pub struct Common {
     /// [default: $KOKON_HOME/collateral; fill it with `kokon attest collateral fetch`].
     #[arg(long, env = "KOKON_COLLATERAL")]
     pub collateral: Option<PathBuf>,
+    /// At SIGTERM or Ctrl-C, seconds the jobs in flight get to finish
+    /// before the daemon exits; no new work is taken meanwhile [default: 30].
+    #[arg(long, env = "KOKON_DRAIN_SECS")]
+    pub drain_secs: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -81,6 +85,10 @@ impl Common {
     fn wallet_or(&self, default: &str) -> String {
         self.wallet.clone().unwrap_or_else(|| default.to_string())
     }
+
+    fn drain_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.drain_secs.unwrap_or(30))
+    }
 }
 
 #[derive(Args, Default, Deserialize)]
@@ -101,6 +109,12 @@ pub struct ProxyArgs {
     /// Seconds a worker may stay silent during a job before it counts as failed [default: 120].
     #[arg(long, env = "KOKON_PROXY_JOB_IDLE_SECS")]
     pub job_idle_secs: Option<u64>,
+    /// Links (workers and clients) held at once from one IP address [default: 64].
+    #[arg(long, env = "KOKON_PROXY_MAX_LINKS_PER_ADDRESS")]
+    pub max_links_per_address: Option<usize>,
+    /// Links held at once by one client key [default: 8].
+    #[arg(long, env = "KOKON_PROXY_MAX_LINKS_PER_CLIENT")]
+    pub max_links_per_client: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -186,6 +200,34 @@ pub struct ClientArgs {
     /// --devnet [default: the devnet's dev-proxy key].
     #[arg(long, env = "KOKON_CLIENT_PROXY_KEY")]
     pub proxy_key: Option<String>,
+    /// Host names the API answers for besides localhost, 127.0.0.1, ::1 and
+    /// the listen address (comma-separated or repeated). Any other `Host`
+    /// is refused, which stops DNS-rebinding pages [default: none].
+    #[arg(
+        long = "allow-host",
+        env = "KOKON_CLIENT_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allow_hosts: Option<Vec<String>>,
+    /// Web origins (scheme://host[:port]) allowed to call the API from a
+    /// browser (CORS). A request from any other page is refused: it could
+    /// spend your channel [default: none].
+    #[arg(
+        long = "cors-origin",
+        env = "KOKON_CLIENT_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Option<Vec<String>>,
+    /// Jobs run at once; more get 503 with Retry-After [default: 256].
+    #[arg(long, env = "KOKON_CLIENT_MAX_JOBS")]
+    pub max_jobs: Option<usize>,
+    /// Connections the API holds at once; more are closed [default: 1024].
+    #[arg(long, env = "KOKON_CLIENT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a connection has to send a request's headers (also closes
+    /// idle keep-alive connections) [default: 10].
+    #[arg(long, env = "KOKON_CLIENT_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -250,28 +292,59 @@ fn node_params(common: &Common, role: Role, config: [u8; 32]) -> anyhow::Result<
 
 async fn run_until_signal(shutdown: CancellationToken) {
     crate::shutdown_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: draining");
     shutdown.cancel();
+}
+
+/// Waits for `drained` after a shutdown, at most the grace (and a second).
+async fn wait_drained(drained: impl std::future::Future<Output = ()>, grace: std::time::Duration) {
+    if tokio::time::timeout(grace + std::time::Duration::from_secs(1), drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain did not finish within the grace; exiting");
+    }
+}
+
+/// Binds `addr` for `flag`, with an error naming both when it is taken.
+async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr}: is another Kokon daemon using it? choose another with {flag}"
+        )
+    })
 }
 
 pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
     let mut file: ProxyArgs = load_file(a.common.config.as_deref())?;
-    merge!(a, file, listen, admin, max_attempts, job_idle_secs);
     merge!(
-        a.common,
-        file.common,
-        registry,
-        devnet,
-        wallet,
-        evidence,
-        collateral
+        a,
+        file,
+        listen,
+        admin,
+        max_attempts,
+        job_idle_secs,
+        max_links_per_address,
+        max_links_per_client
     );
+    merge_common(&mut a.common, &mut file.common);
     let shutdown = CancellationToken::new();
     let mut cfg =
         kokon_proxy::ProxyConfig::new(a.listen.unwrap_or_else(|| default_addr("0.0.0.0:7400")));
     cfg.admin_listen = Some(a.admin.unwrap_or_else(|| default_addr("127.0.0.1:7401")));
     cfg.max_attempts = a.max_attempts.unwrap_or(3).max(1);
     cfg.job_idle_timeout = std::time::Duration::from_secs(a.job_idle_secs.unwrap_or(120).max(1));
+    cfg.max_links_per_address = a.max_links_per_address.unwrap_or(cfg.max_links_per_address);
+    cfg.max_links_per_client = a.max_links_per_client.unwrap_or(cfg.max_links_per_client);
+    cfg.drain_grace = a.common.drain_grace();
+    for (addr, flag) in [
+        (Some(cfg.listen), "--listen"),
+        (cfg.admin_listen, "--admin"),
+    ] {
+        if let Some(addr) = addr {
+            drop(bind(addr, flag).await?);
+        }
+    }
     let node = node_params(&a.common, Role::Proxy, config_sha256(&cfg))?;
     let tls = start_node(node, policy(&a.common)?, &shutdown)?;
     let pay = match a.common.devnet()? {
@@ -299,7 +372,14 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
         h.admin_addr.map(|a| a.to_string()).unwrap_or_default()
     );
     run_until_signal(shutdown).await;
+    wait_drained(h.drained(), a.common.drain_grace()).await;
     Ok(())
+}
+
+fn merge_common(a: &mut Common, file: &mut Common) {
+    merge!(
+        a, file, registry, devnet, wallet, evidence, collateral, drain_secs
+    );
 }
 
 /// Builds the engine a worker runs.
@@ -365,15 +445,7 @@ pub async fn build_engine(e: &EngineArgs) -> anyhow::Result<Arc<dyn Engine>> {
 pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
     let mut file: WorkerArgs = load_file(a.common.config.as_deref())?;
     merge!(a, file, proxy, max_jobs, price_milli, admin);
-    merge!(
-        a.common,
-        file.common,
-        registry,
-        devnet,
-        wallet,
-        evidence,
-        collateral
-    );
+    merge_common(&mut a.common, &mut file.common);
     merge!(
         a.engine,
         file.engine,
@@ -413,33 +485,45 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
             spec.claim_every,
         ));
     }
-    let admin =
-        tokio::net::TcpListener::bind(a.admin.unwrap_or_else(|| default_addr("127.0.0.1:7402")))
-            .await?;
+    let admin = bind(
+        a.admin.unwrap_or_else(|| default_addr("127.0.0.1:7402")),
+        "--admin",
+    )
+    .await?;
     eprintln!("worker metrics: http://{}/metrics", admin.local_addr()?);
     tokio::spawn({
         let (w, s) = (w.clone(), shutdown.clone());
         async move { w.serve_admin(admin, s).await }
     });
+    // At a signal the worker drains: it tells the proxy to send no new
+    // jobs and returns once the running ones have finished.
+    let serve = w.serve(shutdown.clone());
+    let mut serve = std::pin::pin!(serve);
     tokio::select! {
-        _ = w.serve(shutdown.clone()) => {}
+        _ = &mut serve => return Ok(()),
         _ = run_until_signal(shutdown.clone()) => {}
     }
+    wait_drained(serve, a.common.drain_grace()).await;
     Ok(())
 }
 
 pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
     let mut file: ClientArgs = load_file(a.common.config.as_deref())?;
-    merge!(a, file, listen, proxy, api_key, max_price_milli, proxy_key);
     merge!(
-        a.common,
-        file.common,
-        registry,
-        devnet,
-        wallet,
-        evidence,
-        collateral
+        a,
+        file,
+        listen,
+        proxy,
+        api_key,
+        max_price_milli,
+        proxy_key,
+        allow_hosts,
+        cors_origins,
+        max_jobs,
+        max_connections,
+        header_timeout_secs
     );
+    merge_common(&mut a.common, &mut file.common);
     let shutdown = CancellationToken::new();
     let mut cfg = kokon_gateway::GatewayConfig::new(
         a.listen.unwrap_or_else(|| default_addr("127.0.0.1:8080")),
@@ -447,6 +531,15 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
     );
     cfg.api_key = a.api_key;
     cfg.max_price_milli = a.max_price_milli;
+    cfg.allow_hosts = a.allow_hosts.unwrap_or_default();
+    cfg.cors_origins = a.cors_origins.unwrap_or_default();
+    cfg.max_concurrent_jobs = a.max_jobs.unwrap_or(cfg.max_concurrent_jobs);
+    cfg.public.max_connections = a.max_connections.unwrap_or(cfg.public.max_connections);
+    if let Some(s) = a.header_timeout_secs {
+        cfg.public.header_read_timeout = std::time::Duration::from_secs(s.max(1));
+    }
+    cfg.public.drain_grace = a.common.drain_grace();
+    drop(bind(cfg.listen, "--listen").await?);
     let policy = policy(&a.common)?;
     let tls = simulated_node(
         Role::Client,
@@ -483,6 +576,7 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
     let h = kokon_gateway::start_with(cfg, tls, pay, shutdown.clone()).await?;
     eprintln!("OpenAI-compatible API on http://{}/v1", h.addr);
     run_until_signal(shutdown).await;
+    wait_drained(h.drained(), a.common.drain_grace()).await;
     Ok(())
 }
 

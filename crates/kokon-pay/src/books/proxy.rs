@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use kokon_money::channel::{ChannelTerms, ProxyChannel};
 use kokon_money::price::split;
@@ -23,17 +24,92 @@ CREATE TABLE IF NOT EXISTS workers (worker TEXT PRIMARY KEY, owed TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS receipts (request TEXT PRIMARY KEY, channel TEXT NOT NULL, worker TEXT NOT NULL, cost TEXT NOT NULL, fee TEXT NOT NULL, receipt TEXT NOT NULL);
 ";
 
-/// A job the proxy billed.
+/// Credit held on a channel for one running job: made only by
+/// [`ProxyBooks::admit`], neither `Copy` nor `Clone`, and consumed by exactly
+/// one of [`ProxyBooks::bill`] or [`ProxyBooks::release`]. So a reservation
+/// cannot be released twice (which would free another job's credit) or
+/// billed after it was released:
+///
+/// ```compile_fail
+/// # fn twice(books: &mut kokon_pay::books::proxy::ProxyBooks, r: kokon_pay::books::proxy::Reservation) {
+/// books.release(r);
+/// books.release(r); // error[E0382]: use of moved value
+/// # }
+/// ```
+///
+/// A reservation dropped without either (a task that panicked) keeps its
+/// credit held: the channel is under-used, never over-exposed.
+#[must_use = "a reservation must be billed or released"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reservation {
+    channel: Address,
+    max_cost: Nanotons,
+}
+
+impl Reservation {
+    pub fn channel(&self) -> Address {
+        self.channel
+    }
+
+    /// The most this job may cost (what admission held).
+    pub fn max_cost(&self) -> Nanotons {
+        self.max_cost
+    }
+}
+
+/// A job the proxy bills (against the [`Reservation`] made at admission).
 #[derive(Clone, Copy, Debug)]
 pub struct Bill<'a> {
-    pub channel: Address,
     pub request_id: &'a str,
     /// The worker's payout key (its vault voucher goes there).
     pub worker: PublicKey,
     pub receipt: &'a Signed<Receipt>,
     pub cost: Nanotons,
-    /// What was reserved at admission.
-    pub max_cost: Nanotons,
+}
+
+/// A claim to make on the ledger, taken from the books so that the ledger
+/// call (seconds on a real chain) runs without holding them.
+pub struct PendingClaim {
+    key: Arc<SecretKey>,
+    voucher: Signed<ChannelVoucher>,
+}
+
+/// What a [`PendingClaim`] achieved, to record with [`ProxyBooks::record_claim`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClaimDone {
+    pub channel: Address,
+    /// Newly credited by this claim (0 when the ledger had it already).
+    pub delta: Nanotons,
+    /// Claimed on the ledger in all, as the ledger reports it.
+    pub on_ledger: Nanotons,
+}
+
+impl PendingClaim {
+    pub fn voucher(&self) -> &Signed<ChannelVoucher> {
+        &self.voucher
+    }
+
+    /// Claims on the ledger. A voucher the ledger already settled (a retry
+    /// after a crash) is not credited again.
+    pub async fn run(self, ledger: &dyn Settlement) -> Result<ClaimDone, PayError> {
+        let v = self.voucher;
+        fail::hit("proxy.claim.before_settle")?;
+        let delta = match ledger.claim_channel(&self.key, v).await {
+            Ok(d) => d,
+            Err(PayError::Money(MoneyError::NotAboveLatest { .. })) => 0,
+            Err(e) => return Err(e),
+        };
+        fail::hit("proxy.claim.after_settle")?;
+        let on_ledger = ledger
+            .channel(v.body.channel)
+            .await?
+            .map_or(0, |c| c.claimed);
+        Ok(ClaimDone {
+            channel: v.body.channel,
+            delta,
+            on_ledger,
+        })
+    }
 }
 
 /// Totals of the proxy's books.
@@ -50,7 +126,7 @@ pub struct ProxyTotals {
 /// The proxy's money state, durable.
 pub struct ProxyBooks {
     conn: Connection,
-    key: SecretKey,
+    key: Arc<SecretKey>,
     vault: Address,
     commission_bps: u16,
     max_credit: Nanotons,
@@ -106,7 +182,7 @@ impl ProxyBooks {
         }
         Ok(Self {
             conn,
-            key,
+            key: Arc::new(key),
             vault,
             commission_bps,
             max_credit,
@@ -121,6 +197,11 @@ impl ProxyBooks {
 
     pub fn owner(&self) -> &SecretKey {
         &self.key
+    }
+
+    /// The owner key, to sign ledger operations without holding the books.
+    pub fn signer(&self) -> Arc<SecretKey> {
+        self.key.clone()
     }
 
     pub fn knows(&self, channel: &Address) -> bool {
@@ -155,29 +236,67 @@ impl ProxyBooks {
     }
 
     /// Reserves `max_cost` on `channel` for a job, or refuses it.
-    pub fn admit(&mut self, channel: &Address, max_cost: Nanotons) -> Result<(), PayError> {
+    pub fn admit(
+        &mut self,
+        channel: &Address,
+        max_cost: Nanotons,
+    ) -> Result<Reservation, PayError> {
         let (c, _) = self
             .channels
             .get_mut(channel)
             .ok_or(PayError::NoChannel(*channel))?;
-        Ok(c.admit(max_cost, self.max_credit)?)
+        c.admit(max_cost, self.max_credit)?;
+        Ok(Reservation {
+            channel: *channel,
+            max_cost,
+        })
     }
 
     /// Drops a reservation (the job failed or was cancelled before a receipt).
-    pub fn release(&mut self, channel: &Address, max_cost: Nanotons) {
-        if let Some((c, _)) = self.channels.get_mut(channel) {
-            c.release(max_cost);
+    pub fn release(&mut self, r: Reservation) {
+        if let Some((c, _)) = self.channels.get_mut(&r.channel) {
+            c.release(r.max_cost);
         }
     }
 
-    /// Bills a verified receipt and signs the worker's next voucher, both on
-    /// disk before returning. The caller then forwards the receipt to the
-    /// client and the voucher to the worker.
-    pub fn bill(&mut self, b: Bill<'_>) -> Result<Signed<WorkerVoucher>, PayError> {
+    /// Bills a verified receipt against its reservation and signs the
+    /// worker's next voucher, both on disk before returning. The caller then
+    /// forwards the receipt to the client and the voucher to the worker.
+    /// When billing fails the reservation is released: either way it is
+    /// consumed exactly once.
+    pub fn bill(&mut self, r: Reservation, b: Bill<'_>) -> Result<Signed<WorkerVoucher>, PayError> {
+        if b.cost > r.max_cost {
+            let refused = MoneyError::AboveReservation {
+                cost: b.cost,
+                reserved: r.max_cost,
+            };
+            self.release(r);
+            return Err(refused.into());
+        }
+        match self.persist_bill(&r, b) {
+            Ok(voucher) => {
+                if let Some((c, _)) = self.channels.get_mut(&r.channel) {
+                    c.bill(r.max_cost, b.cost);
+                }
+                self.workers.insert(b.worker, voucher);
+                Ok(voucher)
+            }
+            Err(e) => {
+                self.release(r);
+                Err(e)
+            }
+        }
+    }
+
+    fn persist_bill(
+        &mut self,
+        r: &Reservation,
+        b: Bill<'_>,
+    ) -> Result<Signed<WorkerVoucher>, PayError> {
         let (c, _) = self
             .channels
-            .get(&b.channel)
-            .ok_or(PayError::NoChannel(b.channel))?;
+            .get(&r.channel)
+            .ok_or(PayError::NoChannel(r.channel))?;
         let billed = c.billed + b.cost;
         let (fee, _) = split(b.cost, self.commission_bps);
         let owed = self.workers.get(&b.worker).map_or(0, |v| v.body.amount);
@@ -186,17 +305,14 @@ impl ProxyBooks {
         let tx = self.conn.transaction()?;
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO receipts (request, channel, worker, cost, fee, receipt) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![b.request_id, b.channel.to_string(), b.worker.to_hex(), b.cost.to_string(), fee.to_string(), to_json(b.receipt)],
+            params![b.request_id, r.channel.to_string(), b.worker.to_hex(), b.cost.to_string(), fee.to_string(), to_json(b.receipt)],
         )?;
         if inserted == 0 {
-            return Err(PayError::Storage(format!(
-                "request {} was already billed",
-                b.request_id
-            )));
+            return Err(PayError::AlreadyBilled(b.request_id.to_string()));
         }
         tx.execute(
             "UPDATE channels SET billed = ?2 WHERE id = ?1",
-            params![b.channel.to_string(), billed.to_string()],
+            params![r.channel.to_string(), billed.to_string()],
         )?;
         tx.execute(
             "INSERT INTO workers (worker, owed, voucher) VALUES (?1, ?2, ?3) ON CONFLICT(worker) DO UPDATE SET owed = ?2, voucher = ?3",
@@ -204,10 +320,6 @@ impl ProxyBooks {
         )?;
         tx.commit()?;
         fail::hit("proxy.bill.after_persist")?;
-        if let Some((c, _)) = self.channels.get_mut(&b.channel) {
-            c.bill(b.max_cost, b.cost);
-        }
-        self.workers.insert(b.worker, voucher);
         Ok(voucher)
     }
 
@@ -247,32 +359,36 @@ impl ProxyBooks {
             .collect()
     }
 
-    /// Claims `v` on the ledger and records it. A voucher the ledger already
-    /// settled (a retry after a crash) is recorded, not credited again.
+    /// A claim of `v` to run on the ledger without holding the books.
+    pub fn pending_claim(&self, v: Signed<ChannelVoucher>) -> PendingClaim {
+        PendingClaim {
+            key: self.key.clone(),
+            voucher: v,
+        }
+    }
+
+    /// Records what a claim achieved (the ledger's total for the channel).
+    pub fn record_claim(&mut self, done: ClaimDone) -> Result<(), PayError> {
+        self.conn.execute(
+            "UPDATE channels SET claimed = ?2 WHERE id = ?1",
+            params![done.channel.to_string(), done.on_ledger.to_string()],
+        )?;
+        if let Some((_, claimed)) = self.channels.get_mut(&done.channel) {
+            *claimed = done.on_ledger;
+        }
+        Ok(())
+    }
+
+    /// Claims `v` on the ledger and records it, holding the books throughout
+    /// (for tools and tests; daemons use [`Self::pending_claim`]).
     pub async fn claim(
         &mut self,
         ledger: &dyn Settlement,
         v: Signed<ChannelVoucher>,
     ) -> Result<Nanotons, PayError> {
-        fail::hit("proxy.claim.before_settle")?;
-        let delta = match ledger.claim_channel(&self.key, v).await {
-            Ok(d) => d,
-            Err(PayError::Money(MoneyError::NotAboveLatest { .. })) => 0,
-            Err(e) => return Err(e),
-        };
-        fail::hit("proxy.claim.after_settle")?;
-        let on_ledger = ledger
-            .channel(v.body.channel)
-            .await?
-            .map_or(0, |c| c.claimed);
-        self.conn.execute(
-            "UPDATE channels SET claimed = ?2 WHERE id = ?1",
-            params![v.body.channel.to_string(), on_ledger.to_string()],
-        )?;
-        if let Some((_, claimed)) = self.channels.get_mut(&v.body.channel) {
-            *claimed = on_ledger;
-        }
-        Ok(delta)
+        let done = self.pending_claim(v).run(ledger).await?;
+        self.record_claim(done)?;
+        Ok(done.delta)
     }
 
     /// Totals over the books (from disk).

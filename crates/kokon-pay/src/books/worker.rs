@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS vaults (vault TEXT PRIMARY KEY, owner TEXT NOT NULL, 
 /// The worker's money state, durable.
 pub struct WorkerBooks {
     conn: Connection,
-    key: SecretKey,
+    key: std::sync::Arc<SecretKey>,
     vaults: HashMap<Address, Earnings>,
 }
 
@@ -54,7 +54,11 @@ impl WorkerBooks {
                 vaults.insert(vault, e);
             }
         }
-        Ok(Self { conn, key, vaults })
+        Ok(Self {
+            conn,
+            key: std::sync::Arc::new(key),
+            vaults,
+        })
     }
 
     pub fn payout(&self) -> PublicKey {
@@ -122,30 +126,46 @@ impl WorkerBooks {
         v
     }
 
-    /// Claims every vault whose claimable amount is at least `threshold`.
-    /// Returns the total credited now. Safe to retry after any crash.
+    /// Claims every vault whose claimable amount is at least `threshold`,
+    /// holding the books throughout (tools and tests; the daemon uses
+    /// [`Self::claims_due`]). Returns the total credited now. Safe to retry
+    /// after any crash.
     pub async fn claim_due(
         &mut self,
         ledger: &dyn Settlement,
         threshold: Nanotons,
     ) -> Result<Nanotons, PayError> {
-        let due: Vec<_> = self
-            .vaults
-            .values()
-            .filter_map(|e| e.due(threshold))
-            .collect();
         let mut total = 0;
-        for v in due {
-            fail::hit("worker.claim.before_settle")?;
-            total += match ledger.vault_claim(&self.key, v).await {
-                Ok(d) => d,
-                Err(PayError::Money(MoneyError::NotAboveLatest { .. })) => 0,
-                Err(e) => return Err(e),
-            };
-            fail::hit("worker.claim.after_settle")?;
-            self.sync_claimed(ledger, v.body.vault).await?;
+        for claim in self.claims_due(threshold) {
+            let done = claim.run(ledger).await?;
+            self.record_claim(done)?;
+            total += done.delta;
         }
         Ok(total)
+    }
+
+    /// Claims to run on the ledger without holding the books.
+    pub fn claims_due(&self, threshold: Nanotons) -> Vec<WorkerClaim> {
+        self.vaults
+            .values()
+            .filter_map(|e| e.due(threshold))
+            .map(|voucher| WorkerClaim {
+                key: self.key.clone(),
+                voucher,
+            })
+            .collect()
+    }
+
+    /// Records what a [`WorkerClaim`] achieved.
+    pub fn record_claim(&mut self, done: WorkerClaimDone) -> Result<(), PayError> {
+        self.conn.execute(
+            "UPDATE vaults SET claimed = ?2 WHERE vault = ?1",
+            params![done.vault.to_string(), done.claimed.to_string()],
+        )?;
+        if let Some(e) = self.vaults.get_mut(&done.vault) {
+            e.claimed = done.claimed;
+        }
+        Ok(())
     }
 
     /// Reads what the ledger has paid this worker from `vault` and records it.
@@ -163,5 +183,43 @@ impl WorkerBooks {
             e.claimed = claimed;
         }
         Ok(())
+    }
+}
+
+/// A claim of earnings from one vault, taken out of the books.
+pub struct WorkerClaim {
+    key: std::sync::Arc<SecretKey>,
+    voucher: Signed<WorkerVoucher>,
+}
+
+/// What a [`WorkerClaim`] achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerClaimDone {
+    pub vault: Address,
+    /// Credited by this claim (0 when the ledger had it already).
+    pub delta: Nanotons,
+    /// Paid to this worker from the vault in all, per the ledger.
+    pub claimed: Nanotons,
+}
+
+impl WorkerClaim {
+    /// Claims on the ledger; a voucher already settled is not credited again.
+    pub async fn run(self, ledger: &dyn Settlement) -> Result<WorkerClaimDone, PayError> {
+        let v = self.voucher;
+        fail::hit("worker.claim.before_settle")?;
+        let delta = match ledger.vault_claim(&self.key, v).await {
+            Ok(d) => d,
+            Err(PayError::Money(MoneyError::NotAboveLatest { .. })) => 0,
+            Err(e) => return Err(e),
+        };
+        fail::hit("worker.claim.after_settle")?;
+        let claimed = ledger
+            .worker_claimed(v.body.vault, self.key.public())
+            .await?;
+        Ok(WorkerClaimDone {
+            vault: v.body.vault,
+            delta,
+            claimed,
+        })
     }
 }

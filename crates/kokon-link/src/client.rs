@@ -1,0 +1,163 @@
+//! The calling side of a link: the HTTP/2 client setup, and one typed call
+//! per link path, so no daemon encodes a path, a header or a body by hand.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use kokon_money::{ChannelVoucher, Signed, WorkerVoucher};
+use kokon_proto::announce::MAX_ANNOUNCE;
+use kokon_proto::{
+    Announce, CloseReply, CloseRequest, ErrorCode, JobError, JobHeader, ModelsReply,
+    PROTOCOL_VERSION, paths,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::frames::FrameStream;
+use crate::limits::{LinkLimits, MAX_CALL_BODY, MAX_MODELS_REPLY};
+
+/// The calling end of a link (cheap to clone: calls multiplex over it).
+#[derive(Clone, Debug)]
+pub struct LinkClient {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+/// Opens HTTP/2 as the client on `io`. The returned future drives the
+/// connection and must be polled (spawned, or raced against the calls)
+/// until the link is no longer used; dropping it closes the link.
+pub async fn dial<IO>(
+    io: IO,
+    limits: LinkLimits,
+) -> Result<(LinkClient, impl Future<Output = Result<(), hyper::Error>>), hyper::Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.keep_alive_interval))
+        .keep_alive_timeout(limits.keep_alive_timeout)
+        .keep_alive_while_idle(limits.keep_alive_while_idle)
+        .handshake(TokioIo::new(io))
+        .await?;
+    Ok((LinkClient { sender }, conn))
+}
+
+fn link_failed(e: impl std::fmt::Display) -> JobError {
+    JobError::new(ErrorCode::Unavailable, format!("link failed: {e}"))
+}
+
+impl LinkClient {
+    /// False once the link has closed.
+    pub fn is_open(&self) -> bool {
+        !self.sender.is_closed()
+    }
+
+    /// Sends a job; the response is the worker's (or proxy's) frame stream.
+    /// Dropping the stream resets it, which cancels the job at the peer.
+    pub async fn job(&self, header: &JobHeader, payload: Bytes) -> Result<FrameStream, JobError> {
+        let mut req = Request::post(paths::JOB)
+            .body(Full::new(payload))
+            .expect("static request parts");
+        header.write(req.headers_mut());
+        let resp = self
+            .sender
+            .clone()
+            .send_request(req)
+            .await
+            .map_err(link_failed)?;
+        Ok(FrameStream::new(resp.into_body()))
+    }
+
+    /// What a worker offers (checked against our protocol version).
+    pub async fn announce(&self) -> Result<Announce, JobError> {
+        let body = self.get(paths::ANNOUNCE, MAX_ANNOUNCE).await?;
+        let a = Announce::parse(&body)
+            .map_err(|e| JobError::new(ErrorCode::BadRequest, format!("bad announce: {e}")))?;
+        if a.protocol_version != PROTOCOL_VERSION {
+            return Err(JobError::new(
+                ErrorCode::Incompatible,
+                format!(
+                    "the peer speaks protocol {}, this node {PROTOCOL_VERSION}",
+                    a.protocol_version
+                ),
+            ));
+        }
+        Ok(a)
+    }
+
+    /// Models served behind a proxy right now.
+    pub async fn models(&self) -> Result<ModelsReply, JobError> {
+        let body = self.get(paths::MODELS, MAX_MODELS_REPLY).await?;
+        serde_json::from_slice(&body).map_err(|e| link_failed(format!("bad models reply: {e}")))
+    }
+
+    /// A client's channel voucher, to its proxy.
+    pub async fn voucher(&self, v: &Signed<ChannelVoucher>) -> Result<(), JobError> {
+        self.post(paths::VOUCHER, v).await.map(|_| ())
+    }
+
+    /// A worker's vault voucher, from its proxy.
+    pub async fn vault_voucher(&self, v: &Signed<WorkerVoucher>) -> Result<(), JobError> {
+        self.post(paths::VAULT_VOUCHER, v).await.map(|_| ())
+    }
+
+    /// Tells a worker why it will not be routed to (before closing its link).
+    pub async fn refused(&self, why: &JobError) -> Result<(), JobError> {
+        self.post(paths::REFUSED, why).await.map(|_| ())
+    }
+
+    /// Asks the proxy to close the channel cooperatively.
+    pub async fn close(&self, req: &CloseRequest) -> Result<CloseReply, JobError> {
+        let body = self.post(paths::CLOSE, req).await?;
+        serde_json::from_slice(&body).map_err(|e| link_failed(format!("bad close reply: {e}")))
+    }
+
+    async fn get(&self, path: &'static str, limit: usize) -> Result<Bytes, JobError> {
+        let req = Request::get(path)
+            .body(Full::new(Bytes::new()))
+            .expect("static request parts");
+        self.exchange(req, limit).await
+    }
+
+    async fn post(
+        &self,
+        path: &'static str,
+        body: &impl serde::Serialize,
+    ) -> Result<Bytes, JobError> {
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        let req = Request::post(path)
+            .body(Full::new(Bytes::from(body)))
+            .expect("static request parts");
+        self.exchange(req, MAX_CALL_BODY).await
+    }
+
+    /// Sends a small request and reads the whole answer (at most `limit`
+    /// bytes); a non-2xx answer becomes the peer's [`JobError`].
+    async fn exchange(&self, req: Request<Full<Bytes>>, limit: usize) -> Result<Bytes, JobError> {
+        let resp = self
+            .sender
+            .clone()
+            .send_request(req)
+            .await
+            .map_err(link_failed)?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), limit)
+            .collect()
+            .await
+            .map_err(link_failed)?
+            .to_bytes();
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(refusal(status, &body))
+    }
+}
+
+fn refusal(status: StatusCode, body: &[u8]) -> JobError {
+    serde_json::from_slice::<JobError>(body).unwrap_or_else(|_| {
+        JobError::new(ErrorCode::BadRequest, format!("the peer answered {status}"))
+    })
+}

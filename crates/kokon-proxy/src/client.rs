@@ -1,0 +1,74 @@
+//! Client links: list models, relay jobs, take vouchers and close requests.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use kokon_attest::VerifiedPeer;
+use kokon_link::{Body, Call, error_reply, json_reply, read_call, serve_link};
+use kokon_proto::{ErrorCode, JobError, ModelsReply};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::{State, job, workers};
+
+/// Serves one client link until it closes.
+pub(crate) async fn serve_client(
+    state: Arc<State>,
+    tls: kokon_tls::ServerStream<TcpStream>,
+    peer: VerifiedPeer,
+    drain: &CancellationToken,
+) {
+    tracing::info!(peer = peer.short_id(), "client linked");
+    let limits = state.cfg.client_link;
+    let handle = move |req| route(state.clone(), req);
+    if let Err(e) = serve_link(tls, limits, drain, handle).await {
+        tracing::debug!(error = %e, "client link ended with an error");
+    }
+}
+
+async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let call = match read_call(req, &state.cfg.client_link).await {
+        Ok(c) => c,
+        Err(e) => return e.reply(),
+    };
+    match call {
+        Call::Models => json_reply(&ModelsReply {
+            models: workers::offers(&state),
+        }),
+        Call::Job(header, payload) => job::start(state, header, payload),
+        Call::Voucher(v) => match paid(&state) {
+            Ok(pay) => match crate::pay::accept_voucher(pay, v).await {
+                Ok(_) => json_reply(&"ok"),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "voucher refused");
+                    error_reply(StatusCode::BAD_REQUEST, e)
+                }
+            },
+            Err(r) => r,
+        },
+        Call::Close(req) => match paid(&state) {
+            Ok(pay) => match crate::pay::close(pay, req).await {
+                Ok(reply) => json_reply(&reply),
+                Err(e) => error_reply(StatusCode::BAD_REQUEST, e),
+            },
+            Err(r) => r,
+        },
+        other @ (Call::Announce | Call::VaultVoucher(_) | Call::Refused(_)) => error_reply(
+            StatusCode::NOT_FOUND,
+            JobError::new(
+                ErrorCode::BadRequest,
+                format!("a proxy does not serve `{}` to clients", other.name()),
+            ),
+        ),
+    }
+}
+
+fn paid(state: &State) -> Result<&crate::ProxyPay, Response<Body>> {
+    state.pay.as_deref().ok_or_else(|| {
+        error_reply(
+            StatusCode::NOT_FOUND,
+            JobError::new(ErrorCode::BadRequest, "this proxy takes no payments"),
+        )
+    })
+}

@@ -1,0 +1,381 @@
+//! One client job at the proxy, as a state machine: no I/O, no clock, no
+//! locks. The shell (`job.rs`) feeds it what happened (a worker picked, the
+//! credit reserved, a frame from the worker, the client gone, the bill
+//! written, the time) and carries out the [`Action`]s it asks for.
+//!
+//! The flow: pick a worker → reserve credit (paid networks) → send → relay
+//! frames → bill the receipt at `End`, or release the credit. A worker that
+//! fails before the first `Data` frame is replaced (up to `max_attempts`);
+//! after that the client's stream ends with `worker_failed_mid_stream`.
+//!
+//! The credit reservation `R` is held by the flow from `admitted` until it is
+//! handed back in exactly one [`Action::Bill`] or [`Action::Release`]; `R`
+//! need not be `Clone`, so the flow cannot release it twice. Every picked
+//! worker is handed back in exactly one [`Action::Unroute`].
+
+use std::time::{Duration, Instant};
+
+use kokon_proto::{ErrorCode, Frame, JobEnd, JobError};
+use kokon_route::{RouteError, WorkerId};
+
+/// How a job ended, for metrics (`as_str` is the label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The client went away before the end.
+    Cancelled,
+    /// The client got this error as the final frame.
+    Failed(ErrorCode),
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Failed(code) => code.as_str(),
+        }
+    }
+}
+
+/// What the shell must do next.
+#[derive(Debug)]
+pub enum Action<R> {
+    /// Ask the router for a worker other than `exclude`; answer with
+    /// [`JobFlow::picked`].
+    Pick { exclude: Vec<WorkerId> },
+    /// Reserve the job's credit at `worker`'s price; answer with
+    /// [`JobFlow::admitted`].
+    Admit { worker: WorkerId },
+    /// Send the job to `worker`; then feed its frames or its failure.
+    Send { worker: WorkerId },
+    /// Stop reading from `worker` (dropping its stream resets it, which
+    /// cancels the job there).
+    Abandon { worker: WorkerId },
+    /// Forward this frame to the client.
+    Forward(Frame),
+    /// Bill the receipt in `end` against `reservation`, durably, before the
+    /// `End` goes on; answer with [`JobFlow::billed`].
+    Bill {
+        worker: WorkerId,
+        reservation: R,
+        end: JobEnd,
+    },
+    /// Give the reservation's credit back.
+    Release(R),
+    /// Free `worker`'s router slot.
+    Unroute { worker: WorkerId },
+    /// The job is over; nothing follows.
+    Finish(Outcome),
+}
+
+/// Limits of a job flow.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowConfig {
+    /// Workers tried when they fail before the first byte.
+    pub max_attempts: u32,
+    /// Longest silence from a worker before its first frame or between frames.
+    pub idle_timeout: Duration,
+    /// Whether jobs are paid (admit before sending, bill at the end).
+    pub paid: bool,
+}
+
+enum Phase<R> {
+    /// Waiting for the router's answer.
+    Picking,
+    /// Waiting for the credit reservation at `worker`.
+    Admitting {
+        worker: WorkerId,
+    },
+    /// The job runs at `worker`.
+    Running {
+        worker: WorkerId,
+        reservation: Option<R>,
+        delivered: bool,
+        deadline: Instant,
+    },
+    /// The reservation went out in `Bill`; waiting for the result.
+    Billing {
+        worker: WorkerId,
+        end: JobEnd,
+    },
+    Done,
+}
+
+/// One job's flow at the proxy.
+pub struct JobFlow<R> {
+    cfg: FlowConfig,
+    tried: Vec<WorkerId>,
+    last_error: Option<JobError>,
+    phase: Phase<R>,
+    actions: std::collections::VecDeque<Action<R>>,
+}
+
+impl<R> JobFlow<R> {
+    /// A new flow; its first action is a [`Action::Pick`].
+    pub fn new(cfg: FlowConfig) -> Self {
+        let mut flow = Self {
+            cfg,
+            tried: Vec::new(),
+            last_error: None,
+            phase: Phase::Done,
+            actions: Default::default(),
+        };
+        flow.next_worker();
+        flow
+    }
+
+    /// The next thing to do, in order.
+    pub fn poll_action(&mut self) -> Option<Action<R>> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] must be called, if anything waits on time.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Running { deadline, .. } => Some(*deadline),
+            _ => None,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done) && self.actions.is_empty()
+    }
+
+    /// Workers tried so far (the first one included).
+    pub fn attempts(&self) -> usize {
+        self.tried.len()
+    }
+
+    /// The router's answer to [`Action::Pick`].
+    pub fn picked(&mut self, r: Result<WorkerId, RouteError>, now: Instant) {
+        if !matches!(self.phase, Phase::Picking) {
+            return;
+        }
+        let worker = match r {
+            Ok(w) => w,
+            Err(e) => {
+                let err = self.last_error.take().unwrap_or_else(|| route_error(e));
+                return self.fail(err);
+            }
+        };
+        self.tried.push(worker);
+        if self.cfg.paid {
+            self.phase = Phase::Admitting { worker };
+            self.actions.push_back(Action::Admit { worker });
+        } else {
+            self.start(worker, None, now);
+        }
+    }
+
+    /// The result of [`Action::Admit`]. A refusal is final (payment errors
+    /// do not get better at another worker).
+    pub fn admitted(&mut self, r: Result<R, JobError>, now: Instant) {
+        let Phase::Admitting { worker } = self.phase else {
+            // Not waiting for one: hand a reservation straight back.
+            if let Ok(reservation) = r {
+                self.actions.push_back(Action::Release(reservation));
+            }
+            return;
+        };
+        match r {
+            Ok(reservation) => self.start(worker, Some(reservation), now),
+            Err(e) => {
+                self.actions.push_back(Action::Unroute { worker });
+                self.fail(e);
+            }
+        }
+    }
+
+    /// A frame from the running worker.
+    pub fn frame(&mut self, frame: Frame, now: Instant) {
+        let Phase::Running {
+            worker,
+            delivered,
+            deadline,
+            ..
+        } = &mut self.phase
+        else {
+            return;
+        };
+        let worker = *worker;
+        *deadline = now + self.cfg.idle_timeout;
+        match frame {
+            Frame::Data(_) => {
+                *delivered = true;
+                self.actions.push_back(Action::Forward(frame));
+            }
+            Frame::Error(e) if !*delivered && e.code.retry_elsewhere() => self.retry(e),
+            Frame::Error(e) => {
+                let code = e.code;
+                self.actions.push_back(Action::Forward(Frame::Error(e)));
+                self.end_attempt(worker);
+                self.finish(Outcome::Failed(code));
+            }
+            Frame::End(end) => self.ended(worker, end),
+        }
+    }
+
+    /// The running worker's link or stream broke, or it sent bytes that are
+    /// not frames, or it ended the stream without a final frame.
+    pub fn worker_failed(&mut self, why: String) {
+        let Phase::Running {
+            worker, delivered, ..
+        } = &self.phase
+        else {
+            return;
+        };
+        let (worker, delivered) = (*worker, *delivered);
+        if !delivered {
+            return self.retry(JobError::new(ErrorCode::WorkerUnavailable, why));
+        }
+        let err = JobError::new(ErrorCode::WorkerFailedMidStream, why);
+        self.actions.push_back(Action::Forward(Frame::Error(err)));
+        self.end_attempt(worker);
+        self.finish(Outcome::Failed(ErrorCode::WorkerFailedMidStream));
+    }
+
+    /// Time passed: a worker silent past its deadline has failed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|d| now >= d) {
+            self.worker_failed("the worker went silent".into());
+        }
+    }
+
+    /// The client went away (its stream was reset or its link closed).
+    pub fn client_gone(&mut self) {
+        match self.phase {
+            Phase::Picking => self.finish(Outcome::Cancelled),
+            Phase::Admitting { worker } => {
+                // The reservation, if one still comes, `admitted` releases.
+                self.actions.push_back(Action::Unroute { worker });
+                self.finish(Outcome::Cancelled);
+            }
+            Phase::Running { worker, .. } => {
+                self.end_attempt(worker);
+                self.finish(Outcome::Cancelled);
+            }
+            // Billing runs to its end: the work was done and is paid for.
+            Phase::Billing { .. } | Phase::Done => {}
+        }
+    }
+
+    /// The result of [`Action::Bill`]. Either way the reservation is gone
+    /// (billing consumes it); a refused receipt reaches the client as its
+    /// error instead of the `End`.
+    pub fn billed(&mut self, r: Result<(), JobError>) {
+        let Phase::Billing { worker, .. } = self.phase else {
+            return;
+        };
+        let Phase::Billing { end, .. } = std::mem::replace(&mut self.phase, Phase::Done) else {
+            return;
+        };
+        let outcome = match r {
+            Ok(()) => {
+                self.actions.push_back(Action::Forward(Frame::End(end)));
+                Outcome::Ok
+            }
+            Err(e) => {
+                let code = e.code;
+                self.actions.push_back(Action::Forward(Frame::Error(e)));
+                Outcome::Failed(code)
+            }
+        };
+        self.actions.push_back(Action::Unroute { worker });
+        self.finish(outcome);
+    }
+
+    fn start(&mut self, worker: WorkerId, reservation: Option<R>, now: Instant) {
+        self.phase = Phase::Running {
+            worker,
+            reservation,
+            delivered: false,
+            deadline: now + self.cfg.idle_timeout,
+        };
+        self.actions.push_back(Action::Send { worker });
+    }
+
+    fn ended(&mut self, worker: WorkerId, end: JobEnd) {
+        let Phase::Running { reservation, .. } = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return;
+        };
+        match reservation {
+            Some(reservation) => {
+                self.phase = Phase::Billing {
+                    worker,
+                    end: end.clone(),
+                };
+                self.actions.push_back(Action::Bill {
+                    worker,
+                    reservation,
+                    end,
+                });
+            }
+            None => {
+                self.actions.push_back(Action::Forward(Frame::End(end)));
+                self.actions.push_back(Action::Unroute { worker });
+                self.finish(Outcome::Ok);
+            }
+        }
+    }
+
+    /// Ends the current attempt: stop reading, give back credit and slot.
+    fn end_attempt(&mut self, worker: WorkerId) {
+        if let Phase::Running { reservation, .. } = std::mem::replace(&mut self.phase, Phase::Done)
+            && let Some(r) = reservation
+        {
+            self.actions.push_back(Action::Release(r));
+        }
+        self.actions.push_back(Action::Abandon { worker });
+        self.actions.push_back(Action::Unroute { worker });
+    }
+
+    fn retry(&mut self, e: JobError) {
+        if let Phase::Running { worker, .. } = self.phase {
+            self.end_attempt(worker);
+        }
+        self.last_error = Some(e);
+        self.next_worker();
+    }
+
+    fn next_worker(&mut self) {
+        if self.tried.len() as u32 >= self.cfg.max_attempts {
+            let err = self.last_error.take().unwrap_or_else(unavailable);
+            return self.fail(err);
+        }
+        self.phase = Phase::Picking;
+        self.actions.push_back(Action::Pick {
+            exclude: self.tried.clone(),
+        });
+    }
+
+    fn fail(&mut self, err: JobError) {
+        let code = err.code;
+        self.actions.push_back(Action::Forward(Frame::Error(err)));
+        self.finish(Outcome::Failed(code));
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        self.phase = Phase::Done;
+        self.actions.push_back(Action::Finish(outcome));
+    }
+}
+
+fn unavailable() -> JobError {
+    JobError::new(ErrorCode::WorkerUnavailable, "no worker could take the job")
+}
+
+fn route_error(e: RouteError) -> JobError {
+    let code = match e {
+        RouteError::NoWorkerForModel => ErrorCode::ModelNotFound,
+        RouteError::NoWorkerNow => ErrorCode::WorkerUnavailable,
+        RouteError::AllBusy => ErrorCode::Busy,
+        RouteError::OverPrice => ErrorCode::OverPrice,
+    };
+    JobError::new(code, e.to_string())
+}
+
+#[cfg(test)]
+#[path = "flow_tests.rs"]
+mod tests;

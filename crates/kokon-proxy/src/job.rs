@@ -1,0 +1,237 @@
+//! The shell around [`JobFlow`]: carries out its actions (router, books,
+//! worker link, client stream) and feeds back what happened.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::Response;
+use kokon_link::{Body, FrameStream, frames_body};
+use kokon_proto::{ErrorCode, JobError, JobHeader};
+use kokon_route::{RouteError, WorkerId};
+use tokio::sync::mpsc;
+
+use crate::flow::{Action, FlowConfig, JobFlow, Outcome};
+use crate::pay::Admitted;
+use crate::{State, lock, workers};
+use kokon_attest::Clock as _;
+
+/// Starts relaying a job; the response streams its frames.
+pub(crate) fn start(state: Arc<State>, header: JobHeader, payload: Bytes) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(drive(state, header, payload, tx));
+    Response::new(frames_body(rx))
+}
+
+/// One job's I/O: the worker's frame stream, and the client's.
+struct Job {
+    state: Arc<State>,
+    header: JobHeader,
+    payload: Bytes,
+    tx: mpsc::Sender<Bytes>,
+    worker: Option<FrameStream>,
+}
+
+async fn drive(state: Arc<State>, header: JobHeader, payload: Bytes, tx: mpsc::Sender<Bytes>) {
+    let _active = Active::new(&state);
+    let cfg = FlowConfig {
+        max_attempts: state.cfg.max_attempts,
+        idle_timeout: state.cfg.job_idle_timeout,
+        paid: state.pay.is_some(),
+    };
+    let mut flow = JobFlow::<Admitted>::new(cfg);
+    let mut job = Job {
+        state,
+        header,
+        payload,
+        tx,
+        worker: None,
+    };
+    loop {
+        while let Some(action) = flow.poll_action() {
+            job.act(&mut flow, action).await;
+        }
+        if flow.is_done() {
+            return;
+        }
+        job.wait(&mut flow).await;
+    }
+}
+
+impl Job {
+    async fn act(&mut self, flow: &mut JobFlow<Admitted>, action: Action<Admitted>) {
+        let state = self.state.clone();
+        match action {
+            Action::Pick { exclude } => {
+                if !exclude.is_empty() {
+                    state.metrics.retry();
+                }
+                let picked = self.pick(&exclude);
+                flow.picked(picked, Instant::now());
+            }
+            Action::Admit { worker } => {
+                let admitted = self.admit(worker).await;
+                flow.admitted(admitted, Instant::now());
+            }
+            Action::Send { worker } => match self.send(worker).await {
+                Ok(stream) => self.worker = Some(stream),
+                Err(Gone::Client) => flow.client_gone(),
+                Err(Gone::Worker(why)) => flow.worker_failed(why),
+            },
+            Action::Abandon { .. } => self.worker = None,
+            Action::Forward(frame) => {
+                if self.tx.send(frame.encode()).await.is_err() {
+                    flow.client_gone();
+                }
+            }
+            Action::Bill {
+                worker,
+                reservation,
+                end,
+            } => {
+                let billed = self.bill(worker, reservation, &end).await;
+                flow.billed(billed);
+            }
+            Action::Release(a) => {
+                if let Some(pay) = &state.pay {
+                    crate::pay::release(pay, a).await;
+                }
+            }
+            Action::Unroute { worker } => lock(&state.router).release(worker),
+            Action::Finish(outcome) => self.finished(outcome),
+        }
+    }
+
+    /// Waits for the worker's next frame, its silence deadline, or the
+    /// client leaving.
+    async fn wait(&mut self, flow: &mut JobFlow<Admitted>) {
+        let Some(stream) = self.worker.as_mut() else {
+            return flow.worker_failed("no worker stream".into());
+        };
+        let deadline = flow
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + self.state.cfg.job_idle_timeout);
+        tokio::select! {
+            next = stream.next() => match next {
+                Some(Ok(frame)) => flow.frame(frame, Instant::now()),
+                Some(Err(e)) => flow.worker_failed(e.to_string()),
+                None => flow.worker_failed("the worker's stream ended".into()),
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => flow.handle_timeout(Instant::now()),
+            _ = self.tx.closed() => flow.client_gone(),
+        }
+    }
+
+    fn pick(&self, exclude: &[WorkerId]) -> Result<WorkerId, RouteError> {
+        let s = &self.state;
+        let picked = lock(&s.router).pick(&self.header.model, self.header.max_price_milli, exclude);
+        match picked {
+            // Right after a start, workers are still linking: not "unknown".
+            Err(RouteError::NoWorkerForModel) if s.started.elapsed() < s.cfg.relink_grace => {
+                Err(RouteError::NoWorkerNow)
+            }
+            other => other,
+        }
+    }
+
+    /// Reserves the job's credit at the worker's price.
+    async fn admit(&self, worker: WorkerId) -> Result<Admitted, JobError> {
+        let Some(pay) = &self.state.pay else {
+            return Err(JobError::new(
+                ErrorCode::Unavailable,
+                "this proxy takes no payments",
+            ));
+        };
+        let price = workers::served(&self.state, worker, &self.header.model)
+            .map_or(u32::MAX, |s| s.price_milli);
+        crate::pay::admit(pay, &self.header, price).await
+    }
+
+    async fn send(&self, worker: WorkerId) -> Result<FrameStream, Gone> {
+        let Some(client) = workers::client(&self.state, worker) else {
+            return Err(Gone::Worker("the worker left".into()));
+        };
+        let sent = tokio::time::timeout(
+            self.state.cfg.job_idle_timeout,
+            client.job(&self.header, self.payload.clone()),
+        );
+        tokio::select! {
+            r = sent => match r {
+                Ok(Ok(stream)) => Ok(stream),
+                Ok(Err(e)) => Err(Gone::Worker(e.message)),
+                Err(_) => Err(Gone::Worker("the worker did not answer".into())),
+            },
+            _ = self.tx.closed() => Err(Gone::Client),
+        }
+    }
+
+    /// Bills the receipt (durably) and sends the worker its vault voucher.
+    async fn bill(
+        &self,
+        worker: WorkerId,
+        a: Admitted,
+        end: &kokon_proto::JobEnd,
+    ) -> Result<(), JobError> {
+        let state = &self.state;
+        let Some(pay) = &state.pay else {
+            return Err(JobError::new(
+                ErrorCode::Unavailable,
+                "this proxy takes no payments",
+            ));
+        };
+        let Some(served) = workers::served(state, worker, &self.header.model) else {
+            crate::pay::release(pay, a).await;
+            return Err(JobError::new(
+                ErrorCode::ReceiptRejected,
+                "the worker left before its receipt could be billed",
+            ));
+        };
+        let now = kokon_attest::SystemClock.now_unix();
+        let billed =
+            crate::pay::bill(pay, state.tls.policy(), &self.header, a, &served, end, now).await;
+        match billed {
+            Ok(voucher) => {
+                if let Some(client) = workers::client(state, worker) {
+                    tokio::spawn(crate::pay::send_worker_voucher(client, voucher));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(request_id = %self.header.request_id, worker, error = %e.message, "receipt not billed");
+                Err(e)
+            }
+        }
+    }
+
+    fn finished(&self, outcome: Outcome) {
+        if let Outcome::Failed(code) = outcome
+            && code.retry_elsewhere()
+        {
+            tracing::info!(request_id = %self.header.request_id, code = code.as_str(), "job failed");
+        }
+        self.state.metrics.job(&self.header.model, outcome.as_str());
+    }
+}
+
+/// Who went away while a job was being sent.
+enum Gone {
+    Client,
+    Worker(String),
+}
+
+/// Counts a job in [`State::active_jobs`] while it lives.
+struct Active(Arc<State>);
+
+impl Active {
+    fn new(state: &Arc<State>) -> Self {
+        state.active_jobs.fetch_add(1, Ordering::Relaxed);
+        Self(state.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active_jobs.fetch_sub(1, Ordering::Relaxed);
+    }
+}

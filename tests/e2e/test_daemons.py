@@ -2,7 +2,9 @@
 
 Configured through a registry file, a TOML config file, flags and env vars.
 A worker is killed with SIGKILL under streaming load: its clients get a typed
-error within 2 s, and everything else keeps working.
+error within 2 s, and everything else keeps working. SIGTERM drains instead:
+on a worker or on the proxy, every stream in flight completes. A frozen proxy
+(SIGSTOP) makes requests fail within seconds, not hang.
 """
 
 import json
@@ -33,7 +35,8 @@ def network():
     subprocess.run([str(BINARY), "registry", "init"], env=env, check=True, capture_output=True)
     proxy_port, admin_port, api_port = free_port(), free_port(), free_port()
     (home / "proxy.toml").write_text(f'listen = "127.0.0.1:{proxy_port}"\nadmin = "127.0.0.1:{admin_port}"\n')
-    procs = [start(["proxy", "--config", str(home / "proxy.toml")], env, log)]
+    proxy = start(["proxy", "--config", str(home / "proxy.toml")], env, log)
+    procs = [proxy]
     worker_env = dict(env, KOKON_WORKER_PROXY=f"127.0.0.1:{proxy_port}")
     # Engine settings come from a file: a key the merge ignored would make streams instant.
     (home / "worker.toml").write_text('engine = "echo"\nmodel = "echo"\necho_token_ms = 20\nmax_jobs = 16\n')
@@ -53,8 +56,9 @@ def network():
         time.sleep(0.2)
     else:
         raise TimeoutError(f"daemons did not come up; log:\n{log.read_text(errors='replace')[-3000:]}")
-    yield base, workers, f"http://127.0.0.1:{admin_port}/metrics"
+    yield base, workers, f"http://127.0.0.1:{admin_port}/metrics", proxy
     for p in procs:
+        p.send_signal(signal.SIGCONT)
         p.kill()
         p.wait()
 
@@ -71,7 +75,7 @@ def stream(base, text, results, i):
 
 
 def test_worker_killed_under_load(network):
-    base, workers, metrics = network
+    base, workers, metrics, _ = network
     words = " ".join(f"w{i}" for i in range(100))  # 100 words at 20 ms: ~2 s per stream
     results = {}
     threads = [threading.Thread(target=stream, args=(base, words, results, i)) for i in range(10)]
@@ -98,3 +102,85 @@ def test_worker_killed_under_load(network):
         assert chunks > 1, "the stream had started"
         assert ended - killed < 2.0, f"error arrived {ended - killed:.2f}s after the kill"
     assert "kokon_proxy_workers 1" in httpx.get(metrics).text
+
+
+def start_streams(base, n, words=100):
+    text = " ".join(f"w{i}" for i in range(words))  # 100 words at 20 ms: ~2 s per stream
+    results = {}
+    threads = [threading.Thread(target=stream, args=(base, text, results, i)) for i in range(n)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)
+    return threads, results
+
+
+def assert_all_complete(threads, results, n, words=100):
+    for t in threads:
+        t.join(timeout=30)
+    assert len(results) == n
+    for last, chunks, _ in results.values():
+        assert last == "[DONE]", f"a stream was cut: last event {last!r}"
+        # role chunk, one per word, finish chunk, [DONE]
+        assert chunks == words + 3, chunks
+
+
+def test_sigterm_on_a_worker_lets_its_streams_complete(network):
+    base, workers, metrics, _ = network
+    threads, results = start_streams(base, 10)
+    time.sleep(0.5)
+    workers[0].send_signal(signal.SIGTERM)
+    assert_all_complete(threads, results, 10)
+    assert workers[0].wait(timeout=10) == 0, "the drained worker exits cleanly"
+    after = httpx.post(f"{base}/chat/completions", timeout=10,
+                       json={"model": "echo", "messages": [{"role": "user", "content": "still here"}]})
+    assert after.status_code == 200
+    assert "kokon_proxy_workers 1" in httpx.get(metrics).text
+
+
+def test_sigterm_on_the_proxy_lets_the_streams_complete(network):
+    base, _, _, proxy = network
+    threads, results = start_streams(base, 10)
+    time.sleep(0.5)
+    proxy.send_signal(signal.SIGTERM)
+    assert_all_complete(threads, results, 10)
+    assert proxy.wait(timeout=10) == 0, "the drained proxy exits cleanly"
+    started = time.monotonic()
+    r = httpx.post(f"{base}/chat/completions", timeout=30,
+                   json={"model": "echo", "messages": [{"role": "user", "content": "anyone?"}]})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert time.monotonic() - started < 5
+
+
+def test_a_frozen_proxy_fails_requests_within_seconds(network):
+    base, _, _, proxy = network
+    body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{base}/chat/completions", json=body, timeout=10).status_code == 200
+    proxy.send_signal(signal.SIGSTOP)
+    try:
+        results = {}
+
+        def one(i):
+            t = time.monotonic()
+            try:
+                results[i] = (httpx.post(f"{base}/chat/completions", json=body, timeout=30).status_code,
+                              time.monotonic() - t)
+            except httpx.HTTPError as e:
+                results[i] = (repr(e), time.monotonic() - t)
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=40)
+        for status, took in results.values():
+            assert status == 503, status
+            assert took < 8, f"a request hung {took:.1f} s behind the frozen proxy"
+    finally:
+        proxy.send_signal(signal.SIGCONT)
+    # Thawed, the network serves again.
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if httpx.post(f"{base}/chat/completions", json=body, timeout=10).status_code == 200:
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError("the thawed proxy never served again")

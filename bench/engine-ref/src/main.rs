@@ -34,7 +34,7 @@ fn prompt_tokens(path: &std::path::Path) -> anyhow::Result<Vec<u32>> {
 }
 
 async fn kokon_run(path: &std::path::Path, threads: u32, prompt_len: usize) -> anyhow::Result<Run> {
-    let engine = LlamaEngine::load(path, LlamaConfig { name: "m".into(), context_len: 2048, threads })?;
+    let engine = LlamaEngine::load(path, LlamaConfig { name: "m".into(), context_len: 2048, threads, model_sha256: None })?;
     let job = || JobRequest {
         model: "m".into(),
         input: JobInput::Chat(vec![ChatMessage { role: "user".into(), content: PROMPT.into() }]),

@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use openai::check_request;
 pub use guard::Guard;
 pub use link::{LinkTiming, ProxyLink};
 pub use pay::ClientPay;
@@ -79,7 +80,7 @@ impl GatewayConfig {
             api_key: None,
             max_body: 1024 * 1024,
             max_price_milli: None,
-            max_concurrent_jobs: 256,
+            max_concurrent_jobs: 1024,
             allow_hosts: Vec::new(),
             cors_origins: Vec::new(),
             public: PublicLimits::default(),

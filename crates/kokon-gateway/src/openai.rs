@@ -114,6 +114,17 @@ impl Unsupported {
     }
 }
 
+/// The whole check of an OpenAI request body as the gateway runs it, for
+/// fuzzing and tools: parse, refuse unsupported parameters, build the job.
+pub fn check_request(
+    body: &[u8],
+    kind: JobKind,
+    max_price: Option<u32>,
+) -> Result<(JobHeader, JobRequest), ApiError> {
+    let (header, job, _) = parse_request(body)?.into_job(kind, max_price)?;
+    Ok((header, job))
+}
+
 /// Parses an OpenAI request: field errors name the field, and parameters
 /// Kokon does not implement yet are refused by name.
 pub(crate) fn parse_request(body: &[u8]) -> Result<OpenAiRequest, ApiError> {

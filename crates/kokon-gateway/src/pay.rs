@@ -76,13 +76,16 @@ pub(crate) async fn authorise(
     let max_cost = budget
         .max_cost(&pay.prices, &header.model, coef)
         .map_err(|e| JobError::new(ErrorCode::BadRequest, format!("cannot price this job: {e}")))?;
-    let mut books = pay.books().await;
-    if books.channel().remaining() < max_cost
+    // Short of credit: the deposit may have grown (a top-up). The ledger is
+    // read without holding the books, so other jobs are not held up.
+    let ch = *pay.books().await.channel();
+    if ch.remaining() < max_cost
         && let Some(ledger) = &pay.ledger
-        && let Ok(Some(row)) = ledger.channel(books.channel().id).await
+        && let Ok(Some(row)) = ledger.channel(ch.id).await
     {
-        books.set_deposit(row.deposit);
+        pay.books().await.set_deposit(row.deposit);
     }
+    let books = pay.books().await;
     let ch = *books.channel();
     if ch.remaining() < max_cost {
         return Err(JobError::new(

@@ -68,6 +68,15 @@ impl LinkClient {
             .send_request(req)
             .await
             .map_err(link_failed)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = Limited::new(resp.into_body(), MAX_CALL_BODY)
+                .collect()
+                .await
+                .map_err(link_failed)?
+                .to_bytes();
+            return Err(refusal(status, &body));
+        }
         Ok(FrameStream::new(resp.into_body()))
     }
 

@@ -8,6 +8,7 @@
 //! * [`fail`]: failpoints for crash-injection tests.
 
 pub mod books;
+pub mod delayed;
 pub mod devnet;
 pub mod fail;
 pub mod keys;

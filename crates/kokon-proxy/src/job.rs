@@ -127,8 +127,9 @@ impl Job {
         let s = &self.state;
         let picked = lock(&s.router).pick(&self.header.model, self.header.max_price_milli, exclude);
         match picked {
-            // Right after a start, workers are still linking: not "unknown".
-            Err(RouteError::NoWorkerForModel) if s.started.elapsed() < s.cfg.relink_grace => {
+            // A model the registry lists is not "unknown" while no worker
+            // serves it (after a restart, workers are still re-linking).
+            Err(RouteError::NoWorkerForModel) if registry_lists(s, &self.header.model) => {
                 Err(RouteError::NoWorkerNow)
             }
             other => other,
@@ -212,6 +213,14 @@ impl Job {
         }
         self.state.metrics.job(&self.header.model, outcome.as_str());
     }
+}
+
+/// Whether `model` names a catalog model whose hash the registry allows.
+fn registry_lists(state: &State, model: &str) -> bool {
+    kokon_models::find(model)
+        .and_then(|e| hex::decode(e.sha256).ok())
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        .is_some_and(|h| state.tls.policy().allows_model(&h))
 }
 
 /// Who went away while a job was being sent.

@@ -62,9 +62,6 @@ pub struct ProxyConfig {
     pub client_link: LinkLimits,
     /// Limits of the admin port.
     pub admin: PublicLimits,
-    /// After a start, a model no worker serves yet answers 503 (workers
-    /// are re-linking) instead of 404 for this long.
-    pub relink_grace: Duration,
     /// At shutdown, how long jobs in flight may take to finish before the
     /// links are closed.
     pub drain_grace: Duration,
@@ -83,9 +80,8 @@ impl ProxyConfig {
             max_links_per_client: 8,
             handshakes_per_sec_per_address: 20,
             worker_link: LinkLimits::WORKER,
-            client_link: LinkLimits::CLIENT.with_max_streams(256),
+            client_link: LinkLimits::CLIENT,
             admin: PublicLimits::default(),
-            relink_grace: Duration::from_secs(30),
             drain_grace: Duration::from_secs(30),
         }
     }
@@ -100,7 +96,6 @@ pub(crate) struct State {
     pub(crate) metrics: Metrics,
     pub(crate) pay: Option<Arc<ProxyPay>>,
     pub(crate) peers: peers::Peers,
-    pub(crate) started: Instant,
     /// Jobs being relayed now (a drain waits for them).
     pub(crate) active_jobs: std::sync::atomic::AtomicUsize,
     /// Cancelled when the drain is over: every link closes.
@@ -179,7 +174,6 @@ pub async fn start_with(
         metrics: Metrics::new(),
         pay: pay.map(Arc::new),
         peers: peers::Peers::new(&cfg),
-        started: Instant::now(),
         active_jobs: Default::default(),
         hard_stop: CancellationToken::new(),
         cfg,

@@ -121,7 +121,9 @@ pub(crate) async fn admit(
                 Err(e) => Some(Err(cannot_cover(p.channel, e))),
             }
         };
-    let admitted = match try_admit(&mut *pay.books().await, false) {
+    // (The guard must not live into the match: the arm locks again.)
+    let first = try_admit(&mut *pay.books().await, false);
+    let admitted = match first {
         Some(r) => r,
         None => {
             let terms = read_terms(pay, p.channel).await?;

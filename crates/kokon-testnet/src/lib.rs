@@ -99,6 +99,16 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// Stops the worker as SIGTERM does: no new jobs, running ones finish.
+    pub fn drain(&self) {
+        self.stop.cancel();
+    }
+
+    /// Whether the worker has stopped (after a drain, once its jobs ended).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Stops the worker abruptly: its link and every job on it drop at once.
     pub fn kill(&self) {
         self.stop.cancel();
@@ -152,7 +162,7 @@ impl LocalNet {
         };
         let (proxy_pay, client_pay, pay_state) = match booted {
             Some((p, np)) => {
-                let ledger = np.ledger.settlement();
+                let ledger = pay::daemon_ledger(&p, &np.ledger);
                 let pp = kokon_proxy::ProxyPay::new(
                     np.proxy,
                     p.economics.clone(),
@@ -216,7 +226,7 @@ impl LocalNet {
         let mut worker = Worker::new(cfg, w.engine, tls);
         if let Some((spec, ledger)) = &self.pay {
             let books = pay::worker_books(spec, &format!("dev-worker-{}", self.workers.len()))?;
-            let ledger = ledger.settlement();
+            let ledger = pay::daemon_ledger(spec, ledger);
             let wp = kokon_worker::WorkerPay::new(
                 books,
                 spec.economics.prices.clone(),

@@ -32,6 +32,9 @@ pub struct PaySpec {
     pub claim_every: Duration,
     /// Settle on this TON sandbox chain instead of the devnet.
     pub ton: Option<TonConfig>,
+    /// Every call the daemons make on the ledger takes this much longer (a
+    /// slow chain), to show money I/O stays off the hot path.
+    pub ledger_delay: Option<Duration>,
 }
 
 /// The ledger a local network settles on, with its faucet.
@@ -94,6 +97,15 @@ impl Ledger {
 /// What a dev key on the sandbox chain gets on top, for gas.
 pub const TON_GAS_BUDGET: Nanotons = TON;
 
+/// The settlement the daemons of a local network use: the ledger, slowed
+/// down by `spec.ledger_delay` when set.
+pub fn daemon_ledger(spec: &PaySpec, ledger: &Ledger) -> Arc<dyn Settlement> {
+    match spec.ledger_delay {
+        Some(d) => Arc::new(kokon_pay::delayed::Delayed::new(ledger.settlement(), d)),
+        None => ledger.settlement(),
+    }
+}
+
 impl PaySpec {
     pub fn dev(dir: PathBuf) -> Self {
         Self {
@@ -104,6 +116,7 @@ impl PaySpec {
             max_credit: TON / 100,
             claim_every: Duration::from_secs(10),
             ton: None,
+            ledger_delay: None,
         }
     }
 

@@ -218,7 +218,7 @@ pub struct ClientArgs {
         value_delimiter = ','
     )]
     pub cors_origins: Option<Vec<String>>,
-    /// Jobs run at once; more get 503 with Retry-After [default: 256].
+    /// Jobs run at once; more get 503 with Retry-After [default: 1024].
     #[arg(long, env = "KOKON_CLIENT_MAX_JOBS")]
     pub max_jobs: Option<usize>,
     /// Connections the API holds at once; more are closed [default: 1024].

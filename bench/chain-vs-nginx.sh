@@ -20,7 +20,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 python3 -c "import httpx" 2>/dev/null || python3 -m pip install -q httpx
-cargo build -q --release -p kokon -p kokon-testnet --example fake_engine
+cargo build -q --release -p kokon
+cargo build -q --release -p kokon-testnet --example fake_engine
 K=target/release/kokon
 tmp=$(mktemp -d)
 pids=()
@@ -65,7 +66,7 @@ wrk.headers["Content-Type"] = "application/json"
 LUA
 # requests/s, p50 ms, p99 ms, errors
 load() {
-  wrk -t2 -c"$2" -d"${DURATION}s" --latency -s "$tmp/post.lua" "$1/v1/chat/completions" > "$tmp/wrk.out"
+  wrk -t"$(( $2 < 2 ? 1 : 2 ))" -c"$2" -d"${DURATION}s" --latency -s "$tmp/post.lua" "$1/v1/chat/completions" > "$tmp/wrk.out"
   python3 - "$tmp/wrk.out" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()

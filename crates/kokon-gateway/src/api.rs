@@ -175,6 +175,7 @@ async fn run_job(
     let paid = match &s.pay {
         Some(pay) => {
             let auth = crate::pay::authorise(pay, &mut header, &job, payload.len()).await?;
+            tracing::trace!(request_id = %header.request_id, "job authorised");
             Some(Paid {
                 pay: pay.clone(),
                 header: header.clone(),

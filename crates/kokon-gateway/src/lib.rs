@@ -22,9 +22,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
-pub use openai::check_request;
 pub use guard::Guard;
 pub use link::{LinkTiming, ProxyLink};
+pub use openai::check_request;
 pub use pay::ClientPay;
 
 /// Gateway settings (see `kokon client --help` for the documented defaults).

@@ -37,22 +37,22 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             models: workers::offers(&state),
         }),
         Call::Job(header, payload) => job::start(state, header, payload),
-        Call::Voucher(v) => match paid(&state) {
-            Ok(pay) => match crate::pay::accept_voucher(pay, v).await {
+        Call::Voucher(v) => match state.pay.as_deref() {
+            Some(pay) => match crate::pay::accept_voucher(pay, v).await {
                 Ok(_) => json_reply(&"ok"),
                 Err(e) => {
                     tracing::warn!(error = %e.message, "voucher refused");
                     error_reply(StatusCode::BAD_REQUEST, e)
                 }
             },
-            Err(r) => r,
+            None => unpaid(),
         },
-        Call::Close(req) => match paid(&state) {
-            Ok(pay) => match crate::pay::close(pay, req).await {
+        Call::Close(req) => match state.pay.as_deref() {
+            Some(pay) => match crate::pay::close(pay, req).await {
                 Ok(reply) => json_reply(&reply),
                 Err(e) => error_reply(StatusCode::BAD_REQUEST, e),
             },
-            Err(r) => r,
+            None => unpaid(),
         },
         other @ (Call::Announce | Call::VaultVoucher(_) | Call::Refused(_)) => error_reply(
             StatusCode::NOT_FOUND,
@@ -64,11 +64,9 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn paid(state: &State) -> Result<&crate::ProxyPay, Response<Body>> {
-    state.pay.as_deref().ok_or_else(|| {
-        error_reply(
-            StatusCode::NOT_FOUND,
-            JobError::new(ErrorCode::BadRequest, "this proxy takes no payments"),
-        )
-    })
+fn unpaid() -> Response<Body> {
+    error_reply(
+        StatusCode::NOT_FOUND,
+        JobError::new(ErrorCode::BadRequest, "this proxy takes no payments"),
+    )
 }

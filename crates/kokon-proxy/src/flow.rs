@@ -69,6 +69,23 @@ pub enum Action<R> {
     Finish(Outcome),
 }
 
+impl<R> Action<R> {
+    /// The action's name, for traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Pick { .. } => "pick",
+            Action::Admit { .. } => "admit",
+            Action::Send { .. } => "send",
+            Action::Abandon { .. } => "abandon",
+            Action::Forward(_) => "forward",
+            Action::Bill { .. } => "bill",
+            Action::Release(_) => "release",
+            Action::Unroute { .. } => "unroute",
+            Action::Finish(_) => "finish",
+        }
+    }
+}
+
 /// Limits of a job flow.
 #[derive(Clone, Copy, Debug)]
 pub struct FlowConfig {

@@ -62,6 +62,7 @@ async fn drive(state: Arc<State>, header: JobHeader, payload: Bytes, tx: mpsc::S
 impl Job {
     async fn act(&mut self, flow: &mut JobFlow<Admitted>, action: Action<Admitted>) {
         let state = self.state.clone();
+        tracing::trace!(request_id = %self.header.request_id, action = action.name(), "job step");
         match action {
             Action::Pick { exclude } => {
                 if !exclude.is_empty() {

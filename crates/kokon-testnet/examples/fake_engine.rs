@@ -38,11 +38,17 @@ async fn main() {
     let app = Router::new()
         .route(
             "/v1/models",
-            get(|| async { axum::Json(serde_json::json!({"object":"list","data":[{"id": MODEL, "object":"model"}]})) }),
+            get(|| async {
+                axum::Json(
+                    serde_json::json!({"object":"list","data":[{"id": MODEL, "object":"model"}]}),
+                )
+            }),
         )
         .route(
             "/v1/chat/completions",
-            post(move || async move { ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response() }),
+            post(move || async move {
+                ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+            }),
         );
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
     eprintln!("fake engine on http://{addr}/v1");

@@ -51,6 +51,9 @@ pub struct NetSpec {
     pub proxy_listen: SocketAddr,
     pub proxy_admin: Option<SocketAddr>,
     pub api_key: Option<String>,
+    /// See `GatewayConfig::allow_hosts` and `cors_origins`.
+    pub allow_hosts: Vec<String>,
+    pub cors_origins: Vec<String>,
     pub registry: Registry,
     /// See `ProxyConfig::job_idle_timeout`.
     pub job_idle_timeout: Duration,
@@ -67,6 +70,8 @@ impl NetSpec {
             proxy_listen: any,
             proxy_admin: None,
             api_key: None,
+            allow_hosts: Vec::new(),
+            cors_origins: Vec::new(),
             registry: Registry::local_test_network(),
             job_idle_timeout: Duration::from_secs(120),
             payments: None,
@@ -183,6 +188,8 @@ impl LocalNet {
         let proxy = kokon_proxy::start_with(pcfg, ptls, proxy_pay, shutdown.clone()).await?;
         let mut gcfg = GatewayConfig::new(spec.gateway_listen, proxy.addr);
         gcfg.api_key = spec.api_key;
+        gcfg.allow_hosts = spec.allow_hosts;
+        gcfg.cors_origins = spec.cors_origins;
         let gtls = simulated_node(
             Role::Client,
             None,

@@ -29,6 +29,20 @@ pub struct UpArgs {
     /// Require `Authorization: Bearer <key>` on the API.
     #[arg(long, env = "KOKON_API_KEY")]
     pub api_key: Option<String>,
+    /// Host names the API answers for besides localhost, 127.0.0.1, ::1 and
+    /// the listen address (needed with --listen 0.0.0.0:PORT: the names or
+    /// addresses others reach this machine by). Other hosts are refused.
+    #[arg(long = "allow-host", env = "KOKON_ALLOW_HOSTS", value_delimiter = ',')]
+    pub allow_hosts: Vec<String>,
+    /// Web origins (scheme://host[:port]) allowed to call the API from a
+    /// browser; a request from any other page is refused (it could spend
+    /// the channel).
+    #[arg(
+        long = "cors-origin",
+        env = "KOKON_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
     /// Where payments settle: `devnet` (an embedded ledger under
     /// $KOKON_HOME/devnet, funded automatically), `ton-sandbox` (Kokon's
     /// Tolk contracts on a local TON chain, the TON emulator behind a
@@ -70,6 +84,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     spec.proxy_listen = a.proxy_listen;
     spec.proxy_admin = Some(a.metrics_listen);
     spec.api_key = a.api_key.clone();
+    spec.allow_hosts = a.allow_hosts.clone();
+    spec.cors_origins = a.cors_origins.clone();
     let mut chain = None;
     match a.settlement {
         Settlement::Devnet => spec.payments = Some(PaySpec::dev(devnet_dir(&a))),

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{load_file, load_registry, merge, registry_path};
-use kokon_testnet::pay::{self, PaySpec};
+use kokon_node::pay::{self, PaySpec};
 
 /// Settings every daemon shares.
 #[derive(Args, Clone, Default, Deserialize)]

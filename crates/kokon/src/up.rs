@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Args;
-use kokon_testnet::pay::PaySpec;
-use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
+use kokon_node::pay::PaySpec;
+use kokon_node::{LocalNet, NetSpec, WorkerSpec};
 
 use crate::daemons::{EngineArgs, build_engine};
 

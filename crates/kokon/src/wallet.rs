@@ -11,11 +11,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use kokon_money::ledger::ChannelState;
 use kokon_money::{Nanotons, PublicKey, SecretKey};
+use kokon_node::pay::Ledger;
+use kokon_node::pay::PaySpec;
 use kokon_pay::Settlement;
 use kokon_pay::books::proxy::ProxyBooks;
 use kokon_pay::books::worker::WorkerBooks;
-use kokon_testnet::pay::Ledger;
-use kokon_testnet::pay::PaySpec;
 use serde_json::json;
 
 /// Formats nanotons as TON with all nine decimals.
@@ -402,7 +402,7 @@ pub async fn worker_money(cmd: WorkerMoneyCmd) -> anyhow::Result<()> {
     };
     let ledger = w.ledger()?.settlement();
     let ledger = ledger.as_ref();
-    let mut books = kokon_testnet::pay::worker_books(&w.spec()?, &name)?;
+    let mut books = kokon_node::pay::worker_books(&w.spec()?, &name)?;
     let claimed_now = if claim {
         books.claim_due(ledger, 1).await?
     } else {

@@ -1,0 +1,286 @@
+//! Node assembly for production commands. [`pay`] builds each daemon's
+//! money (ledger or TON backend, keys, books) for `kokon proxy|worker|client`
+//! and the money commands; [`LocalNet`] is a whole Kokon network in one
+//! process (a local test-network registry, a proxy, workers and a gateway,
+//! each with its own RA-TLS identity, linked over real loopback TCP), which
+//! `kokon up` runs and the tests in `kokon-testnet` drive.
+
+pub mod pay;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kokon_attest::{Policy, Registry, Role};
+use kokon_engine::Engine;
+use kokon_gateway::{GatewayConfig, GatewayHandle};
+use kokon_proxy::{ProxyConfig, ProxyHandle};
+use kokon_tls::node::{NodeError, NodeParams, config_sha256, simulated_node, start_node};
+use kokon_worker::model_hashes;
+use kokon_worker::{Worker, WorkerConfig, WorkerStats};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One worker to start.
+#[derive(Clone)]
+pub struct WorkerSpec {
+    pub engine: Arc<dyn Engine>,
+    pub max_jobs: u32,
+    pub price_milli: u32,
+    /// Simulated image label; `None` uses this build's worker image (allowed).
+    pub image_label: Option<String>,
+    /// Model hashes its certificate claims; `None` claims what it serves.
+    pub claimed_models: Option<Vec<[u8; 32]>>,
+}
+
+impl WorkerSpec {
+    pub fn new(engine: Arc<dyn Engine>) -> Self {
+        Self {
+            engine,
+            max_jobs: 4,
+            price_milli: 1000,
+            image_label: None,
+            claimed_models: None,
+        }
+    }
+}
+
+/// What network to start.
+#[derive(Clone)]
+pub struct NetSpec {
+    pub workers: Vec<WorkerSpec>,
+    pub gateway_listen: SocketAddr,
+    pub proxy_listen: SocketAddr,
+    pub proxy_admin: Option<SocketAddr>,
+    pub api_key: Option<String>,
+    /// See `GatewayConfig::allow_hosts` and `cors_origins`.
+    pub allow_hosts: Vec<String>,
+    pub cors_origins: Vec<String>,
+    pub registry: Registry,
+    /// See `ProxyConfig::job_idle_timeout`.
+    pub job_idle_timeout: Duration,
+    /// Payments on the devnet ledger; `None` runs an unpaid network.
+    pub payments: Option<pay::PaySpec>,
+}
+
+impl NetSpec {
+    pub fn new(workers: Vec<WorkerSpec>) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            workers,
+            gateway_listen: any,
+            proxy_listen: any,
+            proxy_admin: None,
+            api_key: None,
+            allow_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            registry: Registry::local_test_network(),
+            job_idle_timeout: Duration::from_secs(120),
+            payments: None,
+        }
+    }
+}
+
+/// Why a network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("registry: {0}")]
+    Registry(#[from] kokon_attest::RegistryError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error("workers did not link to the proxy within {0:?}")]
+    WorkersLate(Duration),
+    #[error("payments: {0}")]
+    Pay(#[from] kokon_pay::PayError),
+}
+
+/// A running worker.
+pub struct WorkerHandle {
+    pub stats: Arc<WorkerStats>,
+    /// The worker's payment state, on paid networks.
+    pub pay: Option<Arc<kokon_worker::WorkerPay>>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops the worker as SIGTERM does: no new jobs, running ones finish.
+    pub fn drain(&self) {
+        self.stop.cancel();
+    }
+
+    /// Whether the worker has stopped (after a drain, once its jobs ended).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops the worker abruptly: its link and every job on it drop at once.
+    pub fn kill(&self) {
+        self.stop.cancel();
+        self.task.abort();
+    }
+}
+
+/// A running network. Dropping it stops everything.
+pub struct LocalNet {
+    pub proxy: ProxyHandle,
+    pub gateway: GatewayHandle,
+    pub workers: Vec<WorkerHandle>,
+    policy: Arc<Policy>,
+    shutdown: CancellationToken,
+    pay: Option<(pay::PaySpec, pay::Ledger)>,
+}
+
+impl Drop for LocalNet {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.workers.iter().for_each(WorkerHandle::kill);
+    }
+}
+
+impl LocalNet {
+    /// Starts the network and waits until every worker has linked.
+    pub async fn start(spec: NetSpec) -> Result<Self, NetError> {
+        let shutdown = CancellationToken::new();
+        let policy = Arc::new(spec.registry.policy()?);
+        let mut pcfg = ProxyConfig::new(spec.proxy_listen);
+        pcfg.admin_listen = spec.proxy_admin;
+        pcfg.job_idle_timeout = spec.job_idle_timeout;
+        let ptls = simulated_node(
+            Role::Proxy,
+            None,
+            policy.clone(),
+            config_sha256(&pcfg),
+            &shutdown,
+        )?;
+        let booted = match &spec.payments {
+            Some(p) => {
+                // The registry sets the economy: prices, commission, delays.
+                let p = pay::PaySpec {
+                    economics: spec.registry.economics(),
+                    ..p.clone()
+                };
+                let booted = pay::bootstrap(&p, spec.workers.len()).await?;
+                Some((p, booted))
+            }
+            None => None,
+        };
+        let (proxy_pay, client_pay, pay_state) = match booted {
+            Some((p, np)) => {
+                let ledger = pay::daemon_ledger(&p, &np.ledger);
+                let pp = kokon_proxy::ProxyPay::new(
+                    np.proxy,
+                    p.economics.clone(),
+                    ledger.clone(),
+                    1,
+                    p.claim_every,
+                );
+                let cp = kokon_gateway::ClientPay::new(
+                    np.client,
+                    p.economics.prices.clone(),
+                    policy.clone(),
+                    Some(ledger.clone()),
+                );
+                (Some(pp), Some(cp), Some((p, np.ledger)))
+            }
+            None => (None, None, None),
+        };
+        let proxy = kokon_proxy::start_with(pcfg, ptls, proxy_pay, shutdown.clone()).await?;
+        let mut gcfg = GatewayConfig::new(spec.gateway_listen, proxy.addr);
+        gcfg.api_key = spec.api_key;
+        gcfg.allow_hosts = spec.allow_hosts;
+        gcfg.cors_origins = spec.cors_origins;
+        let gtls = simulated_node(
+            Role::Client,
+            None,
+            policy.clone(),
+            config_sha256(&gcfg),
+            &shutdown,
+        )?;
+        let gateway = kokon_gateway::start_with(gcfg, gtls, client_pay, shutdown.clone()).await?;
+        let mut net = Self {
+            gateway,
+            proxy,
+            workers: vec![],
+            policy,
+            shutdown,
+            pay: pay_state,
+        };
+        let expected = spec
+            .workers
+            .iter()
+            .filter(|w| w.image_label.is_none())
+            .count();
+        for w in spec.workers {
+            net.add_worker(w)?;
+        }
+        net.wait_for_workers(expected, Duration::from_secs(20))
+            .await?;
+        Ok(net)
+    }
+
+    /// Starts one more worker linked to this network's proxy.
+    pub fn add_worker(&mut self, w: WorkerSpec) -> Result<(), NetError> {
+        let stop = self.shutdown.child_token();
+        let mut cfg = WorkerConfig::new(self.proxy.addr);
+        cfg.max_jobs = w.max_jobs;
+        cfg.price_milli = w.price_milli;
+        let mut node = NodeParams::simulated(Role::Worker, w.image_label, config_sha256(&cfg));
+        node.models = w
+            .claimed_models
+            .unwrap_or_else(|| model_hashes(w.engine.as_ref()));
+        let tls = start_node(node, self.policy.clone(), &stop)?;
+        let mut worker = Worker::new(cfg, w.engine, tls);
+        if let Some((spec, ledger)) = &self.pay {
+            let books = pay::worker_books(spec, &format!("dev-worker-{}", self.workers.len()))?;
+            let ledger = pay::daemon_ledger(spec, ledger);
+            let wp = kokon_worker::WorkerPay::new(
+                books,
+                spec.economics.prices.clone(),
+                ledger,
+                1,
+                spec.claim_every,
+            );
+            worker = worker.with_pay(wp);
+        }
+        let stats = worker.stats();
+        let pay = worker.pay();
+        let task = tokio::spawn(worker.serve(stop.clone()));
+        self.workers.push(WorkerHandle {
+            stats,
+            pay,
+            stop,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Waits until `n` workers are linked to the proxy.
+    pub async fn wait_for_workers(&self, n: usize, within: Duration) -> Result<(), NetError> {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.proxy.worker_count() < n {
+            if tokio::time::Instant::now() > deadline {
+                return Err(NetError::WorkersLate(within));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// The ledger, on paid networks.
+    pub fn ledger(&self) -> Option<pay::Ledger> {
+        self.pay.as_ref().map(|(_, l)| l.clone())
+    }
+
+    /// Base URL of the OpenAI-compatible API.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.gateway.addr)
+    }
+
+    /// Stops everything.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}

@@ -92,9 +92,12 @@ enum ProxyMoneyCmd {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KOKON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: logs sent to a file or a pipe stay plain.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

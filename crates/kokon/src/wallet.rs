@@ -100,13 +100,15 @@ impl Where {
 pub enum WalletCmd {
     /// Create a key (Ed25519) in the devnet's key directory.
     Create {
-        #[arg(long, default_value = "default")]
+        /// The key (wallet) to act as, by its name in keys/ (`--name` works too).
+        #[arg(long = "wallet", alias = "name", default_value = "default")]
         name: String,
     },
     /// Store the key of a 24-word TON mnemonic (as wallet apps derive it), so
     /// a daemon pays and is paid through that wallet.
     Import {
-        #[arg(long)]
+        /// The name to store the key under in keys/ (`--name` works too).
+        #[arg(long = "wallet", alias = "name")]
         name: String,
         /// File holding the 24 words (kept out of the shell history).
         #[arg(long)]
@@ -114,12 +116,14 @@ pub enum WalletCmd {
     },
     /// Show a key's public key, its TON wallet (when settling on TON) and balance.
     Show {
-        #[arg(long, default_value = "dev-client")]
+        /// The key (wallet) to act as, by its name in keys/ (`--name` works too).
+        #[arg(long = "wallet", alias = "name", default_value = "dev-client")]
         name: String,
     },
     /// Mint devnet TON into a key's account (the devnet faucet).
     Fund {
-        #[arg(long, default_value = "dev-client")]
+        /// The key (wallet) to act as, by its name in keys/ (`--name` works too).
+        #[arg(long = "wallet", alias = "name", default_value = "dev-client")]
         name: String,
         /// Amount in TON.
         #[arg(long)]
@@ -205,26 +209,30 @@ pub enum ChannelCmd {
         /// The proxy's public key (hex); default: the devnet's dev proxy.
         #[arg(long)]
         proxy: Option<String>,
-        #[arg(long, default_value = "dev-client")]
+        /// The key (wallet) to act as, by its name in keys/ (`--name` works too).
+        #[arg(long = "wallet", alias = "name", default_value = "dev-client")]
         name: String,
     },
     /// Add to the client's open channel.
     Topup {
         #[arg(long)]
         amount: String,
-        #[arg(long, default_value = "dev-client")]
+        /// The key (wallet) to act as, by its name in keys/ (`--name` works too).
+        #[arg(long = "wallet", alias = "name", default_value = "dev-client")]
         name: String,
     },
     /// Deposit, spent and state of the client's channels.
     Status {
-        #[arg(long, default_value = "dev-client")]
+        /// The key (wallet) to act as, by its name in keys/ (`--name` works too).
+        #[arg(long = "wallet", alias = "name", default_value = "dev-client")]
         name: String,
     },
     /// Close the client's channel. Unilateral by default: starts the close
     /// delay (the proxy may still claim), then `--finish` collects the
     /// refund. `--cooperative --proxy ADDR` asks the proxy to close now.
     Close {
-        #[arg(long, default_value = "dev-client")]
+        /// The key (wallet) to act as, by its name in keys/ (`--name` works too).
+        #[arg(long = "wallet", alias = "name", default_value = "dev-client")]
         name: String,
         #[arg(long, conflicts_with = "cooperative")]
         finish: bool,
@@ -381,14 +389,16 @@ pub enum WorkerMoneyCmd {
     /// What this worker has earned, claimed and can still claim.
     Earnings {
         /// The worker's payout key (its books are <name>.db).
-        #[arg(long, default_value = "dev-worker-0")]
+        /// The key (wallet) to act as, by its name in keys/ (`--name` works too).
+        #[arg(long = "wallet", alias = "name", default_value = "dev-worker-0")]
         name: String,
         #[command(flatten)]
         w: Where,
     },
     /// Claim everything claimable from the proxies' vaults now.
     Claim {
-        #[arg(long, default_value = "dev-worker-0")]
+        /// The key (wallet) to act as, by its name in keys/ (`--name` works too).
+        #[arg(long = "wallet", alias = "name", default_value = "dev-worker-0")]
         name: String,
         #[command(flatten)]
         w: Where,
@@ -448,6 +458,9 @@ async fn print_earnings(
 /// `kokon proxy vault`.
 #[derive(Args)]
 pub struct VaultArgs {
+    /// The proxy's key (wallet), by its name in keys/ (`--name` works too).
+    #[arg(long = "wallet", alias = "name", default_value = "dev-proxy")]
+    pub name: String,
     /// Ask to withdraw this many TON (executes after the delay).
     #[arg(long)]
     pub withdraw: Option<String>,
@@ -461,7 +474,7 @@ pub struct VaultArgs {
 pub async fn vault(a: VaultArgs) -> anyhow::Result<()> {
     let w = &a.w;
     let ledger = w.ledger()?.settlement();
-    let key = w.key("dev-proxy")?;
+    let key = w.key(&a.name)?;
     if let Some(amount) = &a.withdraw {
         let wd = ledger.request_withdrawal(&key, parse_ton(amount)?).await?;
         eprintln!(

@@ -68,14 +68,8 @@ impl LinkClient {
             .send_request(req)
             .await
             .map_err(link_failed)?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = Limited::new(resp.into_body(), MAX_CALL_BODY)
-                .collect()
-                .await
-                .map_err(link_failed)?
-                .to_bytes();
-            return Err(refusal(status, &body));
+        if !resp.status().is_success() {
+            return Err(read_refusal(resp).await);
         }
         Ok(FrameStream::new(resp.into_body()))
     }
@@ -152,16 +146,27 @@ impl LinkClient {
             .send_request(req)
             .await
             .map_err(link_failed)?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), limit)
-            .collect()
-            .await
-            .map_err(link_failed)?
-            .to_bytes();
-        if status.is_success() {
-            return Ok(body);
+        if !resp.status().is_success() {
+            return Err(read_refusal(resp).await);
         }
-        Err(refusal(status, &body))
+        read_limited(resp.into_body(), limit).await
+    }
+}
+
+async fn read_limited(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, JobError> {
+    Ok(Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(link_failed)?
+        .to_bytes())
+}
+
+/// The peer's [`JobError`] from a non-2xx answer.
+async fn read_refusal(resp: http::Response<hyper::body::Incoming>) -> JobError {
+    let status = resp.status();
+    match read_limited(resp.into_body(), MAX_CALL_BODY).await {
+        Ok(body) => refusal(status, &body),
+        Err(e) => e,
     }
 }
 

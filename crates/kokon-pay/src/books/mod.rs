@@ -14,6 +14,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::PayError;
 
+/// What a claim credited: a voucher the ledger already settled (a retry
+/// after a crash) credits nothing and is not an error.
+fn credited(r: Result<kokon_money::Nanotons, PayError>) -> Result<kokon_money::Nanotons, PayError> {
+    match r {
+        Err(PayError::Money(kokon_money::MoneyError::NotAboveLatest { .. })) => Ok(0),
+        other => other,
+    }
+}
+
 fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>, PayError> {
     Ok(conn
         .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))

@@ -94,11 +94,7 @@ impl PendingClaim {
     pub async fn run(self, ledger: &dyn Settlement) -> Result<ClaimDone, PayError> {
         let v = self.voucher;
         fail::hit("proxy.claim.before_settle")?;
-        let delta = match ledger.claim_channel(&self.key, v).await {
-            Ok(d) => d,
-            Err(PayError::Money(MoneyError::NotAboveLatest { .. })) => 0,
-            Err(e) => return Err(e),
-        };
+        let delta = super::credited(ledger.claim_channel(&self.key, v).await)?;
         fail::hit("proxy.claim.after_settle")?;
         let on_ledger = ledger
             .channel(v.body.channel)

@@ -207,11 +207,7 @@ impl WorkerClaim {
     pub async fn run(self, ledger: &dyn Settlement) -> Result<WorkerClaimDone, PayError> {
         let v = self.voucher;
         fail::hit("worker.claim.before_settle")?;
-        let delta = match ledger.vault_claim(&self.key, v).await {
-            Ok(d) => d,
-            Err(PayError::Money(MoneyError::NotAboveLatest { .. })) => 0,
-            Err(e) => return Err(e),
-        };
+        let delta = super::credited(ledger.vault_claim(&self.key, v).await)?;
         fail::hit("worker.claim.after_settle")?;
         let claimed = ledger
             .worker_claimed(v.body.vault, self.key.public())

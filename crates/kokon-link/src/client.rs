@@ -62,16 +62,7 @@ impl LinkClient {
             .body(Full::new(payload))
             .expect("static request parts");
         header.write(req.headers_mut());
-        let resp = self
-            .sender
-            .clone()
-            .send_request(req)
-            .await
-            .map_err(link_failed)?;
-        if !resp.status().is_success() {
-            return Err(read_refusal(resp).await);
-        }
-        Ok(FrameStream::new(resp.into_body()))
+        Ok(FrameStream::new(self.send(req).await?))
     }
 
     /// What a worker offers (checked against our protocol version).
@@ -140,6 +131,11 @@ impl LinkClient {
     /// Sends a small request and reads the whole answer (at most `limit`
     /// bytes); a non-2xx answer becomes the peer's [`JobError`].
     async fn exchange(&self, req: Request<Full<Bytes>>, limit: usize) -> Result<Bytes, JobError> {
+        read_limited(self.send(req).await?, limit).await
+    }
+
+    /// Sends `req`; the body of a 2xx answer, or the peer's refusal.
+    async fn send(&self, req: Request<Full<Bytes>>) -> Result<hyper::body::Incoming, JobError> {
         let resp = self
             .sender
             .clone()
@@ -149,7 +145,7 @@ impl LinkClient {
         if !resp.status().is_success() {
             return Err(read_refusal(resp).await);
         }
-        read_limited(resp.into_body(), limit).await
+        Ok(resp.into_body())
     }
 }
 

@@ -307,3 +307,38 @@ async fn a_slow_ledger_does_not_slow_admission_or_billing() {
         .receipts;
     assert_eq!(billed, 7, "every job billed");
 }
+
+/// A client that sends the proxy calls only a proxy sends (to a worker):
+/// each is refused with 404, and nothing about the workers or the routing
+/// changes (the worker stays linked, jobs still run).
+#[tokio::test]
+async fn a_client_sending_worker_calls_to_the_proxy_is_refused_and_changes_nothing() {
+    let net = LocalNet::start(NetSpec::new(vec![WorkerSpec::new(echo("m", 0))]))
+        .await
+        .unwrap();
+    let (tls, _) = node(Role::Client)
+        .connect(net.proxy.addr, &[Role::Proxy])
+        .await
+        .unwrap();
+    let (client, conn) = kokon_link::dial(tls, kokon_link::LinkLimits::CLIENT)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let why = kokon_proto::JobError::new(kokon_proto::ErrorCode::BadRequest, "go away");
+    let refused = client.refused(&why).await.unwrap_err();
+    assert!(refused.message.contains("refused"), "{}", refused.message);
+    let announce = client.announce().await.unwrap_err();
+    assert!(
+        announce.message.contains("announce"),
+        "{}",
+        announce.message
+    );
+    assert_eq!(net.proxy.worker_count(), 1, "the worker is still linked");
+    assert_eq!(net.proxy.metrics().links_refused("model_not_allowed"), 0);
+    let r: Value = chat(&net.base_url(), "m", "still served", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["choices"][0]["message"]["content"], "still served ");
+}

@@ -496,6 +496,19 @@ async fn routes_only_models_the_registry_allows_and_the_certificate_attests() {
     })
     .await;
     assert_eq!(net.proxy.worker_count(), 1);
+    // The sneaky worker linked, was told why it is refused, and backs off
+    // instead of re-dialing (before: ~6.5 dials a second, only the proxy knew).
+    let sneaky = net.workers[2].stats.clone();
+    eventually("the sneaky worker was told", || {
+        WorkerStats::get(&sneaky.links_refused_by_proxy) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        WorkerStats::get(&sneaky.links_established),
+        1,
+        "it re-dialed"
+    );
     assert_eq!(
         chat(&net.base_url(), "allowed", "yes", false)
             .await

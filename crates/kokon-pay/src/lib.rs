@@ -11,6 +11,7 @@ pub mod books;
 pub mod delayed;
 pub mod devnet;
 pub mod fail;
+pub mod journal;
 pub mod keys;
 mod settlement;
 pub mod sqlite;

@@ -105,12 +105,13 @@ async fn start(dir: &Path, channel: Address) -> Net {
         .map(|(i, k)| WorkerBooks::open(&dir.join(format!("worker{i}.db")), sk(*k)).unwrap())
         .collect();
     // Resync: the client re-sends its latest voucher, the proxy each worker's.
-    if let Some(v) = client.latest() {
-        ignore_replay(proxy.accept_voucher(v)).unwrap();
+    if let Some(v) = client.latest().wait_blocking().unwrap() {
+        ignore_replay(proxy.accept_voucher(v).and_then(|d| d.wait_blocking())).unwrap();
     }
     for w in &mut workers {
-        if let Some(v) = proxy.worker_voucher(&w.payout()) {
-            ignore_replay(w.accept_voucher(v, sk(KEYS.proxy).public())).unwrap();
+        if let Some(v) = proxy.worker_voucher(&w.payout()).wait_blocking().unwrap() {
+            let accepted = w.accept_voucher(v, sk(KEYS.proxy).public());
+            ignore_replay(accepted.and_then(|d| d.wait_blocking())).unwrap();
         }
     }
     Net {
@@ -159,25 +160,37 @@ async fn job(net: &mut Net, i: usize) -> Result<(), PayError> {
         cost: prices.cost("m", &u, 1000)?,
     };
     let receipt = Signed::sign(receipt, &attested)?;
-    net.workers[w].record_receipt(&request_id, &receipt)?;
+    net.workers[w]
+        .record_receipt(&request_id, &receipt)?
+        .wait()
+        .await?;
     let payout = net.workers[w].payout();
     let cost = receipt.body.cost;
-    let wv = net.proxy.bill(
-        reservation,
-        Bill {
-            request_id: &request_id,
-            worker: payout,
-            receipt: &receipt,
-            cost,
-        },
-    )?;
+    let wv = net
+        .proxy
+        .bill(
+            reservation,
+            Bill {
+                request_id: &request_id,
+                worker: payout,
+                receipt: &receipt,
+                cost,
+            },
+        )?
+        .wait()
+        .await?;
     let v = net
         .client
-        .pay(&request_id, &attested.public(), &receipt, cost)?;
-    net.workers[w].accept_voucher(wv, sk(KEYS.proxy).public())?;
+        .pay(&request_id, &attested.public(), &receipt, cost)?
+        .wait()
+        .await?;
+    net.workers[w]
+        .accept_voucher(wv, sk(KEYS.proxy).public())?
+        .wait()
+        .await?;
     if let Some(v) = v {
         fail::hit("client.pay.after_send")?;
-        net.proxy.accept_voucher(v)?;
+        net.proxy.accept_voucher(v)?.wait().await?;
     }
     if i % 4 == 3 {
         settle(net).await?;

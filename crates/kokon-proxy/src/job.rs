@@ -194,9 +194,7 @@ impl Job {
             crate::pay::bill(pay, state.tls.policy(), &self.header, a, &served, end, now).await;
         match billed {
             Ok(voucher) => {
-                if let Some(client) = workers::client(state, worker) {
-                    tokio::spawn(crate::pay::send_worker_voucher(client, voucher));
-                }
+                workers::post_voucher(state, worker, voucher);
                 Ok(())
             }
             Err(e) => {

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kokon_attest::Policy;
-use kokon_link::LinkClient;
 use kokon_money::channel::ChannelTerms;
 use kokon_money::receipt::{self, Budget, Expect};
 use kokon_money::{
@@ -197,9 +196,11 @@ pub(crate) async fn bill(
         receipt,
         cost,
     };
-    books
-        .bill(a.reservation, bill)
-        .map_err(|e| JobError::new(ErrorCode::Unavailable, format!("cannot bill: {e}")))
+    let cannot_bill = |e| JobError::new(ErrorCode::Unavailable, format!("cannot bill: {e}"));
+    let billed = books.bill(a.reservation, bill).map_err(cannot_bill)?;
+    drop(books);
+    // Group commit: bills finishing together share this fsync.
+    billed.wait().await.map_err(cannot_bill)
 }
 
 fn check_receipt<'e>(
@@ -239,11 +240,9 @@ pub(crate) async fn accept_voucher(
     pay: &ProxyPay,
     v: Signed<ChannelVoucher>,
 ) -> Result<Nanotons, JobError> {
-    let delta = pay
-        .books()
-        .await
-        .accept_voucher(v)
-        .map_err(|e| JobError::new(ErrorCode::BadRequest, format!("voucher refused: {e}")))?;
+    let accepted = pay.books().await.accept_voucher(v);
+    let refused = |e| JobError::new(ErrorCode::BadRequest, format!("voucher refused: {e}"));
+    let delta = accepted.map_err(refused)?.wait().await.map_err(refused)?;
     tracing::debug!(channel = %v.body.channel.short(), delta = %delta, "voucher accepted");
     Ok(delta)
 }
@@ -276,13 +275,6 @@ pub(crate) async fn close(pay: &ProxyPay, req: CloseRequest) -> Result<CloseRepl
     pay.books().await.update_terms(terms).map_err(unavailable)?;
     tracing::info!(channel = %req.channel.short(), claimed = %claimed, refunded = %refunded, "channel closed cooperatively");
     Ok(CloseReply { claimed, refunded })
-}
-
-/// Sends `v` to the worker over its link; a lost voucher is covered by the next.
-pub(crate) async fn send_worker_voucher(client: LinkClient, v: Signed<WorkerVoucher>) {
-    if let Err(e) = client.vault_voucher(&v).await {
-        tracing::debug!(error = %e.message, "vault voucher not delivered; the next one covers it");
-    }
 }
 
 /// Claims due channel vouchers every `claim_every` until `shutdown`, in its

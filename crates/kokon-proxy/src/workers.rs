@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use kokon_attest::VerifiedPeer;
 use kokon_link::LinkClient;
+use kokon_money::{Signed, WorkerVoucher};
 use kokon_proto::{Announce, ErrorCode, JobError, ModelOffer};
 use kokon_route::WorkerId;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::pay::Served;
 use crate::{State, lock};
@@ -19,6 +21,8 @@ const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A linked, attested worker.
 pub(crate) struct WorkerLink {
     pub(crate) client: LinkClient,
+    /// The worker's latest vault voucher, delivered by its own task.
+    vouchers: watch::Sender<Option<Signed<WorkerVoucher>>>,
     pub(crate) models: Vec<ModelOffer>,
     pub(crate) price_milli: u32,
     pub(crate) payout: Option<kokon_money::PublicKey>,
@@ -54,17 +58,20 @@ pub(crate) async fn attach(
             return;
         }
     };
+    let (vouchers, latest) = watch::channel(None);
+    tokio::spawn(deliver_vouchers(client.clone(), latest));
     if let Some(pay) = &state.pay {
         let Some(payout) = announce.payout else {
             return;
         };
         // Resync: the worker gets its latest vault voucher again.
-        if let Some(v) = pay.books().await.worker_voucher(&payout) {
-            tokio::spawn(crate::pay::send_worker_voucher(client.clone(), v));
+        let latest = pay.books().await.worker_voucher(&payout);
+        if let Ok(Some(v)) = latest.wait().await {
+            vouchers.send_replace(Some(v));
         }
     }
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    let _registered = Registration::new(&state, id, client, &announce);
+    let _registered = Registration::new(&state, id, client, vouchers, &announce);
     tracing::info!(worker = id, peer = peer.short_id(), models = ?announce.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
         max_jobs = announce.max_jobs, "worker joined");
     let _ = conn.await;
@@ -120,7 +127,13 @@ struct Registration<'a> {
 }
 
 impl<'a> Registration<'a> {
-    fn new(state: &'a State, id: WorkerId, client: LinkClient, a: &Announce) -> Self {
+    fn new(
+        state: &'a State,
+        id: WorkerId,
+        client: LinkClient,
+        vouchers: watch::Sender<Option<Signed<WorkerVoucher>>>,
+        a: &Announce,
+    ) -> Self {
         let names: Vec<String> = a.models.iter().map(|m| m.name.clone()).collect();
         state.metrics.know_models(&names);
         lock(&state.router).add(id, names, a.max_jobs, a.price_milli);
@@ -129,6 +142,7 @@ impl<'a> Registration<'a> {
             id,
             WorkerLink {
                 client,
+                vouchers,
                 models: a.models.clone(),
                 price_milli: a.price_milli,
                 payout: a.payout,
@@ -173,6 +187,31 @@ pub(crate) fn served(state: &State, id: WorkerId, model: &str) -> Option<Served>
             .find(|m| m.name == model)
             .and_then(|m| m.hash),
     })
+}
+
+/// Hands worker `id` its new vault voucher. Vouchers are cumulative: while
+/// one is on its way, newer ones replace each other and only the latest
+/// goes next, so a busy worker gets one voucher per round trip, not one per
+/// job.
+pub(crate) fn post_voucher(state: &State, id: WorkerId, v: Signed<WorkerVoucher>) {
+    if let Some(l) = lock(&state.links).get(&id) {
+        l.vouchers.send_replace(Some(v));
+    }
+}
+
+/// Sends each new latest voucher until the link is forgotten.
+async fn deliver_vouchers(
+    client: LinkClient,
+    mut latest: watch::Receiver<Option<Signed<WorkerVoucher>>>,
+) {
+    while latest.changed().await.is_ok() {
+        let Some(v) = *latest.borrow_and_update() else {
+            continue;
+        };
+        if let Err(e) = client.vault_voucher(&v).await {
+            tracing::debug!(error = %e.message, "vault voucher not delivered; the next one covers it");
+        }
+    }
 }
 
 /// The link to worker `id`, while it is linked.

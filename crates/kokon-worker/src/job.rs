@@ -1,14 +1,16 @@
 //! Running one job and streaming its frames back to the proxy.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use http::Response;
 use kokon_engine::EngineError;
 use kokon_link::{Body, error_body, frames_body};
-use kokon_proto::job::Chunk;
-use kokon_proto::{ErrorCode, Frame, JobError, JobHeader, JobRequest};
+use kokon_proto::{ErrorCode, JobError, JobHeader, JobRequest};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::flow::{self, Action, FlowConfig, Outcome, WorkerFlow};
 use crate::{Worker, WorkerStats};
 
 /// Frames buffered towards the proxy before the engine is paused.
@@ -16,37 +18,10 @@ const FRAME_BUFFER: usize = 16;
 
 /// Accepts a job: validates it, takes a slot, and streams the response.
 pub(crate) async fn accept(worker: Worker, header: JobHeader, payload: Bytes) -> Response<Body> {
-    let job: JobRequest = match serde_json::from_slice(&payload) {
-        Ok(j) => j,
-        Err(e) => {
-            return one_frame(JobError::new(
-                ErrorCode::BadRequest,
-                format!(
-                    "job payload is not a valid job ({:?} error at line {}, column {})",
-                    e.classify(),
-                    e.line(),
-                    e.column()
-                ),
-            ));
-        }
+    let job = match flow::accept(&header, &payload, worker.pay.is_some()) {
+        Ok(job) => job,
+        Err(e) => return one_frame(e),
     };
-    if job.model != header.model {
-        return one_frame(JobError::new(
-            ErrorCode::BadRequest,
-            "payload model differs from header model",
-        ));
-    }
-    let mut job = job;
-    if let Some(p) = &header.payment {
-        // The engine never generates past what the client authorised.
-        let cap = u32::try_from(p.max_completion_tokens).unwrap_or(u32::MAX);
-        job.params.max_tokens = Some(job.params.max_tokens.map_or(cap, |m| m.min(cap)));
-    } else if worker.pay.is_some() {
-        return one_frame(JobError::new(
-            ErrorCode::PaymentRequired,
-            "this worker serves paid jobs only",
-        ));
-    }
     let Ok(permit) = worker.slots.clone().try_acquire_owned() else {
         WorkerStats::bump(&worker.stats.jobs_refused_busy);
         return one_frame(JobError::new(ErrorCode::Busy, "worker is at capacity"));
@@ -59,68 +34,108 @@ pub(crate) async fn accept(worker: Worker, header: JobHeader, payload: Bytes) ->
     Response::new(frames_body(rx))
 }
 
+/// The shell of [`WorkerFlow`]: runs the engine, feeds the flow what
+/// happens, and carries out what it asks.
 async fn run(worker: &Worker, header: JobHeader, job: JobRequest, tx: mpsc::Sender<Bytes>) {
     WorkerStats::bump(&worker.stats.jobs_started);
+    let cfg = FlowConfig {
+        paid: worker.pay.is_some(),
+        engine_idle_timeout: worker.cfg.engine_idle_timeout,
+    };
+    let mut flow = WorkerFlow::new(cfg, Instant::now());
     let cancel = CancellationToken::new();
     let (text_tx, mut text_rx) = mpsc::channel::<String>(FRAME_BUFFER);
-    let engine_run = tokio::spawn(worker.engine.run(job, text_tx, cancel.clone()));
-    let mut client_gone = false;
+    let mut engine = tokio::spawn(worker.engine.run(job, text_tx, cancel.clone()));
+    let mut text_open = true;
+    let mut engine_over = false;
     loop {
-        tokio::select! {
-            piece = text_rx.recv() => match piece {
-                Some(text) => {
-                    let chunk = serde_json::to_vec(&Chunk { text }).unwrap_or_default();
-                    if tx.send(Frame::Data(Bytes::from(chunk)).encode()).await.is_err() {
-                        client_gone = true;
-                        break;
-                    }
-                }
-                None => break,
-            },
-            _ = tx.closed() => { client_gone = true; break; }
+        while let Some(action) = flow.poll_action() {
+            act(worker, &header, &mut flow, action, &tx, &cancel).await;
         }
-    }
-    if client_gone {
-        cancel.cancel();
-        drop(text_rx);
-    }
-    let result = engine_run
-        .await
-        .unwrap_or_else(|e| Err(EngineError::Failed(e.to_string())));
-    let frame = match result {
-        _ if client_gone => {
-            WorkerStats::bump(&worker.stats.jobs_cancelled);
-            tracing::info!(request_id = %header.request_id, "job cancelled by the requester");
+        if flow.is_done() {
+            // The slot stays taken until the engine has really stopped
+            // (a cancelled prefill runs to its end): capacity is not freed
+            // before the compute is.
+            drop(text_rx);
+            if !engine_over {
+                let _ = engine.await;
+            }
             return;
         }
-        Ok(mut end) => {
-            if let Some(pay) = &worker.pay
-                && let Err(e) = crate::pay::attach_receipt(worker, pay, &header, &mut end).await
-            {
-                tracing::error!(request_id = %header.request_id, error = %e, "cannot sign the receipt");
-                let _ = tx
-                    .send(
-                        Frame::Error(JobError::new(
-                            ErrorCode::EngineFailed,
-                            "worker could not sign its receipt",
-                        ))
-                        .encode(),
-                    )
-                    .await;
-                return;
+        let deadline = flow.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            piece = text_rx.recv(), if text_open => match piece {
+                Some(text) => flow.text(text, Instant::now()),
+                None => text_open = false,
+            },
+            // The engine's result, once all its text is through.
+            r = &mut engine, if !text_open && !engine_over => {
+                engine_over = true;
+                flow.engine_done(
+                    r.unwrap_or_else(|e| Err(EngineError::Failed(e.to_string())))
+                        .map_err(|e| e.to_job_error()),
+                );
             }
-            WorkerStats::bump(&worker.stats.jobs_completed);
-            tracing::info!(request_id = %header.request_id, model = %header.model,
-                prompt_tokens = end.usage.prompt_tokens, completion_tokens = end.usage.completion_tokens, "job done");
-            Frame::End(end)
+            _ = tx.closed() => flow.requester_gone(),
+            _ = sleep_until(deadline) => flow.handle_timeout(Instant::now()),
         }
-        Err(e) => {
-            WorkerStats::bump(&worker.stats.jobs_failed);
-            tracing::warn!(request_id = %header.request_id, error = %e, "job failed");
-            Frame::Error(e.to_job_error())
+    }
+}
+
+async fn act(
+    worker: &Worker,
+    header: &JobHeader,
+    flow: &mut WorkerFlow,
+    action: Action,
+    tx: &mpsc::Sender<Bytes>,
+    cancel: &CancellationToken,
+) {
+    match action {
+        Action::Send(frame) => {
+            if tx.send(frame.encode()).await.is_err() {
+                flow.requester_gone();
+            }
         }
-    };
-    let _ = tx.send(frame.encode()).await;
+        Action::Sign(mut end) => {
+            let Some(pay) = &worker.pay else {
+                return flow.signed(Err("this worker is not paid".into()));
+            };
+            let r = crate::pay::attach_receipt(worker, pay, header, &mut end).await;
+            if let Err(e) = &r {
+                tracing::error!(request_id = %header.request_id, error = %e, "cannot sign the receipt");
+            }
+            flow.signed(r.map(|()| end));
+        }
+        Action::CancelEngine => cancel.cancel(),
+        Action::Finish(outcome) => finished(worker, header, outcome),
+    }
+}
+
+fn finished(worker: &Worker, header: &JobHeader, outcome: Outcome) {
+    let stats = &worker.stats;
+    let id = &header.request_id;
+    match outcome {
+        Outcome::Completed => {
+            WorkerStats::bump(&stats.jobs_completed);
+            tracing::info!(request_id = %id, model = %header.model, "job done");
+        }
+        Outcome::Cancelled => {
+            WorkerStats::bump(&stats.jobs_cancelled);
+            tracing::info!(request_id = %id, "job cancelled by the requester");
+        }
+        Outcome::Failed(code) => {
+            WorkerStats::bump(&stats.jobs_failed);
+            tracing::warn!(request_id = %id, code = code.as_str(), "job failed");
+        }
+        Outcome::ReceiptFailed => WorkerStats::bump(&stats.jobs_failed),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn one_frame(err: JobError) -> Response<Body> {

@@ -4,6 +4,7 @@
 //! The link is kept alive with HTTP/2 pings and re-dialed with exponential
 //! backoff and jitter when it drops.
 
+pub mod flow;
 mod job;
 mod link;
 mod pay;
@@ -48,6 +49,9 @@ pub struct WorkerConfig {
     /// First and longest pause between reconnection attempts.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Longest silence of the engine (before its first token or between two)
+    /// before the job is stopped and fails; frees the slot of a hung engine.
+    pub engine_idle_timeout: Duration,
 }
 
 impl WorkerConfig {
@@ -58,6 +62,7 @@ impl WorkerConfig {
             price_milli: 1000,
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
+            engine_idle_timeout: Duration::from_secs(300),
         }
     }
 }

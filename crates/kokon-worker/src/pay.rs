@@ -1,11 +1,13 @@
 //! The worker's side of payments: signing receipts with the attested key,
 //! keeping the proxy's vault vouchers, and claiming from the vault.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kokon_money::{
-    Hash32, Nanotons, PriceTable, Receipt, Signable, Signature, Signed, TokenUsage, WorkerVoucher,
+    Address, Hash32, Nanotons, PriceTable, PublicKey, Receipt, Signable, Signature, Signed,
+    TokenUsage, WorkerVoucher,
 };
 use kokon_pay::Settlement;
 use kokon_pay::books::worker::WorkerBooks;
@@ -22,7 +24,14 @@ pub struct WorkerPay {
     pub(crate) claim_threshold: Nanotons,
     pub(crate) claim_every: Duration,
     pub(crate) payout: kokon_money::PublicKey,
+    /// Vault owners read from the ledger. A vault's address is derived from
+    /// its owner, so the answer never changes; asking once per vault keeps a
+    /// ledger round trip off every voucher.
+    vault_owners: std::sync::Mutex<HashMap<Address, PublicKey>>,
 }
+
+/// Vaults whose owner is remembered (a worker links to a few proxies).
+const MAX_VAULT_OWNERS: usize = 64;
 
 impl WorkerPay {
     pub fn new(
@@ -40,6 +49,7 @@ impl WorkerPay {
             claim_threshold,
             claim_every,
             payout,
+            vault_owners: Default::default(),
         }
     }
 
@@ -98,9 +108,15 @@ pub(crate) async fn attach_receipt(
         body,
         signature: Signature(sig),
     };
-    pay.books()
+    let recorded = pay
+        .books()
         .await
-        .record_receipt(&header.request_id, &receipt)
+        .record_receipt(&header.request_id, &receipt);
+    // Group commit: receipts of jobs ending together share this fsync.
+    recorded
+        .map_err(|e| e.to_string())?
+        .wait()
+        .await
         .map_err(|e| e.to_string())?;
     end.receipt = Some(Box::new(ReceiptEnvelope {
         receipt,
@@ -115,19 +131,36 @@ pub(crate) async fn accept_voucher(
     pay: &WorkerPay,
     v: Signed<WorkerVoucher>,
 ) -> Result<Nanotons, String> {
-    let vault = pay
-        .ledger
-        .vault(v.body.vault)
+    let owner = vault_owner(pay, v.body.vault).await?;
+    let accepted = pay.books().await.accept_voucher(v, owner);
+    let delta = accepted
+        .map_err(|e| e.to_string())?
+        .wait()
         .await
-        .map_err(|e| e.to_string())?;
-    let vault = vault.ok_or_else(|| format!("vault {} is not on the ledger", v.body.vault))?;
-    let delta = pay
-        .books()
-        .await
-        .accept_voucher(v, vault.owner)
         .map_err(|e| e.to_string())?;
     tracing::debug!(vault = %v.body.vault.short(), delta = %delta, "vault voucher accepted");
     Ok(delta)
+}
+
+fn owners(pay: &WorkerPay) -> std::sync::MutexGuard<'_, HashMap<Address, PublicKey>> {
+    pay.vault_owners.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The owner of `vault` as the ledger names it (remembered per vault).
+async fn vault_owner(pay: &WorkerPay, vault: Address) -> Result<PublicKey, String> {
+    let known = owners(pay).get(&vault).copied();
+    if let Some(owner) = known {
+        return Ok(owner);
+    }
+    let row = pay.ledger.vault(vault).await.map_err(|e| e.to_string())?;
+    let owner = row
+        .ok_or_else(|| format!("vault {vault} is not on the ledger"))?
+        .owner;
+    let mut owners = owners(pay);
+    if owners.len() < MAX_VAULT_OWNERS {
+        owners.insert(vault, owner);
+    }
+    Ok(owner)
 }
 
 /// Claims due earnings every `claim_every` until `shutdown`.

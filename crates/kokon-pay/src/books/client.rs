@@ -9,6 +9,7 @@ use rusqlite::{Connection, params};
 use super::{from_json, get_meta, set_meta, to_json};
 use crate::PayError;
 use crate::fail;
+use crate::journal::{Durable, Journal};
 use crate::sqlite::amount;
 
 const SCHEMA: &str = "
@@ -32,7 +33,7 @@ pub fn latest_voucher(path: &Path) -> Result<Option<Signed<ChannelVoucher>>, Pay
 
 /// The gateway's channel state, durable.
 pub struct ClientBooks {
-    conn: Connection,
+    db: Journal,
     key: SecretKey,
     channel: ClientChannel,
     latest: Option<Signed<ChannelVoucher>>,
@@ -55,15 +56,15 @@ impl ClientBooks {
         channel: Address,
         deposit: Nanotons,
     ) -> Result<Self, PayError> {
-        let conn = crate::sqlite::open(path, SCHEMA)?;
-        let latest: Option<Signed<ChannelVoucher>> = match get_meta(&conn, "voucher")? {
+        let db = Journal::open(path, SCHEMA)?;
+        let latest: Option<Signed<ChannelVoucher>> = match get_meta(db.conn(), "voucher")? {
             Some(s) => Some(from_json(&s)?),
             None => None,
         };
         let latest = latest.filter(|v| v.body.channel == channel);
         let spent = latest.map_or(0, |v| v.body.amount);
         Ok(Self {
-            conn,
+            db,
             key,
             channel: ClientChannel {
                 id: channel,
@@ -91,51 +92,58 @@ impl ClientBooks {
         self.channel.deposit = deposit;
     }
 
-    /// The latest voucher, to re-send after a reconnect.
-    pub fn latest(&self) -> Option<Signed<ChannelVoucher>> {
-        self.latest
+    /// The latest voucher, to re-send after a reconnect (once durable).
+    pub fn latest(&self) -> Durable<Option<Signed<ChannelVoucher>>> {
+        self.db.durable(self.latest)
+    }
+
+    /// The books' journal (fsync counts for `/metrics`).
+    pub fn journal(&self) -> &Journal {
+        &self.db
     }
 
     /// Pays for a verified receipt: records it and signs the next voucher,
-    /// both on disk before returning. `None` if the job cost nothing.
+    /// to be sent once both are on disk. `None` if the job cost nothing.
     pub fn pay(
         &mut self,
         request_id: &str,
         worker: &PublicKey,
         receipt: &Signed<Receipt>,
         cost: Nanotons,
-    ) -> Result<Option<Signed<ChannelVoucher>>, PayError> {
+    ) -> Result<Durable<Option<Signed<ChannelVoucher>>>, PayError> {
         let voucher = if cost > 0 {
             Some(self.channel.next_voucher(cost, &self.key)?)
         } else {
             None
         };
         fail::hit("client.pay.before_persist")?;
-        let tx = self.conn.transaction()?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO receipts (request, worker, cost, receipt) VALUES (?1, ?2, ?3, ?4)",
-            params![request_id, worker.to_hex(), cost.to_string(), to_json(receipt)],
-        )?;
-        if inserted == 0 {
-            return Err(PayError::Storage(format!(
-                "request {request_id} was already paid"
-            )));
-        }
-        if let Some(v) = &voucher {
-            set_meta(&tx, "voucher", &to_json(v))?;
-        }
-        tx.commit()?;
+        self.db.commit(|tx| {
+            let inserted = super::exec(
+                tx,
+                "INSERT OR IGNORE INTO receipts (request, worker, cost, receipt) VALUES (?1, ?2, ?3, ?4)",
+                params![request_id, worker.to_hex(), cost.to_string(), to_json(receipt)],
+            )?;
+            if inserted == 0 {
+                return Err(PayError::Storage(format!(
+                    "request {request_id} was already paid"
+                )));
+            }
+            if let Some(v) = &voucher {
+                set_meta(tx, "voucher", &to_json(v))?;
+            }
+            Ok(())
+        })?;
         fail::hit("client.pay.after_persist")?;
         if let Some(v) = &voucher {
             self.channel.commit(v);
             self.latest = Some(*v);
         }
-        Ok(voucher)
+        Ok(self.db.durable(voucher))
     }
 
     /// Σ costs of all receipts paid (equals the latest voucher on one channel).
     pub fn receipts_total(&self) -> Result<(u64, Nanotons), PayError> {
-        let mut st = self.conn.prepare("SELECT cost FROM receipts")?;
+        let mut st = self.db.conn().prepare("SELECT cost FROM receipts")?;
         let costs = st.query_map([], |r| r.get::<_, String>(0))?;
         let mut n = 0;
         let mut total = 0;

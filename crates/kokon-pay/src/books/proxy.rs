@@ -12,9 +12,10 @@ use kokon_money::{
     Address, ChannelVoucher, MoneyError, Nanotons, PublicKey, Receipt, SecretKey, Signed,
     WorkerVoucher,
 };
-use rusqlite::{Connection, params};
+use rusqlite::params;
 
 use super::{from_json, rows4, to_json};
+use crate::journal::{Durable, Journal};
 use crate::sqlite::amount;
 use crate::{PayError, Settlement, fail};
 
@@ -121,7 +122,7 @@ pub struct ProxyTotals {
 
 /// The proxy's money state, durable.
 pub struct ProxyBooks {
-    conn: Connection,
+    db: Journal,
     key: Arc<SecretKey>,
     vault: Address,
     commission_bps: u16,
@@ -149,13 +150,11 @@ impl ProxyBooks {
         commission_bps: u16,
         max_credit: Nanotons,
     ) -> Result<Self, PayError> {
-        let conn = crate::sqlite::open(path, SCHEMA)?;
+        let db = Journal::open(path, SCHEMA)?;
+        let conn = db.conn();
         let mut channels = HashMap::new();
         {
-            for row in rows4(
-                &conn,
-                "SELECT terms, billed, voucher, claimed FROM channels",
-            )? {
+            for row in rows4(conn, "SELECT terms, billed, voucher, claimed FROM channels")? {
                 let (terms, billed, voucher, claimed) = row;
                 let terms: ChannelTerms = from_json(&terms)?;
                 let latest = voucher.map(|v| from_json(&v)).transpose()?;
@@ -177,7 +176,7 @@ impl ProxyBooks {
             }
         }
         Ok(Self {
-            conn,
+            db,
             key: Arc::new(key),
             vault,
             commission_bps,
@@ -217,12 +216,23 @@ impl ProxyBooks {
         self.channels.get(channel).map(|(c, _)| c.terms)
     }
 
-    /// Records the ledger's current terms of a channel (new, topped up, closing).
+    /// The books' journal (fsync counts for `/metrics`).
+    pub fn journal(&self) -> &Journal {
+        &self.db
+    }
+
+    /// Records the ledger's current terms of a channel (new, topped up,
+    /// closing). Not flushed on its own: the terms can be read from the
+    /// ledger again, and the next flush covers them.
     pub fn update_terms(&mut self, terms: ChannelTerms) -> Result<(), PayError> {
-        self.conn.execute(
-            "INSERT INTO channels (id, terms, billed, claimed) VALUES (?1, ?2, '0', '0') ON CONFLICT(id) DO UPDATE SET terms = ?2",
-            params![terms.id.to_string(), to_json(&terms)],
-        )?;
+        self.db.commit(|tx| {
+            super::exec(
+                tx,
+                "INSERT INTO channels (id, terms, billed, claimed) VALUES (?1, ?2, '0', '0') ON CONFLICT(id) DO UPDATE SET terms = ?2",
+                params![terms.id.to_string(), to_json(&terms)],
+            )?;
+            Ok(())
+        })?;
         let entry = self
             .channels
             .entry(terms.id)
@@ -256,11 +266,15 @@ impl ProxyBooks {
     }
 
     /// Bills a verified receipt against its reservation and signs the
-    /// worker's next voucher, both on disk before returning. The caller then
-    /// forwards the receipt to the client and the voucher to the worker.
-    /// When billing fails the reservation is released: either way it is
-    /// consumed exactly once.
-    pub fn bill(&mut self, r: Reservation, b: Bill<'_>) -> Result<Signed<WorkerVoucher>, PayError> {
+    /// worker's next voucher. Once the [`Durable`] is waited for, both are
+    /// on disk and the caller forwards the receipt to the client and the
+    /// voucher to the worker. When billing fails the reservation is
+    /// released: either way it is consumed exactly once.
+    pub fn bill(
+        &mut self,
+        r: Reservation,
+        b: Bill<'_>,
+    ) -> Result<Durable<Signed<WorkerVoucher>>, PayError> {
         if b.cost > r.max_cost {
             let refused = MoneyError::AboveReservation {
                 cost: b.cost,
@@ -275,7 +289,7 @@ impl ProxyBooks {
                     c.bill(r.max_cost, b.cost);
                 }
                 self.workers.insert(b.worker, voucher);
-                Ok(voucher)
+                Ok(self.db.durable(voucher))
             }
             Err(e) => {
                 self.release(r);
@@ -298,29 +312,36 @@ impl ProxyBooks {
         let owed = self.workers.get(&b.worker).map_or(0, |v| v.body.amount);
         let voucher = next_worker_voucher(self.vault(), b.worker, owed, fee, &self.key)?;
         fail::hit("proxy.bill.before_persist")?;
-        let tx = self.conn.transaction()?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO receipts (request, channel, worker, cost, fee, receipt) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![b.request_id, r.channel.to_string(), b.worker.to_hex(), b.cost.to_string(), fee.to_string(), to_json(b.receipt)],
-        )?;
-        if inserted == 0 {
-            return Err(PayError::AlreadyBilled(b.request_id.to_string()));
-        }
-        tx.execute(
-            "UPDATE channels SET billed = ?2 WHERE id = ?1",
-            params![r.channel.to_string(), billed.to_string()],
-        )?;
-        tx.execute(
-            "INSERT INTO workers (worker, owed, voucher) VALUES (?1, ?2, ?3) ON CONFLICT(worker) DO UPDATE SET owed = ?2, voucher = ?3",
-            params![b.worker.to_hex(), voucher.body.amount.to_string(), to_json(&voucher)],
-        )?;
-        tx.commit()?;
+        self.db.commit(|tx| {
+            let inserted = super::exec(
+                tx,
+                "INSERT OR IGNORE INTO receipts (request, channel, worker, cost, fee, receipt) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![b.request_id, r.channel.to_string(), b.worker.to_hex(), b.cost.to_string(), fee.to_string(), to_json(b.receipt)],
+            )?;
+            if inserted == 0 {
+                return Err(PayError::AlreadyBilled(b.request_id.to_string()));
+            }
+            super::exec(
+                tx,
+                "UPDATE channels SET billed = ?2 WHERE id = ?1",
+                params![r.channel.to_string(), billed.to_string()],
+            )?;
+            super::exec(
+                tx,
+                "INSERT INTO workers (worker, owed, voucher) VALUES (?1, ?2, ?3) ON CONFLICT(worker) DO UPDATE SET owed = ?2, voucher = ?3",
+                params![b.worker.to_hex(), voucher.body.amount.to_string(), to_json(&voucher)],
+            )?;
+            Ok(())
+        })?;
         fail::hit("proxy.bill.after_persist")?;
         Ok(voucher)
     }
 
-    /// Accepts a client's voucher (persisted before the client hears "ok").
-    pub fn accept_voucher(&mut self, v: Signed<ChannelVoucher>) -> Result<Nanotons, PayError> {
+    /// Accepts a client's voucher; the client hears "ok" once it is durable.
+    pub fn accept_voucher(
+        &mut self,
+        v: Signed<ChannelVoucher>,
+    ) -> Result<Durable<Nanotons>, PayError> {
         let (c, _) = self
             .channels
             .get(&v.body.channel)
@@ -328,20 +349,25 @@ impl ProxyBooks {
         let mut next = c.clone();
         let delta = next.accept(v)?;
         fail::hit("proxy.voucher.before_persist")?;
-        self.conn.execute(
-            "UPDATE channels SET voucher = ?2 WHERE id = ?1",
-            params![v.body.channel.to_string(), to_json(&v)],
-        )?;
+        self.db.commit(|tx| {
+            super::exec(
+                tx,
+                "UPDATE channels SET voucher = ?2 WHERE id = ?1",
+                params![v.body.channel.to_string(), to_json(&v)],
+            )?;
+            Ok(())
+        })?;
         fail::hit("proxy.voucher.after_persist")?;
         if let Some((c, _)) = self.channels.get_mut(&v.body.channel) {
             *c = next;
         }
-        Ok(delta)
+        Ok(self.db.durable(delta))
     }
 
-    /// The latest voucher for `worker`, to re-send when it links again.
-    pub fn worker_voucher(&self, worker: &PublicKey) -> Option<Signed<WorkerVoucher>> {
-        self.workers.get(worker).copied()
+    /// The latest voucher for `worker`, to re-send (once durable) when it
+    /// links again.
+    pub fn worker_voucher(&self, worker: &PublicKey) -> Durable<Option<Signed<WorkerVoucher>>> {
+        self.db.durable(self.workers.get(worker).copied())
     }
 
     /// Latest vouchers whose unclaimed part is at least `threshold`.
@@ -364,11 +390,16 @@ impl ProxyBooks {
     }
 
     /// Records what a claim achieved (the ledger's total for the channel).
+    /// Not flushed on its own: the ledger is the record of claims.
     pub fn record_claim(&mut self, done: ClaimDone) -> Result<(), PayError> {
-        self.conn.execute(
-            "UPDATE channels SET claimed = ?2 WHERE id = ?1",
-            params![done.channel.to_string(), done.on_ledger.to_string()],
-        )?;
+        self.db.commit(|tx| {
+            super::exec(
+                tx,
+                "UPDATE channels SET claimed = ?2 WHERE id = ?1",
+                params![done.channel.to_string(), done.on_ledger.to_string()],
+            )?;
+            Ok(())
+        })?;
         if let Some((_, claimed)) = self.channels.get_mut(&done.channel) {
             *claimed = done.on_ledger;
         }
@@ -390,7 +421,7 @@ impl ProxyBooks {
     /// Totals over the books (from disk).
     pub fn totals(&self) -> Result<ProxyTotals, PayError> {
         let mut t = ProxyTotals::default();
-        let mut st = self.conn.prepare("SELECT cost, fee FROM receipts")?;
+        let mut st = self.db.conn().prepare("SELECT cost, fee FROM receipts")?;
         for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
             let (cost, fee) = row?;
             let (cost, fee) = (amount(cost)?, amount(fee)?);

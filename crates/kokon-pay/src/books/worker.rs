@@ -8,9 +8,10 @@ use kokon_money::vault::Earnings;
 use kokon_money::{
     Address, MoneyError, Nanotons, PublicKey, Receipt, SecretKey, Signed, WorkerVoucher,
 };
-use rusqlite::{Connection, params};
+use rusqlite::params;
 
 use super::{from_json, rows4, to_json};
+use crate::journal::{Durable, Journal};
 use crate::sqlite::amount;
 use crate::{PayError, Settlement, fail};
 
@@ -21,7 +22,7 @@ CREATE TABLE IF NOT EXISTS vaults (vault TEXT PRIMARY KEY, owner TEXT NOT NULL, 
 
 /// The worker's money state, durable.
 pub struct WorkerBooks {
-    conn: Connection,
+    db: Journal,
     key: std::sync::Arc<SecretKey>,
     vaults: HashMap<Address, Earnings>,
 }
@@ -37,11 +38,14 @@ impl std::fmt::Debug for WorkerBooks {
 impl WorkerBooks {
     /// Opens the books at `path`; `key` is the payout key vouchers name.
     pub fn open(path: &Path, key: SecretKey) -> Result<Self, PayError> {
-        let conn = crate::sqlite::open(path, SCHEMA)?;
+        let db = Journal::open(path, SCHEMA)?;
         let worker = key.public();
         let mut vaults = HashMap::new();
         {
-            for row in rows4(&conn, "SELECT vault, owner, voucher, claimed FROM vaults")? {
+            for row in rows4(
+                db.conn(),
+                "SELECT vault, owner, voucher, claimed FROM vaults",
+            )? {
                 let (vault, owner, voucher, claimed) = row;
                 let vault = Address::parse(&vault)?;
                 let e = Earnings {
@@ -55,7 +59,7 @@ impl WorkerBooks {
             }
         }
         Ok(Self {
-            conn,
+            db,
             key: std::sync::Arc::new(key),
             vaults,
         })
@@ -65,24 +69,33 @@ impl WorkerBooks {
         self.key.public()
     }
 
-    /// Records a receipt before it is sent.
+    /// The books' journal (fsync counts for `/metrics`).
+    pub fn journal(&self) -> &Journal {
+        &self.db
+    }
+
+    /// Records a receipt; it is sent once the [`Durable`] is waited for.
     pub fn record_receipt(
         &mut self,
         request_id: &str,
         r: &Signed<Receipt>,
-    ) -> Result<(), PayError> {
+    ) -> Result<Durable<()>, PayError> {
         fail::hit("worker.receipt.before_persist")?;
-        self.conn.execute(
-            "INSERT OR REPLACE INTO receipts (request, receipt) VALUES (?1, ?2)",
-            params![request_id, to_json(r)],
-        )?;
+        self.db.commit(|tx| {
+            super::exec(
+                tx,
+                "INSERT OR REPLACE INTO receipts (request, receipt) VALUES (?1, ?2)",
+                params![request_id, to_json(r)],
+            )?;
+            Ok(())
+        })?;
         fail::hit("worker.receipt.after_persist")?;
-        Ok(())
+        Ok(self.db.durable(()))
     }
 
     /// Σ costs of receipts signed.
     pub fn receipts_total(&self) -> Result<(u64, Nanotons), PayError> {
-        let mut st = self.conn.prepare("SELECT receipt FROM receipts")?;
+        let mut st = self.db.conn().prepare("SELECT receipt FROM receipts")?;
         let mut n = 0;
         let mut total = 0;
         for r in st.query_map([], |r| r.get::<_, String>(0))? {
@@ -94,12 +107,13 @@ impl WorkerBooks {
     }
 
     /// Checks a voucher from a proxy whose vault `owner` the ledger names,
-    /// and keeps it (on disk first). Returns the increase.
+    /// and keeps it; the proxy hears "ok" once it is durable. Returns the
+    /// increase.
     pub fn accept_voucher(
         &mut self,
         v: Signed<WorkerVoucher>,
         owner: PublicKey,
-    ) -> Result<Nanotons, PayError> {
+    ) -> Result<Durable<Nanotons>, PayError> {
         let mut e = self.vaults.get(&v.body.vault).cloned().unwrap_or(Earnings {
             vault: v.body.vault,
             owner,
@@ -111,13 +125,17 @@ impl WorkerBooks {
             return Err(MoneyError::NotAuthorized("vault owner").into());
         }
         let delta = e.accept(v)?;
-        self.conn.execute(
-            "INSERT INTO vaults (vault, owner, voucher, claimed) VALUES (?1, ?2, ?3, '0') ON CONFLICT(vault) DO UPDATE SET voucher = ?3",
-            params![v.body.vault.to_string(), owner.to_hex(), to_json(&v)],
-        )?;
+        self.db.commit(|tx| {
+            super::exec(
+                tx,
+                "INSERT INTO vaults (vault, owner, voucher, claimed) VALUES (?1, ?2, ?3, '0') ON CONFLICT(vault) DO UPDATE SET voucher = ?3",
+                params![v.body.vault.to_string(), owner.to_hex(), to_json(&v)],
+            )?;
+            Ok(())
+        })?;
         fail::hit("worker.voucher.after_persist")?;
         self.vaults.insert(v.body.vault, e);
-        Ok(delta)
+        Ok(self.db.durable(delta))
     }
 
     pub fn earnings(&self) -> Vec<Earnings> {
@@ -157,15 +175,9 @@ impl WorkerBooks {
     }
 
     /// Records what a [`WorkerClaim`] achieved.
+    /// Not flushed on its own: the ledger is the record of claims.
     pub fn record_claim(&mut self, done: WorkerClaimDone) -> Result<(), PayError> {
-        self.conn.execute(
-            "UPDATE vaults SET claimed = ?2 WHERE vault = ?1",
-            params![done.vault.to_string(), done.claimed.to_string()],
-        )?;
-        if let Some(e) = self.vaults.get_mut(&done.vault) {
-            e.claimed = done.claimed;
-        }
-        Ok(())
+        self.set_claimed(done.vault, done.claimed)
     }
 
     /// Reads what the ledger has paid this worker from `vault` and records it.
@@ -175,10 +187,18 @@ impl WorkerBooks {
         vault: Address,
     ) -> Result<(), PayError> {
         let claimed = ledger.worker_claimed(vault, self.key.public()).await?;
-        self.conn.execute(
-            "UPDATE vaults SET claimed = ?2 WHERE vault = ?1",
-            params![vault.to_string(), claimed.to_string()],
-        )?;
+        self.set_claimed(vault, claimed)
+    }
+
+    fn set_claimed(&mut self, vault: Address, claimed: Nanotons) -> Result<(), PayError> {
+        self.db.commit(|tx| {
+            super::exec(
+                tx,
+                "UPDATE vaults SET claimed = ?2 WHERE vault = ?1",
+                params![vault.to_string(), claimed.to_string()],
+            )?;
+            Ok(())
+        })?;
         if let Some(e) = self.vaults.get_mut(&vault) {
             e.claimed = claimed;
         }

@@ -1,0 +1,222 @@
+//! One job at the worker, as a state machine: no I/O, no clock reads, no
+//! locks. The shell (`job.rs`) feeds it what happened (a piece of text from
+//! the engine, the engine's end, the receipt signed, the requester gone,
+//! the time) and carries out the [`Action`]s it asks for.
+//!
+//! The flow: [`accept`] checks the job (pure) → the engine runs, each piece
+//! of text goes out as a `Data` frame → at the engine's end a paid worker
+//! signs and records its receipt, durably, before the `End` goes out. The
+//! requester going away cancels the engine; an engine silent past
+//! `engine_idle_timeout` is cancelled and the job fails.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kokon_proto::job::Chunk;
+use kokon_proto::{ErrorCode, Frame, JobEnd, JobError, JobHeader, JobRequest};
+
+/// How a job ended, for stats and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    /// The requester went away before the end.
+    Cancelled,
+    /// The engine failed (or went silent); the error went out.
+    Failed(ErrorCode),
+    /// The engine finished but the receipt could not be signed or recorded.
+    ReceiptFailed,
+}
+
+/// What the shell must do next.
+#[derive(Debug)]
+pub enum Action {
+    /// Send this frame to the proxy. If it cannot be sent, call
+    /// [`WorkerFlow::requester_gone`].
+    Send(Frame),
+    /// Sign the receipt for `end` and record it durably; answer with
+    /// [`WorkerFlow::signed`].
+    Sign(JobEnd),
+    /// Stop the engine.
+    CancelEngine,
+    /// The job is over; nothing follows.
+    Finish(Outcome),
+}
+
+/// Limits of a job at the worker.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowConfig {
+    /// Whether jobs are paid (a receipt before the `End`).
+    pub paid: bool,
+    /// Longest silence of the engine before its first piece or between two.
+    pub engine_idle_timeout: Duration,
+}
+
+/// Checks a job before it takes a slot: the payload parses, names the
+/// header's model, and (on a paid worker) carries a payment whose
+/// completion budget caps the engine.
+pub fn accept(header: &JobHeader, payload: &[u8], paid: bool) -> Result<JobRequest, JobError> {
+    let mut job: JobRequest = serde_json::from_slice(payload).map_err(|e| {
+        JobError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "job payload is not a valid job ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    if job.model != header.model {
+        return Err(JobError::new(
+            ErrorCode::BadRequest,
+            "payload model differs from header model",
+        ));
+    }
+    match &header.payment {
+        Some(p) => {
+            // The engine never generates past what the client authorised.
+            let cap = u32::try_from(p.max_completion_tokens).unwrap_or(u32::MAX);
+            job.params.max_tokens = Some(job.params.max_tokens.map_or(cap, |m| m.min(cap)));
+        }
+        None if paid => {
+            return Err(JobError::new(
+                ErrorCode::PaymentRequired,
+                "this worker serves paid jobs only",
+            ));
+        }
+        None => {}
+    }
+    Ok(job)
+}
+
+enum Phase {
+    Running {
+        deadline: Instant,
+    },
+    /// The receipt is being signed and recorded.
+    Signing,
+    Done,
+}
+
+/// One job's flow at the worker.
+pub struct WorkerFlow {
+    cfg: FlowConfig,
+    phase: Phase,
+    actions: VecDeque<Action>,
+}
+
+impl WorkerFlow {
+    /// A job whose engine was started at `now`.
+    pub fn new(cfg: FlowConfig, now: Instant) -> Self {
+        Self {
+            cfg,
+            phase: Phase::Running {
+                deadline: now + cfg.engine_idle_timeout,
+            },
+            actions: VecDeque::new(),
+        }
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] must be called, if anything waits on time.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Running { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done) && self.actions.is_empty()
+    }
+
+    /// A piece of text from the engine.
+    pub fn text(&mut self, text: String, now: Instant) {
+        let Phase::Running { deadline } = &mut self.phase else {
+            return;
+        };
+        *deadline = now + self.cfg.engine_idle_timeout;
+        let chunk = serde_json::to_vec(&Chunk { text }).expect("a chunk serializes");
+        self.actions
+            .push_back(Action::Send(Frame::Data(Bytes::from(chunk))));
+    }
+
+    /// The engine finished (after its last piece of text).
+    pub fn engine_done(&mut self, r: Result<JobEnd, JobError>) {
+        if !matches!(self.phase, Phase::Running { .. }) {
+            return;
+        }
+        match r {
+            Ok(end) if self.cfg.paid => {
+                self.phase = Phase::Signing;
+                self.actions.push_back(Action::Sign(end));
+            }
+            Ok(end) => {
+                self.actions.push_back(Action::Send(Frame::End(end)));
+                self.finish(Outcome::Completed);
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// The answer to [`Action::Sign`]: the end with its receipt attached.
+    pub fn signed(&mut self, r: Result<JobEnd, String>) {
+        if !matches!(self.phase, Phase::Signing) {
+            return;
+        }
+        match r {
+            Ok(end) => {
+                self.actions.push_back(Action::Send(Frame::End(end)));
+                self.finish(Outcome::Completed);
+            }
+            Err(_) => {
+                let e = JobError::new(ErrorCode::EngineFailed, "worker could not sign its receipt");
+                self.actions.push_back(Action::Send(Frame::Error(e)));
+                self.finish(Outcome::ReceiptFailed);
+            }
+        }
+    }
+
+    /// The requester went away (its stream was reset or a send failed).
+    pub fn requester_gone(&mut self) {
+        match self.phase {
+            Phase::Running { .. } => {
+                self.actions.push_back(Action::CancelEngine);
+                self.finish(Outcome::Cancelled);
+            }
+            // The work is done and its receipt is being recorded: that runs
+            // to its end, and the `End` that cannot be delivered is dropped.
+            Phase::Signing | Phase::Done => {}
+        }
+    }
+
+    /// Time passed: an engine silent past its deadline has failed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|d| now >= d) {
+            self.actions.push_back(Action::CancelEngine);
+            self.fail(JobError::new(
+                ErrorCode::EngineFailed,
+                "the engine went silent; the job was stopped",
+            ));
+        }
+    }
+
+    fn fail(&mut self, e: JobError) {
+        let code = e.code;
+        self.actions.push_back(Action::Send(Frame::Error(e)));
+        self.finish(Outcome::Failed(code));
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        self.phase = Phase::Done;
+        self.actions.push_back(Action::Finish(outcome));
+    }
+}
+
+#[cfg(test)]
+#[path = "flow_tests.rs"]
+mod tests;

@@ -1,0 +1,230 @@
+//! The worker's job flow alone, on a virtual clock: every outcome, and a
+//! property test that whatever happens, the flow finishes exactly once, a
+//! paid job's `End` never goes out without its receipt, and nothing is sent
+//! after the end.
+
+use std::time::{Duration, Instant};
+
+use kokon_proto::{ErrorCode, FinishReason, Frame, JobEnd, JobError, JobHeader, JobKind, Usage};
+use proptest::prelude::*;
+
+use super::{Action, FlowConfig, Outcome, WorkerFlow, accept};
+
+const IDLE: Duration = Duration::from_secs(300);
+
+fn cfg(paid: bool) -> FlowConfig {
+    FlowConfig {
+        paid,
+        engine_idle_timeout: IDLE,
+    }
+}
+
+fn end() -> JobEnd {
+    JobEnd {
+        usage: Usage {
+            prompt_tokens: 3,
+            completion_tokens: 2,
+        },
+        finish_reason: FinishReason::Stop,
+        receipt: None,
+    }
+}
+
+/// Everything a flow asked for, in order.
+fn drain(f: &mut WorkerFlow) -> Vec<Action> {
+    std::iter::from_fn(|| f.poll_action()).collect()
+}
+
+fn finished(actions: &[Action]) -> Option<Outcome> {
+    actions.iter().find_map(|a| match a {
+        Action::Finish(o) => Some(*o),
+        _ => None,
+    })
+}
+
+#[test]
+fn unpaid_job_streams_text_then_ends() {
+    let t0 = Instant::now();
+    let mut f = WorkerFlow::new(cfg(false), t0);
+    f.text("Hel".into(), t0);
+    f.text("lo".into(), t0);
+    f.engine_done(Ok(end()));
+    let a = drain(&mut f);
+    assert!(matches!(&a[0], Action::Send(Frame::Data(b)) if b.as_ref() == br#"{"text":"Hel"}"#));
+    assert!(matches!(&a[2], Action::Send(Frame::End(_))));
+    assert_eq!(finished(&a), Some(Outcome::Completed));
+    assert!(f.is_done());
+}
+
+#[test]
+fn paid_job_signs_before_the_end_goes_out() {
+    let t0 = Instant::now();
+    let mut f = WorkerFlow::new(cfg(true), t0);
+    f.text("x".into(), t0);
+    f.engine_done(Ok(end()));
+    let a = drain(&mut f);
+    assert!(matches!(a.last(), Some(Action::Sign(_))), "{a:?}");
+    assert!(!a.iter().any(|a| matches!(a, Action::Send(Frame::End(_)))));
+    assert!(!f.is_done());
+    f.signed(Ok(end()));
+    let a = drain(&mut f);
+    assert!(matches!(&a[0], Action::Send(Frame::End(_))));
+    assert_eq!(finished(&a), Some(Outcome::Completed));
+}
+
+#[test]
+fn a_receipt_that_cannot_be_signed_ends_the_job_with_an_error() {
+    let t0 = Instant::now();
+    let mut f = WorkerFlow::new(cfg(true), t0);
+    f.engine_done(Ok(end()));
+    drain(&mut f);
+    f.signed(Err("disk full".into()));
+    let a = drain(&mut f);
+    assert!(matches!(&a[0], Action::Send(Frame::Error(e)) if e.code == ErrorCode::EngineFailed));
+    assert_eq!(finished(&a), Some(Outcome::ReceiptFailed));
+}
+
+#[test]
+fn engine_failure_goes_out_as_the_error() {
+    let t0 = Instant::now();
+    let mut f = WorkerFlow::new(cfg(true), t0);
+    f.engine_done(Err(JobError::new(ErrorCode::BadRequest, "too long")));
+    let a = drain(&mut f);
+    assert!(matches!(&a[0], Action::Send(Frame::Error(e)) if e.code == ErrorCode::BadRequest));
+    assert_eq!(finished(&a), Some(Outcome::Failed(ErrorCode::BadRequest)));
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::Sign(_))),
+        "no receipt for a failure"
+    );
+}
+
+#[test]
+fn requester_gone_cancels_the_engine() {
+    let t0 = Instant::now();
+    let mut f = WorkerFlow::new(cfg(true), t0);
+    f.text("x".into(), t0);
+    f.requester_gone();
+    let a = drain(&mut f);
+    assert!(a.iter().any(|a| matches!(a, Action::CancelEngine)));
+    assert_eq!(finished(&a), Some(Outcome::Cancelled));
+    f.engine_done(Ok(end()));
+    assert!(drain(&mut f).is_empty(), "nothing after the end");
+}
+
+#[test]
+fn requester_gone_while_signing_still_records_the_receipt() {
+    let t0 = Instant::now();
+    let mut f = WorkerFlow::new(cfg(true), t0);
+    f.engine_done(Ok(end()));
+    drain(&mut f);
+    f.requester_gone();
+    assert!(drain(&mut f).is_empty());
+    f.signed(Ok(end()));
+    assert_eq!(finished(&drain(&mut f)), Some(Outcome::Completed));
+}
+
+#[test]
+fn a_silent_engine_is_stopped_at_its_deadline_and_not_before() {
+    let t0 = Instant::now();
+    let mut f = WorkerFlow::new(cfg(false), t0);
+    f.text("x".into(), t0 + Duration::from_secs(100));
+    assert_eq!(f.poll_timeout(), Some(t0 + Duration::from_secs(100) + IDLE));
+    f.handle_timeout(t0 + IDLE); // past the first deadline, not the moved one
+    drain(&mut f);
+    assert!(!f.is_done());
+    f.handle_timeout(t0 + Duration::from_secs(100) + IDLE);
+    let a = drain(&mut f);
+    assert!(a.iter().any(|a| matches!(a, Action::CancelEngine)));
+    assert_eq!(finished(&a), Some(Outcome::Failed(ErrorCode::EngineFailed)));
+}
+
+fn header(payment: bool) -> JobHeader {
+    JobHeader {
+        request_id: "r1".into(),
+        model: "m".into(),
+        kind: JobKind::Chat,
+        max_price_milli: None,
+        payment: payment.then(|| kokon_proto::Payment {
+            channel: kokon_money::Address::new(0, [0; 32]),
+            max_prompt_tokens: 100,
+            max_completion_tokens: 7,
+            signature: kokon_money::Signature([0; 64]),
+        }),
+    }
+}
+
+const JOB: &[u8] =
+    br#"{"model":"m","input":{"chat":[{"role":"user","content":"hi"}]},"params":{"max_tokens":100}}"#;
+
+#[test]
+fn accept_caps_the_engine_at_the_paid_budget() {
+    let job = accept(&header(true), JOB, true).unwrap();
+    assert_eq!(job.params.max_tokens, Some(7));
+}
+
+#[test]
+fn accept_refuses_what_a_worker_must_not_run() {
+    let no_pay = accept(&header(false), JOB, true).err().unwrap();
+    assert_eq!(no_pay.code, ErrorCode::PaymentRequired);
+    let garbage = accept(&header(false), b"{not json", false).err().unwrap();
+    assert_eq!(garbage.code, ErrorCode::BadRequest);
+    let mut other = header(false);
+    other.model = "other".into();
+    let mismatch = accept(&other, JOB, false).err().unwrap();
+    assert!(mismatch.message.contains("differs"), "{}", mismatch.message);
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Text,
+    Done(bool),
+    Signed(bool),
+    Gone,
+    Wait(u64),
+}
+
+fn ev() -> impl Strategy<Value = Ev> {
+    prop_oneof![
+        4 => Just(Ev::Text),
+        1 => any::<bool>().prop_map(Ev::Done),
+        1 => any::<bool>().prop_map(Ev::Signed),
+        1 => Just(Ev::Gone),
+        1 => (0u64..400).prop_map(Ev::Wait),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn whatever_happens_the_flow_finishes_once_and_never_ends_unsigned(
+        paid in any::<bool>(),
+        events in proptest::collection::vec(ev(), 0..40),
+    ) {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut f = WorkerFlow::new(cfg(paid), now);
+        let mut all = Vec::new();
+        let mut signing = false;
+        for e in events {
+            match e {
+                Ev::Text => f.text("t".into(), now),
+                Ev::Done(ok) => f.engine_done(if ok { Ok(end()) } else { Err(JobError::new(ErrorCode::EngineFailed, "x")) }),
+                Ev::Signed(ok) => f.signed(if ok { Ok(end()) } else { Err("x".into()) }),
+                Ev::Gone => f.requester_gone(),
+                Ev::Wait(s) => { now += Duration::from_secs(s); f.handle_timeout(now); }
+            }
+            for a in drain(&mut f) {
+                if let Action::Sign(_) = a { signing = true; }
+                if let Action::Send(Frame::End(_)) = a {
+                    prop_assert!(!paid || signing, "a paid End went out before its receipt was signed");
+                }
+                all.push(a);
+            }
+        }
+        let finishes = all.iter().filter(|a| matches!(a, Action::Finish(_))).count();
+        prop_assert!(finishes <= 1);
+        if let Some(i) = all.iter().position(|a| matches!(a, Action::Finish(_))) {
+            prop_assert_eq!(i, all.len() - 1, "nothing after Finish");
+        }
+        prop_assert_eq!(finishes == 1, f.is_done());
+    }
+}

@@ -20,17 +20,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::flow::{Action, GatewayFlow};
 use crate::openai::{Shape, parse_request};
 use crate::pay::Paid;
-use crate::stream::{Event, Frames, Meta, chunk, full_response, sse, usage_chunk};
+use crate::stream::{Frames, Meta, chunk, full_response, sse, usage_chunk};
 
-/// A streamed event after settlement.
-enum Settled {
-    Text(String),
-    Ended((kokon_proto::JobEnd, Option<kokon_money::Nanotons>)),
-}
 use crate::{ApiError, AppState};
-use Settled::{Ended, Text};
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
@@ -159,7 +154,7 @@ fn finish(s: &AppState, endpoint: &'static str, r: Result<Response, ApiError>) -
 
 async fn run_job(
     s: &AppState,
-    mut header: kokon_proto::JobHeader,
+    header: kokon_proto::JobHeader,
     job: kokon_proto::JobRequest,
     shape: Shape,
     prefix: &str,
@@ -172,57 +167,145 @@ async fn run_job(
     })?;
     let payload =
         serde_json::to_vec(&job).map_err(|_| ApiError::bad_request(None, "cannot encode job"))?;
-    let paid = match &s.pay {
-        Some(pay) => {
-            let auth = crate::pay::authorise(pay, &mut header, &job, payload.len()).await?;
-            tracing::trace!(request_id = %header.request_id, "job authorised");
-            Some(Paid {
-                pay: pay.clone(),
-                header: header.clone(),
-                auth,
-            })
-        }
-        None => None,
-    };
     let meta = Meta {
         id: format!("{prefix}-{}", header.request_id),
         created: SystemClock.now_unix(),
         shape,
     };
-    let body = s.link.submit(&header, payload.into()).await?;
-    let mut frames = Frames::new(body);
+    let mut run = Run {
+        flow: GatewayFlow::new(s.pay.is_some()),
+        link: s.link.clone(),
+        pay: s.pay.clone(),
+        header,
+        job,
+        payload: payload.into(),
+        paid: None,
+        frames: None,
+    };
     if meta.shape.stream {
-        // Wait for the first event so an early failure gets a proper status.
-        let first = frames.next().await.unwrap_or_else(|| Err(closed()))?;
-        return Ok(stream_response(meta, first, frames, paid, permit));
+        // Wait for the first output so an early failure gets a proper status.
+        return match run.next().await {
+            Some(Out::Fail(e)) => Err(e.into()),
+            first => Ok(stream_response(meta, first, run, permit)),
+        };
     }
     let mut text = String::new();
-    while let Some(ev) = frames.next().await {
-        match ev? {
-            Event::Text(t) => text.push_str(&t),
-            Event::End(end) => {
-                let cost = match &paid {
-                    Some(p) => Some(p.settle(&end, text.len() as u64).await?),
+    while let Some(out) = run.next().await {
+        match out {
+            Out::Text(t) => text.push_str(&t),
+            Out::Answer(end, cost) => {
+                return Ok(axum::Json(full_response(&meta, text, &end, cost)).into_response());
+            }
+            Out::Fail(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::from(kokon_proto::JobError::new(
+        kokon_proto::ErrorCode::Unavailable,
+        "response ended early",
+    )))
+}
+
+/// What a request produces for its HTTP client.
+enum Out {
+    Text(String),
+    Answer(kokon_proto::JobEnd, Option<kokon_money::Nanotons>),
+    Fail(kokon_proto::JobError),
+}
+
+/// The shell of one request's [`GatewayFlow`]: carries out its actions
+/// (authorise, submit, read, settle) and hands out what the client gets.
+struct Run {
+    flow: GatewayFlow,
+    link: Arc<crate::ProxyLink>,
+    pay: Option<Arc<crate::ClientPay>>,
+    header: kokon_proto::JobHeader,
+    job: kokon_proto::JobRequest,
+    payload: Bytes,
+    paid: Option<Paid>,
+    frames: Option<Frames>,
+}
+
+impl Run {
+    /// The next output, `None` once the request is over.
+    async fn next(&mut self) -> Option<Out> {
+        loop {
+            while let Some(action) = self.flow.poll_action() {
+                if let Some(out) = self.act(action).await {
+                    return Some(out);
+                }
+            }
+            if self.flow.is_done() {
+                return None;
+            }
+            if self.flow.wants_event() {
+                let ev = match &mut self.frames {
+                    Some(f) => f.next().await,
                     None => None,
                 };
-                return Ok(axum::Json(full_response(&meta, text, &end, cost)).into_response());
+                self.flow.event(ev);
             }
         }
     }
-    Err(closed().into())
+
+    async fn act(&mut self, action: Action) -> Option<Out> {
+        match action {
+            Action::Authorise => {
+                let r = self.authorise().await;
+                self.flow.authorised(r);
+            }
+            Action::Submit => {
+                let r = self.link.submit(&self.header, self.payload.clone()).await;
+                let r = r.map(|body| self.frames = Some(Frames::new(body)));
+                self.flow.submitted(r);
+            }
+            Action::Settle { end, delivered } => {
+                let r = match &self.paid {
+                    Some(p) => p.settle(&end, delivered).await,
+                    None => Err(kokon_proto::JobError::new(
+                        kokon_proto::ErrorCode::PaymentRequired,
+                        "job was not authorised",
+                    )),
+                };
+                self.flow.settled(end, r);
+            }
+            Action::Emit(t) => return Some(Out::Text(t)),
+            Action::Answer { end, cost } => return Some(Out::Answer(end, cost)),
+            Action::Fail(e) => return Some(Out::Fail(e)),
+            Action::Finish(outcome) => {
+                tracing::debug!(request_id = %self.header.request_id, ?outcome, "request over");
+            }
+        }
+        None
+    }
+
+    async fn authorise(&mut self) -> Result<(), kokon_proto::JobError> {
+        let Some(pay) = self.pay.clone() else {
+            return Ok(());
+        };
+        let auth =
+            crate::pay::authorise(&pay, &mut self.header, &self.job, self.payload.len()).await?;
+        tracing::trace!(request_id = %self.header.request_id, "job authorised");
+        self.paid = Some(Paid {
+            pay,
+            header: self.header.clone(),
+            auth,
+        });
+        Ok(())
+    }
+
+    /// The HTTP client went away: dropping the frame stream resets the job
+    /// upstream, which cancels it at the worker.
+    fn client_gone(&mut self) {
+        self.flow.client_gone();
+        self.frames = None;
+    }
 }
 
-fn closed() -> kokon_proto::JobError {
-    kokon_proto::JobError::new(kokon_proto::ErrorCode::Unavailable, "response ended early")
-}
-
-/// Streams SSE. When the HTTP client disconnects, the body (and with it the
-/// frame stream from the proxy) is dropped, which cancels the job upstream.
+/// Streams SSE from the outputs of `run`, after the `first`.
 fn stream_response(
     meta: Meta,
-    first: Event,
-    mut frames: Frames,
-    paid: Option<Paid>,
+    first: Option<Out>,
+    mut run: Run,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
@@ -233,44 +316,16 @@ fn stream_response(
             .await
             .is_err()
         {
-            return;
+            return run.client_gone();
         }
-        let mut next = Some(Ok(first));
-        let mut delivered = 0u64;
-        while let Some(ev) = next {
-            let ev = match ev {
-                Ok(Event::End(end)) => match &paid {
-                    Some(p) => p
-                        .settle(&end, delivered)
-                        .await
-                        .map(|c| (end, Some(c)))
-                        .map(Ended),
-                    None => Ok(Ended((end, None))),
-                },
-                Ok(Event::Text(t)) => Ok(Text(t)),
-                Err(e) => Err(e),
-            };
-            let out = match ev {
-                Ok(Text(t)) => {
-                    delivered += t.len() as u64;
-                    vec![sse(&chunk(&meta, Some(&t), None, false))]
-                }
-                Ok(Ended((end, cost))) => {
-                    let mut v = vec![sse(&chunk(&meta, None, Some(end.finish_reason), false))];
-                    if meta.shape.include_usage {
-                        v.push(sse(&usage_chunk(&meta, &end.usage, cost)));
-                    }
-                    v.push(Bytes::from_static(b"data: [DONE]\n\n"));
-                    v
-                }
-                Err(e) => vec![sse(&ApiError::from(e).body())],
-            };
-            for b in out {
+        let mut next = first;
+        while let Some(out) = next {
+            for b in sse_of(&meta, out) {
                 if send(b).await.is_err() {
-                    return;
+                    return run.client_gone();
                 }
             }
-            next = frames.next().await;
+            next = run.next().await;
         }
     });
     let mut resp = Response::new(Body::from_stream(ReceiverStream::new(rx)));
@@ -281,4 +336,19 @@ fn stream_response(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
+}
+
+fn sse_of(meta: &Meta, out: Out) -> Vec<Bytes> {
+    match out {
+        Out::Text(t) => vec![sse(&chunk(meta, Some(&t), None, false))],
+        Out::Answer(end, cost) => {
+            let mut v = vec![sse(&chunk(meta, None, Some(end.finish_reason), false))];
+            if meta.shape.include_usage {
+                v.push(sse(&usage_chunk(meta, &end.usage, cost)));
+            }
+            v.push(Bytes::from_static(b"data: [DONE]\n\n"));
+            v
+        }
+        Out::Fail(e) => vec![sse(&ApiError::from(e).body())],
+    }
 }

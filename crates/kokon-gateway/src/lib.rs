@@ -5,6 +5,7 @@
 
 mod api;
 mod error;
+pub mod flow;
 mod guard;
 mod link;
 mod openai;

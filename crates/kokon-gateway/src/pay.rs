@@ -169,16 +169,18 @@ pub(crate) async fn settle(
     };
     let cost =
         receipt::check(&env.receipt, &worker, &expect).map_err(|e| rejected(e.to_string()))?;
-    let voucher = pay
+    let cannot_pay = |e| {
+        JobError::new(
+            ErrorCode::PaymentRequired,
+            format!("cannot pay for this job: {e}"),
+        )
+    };
+    let paid = pay
         .books()
         .await
-        .pay(&header.request_id, &worker, &env.receipt, cost)
-        .map_err(|e| {
-            JobError::new(
-                ErrorCode::PaymentRequired,
-                format!("cannot pay for this job: {e}"),
-            )
-        })?;
+        .pay(&header.request_id, &worker, &env.receipt, cost);
+    // Group commit: payments finishing together share this fsync.
+    let voucher = paid.map_err(cannot_pay)?.wait().await.map_err(cannot_pay)?;
     if voucher.is_some() {
         pay.wake.notify_one();
     }
@@ -194,7 +196,8 @@ pub(crate) async fn deliver_vouchers(link: Arc<ProxyLink>, pay: Arc<ClientPay>) 
         pay.wake.notified().await;
         let mut attempt = 0u32;
         loop {
-            let Some(v) = pay.books().await.latest() else {
+            let latest = pay.books().await.latest();
+            let Ok(Some(v)) = latest.wait().await else {
                 break;
             };
             if v.body.amount <= sent {

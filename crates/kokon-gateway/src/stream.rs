@@ -6,13 +6,8 @@ use kokon_proto::job::Chunk;
 use kokon_proto::{ErrorCode, FinishReason, Frame, JobEnd, JobError, JobKind, Usage};
 use serde_json::{Value, json};
 
+use crate::flow::Event;
 use crate::openai::Shape;
-
-/// One event of a job's output.
-pub(crate) enum Event {
-    Text(String),
-    End(JobEnd),
-}
 
 /// Decodes the frame stream from the proxy into [`Event`]s.
 pub(crate) struct Frames {

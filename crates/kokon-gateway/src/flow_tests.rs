@@ -1,0 +1,197 @@
+//! The gateway's request flow alone: every outcome, and a property test
+//! that it finishes once, pays only after an `End`, and never answers
+//! after the end.
+
+use kokon_proto::{ErrorCode, FinishReason, JobEnd, JobError, Usage};
+use proptest::prelude::*;
+
+use super::{Action, Event, GatewayFlow, Outcome};
+
+fn end() -> JobEnd {
+    JobEnd {
+        usage: Usage {
+            prompt_tokens: 3,
+            completion_tokens: 2,
+        },
+        finish_reason: FinishReason::Stop,
+        receipt: None,
+    }
+}
+
+fn drain(f: &mut GatewayFlow) -> Vec<Action> {
+    std::iter::from_fn(|| f.poll_action()).collect()
+}
+
+fn finished(a: &[Action]) -> Option<Outcome> {
+    a.iter().find_map(|a| match a {
+        Action::Finish(o) => Some(*o),
+        _ => None,
+    })
+}
+
+fn text(t: &str) -> Option<Result<Event, JobError>> {
+    Some(Ok(Event::Text(t.into())))
+}
+
+#[test]
+fn paid_request_authorises_submits_settles_then_answers() {
+    let mut f = GatewayFlow::new(true);
+    assert!(matches!(drain(&mut f)[..], [Action::Authorise]));
+    f.authorised(Ok(()));
+    assert!(matches!(drain(&mut f)[..], [Action::Submit]));
+    f.submitted(Ok(()));
+    assert!(f.wants_event());
+    f.event(text("Hello"));
+    f.event(text(", you"));
+    f.event(Some(Ok(Event::End(end()))));
+    let a = drain(&mut f);
+    assert!(
+        matches!(&a[2], Action::Settle { delivered: 10, .. }),
+        "{a:?}"
+    );
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::Answer { .. })),
+        "no answer before paying"
+    );
+    f.settled(end(), Ok(42));
+    let a = drain(&mut f);
+    assert!(matches!(&a[0], Action::Answer { cost: Some(42), .. }));
+    assert_eq!(finished(&a), Some(Outcome::Ok));
+    assert!(f.is_done());
+}
+
+#[test]
+fn unpaid_request_skips_authorise_and_settle() {
+    let mut f = GatewayFlow::new(false);
+    assert!(matches!(drain(&mut f)[..], [Action::Submit]));
+    f.submitted(Ok(()));
+    f.event(Some(Ok(Event::End(end()))));
+    let a = drain(&mut f);
+    assert!(matches!(&a[0], Action::Answer { cost: None, .. }));
+    assert_eq!(finished(&a), Some(Outcome::Ok));
+}
+
+#[test]
+fn a_refused_authorisation_never_reaches_the_proxy() {
+    let mut f = GatewayFlow::new(true);
+    drain(&mut f);
+    f.authorised(Err(JobError::new(ErrorCode::PaymentRequired, "top up")));
+    let a = drain(&mut f);
+    assert!(!a.iter().any(|a| matches!(a, Action::Submit)));
+    assert_eq!(
+        finished(&a),
+        Some(Outcome::Failed(ErrorCode::PaymentRequired))
+    );
+}
+
+#[test]
+fn a_stream_cut_before_its_end_pays_nothing_and_says_so() {
+    let mut f = GatewayFlow::new(true);
+    drain(&mut f);
+    f.authorised(Ok(()));
+    f.submitted(Ok(()));
+    f.event(text("partial"));
+    f.event(None);
+    let a = drain(&mut f);
+    assert!(!a.iter().any(|a| matches!(a, Action::Settle { .. })));
+    assert!(matches!(&a[2], Action::Fail(e) if e.code == ErrorCode::Unavailable));
+}
+
+#[test]
+fn a_refused_receipt_is_the_answer() {
+    let mut f = GatewayFlow::new(true);
+    drain(&mut f);
+    f.authorised(Ok(()));
+    f.submitted(Ok(()));
+    f.event(Some(Ok(Event::End(end()))));
+    drain(&mut f);
+    f.settled(
+        end(),
+        Err(JobError::new(ErrorCode::ReceiptRejected, "over budget")),
+    );
+    let a = drain(&mut f);
+    assert!(matches!(&a[0], Action::Fail(e) if e.code == ErrorCode::ReceiptRejected));
+}
+
+#[test]
+fn client_gone_mid_stream_cancels_but_a_payment_under_way_completes() {
+    let mut f = GatewayFlow::new(true);
+    drain(&mut f);
+    f.authorised(Ok(()));
+    f.submitted(Ok(()));
+    f.event(text("x"));
+    f.client_gone();
+    assert_eq!(finished(&drain(&mut f)), Some(Outcome::Cancelled));
+
+    let mut g = GatewayFlow::new(true);
+    drain(&mut g);
+    g.authorised(Ok(()));
+    g.submitted(Ok(()));
+    g.event(Some(Ok(Event::End(end()))));
+    drain(&mut g);
+    g.client_gone();
+    assert!(drain(&mut g).is_empty());
+    g.settled(end(), Ok(1));
+    assert_eq!(finished(&drain(&mut g)), Some(Outcome::Ok));
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Auth(bool),
+    Sub(bool),
+    Text,
+    End,
+    Err,
+    Cut,
+    Settled(bool),
+    Gone,
+}
+
+fn ev() -> impl Strategy<Value = Ev> {
+    prop_oneof![
+        1 => any::<bool>().prop_map(Ev::Auth),
+        1 => any::<bool>().prop_map(Ev::Sub),
+        3 => Just(Ev::Text),
+        1 => Just(Ev::End),
+        1 => Just(Ev::Err),
+        1 => Just(Ev::Cut),
+        1 => any::<bool>().prop_map(Ev::Settled),
+        1 => Just(Ev::Gone),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn whatever_happens_it_finishes_once_and_pays_only_after_an_end(
+        paid in any::<bool>(),
+        events in proptest::collection::vec(ev(), 0..30),
+    ) {
+        let mut f = GatewayFlow::new(paid);
+        let mut all = drain(&mut f);
+        let mut saw_end = false;
+        for e in events {
+            match e {
+                Ev::Auth(ok) => f.authorised(if ok { Ok(()) } else { Err(JobError::new(ErrorCode::PaymentRequired, "x")) }),
+                Ev::Sub(ok) => f.submitted(if ok { Ok(()) } else { Err(JobError::new(ErrorCode::Unavailable, "x")) }),
+                Ev::Text => f.event(text("t")),
+                Ev::End => { if f.wants_event() { saw_end = true; } f.event(Some(Ok(Event::End(end())))) }
+                Ev::Err => f.event(Some(Err(JobError::new(ErrorCode::EngineFailed, "x")))),
+                Ev::Cut => f.event(None),
+                Ev::Settled(ok) => f.settled(end(), if ok { Ok(1) } else { Err(JobError::new(ErrorCode::ReceiptRejected, "x")) }),
+                Ev::Gone => f.client_gone(),
+            }
+            for a in drain(&mut f) {
+                if let Action::Settle { .. } = a {
+                    prop_assert!(paid && saw_end, "settled without an End");
+                }
+                all.push(a);
+            }
+        }
+        let finishes = all.iter().filter(|a| matches!(a, Action::Finish(_))).count();
+        prop_assert!(finishes <= 1);
+        if let Some(i) = all.iter().position(|a| matches!(a, Action::Finish(_))) {
+            prop_assert_eq!(i, all.len() - 1, "nothing after Finish");
+        }
+        prop_assert_eq!(finishes == 1, f.is_done());
+    }
+}

@@ -61,6 +61,8 @@ pub struct NetSpec {
     pub job_idle_timeout: Duration,
     /// Payments on the devnet ledger; `None` runs an unpaid network.
     pub payments: Option<pay::PaySpec>,
+    /// How long the proxy and the gateway let jobs finish when draining.
+    pub drain_grace: Duration,
 }
 
 impl NetSpec {
@@ -76,6 +78,7 @@ impl NetSpec {
             cors_origins: Vec::new(),
             registry: Registry::local_test_network(),
             job_idle_timeout: Duration::from_secs(120),
+            drain_grace: Duration::from_secs(30),
             payments: None,
         }
     }
@@ -148,6 +151,7 @@ impl LocalNet {
         let mut pcfg = ProxyConfig::new(spec.proxy_listen);
         pcfg.admin_listen = spec.proxy_admin;
         pcfg.job_idle_timeout = spec.job_idle_timeout;
+        pcfg.drain_grace = spec.drain_grace;
         let ptls = simulated_node(
             Role::Proxy,
             None,
@@ -192,6 +196,7 @@ impl LocalNet {
         gcfg.api_key = spec.api_key;
         gcfg.allow_hosts = spec.allow_hosts;
         gcfg.cors_origins = spec.cors_origins;
+        gcfg.public.drain_grace = spec.drain_grace;
         let gtls = simulated_node(
             Role::Client,
             None,
@@ -282,5 +287,21 @@ impl LocalNet {
     /// Stops everything.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Stops as SIGTERM stops each daemon: nothing new is accepted, jobs in
+    /// flight finish (within `grace`, the daemons' own drain grace), then
+    /// every link closes. Returns whether everything finished in time.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.shutdown.cancel();
+        let all = async {
+            tokio::join!(self.gateway.drained(), self.proxy.drained());
+            while !self.workers.iter().all(WorkerHandle::is_finished) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(grace + Duration::from_secs(1), all)
+            .await
+            .is_ok()
     }
 }

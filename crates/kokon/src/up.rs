@@ -54,6 +54,10 @@ pub struct UpArgs {
     /// [default: $KOKON_HOME/devnet or $KOKON_HOME/ton-sandbox].
     #[arg(long, env = "KOKON_DEVNET")]
     pub devnet: Option<std::path::PathBuf>,
+    /// On Ctrl-C or SIGTERM, seconds the jobs in flight get to finish before
+    /// the network stops anyway.
+    #[arg(long, default_value_t = 30, env = "KOKON_DRAIN_SECS")]
+    pub drain_secs: u64,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -86,6 +90,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     spec.api_key = a.api_key.clone();
     spec.allow_hosts = a.allow_hosts.clone();
     spec.cors_origins = a.cors_origins.clone();
+    spec.drain_grace = std::time::Duration::from_secs(a.drain_secs);
     let mut chain = None;
     match a.settlement {
         Settlement::Devnet => spec.payments = Some(PaySpec::dev(devnet_dir(&a))),
@@ -120,8 +125,10 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         .await;
     }
     crate::shutdown_signal().await;
-    eprintln!("stopping…");
-    net.shutdown();
+    eprintln!("stopping: letting jobs in flight finish (at most {} s)…", a.drain_secs);
+    if !net.drain(std::time::Duration::from_secs(a.drain_secs)).await {
+        eprintln!("some jobs were still running after {} s; stopped anyway", a.drain_secs);
+    }
     if let Some(c) = chain {
         c.chain.stop().await;
     }

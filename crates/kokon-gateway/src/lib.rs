@@ -29,13 +29,15 @@ pub use openai::check_request;
 pub use pay::ClientPay;
 
 /// Gateway settings (see `kokon client --help` for the documented defaults).
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize)]
 pub struct GatewayConfig {
     /// Where the OpenAI-compatible API listens.
     pub listen: SocketAddr,
     /// The proxy to send jobs to.
     pub proxy: SocketAddr,
-    /// When set, requests must carry `Authorization: Bearer <key>`.
+    /// When set, requests must carry `Authorization: Bearer <key>`. Only
+    /// whether one is set is part of the attested config hash.
+    #[serde(serialize_with = "key_is_set")]
     pub api_key: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
@@ -71,6 +73,10 @@ impl std::fmt::Debug for GatewayConfig {
             .field("link", &self.link)
             .finish()
     }
+}
+
+fn key_is_set<S: serde::Serializer>(key: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(key.is_some())
 }
 
 impl GatewayConfig {

@@ -18,7 +18,7 @@ use kokon_tls::{LinkError, RaTls};
 use tokio::sync::watch;
 
 /// Timing of the proxy link.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct LinkTiming {
     /// Longest dial (TCP + RA-TLS handshake + HTTP/2).
     pub dial_timeout: Duration,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use kokon_proto::MAX_JOB_PAYLOAD;
 
 /// Limits of one HTTP/2 link (RA-TLS, between Kokon nodes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct LinkLimits {
     /// Interval between HTTP/2 pings.
     pub keep_alive_interval: Duration,
@@ -65,7 +65,7 @@ impl LinkLimits {
 }
 
 /// Limits of a public HTTP server (the gateway's OpenAI API, admin ports).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PublicLimits {
     /// Time allowed to receive a request's headers (HTTP/1); a half-sent
     /// request is closed then.

@@ -33,7 +33,7 @@ pub use pay::ProxyPay;
 use workers::WorkerLink;
 
 /// Proxy settings (see `kokon proxy --help` for the documented defaults).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct ProxyConfig {
     /// Where workers and clients connect (RA-TLS).
     pub listen: SocketAddr,

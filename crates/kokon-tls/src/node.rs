@@ -58,10 +58,67 @@ fn issue(p: &NodeParams, now: u64) -> Result<Identity, NodeError> {
     Identity::issue(&params, p.evidence.as_ref()).map_err(|e| NodeError::Cert(e.to_string()))
 }
 
-/// SHA-256 of a node's effective configuration (its `Debug` rendering),
-/// bound into its certificate claims. That `Debug` must redact secrets.
-pub fn config_sha256(config: &impl std::fmt::Debug) -> [u8; 32] {
-    kokon_attest::sha256(format!("{config:?}").as_bytes())
+/// SHA-256 of a node's effective configuration, bound into its certificate
+/// claims: of its canonical JSON (object keys sorted at every level, no
+/// whitespace; durations as `{"nanos","secs"}`, addresses as strings), so
+/// the hash depends on the values only, not on field order or on how a
+/// type prints itself. A config's `Serialize` must leave secrets out.
+pub fn config_sha256(config: &impl serde::Serialize) -> [u8; 32] {
+    let value = serde_json::to_value(config).expect("a config serializes to JSON");
+    kokon_attest::sha256(canonical_json(&value).as_bytes())
+}
+
+/// `v` as JSON with every object's keys sorted.
+fn canonical_json(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&m[k])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(canonical_json).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod config_hash_tests {
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    struct Ab {
+        a: u32,
+        b: std::time::Duration,
+    }
+
+    #[derive(serde::Serialize)]
+    struct Ba {
+        b: std::time::Duration,
+        a: u32,
+    }
+
+    #[test]
+    fn the_hash_depends_on_values_not_field_order() {
+        let d = std::time::Duration::from_millis(1500);
+        assert_eq!(
+            config_sha256(&Ab { a: 1, b: d }),
+            config_sha256(&Ba { b: d, a: 1 })
+        );
+        assert_ne!(
+            config_sha256(&Ab { a: 1, b: d }),
+            config_sha256(&Ab { a: 2, b: d })
+        );
+        let v = serde_json::json!({"z": [{"y": 1, "x": true}], "a": "s"});
+        assert_eq!(canonical_json(&v), r#"{"a":"s","z":[{"x":true,"y":1}]}"#);
+    }
 }
 
 /// A node whose certificate is issued now and rotated until `shutdown`.

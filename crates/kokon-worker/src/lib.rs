@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 pub use link::run;
 
 /// Worker settings (see `kokon worker --help` for the documented defaults).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct WorkerConfig {
     /// The proxy to dial.
     pub proxy: SocketAddr,

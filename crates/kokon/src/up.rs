@@ -125,9 +125,18 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         .await;
     }
     crate::shutdown_signal().await;
-    eprintln!("stopping: letting jobs in flight finish (at most {} s)…", a.drain_secs);
-    if !net.drain(std::time::Duration::from_secs(a.drain_secs)).await {
-        eprintln!("some jobs were still running after {} s; stopped anyway", a.drain_secs);
+    eprintln!(
+        "stopping: letting jobs in flight finish (at most {} s)…",
+        a.drain_secs
+    );
+    if !net
+        .drain(std::time::Duration::from_secs(a.drain_secs))
+        .await
+    {
+        eprintln!(
+            "some jobs were still running after {} s; stopped anyway",
+            a.drain_secs
+        );
     }
     if let Some(c) = chain {
         c.chain.stop().await;

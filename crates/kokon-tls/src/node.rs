@@ -89,38 +89,6 @@ fn canonical_json(v: &serde_json::Value) -> String {
     }
 }
 
-#[cfg(test)]
-mod config_hash_tests {
-    use super::*;
-
-    #[derive(serde::Serialize)]
-    struct Ab {
-        a: u32,
-        b: std::time::Duration,
-    }
-
-    #[derive(serde::Serialize)]
-    struct Ba {
-        b: std::time::Duration,
-        a: u32,
-    }
-
-    #[test]
-    fn the_hash_depends_on_values_not_field_order() {
-        let d = std::time::Duration::from_millis(1500);
-        assert_eq!(
-            config_sha256(&Ab { a: 1, b: d }),
-            config_sha256(&Ba { b: d, a: 1 })
-        );
-        assert_ne!(
-            config_sha256(&Ab { a: 1, b: d }),
-            config_sha256(&Ab { a: 2, b: d })
-        );
-        let v = serde_json::json!({"z": [{"y": 1, "x": true}], "a": "s"});
-        assert_eq!(canonical_json(&v), r#"{"a":"s","z":[{"x":true,"y":1}]}"#);
-    }
-}
-
 /// A node whose certificate is issued now and rotated until `shutdown`.
 pub fn start_node(
     params: NodeParams,
@@ -195,5 +163,37 @@ impl RaTls {
                 };
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod config_hash_tests {
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    struct Ab {
+        a: u32,
+        b: std::time::Duration,
+    }
+
+    #[derive(serde::Serialize)]
+    struct Ba {
+        b: std::time::Duration,
+        a: u32,
+    }
+
+    #[test]
+    fn the_hash_depends_on_values_not_field_order() {
+        let d = std::time::Duration::from_millis(1500);
+        assert_eq!(
+            config_sha256(&Ab { a: 1, b: d }),
+            config_sha256(&Ba { b: d, a: 1 })
+        );
+        assert_ne!(
+            config_sha256(&Ab { a: 1, b: d }),
+            config_sha256(&Ab { a: 2, b: d })
+        );
+        let v = serde_json::json!({"z": [{"y": 1, "x": true}], "a": "s"});
+        assert_eq!(canonical_json(&v), r#"{"a":"s","z":[{"x":true,"y":1}]}"#);
     }
 }

@@ -220,6 +220,24 @@ async fn streams_complete_when_the_whole_network_shuts_down() {
 }
 
 #[tokio::test]
+async fn a_drained_network_finishes_its_streams_before_it_stops() {
+    // What `kokon up` does on Ctrl-C.
+    let net = LocalNet::start(NetSpec::new(vec![WorkerSpec::new(echo("m", 20))]))
+        .await
+        .unwrap();
+    let base = net.base_url();
+    let stream =
+        tokio::spawn(async move { read_stream(chat(&base, "m", &words(30), true).await).await });
+    eventually("job running", || net.proxy.active_jobs() == 1).await;
+    assert!(net.drain(Duration::from_secs(10)).await, "drained within the grace");
+    assert!(stream.is_finished(), "the stream ended before the drain returned");
+    let (text, done) = stream.await.unwrap();
+    assert!(done);
+    assert_eq!(text, expected(30));
+    assert!(net.workers.iter().all(|w| w.is_finished()), "every worker stopped");
+}
+
+#[tokio::test]
 async fn links_beyond_the_per_address_cap_are_refused_before_tls() {
     let mut cfg = ProxyConfig::new("127.0.0.1:0".parse().unwrap());
     cfg.max_links_per_address = 3;

@@ -229,12 +229,21 @@ async fn a_drained_network_finishes_its_streams_before_it_stops() {
     let stream =
         tokio::spawn(async move { read_stream(chat(&base, "m", &words(30), true).await).await });
     eventually("job running", || net.proxy.active_jobs() == 1).await;
-    assert!(net.drain(Duration::from_secs(10)).await, "drained within the grace");
-    assert!(stream.is_finished(), "the stream ended before the drain returned");
+    assert!(
+        net.drain(Duration::from_secs(10)).await,
+        "drained within the grace"
+    );
+    assert!(
+        stream.is_finished(),
+        "the stream ended before the drain returned"
+    );
     let (text, done) = stream.await.unwrap();
     assert!(done);
     assert_eq!(text, expected(30));
-    assert!(net.workers.iter().all(|w| w.is_finished()), "every worker stopped");
+    assert!(
+        net.workers.iter().all(|w| w.is_finished()),
+        "every worker stopped"
+    );
 }
 
 #[tokio::test]

@@ -100,11 +100,6 @@ impl GatewayFlow {
         matches!(self.phase, Phase::Streaming) && self.actions.is_empty()
     }
 
-    /// Text bytes delivered so far.
-    pub fn delivered(&self) -> u64 {
-        self.delivered
-    }
-
     pub fn authorised(&mut self, r: Result<(), JobError>) {
         if !matches!(self.phase, Phase::Authorising) {
             return;

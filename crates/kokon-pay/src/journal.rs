@@ -226,11 +226,6 @@ impl<T> Durable<T> {
         self.flush.durable_blocking()?;
         Ok(self.value)
     }
-
-    /// Peeks without waiting (for tests and logs: never for sending).
-    pub fn peek(&self) -> &T {
-        &self.value
-    }
 }
 
 fn wal_path(db: &Path) -> PathBuf {

@@ -59,8 +59,9 @@ pub(crate) async fn attach(
         }
     };
     let (vouchers, latest) = watch::channel(None);
-    tokio::spawn(deliver_vouchers(client.clone(), latest));
     if let Some(pay) = &state.pay {
+        // Unpaid networks have no vouchers: no delivery task.
+        tokio::spawn(deliver_vouchers(client.clone(), latest));
         let Some(payout) = announce.payout else {
             return;
         };

@@ -233,12 +233,13 @@ async fn a_drained_network_finishes_its_streams_before_it_stops() {
         net.drain(Duration::from_secs(10)).await,
         "drained within the grace"
     );
-    assert!(
-        stream.is_finished(),
-        "the stream ended before the drain returned"
-    );
-    let (text, done) = stream.await.unwrap();
-    assert!(done);
+    // The drain returned after the last byte left the gateway; the client task may still
+    // be reading it. A cut stream would show as a missing `[DONE]` or missing words.
+    let (text, done) = tokio::time::timeout(Duration::from_secs(2), stream)
+        .await
+        .expect("the stream ends once the drain has returned")
+        .unwrap();
+    assert!(done, "the drain cut the stream before [DONE]");
     assert_eq!(text, expected(30));
     assert!(
         net.workers.iter().all(|w| w.is_finished()),

@@ -69,6 +69,7 @@ impl Engine for EchoEngine {
                 return Err(EngineError::UnknownModel(job.model));
             }
             let (text, prompt_tokens) = source_text(&job.input);
+            EngineError::check_prompt(prompt_tokens, job.params.max_prompt_tokens)?;
             let words: Vec<String> = text.split_whitespace().map(|w| format!("{w} ")).collect();
             let max = job
                 .params

@@ -40,6 +40,21 @@ pub enum EngineError {
     Upstream(String),
     #[error("job was cancelled")]
     Cancelled,
+    #[error("the prompt is {prompt} tokens, above the {budget} the client's budget pays for")]
+    OverBudget { prompt: usize, budget: usize },
+}
+
+impl EngineError {
+    /// Refuses a prompt of `prompt` tokens above the job's prompt budget.
+    pub fn check_prompt(prompt: usize, max: Option<u32>) -> Result<(), EngineError> {
+        match max {
+            Some(budget) if prompt > budget as usize => Err(EngineError::OverBudget {
+                prompt,
+                budget: budget as usize,
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl EngineError {
@@ -52,6 +67,7 @@ impl EngineError {
             }
             EngineError::Failed(_) | EngineError::Upstream(_) => ErrorCode::EngineFailed,
             EngineError::Cancelled => ErrorCode::Cancelled,
+            EngineError::OverBudget { .. } => ErrorCode::OverBudget,
         };
         JobError::new(code, self.to_string())
     }

@@ -129,6 +129,8 @@ impl Inner {
                 context: n_ctx,
             });
         }
+        // Before any prefill: a prompt the client did not pay for is refused.
+        EngineError::check_prompt(tokens.len(), job.params.max_prompt_tokens)?;
         let budget = job.params.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS) as usize;
         let max_new = budget.min(n_ctx - tokens.len());
 

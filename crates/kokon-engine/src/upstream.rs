@@ -86,6 +86,7 @@ fn request_body(job: &JobRequest) -> (String, Value) {
         top_p,
         stop,
         seed,
+        max_prompt_tokens: _,
     } = &job.params;
     let mut body = json!({
         "model": job.model,
@@ -119,6 +120,13 @@ fn request_body(job: &JobRequest) -> (String, Value) {
         set("stop", json!(stop));
     }
     (path.to_string(), body)
+}
+
+fn prompt_bytes(input: &JobInput) -> usize {
+    match input {
+        JobInput::Chat(msgs) => msgs.iter().map(|m| m.content.len()).sum(),
+        JobInput::Prompt(p) => p.len(),
+    }
 }
 
 /// What one SSE event from the upstream contributes.
@@ -193,6 +201,12 @@ impl Engine for UpstreamEngine {
             if !me.cfg.models.contains(&job.model) {
                 return Err(EngineError::UnknownModel(job.model));
             }
+            // The upstream tokenizes; a token is at least one byte of the
+            // text, so a prompt with more bytes than the budget may be
+            // over it and is refused before it is sent. (The chat template
+            // the upstream adds is not counted: the receipt never bills
+            // above the budget, so that part is the worker's to absorb.)
+            EngineError::check_prompt(prompt_bytes(&job.input), job.params.max_prompt_tokens)?;
             tokio::select! {
                 r = me.stream(job, out) => r,
                 _ = cancel.cancelled() => Err(EngineError::Cancelled),

@@ -282,8 +282,7 @@ impl Run {
         let Some(pay) = self.pay.clone() else {
             return Ok(());
         };
-        let auth =
-            crate::pay::authorise(&pay, &mut self.header, &self.job, self.payload.len()).await?;
+        let auth = crate::pay::authorise(&pay, &mut self.header, &self.job, &self.payload).await?;
         tracing::trace!(request_id = %self.header.request_id, "job authorised");
         self.paid = Some(Paid {
             pay,

@@ -81,6 +81,8 @@ impl From<JobError> for ApiError {
             ErrorCode::Cancelled => (StatusCode::REQUEST_TIMEOUT, "server_error"),
             ErrorCode::PaymentRequired => (StatusCode::PAYMENT_REQUIRED, "insufficient_quota"),
             ErrorCode::ReceiptRejected => (StatusCode::BAD_GATEWAY, "server_error"),
+            ErrorCode::DuplicateRequest => (StatusCode::CONFLICT, "invalid_request_error"),
+            ErrorCode::OverBudget => (StatusCode::BAD_REQUEST, "invalid_request_error"),
         };
         Self {
             status,

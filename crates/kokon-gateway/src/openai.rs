@@ -243,6 +243,8 @@ impl OpenAiRequest {
             top_p: self.top_p,
             stop,
             seed: self.seed,
+            // The worker sets it from the signed budget.
+            max_prompt_tokens: None,
         })
     }
 }
@@ -290,6 +292,7 @@ fn header(kind: JobKind, model: &str, max_price_milli: Option<u32>) -> Result<Jo
         model: model.into(),
         kind,
         max_price_milli,
+        budget: None,
         payment: None,
     })
 }

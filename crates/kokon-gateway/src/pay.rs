@@ -9,13 +9,18 @@ use kokon_money::receipt::{self, Budget, Expect};
 use kokon_money::{Nanotons, PriceTable};
 use kokon_pay::Settlement;
 use kokon_pay::books::client::ClientBooks;
-use kokon_proto::{ErrorCode, JobEnd, JobError, JobHeader, JobRequest, Payment};
+use kokon_proto::{AuthScope, ErrorCode, JobEnd, JobError, JobHeader, JobRequest, Payment};
 use tokio::sync::Mutex;
 
 use crate::ProxyLink;
 
 /// Prompt tokens allowed beyond the payload's size, for the chat template.
 const TEMPLATE_TOKENS: u64 = 256;
+
+/// How long a job authorisation stays good: long enough for the proxy to
+/// take it after a slow link, short enough that a captured one is soon
+/// worthless (the proxy also refuses a request id it has seen).
+const AUTH_LIFETIME_SECS: u64 = 120;
 
 /// Payment settings and state of a gateway.
 pub struct ClientPay {
@@ -62,14 +67,14 @@ pub(crate) async fn authorise(
     pay: &ClientPay,
     header: &mut JobHeader,
     job: &JobRequest,
-    payload_len: usize,
+    payload: &[u8],
 ) -> Result<Authorised, JobError> {
     let completion = job
         .params
         .max_tokens
         .unwrap_or(kokon_proto::job::DEFAULT_MAX_TOKENS);
     let budget = Budget {
-        prompt: payload_len as u64 + TEMPLATE_TOKENS,
+        prompt: payload.len() as u64 + TEMPLATE_TOKENS,
         completion: completion.into(),
     };
     let coef = header.max_price_milli.unwrap_or(1000);
@@ -98,13 +103,12 @@ pub(crate) async fn authorise(
             ),
         ));
     }
-    let signature = books
-        .key()
-        .sign(&header.auth_hash(&ch.id, budget.prompt, budget.completion));
+    let scope = AuthScope::new(ch.id, payload, SystemClock.now_unix() + AUTH_LIFETIME_SECS);
+    header.budget = Some(budget);
+    let signature = books.key().sign(&header.auth_hash(budget, &scope));
     header.payment = Some(Payment {
         channel: ch.id,
-        max_prompt_tokens: budget.prompt,
-        max_completion_tokens: budget.completion,
+        expires_unix: scope.expires_unix,
         signature,
     });
     let max_stop = job

@@ -100,6 +100,7 @@ fn header() -> JobHeader {
         model: "m".into(),
         kind: JobKind::Chat,
         max_price_milli: None,
+        budget: None,
         payment: None,
     }
 }

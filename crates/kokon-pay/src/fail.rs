@@ -20,6 +20,8 @@ pub const ALL: &[&str] = &[
     "client.pay.before_persist",
     "client.pay.after_persist",
     "client.pay.after_send",
+    "proxy.register.before_persist",
+    "proxy.register.after_persist",
     "proxy.bill.before_persist",
     "proxy.bill.after_persist",
     "proxy.voucher.before_persist",

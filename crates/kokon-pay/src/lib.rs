@@ -34,6 +34,8 @@ pub enum PayError {
     Storage(String),
     #[error("request {0} was already billed")]
     AlreadyBilled(String),
+    #[error("request id {0} was already used on this channel")]
+    DuplicateRequest(String),
     #[error(transparent)]
     Crashed(#[from] fail::Crashed),
     #[error("settlement backend: {0}")]

@@ -148,6 +148,10 @@ async fn job(net: &mut Net, i: usize) -> Result<(), PayError> {
         completion: 1000,
     };
     let max_cost = budget.max_cost(&prices, "m", 1000)?;
+    net.proxy
+        .register(&net.channel, &request_id)?
+        .wait()
+        .await?;
     let reservation = net.proxy.admit(&net.channel, max_cost)?;
     let w = i % net.workers.len();
     let attested = sk([100 + w as u8; 32]);
@@ -349,6 +353,8 @@ crash_tests! {
     client_pay_before_persist => "client.pay.before_persist",
     client_pay_after_persist => "client.pay.after_persist",
     client_pay_after_send => "client.pay.after_send",
+    proxy_register_before_persist => "proxy.register.before_persist",
+    proxy_register_after_persist => "proxy.register.after_persist",
     proxy_bill_before_persist => "proxy.bill.before_persist",
     proxy_bill_after_persist => "proxy.bill.after_persist",
     proxy_voucher_before_persist => "proxy.voucher.before_persist",

@@ -31,6 +31,12 @@ pub enum ErrorCode {
     PaymentRequired,
     /// The worker's receipt did not verify; the job is not billed.
     ReceiptRejected,
+    /// The request id was already used on this channel: the job was
+    /// refused before it reached a worker, and nothing was charged.
+    DuplicateRequest,
+    /// The prompt is longer than the budget the client signed: refused
+    /// before any work, nothing was charged.
+    OverBudget,
 }
 
 impl ErrorCode {
@@ -55,6 +61,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::PaymentRequired => "payment_required",
             ErrorCode::ReceiptRejected => "receipt_rejected",
+            ErrorCode::DuplicateRequest => "duplicate_request",
+            ErrorCode::OverBudget => "over_budget",
         }
     }
 }

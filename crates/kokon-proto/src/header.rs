@@ -13,17 +13,20 @@ pub mod http_names {
     pub const CHANNEL: &str = "kokon-channel";
     pub const BUDGET: &str = "kokon-budget";
     pub const PAYER_SIG: &str = "kokon-payer-sig";
+    pub const AUTH_EXPIRES: &str = "kokon-auth-expires";
 }
 
+use kokon_money::receipt::Budget;
 use kokon_money::{Address, Signature};
 
-/// How a job is paid: the client's channel, the token budget the proxy
-/// reserves credit for, and the channel key's signature over both.
+/// How a job is paid: the client's channel and the channel key's signature
+/// over [`JobHeader::auth_hash`]. Only the proxy sees it: it is never
+/// forwarded to workers, so a worker cannot replay it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Payment {
     pub channel: Address,
-    pub max_prompt_tokens: u64,
-    pub max_completion_tokens: u64,
+    /// The proxy refuses the authorisation after this time (unix seconds).
+    pub expires_unix: u64,
     /// Ed25519 by the channel's client key over [`JobHeader::auth_hash`].
     pub signature: Signature,
 }
@@ -69,7 +72,11 @@ pub struct JobHeader {
     /// Highest worker price coefficient the client accepts, in thousandths
     /// (1000 = the registry's base price). `None` accepts any price.
     pub max_price_milli: Option<u32>,
-    /// `None` on networks without payments.
+    /// Tokens the client pays for at most (paid jobs): the proxy reserves
+    /// credit for it, the worker refuses a longer prompt and stops at the
+    /// completion bound.
+    pub budget: Option<Budget>,
+    /// `None` on networks without payments, and on the proxy → worker hop.
     pub payment: Option<Payment>,
 }
 
@@ -96,12 +103,12 @@ impl JobHeader {
         if let Some(p) = self.max_price_milli {
             put(MAX_PRICE, &p.to_string());
         }
+        if let Some(b) = &self.budget {
+            put(BUDGET, &format!("{},{}", b.prompt, b.completion));
+        }
         if let Some(p) = &self.payment {
             put(CHANNEL, &p.channel.to_string());
-            put(
-                BUDGET,
-                &format!("{},{}", p.max_prompt_tokens, p.max_completion_tokens),
-            );
+            put(AUTH_EXPIRES, &p.expires_unix.to_string());
             put(PAYER_SIG, &p.signature.to_string());
         }
     }
@@ -131,48 +138,104 @@ impl JobHeader {
                     .map_err(|_| HeaderError::Malformed(MAX_PRICE))
             })
             .transpose()?;
+        let budget = get(BUDGET)?.map(read_budget).transpose()?;
         let payment = match get(CHANNEL)? {
             None => None,
-            Some(ch) => Some(read_payment(ch, need(BUDGET)?, need(PAYER_SIG)?)?),
+            Some(ch) => {
+                // A payment without a budget would authorise nothing.
+                budget.ok_or(HeaderError::Missing(BUDGET))?;
+                Some(read_payment(ch, need(AUTH_EXPIRES)?, need(PAYER_SIG)?)?)
+            }
         };
         Ok(Self {
             request_id: request_id.into(),
             model: model.into(),
             kind,
             max_price_milli,
+            budget,
             payment,
         })
     }
 
-    /// What the payer signs to authorise this job on its channel.
-    pub fn auth_hash(&self, channel: &Address, prompt: u64, completion: u64) -> [u8; 32] {
+    /// What the payer signs to authorise this job on its channel: the
+    /// request id, model, kind, price cap and budget of this header, the
+    /// SHA-256 of the payload, the channel (whose address commits to the
+    /// proxy's key, so the authorisation is good at that proxy only) and an
+    /// expiry. A captured signature cannot carry another prompt, another
+    /// budget or price, or outlive its expiry.
+    pub fn auth_hash(&self, budget: Budget, scope: &AuthScope) -> [u8; 32] {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
-        h.update(b"kokon/job-auth/v1\0");
-        for part in [self.request_id.as_bytes(), self.model.as_bytes()] {
+        h.update(b"kokon/job-auth/v2\0");
+        for part in [self.request_id.as_str(), &self.model, self.kind.as_str()] {
             h.update((part.len() as u32).to_be_bytes());
-            h.update(part);
+            h.update(part.as_bytes());
         }
-        h.update([channel.workchain as u8]);
-        h.update(channel.hash);
-        h.update(prompt.to_be_bytes());
-        h.update(completion.to_be_bytes());
+        match self.max_price_milli {
+            None => h.update([0]),
+            Some(p) => {
+                h.update([1]);
+                h.update(p.to_be_bytes());
+            }
+        }
+        h.update(budget.prompt.to_be_bytes());
+        h.update(budget.completion.to_be_bytes());
+        h.update(scope.payload_sha256);
+        h.update([scope.channel.workchain as u8]);
+        h.update(scope.channel.hash);
+        h.update(scope.expires_unix.to_be_bytes());
         h.finalize().into()
+    }
+
+    /// The header as the proxy forwards it to a worker: the budget stays,
+    /// the payment (channel, signature) does not leave the proxy.
+    pub fn for_worker(&self) -> Self {
+        Self {
+            payment: None,
+            ..self.clone()
+        }
     }
 }
 
-fn read_payment(channel: &str, budget: &str, sig: &str) -> Result<Payment, HeaderError> {
-    let channel = Address::parse(channel).map_err(|_| HeaderError::Malformed(CHANNEL))?;
+/// What a job authorisation is bound to beyond the header itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthScope {
+    pub channel: Address,
+    /// SHA-256 of the job payload as sent.
+    pub payload_sha256: [u8; 32],
+    pub expires_unix: u64,
+}
+
+impl AuthScope {
+    pub fn new(channel: Address, payload: &[u8], expires_unix: u64) -> Self {
+        use sha2::Digest;
+        Self {
+            channel,
+            payload_sha256: sha2::Sha256::digest(payload).into(),
+            expires_unix,
+        }
+    }
+}
+
+fn read_budget(budget: &str) -> Result<Budget, HeaderError> {
     let bad_budget = || HeaderError::Malformed(BUDGET);
     let (p, c) = budget.split_once(',').ok_or_else(bad_budget)?;
-    let max_prompt_tokens = p.parse::<u64>().map_err(|_| bad_budget())?;
-    let max_completion_tokens = c.parse::<u64>().map_err(|_| bad_budget())?;
+    Ok(Budget {
+        prompt: p.parse::<u64>().map_err(|_| bad_budget())?,
+        completion: c.parse::<u64>().map_err(|_| bad_budget())?,
+    })
+}
+
+fn read_payment(channel: &str, expires: &str, sig: &str) -> Result<Payment, HeaderError> {
+    let channel = Address::parse(channel).map_err(|_| HeaderError::Malformed(CHANNEL))?;
+    let expires_unix = expires
+        .parse::<u64>()
+        .map_err(|_| HeaderError::Malformed(AUTH_EXPIRES))?;
     let signature = serde_json::from_value::<Signature>(serde_json::Value::String(sig.into()))
         .map_err(|_| HeaderError::Malformed(PAYER_SIG))?;
     Ok(Payment {
         channel,
-        max_prompt_tokens,
-        max_completion_tokens,
+        expires_unix,
         signature,
     })
 }
@@ -207,10 +270,13 @@ mod tests {
             model: "smollm2-135m-instruct".into(),
             kind: JobKind::Chat,
             max_price_milli: Some(1500),
+            budget: Some(Budget {
+                prompt: 300,
+                completion: 64,
+            }),
             payment: Some(Payment {
                 channel: Address::new(0, [7; 32]),
-                max_prompt_tokens: 300,
-                max_completion_tokens: 64,
+                expires_unix: 1_900_000_000,
                 signature: Signature([9; 64]),
             }),
         }
@@ -244,11 +310,9 @@ mod tests {
         assert_eq!(JobHeader::read(&h3), Err(HeaderError::Malformed(CHANNEL)));
         h3.remove(CHANNEL);
         h3.remove(BUDGET);
-        assert_eq!(
-            JobHeader::read(&h3).unwrap().payment,
-            None,
-            "no channel: unpaid"
-        );
+        let unpaid = JobHeader::read(&h3).unwrap();
+        assert_eq!(unpaid.payment, None, "no channel: unpaid");
+        assert_eq!(unpaid.budget, None);
         sample().write(&mut h3);
         h3.remove(BUDGET);
         assert_eq!(JobHeader::read(&h3), Err(HeaderError::Missing(BUDGET)));
@@ -257,5 +321,66 @@ mod tests {
             JobHeader::read(&h2),
             Err(HeaderError::Malformed(REQUEST_ID))
         );
+    }
+
+    #[test]
+    fn the_worker_gets_the_budget_but_never_the_payment() {
+        let mut h = http_headers::HeaderMap::new();
+        sample().for_worker().write(&mut h);
+        for name in [CHANNEL, PAYER_SIG, AUTH_EXPIRES] {
+            assert!(h.get(name).is_none(), "{name} must not reach a worker");
+        }
+        let read = JobHeader::read(&h).unwrap();
+        assert_eq!(read.budget, sample().budget);
+        assert_eq!(read.payment, None);
+    }
+
+    #[test]
+    fn a_payment_without_expiry_is_refused() {
+        let mut h = http_headers::HeaderMap::new();
+        sample().write(&mut h);
+        h.remove(AUTH_EXPIRES);
+        assert_eq!(JobHeader::read(&h), Err(HeaderError::Missing(AUTH_EXPIRES)));
+        h.insert(AUTH_EXPIRES, "soon".parse().unwrap());
+        assert_eq!(
+            JobHeader::read(&h),
+            Err(HeaderError::Malformed(AUTH_EXPIRES))
+        );
+    }
+
+    #[test]
+    fn the_authorisation_binds_payload_price_budget_and_expiry() {
+        let h = sample();
+        let budget = h.budget.unwrap();
+        let scope = AuthScope::new(Address::new(0, [7; 32]), b"{\"prompt\":1}", 100);
+        let base = h.auth_hash(budget, &scope);
+        let other_payload = AuthScope::new(scope.channel, b"{\"prompt\":2}", 100);
+        let later = AuthScope {
+            expires_unix: 101,
+            ..scope
+        };
+        let other_channel = AuthScope {
+            channel: Address::new(0, [8; 32]),
+            ..scope
+        };
+        let mut pricier = h.clone();
+        pricier.max_price_milli = None;
+        let mut completion = h.clone();
+        completion.kind = JobKind::Completion;
+        let bigger = Budget {
+            prompt: budget.prompt + 1,
+            ..budget
+        };
+        for (what, hash) in [
+            ("payload", h.auth_hash(budget, &other_payload)),
+            ("expiry", h.auth_hash(budget, &later)),
+            ("channel", h.auth_hash(budget, &other_channel)),
+            ("price cap", pricier.auth_hash(budget, &scope)),
+            ("kind", completion.auth_hash(budget, &scope)),
+            ("budget", h.auth_hash(bigger, &scope)),
+        ] {
+            assert_ne!(hash, base, "the {what} must change the authorisation");
+        }
+        assert_eq!(h.auth_hash(budget, &scope), base, "deterministic");
     }
 }

@@ -39,6 +39,11 @@ pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct SamplingParams {
     pub max_tokens: Option<u32>,
+    /// The longest prompt (in the model's tokens, template included) the
+    /// engine may process: a longer one is refused before any prefill. A
+    /// paid worker sets it from the signed budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_tokens: Option<u32>,
     /// 0 means greedy. `None` means the OpenAI default (1.0).
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,

@@ -81,5 +81,5 @@ pub struct CloseReply {
 }
 pub use error::{ErrorCode, JobError};
 pub use frame::{Frame, FrameDecoder, FrameError};
-pub use header::{HeaderError, JobHeader, JobKind, Payment};
+pub use header::{AuthScope, HeaderError, JobHeader, JobKind, Payment};
 pub use job::{ChatMessage, Chunk, FinishReason, JobEnd, JobRequest, ReceiptEnvelope, Usage};

@@ -3,8 +3,10 @@
 //! credit reserved, a frame from the worker, the client gone, the bill
 //! written, the time) and carries out the [`Action`]s it asks for.
 //!
-//! The flow: pick a worker → reserve credit (paid networks) → send → relay
-//! frames → bill the receipt at `End`, or release the credit. A worker that
+//! The flow: (paid networks) check the authorisation and record the request
+//! id → pick a worker → reserve credit (paid networks) → send → relay
+//! frames → bill the receipt at `End`, or release the credit. A request id
+//! seen before on the channel is refused before any routing. A worker that
 //! fails before the first `Data` frame is replaced (up to `max_attempts`);
 //! after that the client's stream ends with `worker_failed_mid_stream`.
 //!
@@ -41,6 +43,9 @@ impl Outcome {
 /// What the shell must do next.
 #[derive(Debug)]
 pub enum Action<R> {
+    /// Check the job's authorisation and record its request id durably;
+    /// answer with [`JobFlow::registered`].
+    Register,
     /// Ask the router for a worker other than `exclude`; answer with
     /// [`JobFlow::picked`].
     Pick { exclude: Vec<WorkerId> },
@@ -73,6 +78,7 @@ impl<R> Action<R> {
     /// The action's name, for traces.
     pub fn name(&self) -> &'static str {
         match self {
+            Action::Register => "register",
             Action::Pick { .. } => "pick",
             Action::Admit { .. } => "admit",
             Action::Send { .. } => "send",
@@ -98,6 +104,8 @@ pub struct FlowConfig {
 }
 
 enum Phase<R> {
+    /// Waiting for the authorisation check and the request id's record.
+    Registering,
     /// Waiting for the router's answer.
     Picking,
     /// Waiting for the credit reservation at `worker`.
@@ -129,7 +137,8 @@ pub struct JobFlow<R> {
 }
 
 impl<R> JobFlow<R> {
-    /// A new flow; its first action is a [`Action::Pick`].
+    /// A new flow; its first action is [`Action::Register`] on paid
+    /// networks, [`Action::Pick`] otherwise.
     pub fn new(cfg: FlowConfig) -> Self {
         let mut flow = Self {
             cfg,
@@ -138,8 +147,24 @@ impl<R> JobFlow<R> {
             phase: Phase::Done,
             actions: Default::default(),
         };
-        flow.next_worker();
+        if cfg.paid {
+            flow.phase = Phase::Registering;
+            flow.actions.push_back(Action::Register);
+        } else {
+            flow.next_worker();
+        }
         flow
+    }
+
+    /// The result of [`Action::Register`]: routing starts only after it.
+    pub fn registered(&mut self, r: Result<(), JobError>) {
+        if !matches!(self.phase, Phase::Registering) {
+            return;
+        }
+        match r {
+            Ok(()) => self.next_worker(),
+            Err(e) => self.fail(e),
+        }
     }
 
     /// The next thing to do, in order.
@@ -262,7 +287,7 @@ impl<R> JobFlow<R> {
     /// The client went away (its stream was reset or its link closed).
     pub fn client_gone(&mut self) {
         match self.phase {
-            Phase::Picking => self.finish(Outcome::Cancelled),
+            Phase::Registering | Phase::Picking => self.finish(Outcome::Cancelled),
             Phase::Admitting { worker } => {
                 // The reservation, if one still comes, `admitted` releases.
                 self.actions.push_back(Action::Unroute { worker });

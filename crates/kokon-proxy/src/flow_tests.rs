@@ -35,6 +35,7 @@ struct Sim {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Want {
+    Register,
     Pick,
     Admit,
     Bill,
@@ -51,7 +52,16 @@ fn cfg(paid: bool) -> FlowConfig {
 }
 
 impl Sim {
+    /// A flow whose job (on paid networks) was registered.
     fn new(paid: bool) -> Self {
+        let mut s = Self::unregistered(paid);
+        if paid {
+            s.register(Ok(()));
+        }
+        s
+    }
+
+    fn unregistered(paid: bool) -> Self {
         let mut s = Self {
             flow: JobFlow::new(cfg(paid)),
             now: Instant::now(),
@@ -73,6 +83,10 @@ impl Sim {
     fn drain(&mut self) {
         while let Some(a) = self.flow.poll_action() {
             match a {
+                Action::Register => {
+                    assert!(self.routed.is_empty(), "registered after routing");
+                    self.wants = Some(Want::Register);
+                }
                 Action::Pick { exclude } => {
                     assert_eq!(exclude, self.sent_or_picked());
                     self.wants = Some(Want::Pick);
@@ -115,6 +129,12 @@ impl Sim {
 
     fn sent_or_picked(&self) -> Vec<WorkerId> {
         (1..=self.flow.attempts() as u64).collect()
+    }
+
+    fn register(&mut self, r: Result<(), JobError>) {
+        assert_eq!(self.wants.take(), Some(Want::Register));
+        self.flow.registered(r);
+        self.drain();
     }
 
     fn pick(&mut self, r: Result<WorkerId, RouteError>) {
@@ -452,6 +472,40 @@ fn refused_admission_is_final_and_frees_the_slot() {
 }
 
 #[test]
+fn a_paid_job_is_registered_before_it_is_routed() {
+    let mut s = Sim::unregistered(true);
+    assert_eq!(s.wants, Some(Want::Register), "nothing before the register");
+    s.register(Ok(()));
+    assert_eq!(s.wants, Some(Want::Pick));
+    let unpaid = Sim::unregistered(false);
+    assert_eq!(
+        unpaid.wants,
+        Some(Want::Pick),
+        "unpaid jobs are not registered"
+    );
+}
+
+#[test]
+fn a_duplicate_request_id_is_refused_before_routing() {
+    let mut s = Sim::unregistered(true);
+    s.register(Err(JobError::new(ErrorCode::DuplicateRequest, "seen")));
+    assert_eq!(s.final_code(), Some(ErrorCode::DuplicateRequest));
+    assert_eq!(s.flow.attempts(), 0, "no worker was picked");
+    assert_eq!(s.next_res, 0, "no credit was reserved");
+    s.assert_clean();
+}
+
+#[test]
+fn a_client_gone_while_registering_is_cancelled() {
+    let mut s = Sim::unregistered(true);
+    s.client_gone();
+    assert_eq!(s.outcome, Some(Outcome::Cancelled));
+    s.register(Ok(()));
+    assert_eq!(s.flow.attempts(), 0, "a late register routes nothing");
+    s.assert_clean();
+}
+
+#[test]
 fn events_after_the_end_change_nothing() {
     let mut s = Sim::new(false);
     s.pick(Ok(1));
@@ -497,12 +551,16 @@ proptest! {
         admits in prop::collection::vec(any::<bool>(), 8),
         picks in prop::collection::vec(0u8..4, 8),
         bills in prop::collection::vec(any::<bool>(), 8),
+        registers in any::<bool>(),
     ) {
-        let mut s = Sim::new(paid);
+        let mut s = Sim::unregistered(paid);
         let (mut a, mut p, mut b) = (admits.iter(), picks.iter(), bills.iter());
         let mut evs = evs.into_iter();
         while s.outcome.is_none() {
             match s.wants {
+                Some(Want::Register) => s.register(if registers { Ok(()) } else {
+                    Err(JobError::new(ErrorCode::DuplicateRequest, "seen"))
+                }),
                 Some(Want::Pick) => match p.next().copied().unwrap_or(0) {
                     1 => s.pick(Err(RouteError::AllBusy)),
                     _ => s.pick_next(),

@@ -28,6 +28,8 @@ pub(crate) fn start(state: Arc<State>, header: JobHeader, payload: Bytes) -> Res
 struct Job {
     state: Arc<State>,
     header: JobHeader,
+    /// What workers get: the header without the client's payment.
+    to_worker: JobHeader,
     payload: Bytes,
     tx: mpsc::Sender<Bytes>,
     worker: Option<FrameStream>,
@@ -43,6 +45,7 @@ async fn drive(state: Arc<State>, header: JobHeader, payload: Bytes, tx: mpsc::S
     let mut flow = JobFlow::<Admitted>::new(cfg);
     let mut job = Job {
         state,
+        to_worker: header.for_worker(),
         header,
         payload,
         tx,
@@ -64,6 +67,10 @@ impl Job {
         let state = self.state.clone();
         tracing::trace!(request_id = %self.header.request_id, action = action.name(), "job step");
         match action {
+            Action::Register => {
+                let registered = self.register().await;
+                flow.registered(registered);
+            }
             Action::Pick { exclude } => {
                 if !exclude.is_empty() {
                     state.metrics.retry();
@@ -137,13 +144,18 @@ impl Job {
         }
     }
 
+    async fn register(&self) -> Result<(), JobError> {
+        let Some(pay) = &self.state.pay else {
+            return Err(no_payments());
+        };
+        let now = kokon_attest::SystemClock.now_unix();
+        crate::pay::register(pay, &self.header, &self.payload, now).await
+    }
+
     /// Reserves the job's credit at the worker's price.
     async fn admit(&self, worker: WorkerId) -> Result<Admitted, JobError> {
         let Some(pay) = &self.state.pay else {
-            return Err(JobError::new(
-                ErrorCode::Unavailable,
-                "this proxy takes no payments",
-            ));
+            return Err(no_payments());
         };
         let price = workers::served(&self.state, worker, &self.header.model)
             .map_or(u32::MAX, |s| s.price_milli);
@@ -156,7 +168,7 @@ impl Job {
         };
         let sent = tokio::time::timeout(
             self.state.cfg.job_idle_timeout,
-            client.job(&self.header, self.payload.clone()),
+            client.job(&self.to_worker, self.payload.clone()),
         );
         tokio::select! {
             r = sent => match r {
@@ -177,10 +189,7 @@ impl Job {
     ) -> Result<(), JobError> {
         let state = &self.state;
         let Some(pay) = &state.pay else {
-            return Err(JobError::new(
-                ErrorCode::Unavailable,
-                "this proxy takes no payments",
-            ));
+            return Err(no_payments());
         };
         let Some(served) = workers::served(state, worker, &self.header.model) else {
             crate::pay::release(pay, a).await;
@@ -212,6 +221,10 @@ impl Job {
         }
         self.state.metrics.job(&self.header.model, outcome.as_str());
     }
+}
+
+fn no_payments() -> JobError {
+    JobError::new(ErrorCode::Unavailable, "this proxy takes no payments")
 }
 
 /// Whether `model` names a catalog model whose hash the registry allows.

@@ -19,7 +19,7 @@ use kokon_money::{
 };
 use kokon_pay::books::proxy::{Bill, ProxyBooks, Reservation};
 use kokon_pay::{PayError, Settlement};
-use kokon_proto::{CloseReply, CloseRequest, ErrorCode, JobEnd, JobError, JobHeader};
+use kokon_proto::{AuthScope, CloseReply, CloseRequest, ErrorCode, JobEnd, JobError, JobHeader};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -73,19 +73,80 @@ fn unavailable(e: PayError) -> JobError {
     JobError::new(ErrorCode::Unavailable, format!("ledger unavailable: {e}"))
 }
 
-/// Checks the job's payment header and reserves its maximum cost at the
-/// picked worker's price.
+/// Longest an authorisation may claim to stay valid, so no client makes
+/// one that outlives the proxy's memory of what it saw.
+const MAX_AUTH_LIFETIME_SECS: u64 = 3600;
+
+/// Checks a job's authorisation (the channel pays this proxy, the channel's
+/// client signed this header, payload and budget, and it has not expired)
+/// and records its request id, durably, before anything is routed. A
+/// request id already used on the channel is refused.
+pub(crate) async fn register(
+    pay: &ProxyPay,
+    header: &JobHeader,
+    payload: &[u8],
+    now_unix: u64,
+) -> Result<(), JobError> {
+    let (p, budget) = match (header.payment, header.budget) {
+        (Some(p), Some(b)) => (p, b),
+        _ => {
+            return Err(payment_required(
+                "this proxy serves paid jobs only: the request names no channel".into(),
+            ));
+        }
+    };
+    if p.expires_unix < now_unix {
+        return Err(payment_required(format!(
+            "the job's authorisation expired {} s ago (is the client's clock right?)",
+            now_unix - p.expires_unix
+        )));
+    }
+    if p.expires_unix > now_unix + MAX_AUTH_LIFETIME_SECS {
+        return Err(payment_required(format!(
+            "the job's authorisation is valid for more than {MAX_AUTH_LIFETIME_SECS} s"
+        )));
+    }
+    let known = pay.books().await.terms(&p.channel);
+    let terms = match known {
+        Some(t) => t,
+        None => {
+            let t = read_terms(pay, p.channel).await?;
+            pay.books().await.update_terms(t).map_err(unavailable)?;
+            t
+        }
+    };
+    let auth = header.auth_hash(budget, &AuthScope::new(p.channel, payload, p.expires_unix));
+    if terms.client.verify(&auth, &p.signature).is_err() {
+        return Err(payment_required(
+            "the job's payer signature does not match the channel's client key \
+             for this request, payload and budget"
+                .into(),
+        ));
+    }
+    let registered = pay.books().await.register(&p.channel, &header.request_id);
+    let refused = |e: PayError| match e {
+        PayError::DuplicateRequest(id) => JobError::new(
+            ErrorCode::DuplicateRequest,
+            format!(
+                "request id {id} was already used on channel {}; every job needs a new id",
+                p.channel
+            ),
+        ),
+        e => unavailable(e),
+    };
+    // Group commit: registrations arriving together share this fsync.
+    registered.map_err(refused)?.wait().await.map_err(refused)
+}
+
+/// Reserves the job's maximum cost at the picked worker's price (the job
+/// was registered: its authorisation checked).
 pub(crate) async fn admit(
     pay: &ProxyPay,
     header: &JobHeader,
     price_milli: u32,
 ) -> Result<Admitted, JobError> {
-    let p = header.payment.ok_or_else(|| {
-        payment_required("this proxy serves paid jobs only: the request names no channel".into())
-    })?;
-    let budget = Budget {
-        prompt: p.max_prompt_tokens,
-        completion: p.max_completion_tokens,
+    let (Some(p), Some(budget)) = (header.payment, header.budget) else {
+        return Err(payment_required("the request names no channel".into()));
     };
     let max_cost = budget
         .max_cost(&pay.economics.prices, &header.model, price_milli)
@@ -95,47 +156,24 @@ pub(crate) async fn admit(
                 format!("job budget cannot be priced: {e}"),
             )
         })?;
-    let auth = header.auth_hash(&p.channel, p.max_prompt_tokens, p.max_completion_tokens);
-    // `None`: look at the ledger first (unknown channel, or one that may
-    // have been topped up or closed since we last looked).
-    let try_admit =
-        |books: &mut ProxyBooks, last_try: bool| {
-            let terms = match books.terms(&p.channel) {
-                Some(t) => t,
-                None if last_try => {
-                    return Some(Err(cannot_cover(p.channel, PayError::NoChannel(p.channel))));
-                }
-                None => return None,
-            };
-            if terms.client.verify(&auth, &p.signature).is_err() {
-                return Some(Err(payment_required(
-                    "the job's payer signature does not match the channel's client key".into(),
-                )));
-            }
-            match books.admit(&p.channel, max_cost) {
-                Ok(r) => Some(Ok(r)),
-                Err(PayError::Money(
-                    MoneyError::OverCredit { .. } | MoneyError::ChannelNotOpen,
-                )) if !last_try => None,
-                Err(e) => Some(Err(cannot_cover(p.channel, e))),
-            }
-        };
-    // (The guard must not live into the match: the arm locks again.)
-    let first = try_admit(&mut *pay.books().await, false);
-    let admitted = match first {
-        Some(r) => r,
-        None => {
+    let first = pay.books().await.admit(&p.channel, max_cost);
+    let reservation = match first {
+        Err(PayError::Money(MoneyError::OverCredit { .. } | MoneyError::ChannelNotOpen)) => {
+            // The deposit may have grown (a top-up) or the close been
+            // cancelled: look at the ledger, without holding the books.
             let terms = read_terms(pay, p.channel).await?;
             let mut books = pay.books().await;
             books.update_terms(terms).map_err(unavailable)?;
-            try_admit(&mut books, true)
-                .unwrap_or_else(|| Err(cannot_cover(p.channel, PayError::NoChannel(p.channel))))
+            books.admit(&p.channel, max_cost)
         }
+        other => other,
     };
-    admitted.map(|reservation| Admitted {
-        reservation,
-        budget,
-    })
+    reservation
+        .map(|reservation| Admitted {
+            reservation,
+            budget,
+        })
+        .map_err(|e| cannot_cover(p.channel, e))
 }
 
 fn cannot_cover(channel: Address, e: PayError) -> JobError {

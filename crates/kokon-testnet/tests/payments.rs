@@ -153,7 +153,7 @@ async fn a_channel_that_cannot_cover_the_job_gets_402() {
 
 /// The proxy's voucher endpoint, spoken to directly over an RA-TLS link:
 /// a forged voucher, a replayed one and one above what was billed are each
-/// refused with their own error; a job signed by a stranger is refused too.
+/// refused with their own error (hostile jobs are in `hostile.rs`).
 #[tokio::test]
 async fn proxy_refuses_forged_replayed_and_unbilled_vouchers() {
     use kokon_attest::{Registry, Role};
@@ -235,33 +235,6 @@ async fn proxy_refuses_forged_replayed_and_unbilled_vouchers() {
         cost,
         "nothing moved"
     );
-
-    // A job on this channel signed by someone else: payment_required.
-    let mut header = kokon_proto::JobHeader {
-        request_id: "intruder".into(),
-        model: "echo".into(),
-        kind: kokon_proto::JobKind::Chat,
-        max_price_milli: None,
-        payment: None,
-    };
-    let sig = stranger.sign(&header.auth_hash(&channel, 100, 10));
-    header.payment = Some(kokon_proto::Payment {
-        channel,
-        max_prompt_tokens: 100,
-        max_completion_tokens: 10,
-        signature: sig,
-    });
-    let mut frames = link
-        .submit(&header, bytes::Bytes::from_static(b"{}"))
-        .await
-        .unwrap();
-    match frames.next().await {
-        Some(Ok(kokon_proto::Frame::Error(e))) => {
-            assert_eq!(e.code, kokon_proto::ErrorCode::PaymentRequired);
-            assert!(e.message.contains("payer signature"), "{}", e.message);
-        }
-        other => panic!("expected a payment error, got {other:?}"),
-    }
 }
 
 /// Cooperative close: only the channel's client can ask; the proxy claims

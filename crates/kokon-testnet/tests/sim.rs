@@ -57,6 +57,7 @@ enum Ev {
     GwSettled(usize, JobEnd, Result<u128, JobError>),
     ClientLeaves(usize),
     PxStart(usize),
+    PxRegistered(usize, Result<(), JobError>),
     PxAdmitted(usize, Result<Res, JobError>),
     PxFrame(usize, WorkerId, Frame),
     PxWorkerFailed(usize, WorkerId),
@@ -248,6 +249,10 @@ impl World {
                 self.jobs[j].px = Some(JobFlow::new(cfg));
                 self.px_act(j);
             }
+            Ev::PxRegistered(j, r) => {
+                self.px(j).registered(r);
+                self.px_act(j);
+            }
             Ev::PxAdmitted(j, r) => {
                 self.px(j).admitted(r, now);
                 self.px_act(j);
@@ -349,6 +354,11 @@ impl World {
         let now = self.now;
         while let Some(a) = self.jobs[j].px.as_mut().and_then(|f| f.poll_action()) {
             match a {
+                // A books commit: the ledger is read only for a channel the
+                // proxy has never seen, and every job here shares one.
+                px::Action::Register => {
+                    self.at(Duration::from_micros(50), Ev::PxRegistered(j, Ok(())));
+                }
                 px::Action::Pick { exclude } => {
                     let r = self.pick(&exclude);
                     self.px(j).picked(r, now);

@@ -53,8 +53,9 @@ pub struct FlowConfig {
 }
 
 /// Checks a job before it takes a slot: the payload parses, names the
-/// header's model, and (on a paid worker) carries a payment whose
-/// completion budget caps the engine.
+/// header's model, and (on a paid worker) carries a budget. The budget caps
+/// the engine: a prompt above it is refused before any prefill, and
+/// generation stops at its completion bound.
 pub fn accept(header: &JobHeader, payload: &[u8], paid: bool) -> Result<JobRequest, JobError> {
     let mut job: JobRequest = serde_json::from_slice(payload).map_err(|e| {
         JobError::new(
@@ -73,11 +74,14 @@ pub fn accept(header: &JobHeader, payload: &[u8], paid: bool) -> Result<JobReque
             "payload model differs from header model",
         ));
     }
-    match &header.payment {
-        Some(p) => {
-            // The engine never generates past what the client authorised.
-            let cap = u32::try_from(p.max_completion_tokens).unwrap_or(u32::MAX);
-            job.params.max_tokens = Some(job.params.max_tokens.map_or(cap, |m| m.min(cap)));
+    match &header.budget {
+        Some(b) => {
+            // The engine never works past what the client authorised.
+            let cap = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+            let (prompt, completion) = (cap(b.prompt), cap(b.completion));
+            let min = |m: Option<u32>, c: u32| Some(m.map_or(c, |m| m.min(c)));
+            job.params.max_tokens = min(job.params.max_tokens, completion);
+            job.params.max_prompt_tokens = min(job.params.max_prompt_tokens, prompt);
         }
         None if paid => {
             return Err(JobError::new(

@@ -138,18 +138,17 @@ fn a_silent_engine_is_stopped_at_its_deadline_and_not_before() {
     assert_eq!(finished(&a), Some(Outcome::Failed(ErrorCode::EngineFailed)));
 }
 
-fn header(payment: bool) -> JobHeader {
+fn header(paid: bool) -> JobHeader {
     JobHeader {
         request_id: "r1".into(),
         model: "m".into(),
         kind: JobKind::Chat,
         max_price_milli: None,
-        payment: payment.then(|| kokon_proto::Payment {
-            channel: kokon_money::Address::new(0, [0; 32]),
-            max_prompt_tokens: 100,
-            max_completion_tokens: 7,
-            signature: kokon_money::Signature([0; 64]),
+        budget: paid.then_some(kokon_money::receipt::Budget {
+            prompt: 100,
+            completion: 7,
         }),
+        payment: None,
     }
 }
 
@@ -160,6 +159,18 @@ const JOB: &[u8] =
 fn accept_caps_the_engine_at_the_paid_budget() {
     let job = accept(&header(true), JOB, true).unwrap();
     assert_eq!(job.params.max_tokens, Some(7));
+    assert_eq!(
+        job.params.max_prompt_tokens,
+        Some(100),
+        "longer prompts are refused"
+    );
+    let greedy = br#"{"model":"m","input":{"prompt":"hi"},"params":{"max_tokens":9,"max_prompt_tokens":5000}}"#;
+    let job = accept(&header(true), greedy, true).unwrap();
+    assert_eq!(
+        job.params.max_prompt_tokens,
+        Some(100),
+        "the payload cannot raise the budget"
+    );
 }
 
 #[test]

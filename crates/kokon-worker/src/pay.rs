@@ -76,10 +76,12 @@ pub(crate) async fn attach_receipt(
         completion: end.usage.completion_tokens.into(),
         ..Default::default()
     };
-    // Never bill above the budget the client authorised; the excess is ours.
-    if let Some(p) = &header.payment {
-        usage.prompt = usage.prompt.min(p.max_prompt_tokens);
-        usage.completion = usage.completion.min(p.max_completion_tokens);
+    // Never bill above the budget the client authorised. The engine
+    // refused a longer prompt and stopped at the completion bound, so this
+    // only bites for an upstream engine's template tokens (ours to absorb).
+    if let Some(b) = &header.budget {
+        usage.prompt = usage.prompt.min(b.prompt);
+        usage.completion = usage.completion.min(b.completion);
     }
     let offered = worker
         .engine

@@ -22,6 +22,7 @@ use crate::{PayError, Settlement, fail};
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS channels (id TEXT PRIMARY KEY, terms TEXT NOT NULL, billed TEXT NOT NULL, voucher TEXT, claimed TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS workers (worker TEXT PRIMARY KEY, owed TEXT NOT NULL, voucher TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS admissions (channel TEXT NOT NULL, request TEXT NOT NULL, PRIMARY KEY (channel, request)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS receipts (request TEXT PRIMARY KEY, channel TEXT NOT NULL, worker TEXT NOT NULL, cost TEXT NOT NULL, fee TEXT NOT NULL, receipt TEXT NOT NULL);
 ";
 
@@ -239,6 +240,31 @@ impl ProxyBooks {
             .or_insert_with(|| (ProxyChannel::new(terms), 0));
         entry.0.terms = terms;
         Ok(())
+    }
+
+    /// Records that `request_id` was admitted on `channel`, once: a request
+    /// id is good for one job per channel, whatever becomes of that job.
+    /// The job may be forwarded once the [`Durable`] is waited for, so a
+    /// crash cannot forget an id that already ran.
+    pub fn register(
+        &mut self,
+        channel: &Address,
+        request_id: &str,
+    ) -> Result<Durable<()>, PayError> {
+        fail::hit("proxy.register.before_persist")?;
+        self.db.commit(|tx| {
+            let inserted = super::exec(
+                tx,
+                "INSERT OR IGNORE INTO admissions (channel, request) VALUES (?1, ?2)",
+                params![channel.to_string(), request_id],
+            )?;
+            if inserted == 0 {
+                return Err(PayError::DuplicateRequest(request_id.to_string()));
+            }
+            Ok(())
+        })?;
+        fail::hit("proxy.register.after_persist")?;
+        Ok(self.db.durable(()))
     }
 
     /// Reserves `max_cost` on `channel` for a job, or refuses it.

@@ -1,0 +1,264 @@
+//! A hostile client against a paid network: it speaks the link protocol to
+//! the proxy with its own RA-TLS certificate and crafts job headers by hand.
+//! Each test asserts what happened to the money (the proxy's books, to the
+//! nanoton) and that honest traffic through the gateway kept working.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use common::*;
+use kokon_attest::{Registry, Role};
+use kokon_gateway::ProxyLink;
+use kokon_money::receipt::Budget;
+use kokon_money::{Address, SecretKey};
+use kokon_pay::Settlement;
+use kokon_pay::books::proxy::ProxyTotals;
+use kokon_proto::{AuthScope, ErrorCode, Frame, JobHeader, JobKind, Payment};
+use kokon_testnet::pay::PaySpec;
+use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
+
+struct Attack {
+    net: LocalNet,
+    link: ProxyLink,
+    /// The channel's own client key (a client cheating its proxy).
+    client: SecretKey,
+    channel: Address,
+    _dir: tempfile::TempDir,
+}
+
+async fn attack() -> Attack {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = NetSpec::new(vec![WorkerSpec::new(echo("echo", 0))]);
+    spec.payments = Some(PaySpec::dev(dir.path().to_path_buf()));
+    let net = LocalNet::start(spec).await.unwrap();
+    // One honest job opens the books.
+    assert_eq!(
+        chat(&net.base_url(), "echo", "hello", false).await.status(),
+        200
+    );
+    let client = PaySpec::dev(dir.path().to_path_buf())
+        .key("dev-client")
+        .unwrap();
+    let ledger = match net.ledger() {
+        Some(kokon_testnet::pay::Ledger::Devnet(d)) => d,
+        _ => panic!("these networks settle on the devnet"),
+    };
+    let channel = ledger.channels_of(client.public()).await.unwrap()[0].id;
+    let policy = std::sync::Arc::new(Registry::local_test_network().policy().unwrap());
+    let tls =
+        kokon_tls::node::simulated_node(Role::Client, None, policy, [0; 32], &Default::default())
+            .unwrap();
+    let link = ProxyLink::new(net.proxy.addr, tls);
+    Attack {
+        net,
+        link,
+        client,
+        channel,
+        _dir: dir,
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn payload(text: &str) -> Bytes {
+    let job = serde_json::json!({
+        "model": "echo",
+        "input": {"chat": [{"role": "user", "content": text}]},
+        "params": {"max_tokens": 50},
+    });
+    Bytes::from(serde_json::to_vec(&job).unwrap())
+}
+
+const BUDGET: Budget = Budget {
+    prompt: 1000,
+    completion: 50,
+};
+
+/// A job header signed by `key` for `payload` on `channel`.
+fn signed(
+    key: &SecretKey,
+    channel: Address,
+    id: &str,
+    payload: &[u8],
+    budget: Budget,
+    expires_unix: u64,
+) -> JobHeader {
+    let mut h = JobHeader {
+        request_id: id.into(),
+        model: "echo".into(),
+        kind: JobKind::Chat,
+        max_price_milli: None,
+        budget: Some(budget),
+        payment: None,
+    };
+    let sig = key.sign(&h.auth_hash(budget, &AuthScope::new(channel, payload, expires_unix)));
+    h.payment = Some(Payment {
+        channel,
+        expires_unix,
+        signature: sig,
+    });
+    h
+}
+
+/// What the proxy streamed back: text frames, then the final frame.
+async fn run(
+    a: &Attack,
+    h: &JobHeader,
+    payload: Bytes,
+) -> (usize, Result<(), (ErrorCode, String)>) {
+    let mut frames = match a.link.submit(h, payload).await {
+        Ok(f) => f,
+        Err(e) => return (0, Err((e.code, e.message))),
+    };
+    let mut data = 0;
+    while let Some(f) = frames.next().await {
+        match f.expect("frames parse") {
+            Frame::Data(_) => data += 1,
+            Frame::End(_) => return (data, Ok(())),
+            Frame::Error(e) => return (data, Err((e.code, e.message))),
+        }
+    }
+    panic!("the stream ended without a final frame")
+}
+
+impl Attack {
+    async fn totals(&self) -> ProxyTotals {
+        self.net
+            .proxy
+            .pay()
+            .unwrap()
+            .books()
+            .await
+            .totals()
+            .unwrap()
+    }
+
+    /// Honest traffic through the gateway still works.
+    async fn honest_job_works(&self) {
+        let r = chat(&self.net.base_url(), "echo", "still here", false).await;
+        assert_eq!(r.status(), 200, "honest traffic kept working");
+    }
+}
+
+#[tokio::test]
+async fn a_job_signed_by_a_stranger_is_refused_and_charges_nothing() {
+    let a = attack().await;
+    let before = a.totals().await;
+    let stranger = SecretKey::generate();
+    let p = payload("run this on someone else's channel");
+    let h = signed(&stranger, a.channel, "intruder", &p, BUDGET, now() + 60);
+    let (data, end) = run(&a, &h, p).await;
+    let (code, msg) = end.expect_err("refused");
+    assert_eq!((code, data), (ErrorCode::PaymentRequired, 0));
+    assert!(msg.contains("payer signature"), "{msg}");
+    assert_eq!(a.totals().await, before, "nothing billed");
+    a.honest_job_works().await;
+}
+
+#[tokio::test]
+async fn a_reused_request_id_is_refused_before_any_work() {
+    let a = attack().await;
+    let p = payload("one two three");
+    let h = signed(&a.client, a.channel, "once", &p, BUDGET, now() + 60);
+    let (data, end) = run(&a, &h, p.clone()).await;
+    assert!(end.is_ok() && data == 3, "the first use runs: {end:?}");
+    let after_first = a.totals().await;
+
+    // The same request again (a replay), and the same id on a new prompt.
+    let other = payload("four five six seven");
+    let h2 = signed(&a.client, a.channel, "once", &other, BUDGET, now() + 60);
+    for (h, p) in [(&h, p), (&h2, other)] {
+        let (data, end) = run(&a, h, p).await;
+        assert_eq!(data, 0, "no output for a reused id");
+        assert_eq!(end.map_err(|e| e.0), Err(ErrorCode::DuplicateRequest));
+    }
+    assert_eq!(a.totals().await, after_first, "a reused id bills nothing");
+    a.honest_job_works().await;
+}
+
+#[tokio::test]
+async fn a_captured_authorisation_cannot_carry_another_prompt() {
+    let a = attack().await;
+    let before = a.totals().await;
+    let victims = payload("the victim's prompt");
+    let h = signed(
+        &a.client,
+        a.channel,
+        "victim-1",
+        &victims,
+        BUDGET,
+        now() + 60,
+    );
+    // Whoever captured the header sends their own prompt under it.
+    let (data, end) = run(&a, &h, payload("the thief's much longer prompt")).await;
+    let (code, msg) = end.expect_err("refused");
+    assert_eq!((code, data), (ErrorCode::PaymentRequired, 0));
+    assert!(msg.contains("payload"), "{msg}");
+    assert_eq!(a.totals().await, before, "nothing billed");
+    // The refusal did not burn the victim's request id.
+    let (_, end) = run(&a, &h, victims).await;
+    assert!(end.is_ok(), "the victim's own job still runs: {end:?}");
+    a.honest_job_works().await;
+}
+
+#[tokio::test]
+async fn an_expired_authorisation_is_refused() {
+    let a = attack().await;
+    let before = a.totals().await;
+    let p = payload("yesterday's job");
+    let stale = signed(&a.client, a.channel, "stale", &p, BUDGET, now() - 5);
+    let (_, end) = run(&a, &stale, p.clone()).await;
+    let (code, msg) = end.expect_err("refused");
+    assert_eq!(code, ErrorCode::PaymentRequired);
+    assert!(msg.contains("expired"), "{msg}");
+    let forever = signed(
+        &a.client,
+        a.channel,
+        "forever",
+        &p,
+        BUDGET,
+        now() + 86_400 * 365,
+    );
+    let (_, end) = run(&a, &forever, p).await;
+    assert!(end.expect_err("refused").1.contains("valid for more than"));
+    assert_eq!(a.totals().await, before, "nothing billed");
+    a.honest_job_works().await;
+}
+
+#[tokio::test]
+async fn an_understated_prompt_budget_gets_no_free_prefill() {
+    let a = attack().await;
+    let before = a.totals().await;
+    let p = payload(&words(300));
+    let tight = Budget {
+        prompt: 1,
+        completion: 50,
+    };
+    let h = signed(&a.client, a.channel, "tiny-budget", &p, tight, now() + 60);
+    let (data, end) = run(&a, &h, p).await;
+    let (code, msg) = end.expect_err("refused");
+    assert_eq!((code, data), (ErrorCode::OverBudget, 0), "{msg}");
+    assert!(msg.contains("300"), "names the prompt's size: {msg}");
+    assert_eq!(a.totals().await, before, "nothing billed, nothing owed");
+    let worker = a.net.workers[0].pay.clone().unwrap();
+    let (receipts, _) = worker.books().await.receipts_total().unwrap();
+    assert_eq!(receipts, 1, "only the honest job was receipted");
+    a.honest_job_works().await;
+}
+
+#[tokio::test]
+async fn a_slow_client_is_not_refused_for_a_fresh_authorisation() {
+    // The lifetime the gateway gives an authorisation passes the proxy's check.
+    let a = attack().await;
+    let p = payload("on time");
+    let h = signed(&a.client, a.channel, "on-time", &p, BUDGET, now() + 120);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(run(&a, &h, p).await.1.is_ok());
+}

@@ -11,7 +11,7 @@ use kokon_proto::{FinishReason, JobEnd, JobRequest, ModelOffer, Usage};
 use tokio_util::sync::CancellationToken;
 
 use crate::text::StopMatcher;
-use crate::{BoxFuture, Engine, EngineError, Output};
+use crate::{BoxFuture, Engine, EngineError, Output, Piece};
 
 /// Repeats its input. See the module docs.
 #[derive(Clone, Debug)]
@@ -32,6 +32,13 @@ impl EchoEngine {
     pub fn with_delay(mut self, per_token: Duration) -> Self {
         self.per_token = per_token;
         self
+    }
+}
+
+fn usage(prompt: usize, completion: usize) -> Usage {
+    Usage {
+        prompt_tokens: prompt as u32,
+        completion_tokens: completion as u32,
     }
 }
 
@@ -92,22 +99,26 @@ impl Engine for EchoEngine {
                 }
                 completion += 1;
                 let step = stops.push(&word);
-                if !step.emit.is_empty() && out.send(step.emit).await.is_err() {
+                let piece = Piece {
+                    text: step.emit,
+                    usage: usage(prompt_tokens, completion),
+                };
+                if !piece.text.is_empty() && out.send(piece).await.is_err() {
                     return Err(EngineError::Cancelled);
                 }
                 if step.stopped {
                     break;
                 }
             }
-            let rest = stops.finish();
-            if !rest.is_empty() && out.send(rest).await.is_err() {
+            let rest = Piece {
+                text: stops.finish(),
+                usage: usage(prompt_tokens, completion),
+            };
+            if !rest.text.is_empty() && out.send(rest).await.is_err() {
                 return Err(EngineError::Cancelled);
             }
             Ok(JobEnd {
-                usage: Usage {
-                    prompt_tokens: prompt_tokens as u32,
-                    completion_tokens: completion as u32,
-                },
+                usage: usage(prompt_tokens, completion),
                 finish_reason: finish,
                 receipt: None,
             })

@@ -18,7 +18,7 @@ pub mod upstream;
 use std::future::Future;
 use std::pin::Pin;
 
-use kokon_proto::{ErrorCode, JobEnd, JobError, JobRequest, ModelOffer};
+use kokon_proto::{ErrorCode, JobEnd, JobError, JobRequest, ModelOffer, Usage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -73,8 +73,25 @@ impl EngineError {
     }
 }
 
-/// Output side of a running job: text pieces in order.
-pub type Output = mpsc::Sender<String>;
+/// One piece of a running job's output: its text, and what the job has
+/// used so far (prompt tokens processed, tokens generated up to and
+/// including this piece). Workers sign receipts from it while a job runs,
+/// so the usage never runs ahead of the work done.
+pub struct Piece {
+    pub text: String,
+    pub usage: Usage,
+}
+
+impl std::ops::Deref for Piece {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Output side of a running job: pieces in order.
+pub type Output = mpsc::Sender<Piece>;
 
 /// Runs jobs.
 pub trait Engine: Send + Sync + 'static {

@@ -19,7 +19,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use tokio_util::sync::CancellationToken;
 
 use crate::text::{StopMatcher, Utf8Assembler};
-use crate::{BoxFuture, Engine, EngineError, Output};
+use crate::{BoxFuture, Engine, EngineError, Output, Piece};
 
 pub use kokon_proto::job::DEFAULT_MAX_TOKENS;
 
@@ -155,11 +155,14 @@ impl Inner {
         let mut pos = tokens.len() as i32;
         let mut completion = 0usize;
         let mut finish = FinishReason::Length;
-        let send = |text: String| -> Result<(), EngineError> {
+        let prompt = tokens.len();
+        let send = |text: String, completion: usize| -> Result<(), EngineError> {
             if text.is_empty() {
                 return Ok(());
             }
-            out.blocking_send(text).map_err(|_| EngineError::Cancelled)
+            let usage = end(prompt, completion, FinishReason::Length).usage;
+            out.blocking_send(Piece { text, usage })
+                .map_err(|_| EngineError::Cancelled)
         };
         while completion < max_new {
             if cancel.is_cancelled() {
@@ -172,7 +175,7 @@ impl Inner {
             }
             completion += 1;
             let step = stops.push(&utf8.push(&vocab.token_to_piece(token, false, None)));
-            send(step.emit)?;
+            send(step.emit, completion)?;
             if step.stopped {
                 return Ok(end(tokens.len(), completion, FinishReason::Stop));
             }
@@ -183,7 +186,7 @@ impl Inner {
         }
         let tail = utf8.finish();
         let step = stops.push(&tail);
-        send(step.emit + &stops.finish())?;
+        send(step.emit + &stops.finish(), completion)?;
         Ok(end(tokens.len(), completion, finish))
     }
 

@@ -9,7 +9,7 @@ use kokon_proto::{FinishReason, JobEnd, JobRequest, ModelOffer, Usage};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::{BoxFuture, Engine, EngineError, Output};
+use crate::{BoxFuture, Engine, EngineError, Output, Piece};
 
 /// Longest SSE line accepted from the upstream, in bytes.
 const MAX_LINE: usize = 1024 * 1024;
@@ -240,6 +240,9 @@ impl UpstreamEngine {
         let mut bytes = resp.bytes_stream();
         let mut line = Vec::new();
         let (mut finish, mut usage) = (FinishReason::Stop, None);
+        // Until the upstream reports usage (at its end), a text event counts
+        // as one token and the prompt as none: progress never overstates.
+        let mut events = 0u32;
         while let Some(chunk) = bytes.next().await {
             for b in chunk.map_err(upstream)? {
                 if b != b'\n' {
@@ -259,7 +262,19 @@ impl UpstreamEngine {
                 }
                 finish = ev.finish.unwrap_or(finish);
                 usage = ev.usage.or(usage);
-                if !ev.text.is_empty() && out.send(ev.text).await.is_err() {
+                if ev.text.is_empty() {
+                    continue;
+                }
+                events += 1;
+                let so_far = Usage {
+                    prompt_tokens: 0,
+                    completion_tokens: events,
+                };
+                let piece = Piece {
+                    text: ev.text,
+                    usage: usage.unwrap_or(so_far),
+                };
+                if out.send(piece).await.is_err() {
                     return Err(EngineError::Cancelled);
                 }
             }

@@ -189,20 +189,47 @@ async fn run_job(
             first => Ok(stream_response(meta, first, run, permit)),
         };
     }
+    // The job runs in its own task: if the HTTP client goes away (this
+    // handler is dropped), the task still pays for the output received.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut tx = tx;
+        tokio::select! {
+            whole = collect(&mut run) => { let _ = tx.send(whole); }
+            _ = tx.closed() => run.leave().await,
+        }
+    });
+    let ended_early = || {
+        ApiError::from(kokon_proto::JobError::new(
+            kokon_proto::ErrorCode::Unavailable,
+            "response ended early",
+        ))
+    };
+    let (text, end, cost) = rx
+        .await
+        .map_err(|_| ended_early())?
+        .map_err(ApiError::from)?;
+    Ok(axum::Json(full_response(&meta, text, &end, cost)).into_response())
+}
+
+/// A whole answer: its text, end and cost, or why it failed.
+type Whole =
+    Result<(String, kokon_proto::JobEnd, Option<kokon_money::Nanotons>), kokon_proto::JobError>;
+
+async fn collect(run: &mut Run) -> Whole {
     let mut text = String::new();
     while let Some(out) = run.next().await {
         match out {
             Out::Text(t) => text.push_str(&t),
-            Out::Answer(end, cost) => {
-                return Ok(axum::Json(full_response(&meta, text, &end, cost)).into_response());
-            }
-            Out::Fail(e) => return Err(e.into()),
+            Out::Answer(end, cost) => return Ok((text, end, cost)),
+            Out::Fail(e) => return Err(e),
         }
     }
-    Err(ApiError::from(kokon_proto::JobError::new(
+    Err(kokon_proto::JobError::new(
         kokon_proto::ErrorCode::Unavailable,
         "response ended early",
-    )))
+    ))
 }
 
 /// What a request produces for its HTTP client.
@@ -258,15 +285,15 @@ impl Run {
                 let r = r.map(|body| self.frames = Some(Frames::new(body)));
                 self.flow.submitted(r);
             }
-            Action::Settle { end, delivered } => {
+            Action::Settle { receipt, delivered } => {
                 let r = match &self.paid {
-                    Some(p) => p.settle(&end, delivered).await,
+                    Some(p) => p.settle(receipt.as_deref(), delivered).await,
                     None => Err(kokon_proto::JobError::new(
                         kokon_proto::ErrorCode::PaymentRequired,
                         "job was not authorised",
                     )),
                 };
-                self.flow.settled(end, r);
+                self.flow.settled(r);
             }
             Action::Emit(t) => return Some(Out::Text(t)),
             Action::Answer { end, cost } => return Some(Out::Answer(end, cost)),
@@ -293,10 +320,12 @@ impl Run {
     }
 
     /// The HTTP client went away: dropping the frame stream resets the job
-    /// upstream, which cancels it at the worker.
-    fn client_gone(&mut self) {
+    /// upstream, which cancels it at the worker; the output received so far
+    /// is paid (its latest receipt) before the request is over.
+    async fn leave(&mut self) {
         self.flow.client_gone();
         self.frames = None;
+        while self.next().await.is_some() {}
     }
 }
 
@@ -315,13 +344,13 @@ fn stream_response(
             .await
             .is_err()
         {
-            return run.client_gone();
+            return run.leave().await;
         }
         let mut next = first;
         while let Some(out) = next {
             for b in sse_of(&meta, out) {
                 if send(b).await.is_err() {
-                    return run.client_gone();
+                    return run.leave().await;
                 }
             }
             next = run.next().await;

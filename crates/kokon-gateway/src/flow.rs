@@ -7,18 +7,22 @@
 //! The flow: authorise on the channel (paid networks) → submit → pass text
 //! on while counting what was delivered → at the `End`, verify the receipt
 //! against what was delivered and pay, durably, before the final answer
-//! goes out. Nothing is paid for a job that fails or is cut off before its
-//! `End` (the proxy and the worker bill nothing then either).
+//! goes out. The worker's cumulative receipts that arrive while the job
+//! runs are kept: a job that fails, breaks off or is left by the HTTP client
+//! after output pays the latest one (what was received, and verified
+//! against what was delivered), as the proxy bills it.
 
 use std::collections::VecDeque;
 
 use kokon_money::Nanotons;
-use kokon_proto::{ErrorCode, JobEnd, JobError};
+use kokon_proto::{ErrorCode, JobEnd, JobError, ReceiptEnvelope};
 
 /// One event of a job's output, from the proxy's frame stream.
 #[derive(Debug)]
 pub enum Event {
     Text(String),
+    /// A cumulative receipt for the output so far.
+    Receipt(Box<ReceiptEnvelope>),
     End(JobEnd),
 }
 
@@ -41,9 +45,13 @@ pub enum Action {
     Submit,
     /// Pass this text on to the HTTP client.
     Emit(String),
-    /// Verify the receipt in `end` against the `delivered` bytes and pay for
-    /// it, durably; answer with [`GatewayFlow::settled`].
-    Settle { end: JobEnd, delivered: u64 },
+    /// Verify `receipt` (the `End`'s, or the latest received) against the
+    /// `delivered` bytes and pay for it, durably; answer with
+    /// [`GatewayFlow::settled`]. `None`: the `End` carried no receipt.
+    Settle {
+        receipt: Option<Box<ReceiptEnvelope>>,
+        delivered: u64,
+    },
     /// The final answer: the job's end, and its cost on paid networks.
     Answer { end: JobEnd, cost: Option<Nanotons> },
     /// The job failed with this error (as the answer, or as the last event
@@ -57,8 +65,18 @@ enum Phase {
     Authorising,
     Submitting,
     Streaming,
-    Settling,
+    Settling(AfterSettle),
     Done,
+}
+
+/// What follows a payment.
+enum AfterSettle {
+    /// The job completed: answer with its end (or the payment's error).
+    Answer(JobEnd),
+    /// The job failed after output: this error goes out either way.
+    Fail(JobError),
+    /// The HTTP client left.
+    Cancelled,
 }
 
 /// One request's flow at the gateway.
@@ -66,6 +84,8 @@ pub struct GatewayFlow {
     paid: bool,
     /// Text bytes passed on to the client (bounds what a receipt may claim).
     delivered: u64,
+    /// The latest receipt received while the job runs.
+    latest: Option<Box<ReceiptEnvelope>>,
     phase: Phase,
     actions: VecDeque<Action>,
 }
@@ -82,6 +102,7 @@ impl GatewayFlow {
         Self {
             paid,
             delivered: 0,
+            latest: None,
             phase,
             actions: VecDeque::from([first]),
         }
@@ -134,46 +155,75 @@ impl GatewayFlow {
                 self.delivered += t.len() as u64;
                 self.actions.push_back(Action::Emit(t));
             }
+            Some(Ok(Event::Receipt(r))) => self.latest = Some(r),
             Some(Ok(Event::End(end))) if self.paid => {
-                self.phase = Phase::Settling;
-                let delivered = self.delivered;
-                self.actions.push_back(Action::Settle { end, delivered });
+                let receipt = end.receipt.clone();
+                self.settle(receipt, AfterSettle::Answer(end));
             }
             Some(Ok(Event::End(end))) => {
                 self.actions.push_back(Action::Answer { end, cost: None });
                 self.finish(Outcome::Ok);
             }
-            Some(Err(e)) => self.fail(e),
-            None => self.fail(JobError::new(
+            Some(Err(e)) => self.stop_after_output(AfterSettle::Fail(e)),
+            None => self.stop_after_output(AfterSettle::Fail(JobError::new(
                 ErrorCode::Unavailable,
                 "response ended early",
-            )),
+            ))),
         }
+    }
+
+    /// The job ends without its `End`: pay the latest receipt if one came.
+    fn stop_after_output(&mut self, then: AfterSettle) {
+        match self.latest.take() {
+            Some(r) if self.paid => self.settle(Some(r), then),
+            _ => self.after(then, None),
+        }
+    }
+
+    fn settle(&mut self, receipt: Option<Box<ReceiptEnvelope>>, then: AfterSettle) {
+        self.phase = Phase::Settling(then);
+        let delivered = self.delivered;
+        self.actions
+            .push_back(Action::Settle { receipt, delivered });
     }
 
     /// The answer to [`Action::Settle`]: the cost paid, or why the receipt
     /// was refused (then nothing was paid, and the client hears why).
-    pub fn settled(&mut self, end: JobEnd, r: Result<Nanotons, JobError>) {
-        if !matches!(self.phase, Phase::Settling) {
+    pub fn settled(&mut self, r: Result<Nanotons, JobError>) {
+        if !matches!(self.phase, Phase::Settling(_)) {
             return;
         }
-        match r {
-            Ok(cost) => {
+        let Phase::Settling(then) = std::mem::replace(&mut self.phase, Phase::Done) else {
+            return;
+        };
+        self.after(then, Some(r));
+    }
+
+    fn after(&mut self, then: AfterSettle, r: Option<Result<Nanotons, JobError>>) {
+        match (then, r) {
+            (AfterSettle::Answer(end), Some(Ok(cost))) => {
                 self.actions.push_back(Action::Answer {
                     end,
                     cost: Some(cost),
                 });
                 self.finish(Outcome::Ok);
             }
-            Err(e) => self.fail(e),
+            (AfterSettle::Answer(end), None) => {
+                self.actions.push_back(Action::Answer { end, cost: None });
+                self.finish(Outcome::Ok);
+            }
+            (AfterSettle::Answer(_), Some(Err(e))) | (AfterSettle::Fail(e), _) => self.fail(e),
+            (AfterSettle::Cancelled, _) => self.finish(Outcome::Cancelled),
         }
     }
 
-    /// The HTTP client went away. A payment under way runs to its end: the
-    /// work was delivered up to the `End` and the receipt covers it.
+    /// The HTTP client went away. A payment under way runs to its end; a
+    /// job under way pays its latest receipt: the output up to it was
+    /// received and the worker did the work.
     pub fn client_gone(&mut self) {
         match self.phase {
-            Phase::Settling | Phase::Done => {}
+            Phase::Settling(_) | Phase::Done => {}
+            Phase::Streaming => self.stop_after_output(AfterSettle::Cancelled),
             _ => self.finish(Outcome::Cancelled),
         }
     }

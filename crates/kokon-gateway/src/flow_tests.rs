@@ -53,7 +53,7 @@ fn paid_request_authorises_submits_settles_then_answers() {
         !a.iter().any(|a| matches!(a, Action::Answer { .. })),
         "no answer before paying"
     );
-    f.settled(end(), Ok(42));
+    f.settled(Ok(42));
     let a = drain(&mut f);
     assert!(matches!(&a[0], Action::Answer { cost: Some(42), .. }));
     assert_eq!(finished(&a), Some(Outcome::Ok));
@@ -97,6 +97,81 @@ fn a_stream_cut_before_its_end_pays_nothing_and_says_so() {
     assert!(matches!(&a[2], Action::Fail(e) if e.code == ErrorCode::Unavailable));
 }
 
+fn receipt(completion: u64) -> Box<kokon_proto::ReceiptEnvelope> {
+    use kokon_money::{Hash32, Receipt, Signature, Signed, TokenUsage};
+    Box::new(kokon_proto::ReceiptEnvelope {
+        receipt: Signed {
+            body: Receipt {
+                request: Hash32([1; 32]),
+                model: Hash32([2; 32]),
+                usage: TokenUsage {
+                    prompt: 3,
+                    completion,
+                    ..Default::default()
+                },
+                price_milli: 1000,
+                cost: u128::from(3 + completion),
+            },
+            signature: Signature([0; 64]),
+        },
+        cert: String::new(),
+    })
+}
+
+fn settled_receipt(actions: &[Action]) -> Option<u64> {
+    actions.iter().find_map(|a| match a {
+        Action::Settle {
+            receipt: Some(r), ..
+        } => Some(r.receipt.body.usage.completion),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_stream_cut_after_a_receipt_pays_the_latest_then_fails() {
+    let mut f = GatewayFlow::new(true);
+    drain(&mut f);
+    f.authorised(Ok(()));
+    f.submitted(Ok(()));
+    f.event(text("one "));
+    f.event(Some(Ok(Event::Receipt(receipt(1)))));
+    f.event(text("two "));
+    f.event(Some(Ok(Event::Receipt(receipt(2)))));
+    f.event(text("three"));
+    f.event(None);
+    let a = drain(&mut f);
+    assert_eq!(settled_receipt(&a), Some(2), "the latest receipt: {a:?}");
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::Fail(_))),
+        "not before it is paid"
+    );
+    f.settled(Ok(5));
+    let a = drain(&mut f);
+    assert!(matches!(&a[0], Action::Fail(e) if e.code == ErrorCode::Unavailable));
+    assert_eq!(finished(&a), Some(Outcome::Failed(ErrorCode::Unavailable)));
+}
+
+#[test]
+fn a_client_that_leaves_after_a_receipt_pays_it() {
+    let mut f = GatewayFlow::new(true);
+    drain(&mut f);
+    f.authorised(Ok(()));
+    f.submitted(Ok(()));
+    f.event(text("one "));
+    f.event(Some(Ok(Event::Receipt(receipt(1)))));
+    f.client_gone();
+    assert_eq!(settled_receipt(&drain(&mut f)), Some(1));
+    f.settled(Err(JobError::new(ErrorCode::ReceiptRejected, "bad")));
+    assert_eq!(finished(&drain(&mut f)), Some(Outcome::Cancelled));
+    // Unpaid networks carry no receipts to pay.
+    let mut g = GatewayFlow::new(false);
+    drain(&mut g);
+    g.submitted(Ok(()));
+    g.event(text("one "));
+    g.client_gone();
+    assert_eq!(finished(&drain(&mut g)), Some(Outcome::Cancelled));
+}
+
 #[test]
 fn a_refused_receipt_is_the_answer() {
     let mut f = GatewayFlow::new(true);
@@ -105,10 +180,10 @@ fn a_refused_receipt_is_the_answer() {
     f.submitted(Ok(()));
     f.event(Some(Ok(Event::End(end()))));
     drain(&mut f);
-    f.settled(
-        end(),
-        Err(JobError::new(ErrorCode::ReceiptRejected, "over budget")),
-    );
+    f.settled(Err(JobError::new(
+        ErrorCode::ReceiptRejected,
+        "over budget",
+    )));
     let a = drain(&mut f);
     assert!(matches!(&a[0], Action::Fail(e) if e.code == ErrorCode::ReceiptRejected));
 }
@@ -131,7 +206,7 @@ fn client_gone_mid_stream_cancels_but_a_payment_under_way_completes() {
     drain(&mut g);
     g.client_gone();
     assert!(drain(&mut g).is_empty());
-    g.settled(end(), Ok(1));
+    g.settled(Ok(1));
     assert_eq!(finished(&drain(&mut g)), Some(Outcome::Ok));
 }
 
@@ -177,7 +252,7 @@ proptest! {
                 Ev::End => { if f.wants_event() { saw_end = true; } f.event(Some(Ok(Event::End(end())))) }
                 Ev::Err => f.event(Some(Err(JobError::new(ErrorCode::EngineFailed, "x")))),
                 Ev::Cut => f.event(None),
-                Ev::Settled(ok) => f.settled(end(), if ok { Ok(1) } else { Err(JobError::new(ErrorCode::ReceiptRejected, "x")) }),
+                Ev::Settled(ok) => f.settled(if ok { Ok(1) } else { Err(JobError::new(ErrorCode::ReceiptRejected, "x")) }),
                 Ev::Gone => f.client_gone(),
             }
             for a in drain(&mut f) {

@@ -9,7 +9,9 @@ use kokon_money::receipt::{self, Budget, Expect};
 use kokon_money::{Nanotons, PriceTable};
 use kokon_pay::Settlement;
 use kokon_pay::books::client::ClientBooks;
-use kokon_proto::{AuthScope, ErrorCode, JobEnd, JobError, JobHeader, JobRequest, Payment};
+use kokon_proto::{
+    AuthScope, ErrorCode, JobError, JobHeader, JobRequest, Payment, ReceiptEnvelope,
+};
 use tokio::sync::Mutex;
 
 use crate::ProxyLink;
@@ -129,18 +131,30 @@ pub(crate) struct Paid {
 }
 
 impl Paid {
-    pub async fn settle(&self, end: &JobEnd, delivered_bytes: u64) -> Result<Nanotons, JobError> {
-        settle(&self.pay, &self.header, &self.auth, end, delivered_bytes).await
+    pub async fn settle(
+        &self,
+        receipt: Option<&ReceiptEnvelope>,
+        delivered_bytes: u64,
+    ) -> Result<Nanotons, JobError> {
+        settle(
+            &self.pay,
+            &self.header,
+            &self.auth,
+            receipt,
+            delivered_bytes,
+        )
+        .await
     }
 }
 
-/// Verifies the receipt in `end` against what this gateway saw, pays for it
-/// (voucher on disk first), and sends the voucher to the proxy. Returns the cost.
+/// Verifies a receipt (the `End`'s, or the latest of a job cut short)
+/// against what this gateway saw, pays for it (voucher on disk first), and
+/// sends the voucher to the proxy. Returns the cost.
 pub(crate) async fn settle(
     pay: &Arc<ClientPay>,
     header: &JobHeader,
     auth: &Authorised,
-    end: &JobEnd,
+    receipt: Option<&ReceiptEnvelope>,
     delivered_bytes: u64,
 ) -> Result<Nanotons, JobError> {
     let rejected = |m: String| {
@@ -150,10 +164,7 @@ pub(crate) async fn settle(
             format!("the worker's receipt was rejected, nothing was paid: {m}"),
         )
     };
-    let env = end
-        .receipt
-        .as_ref()
-        .ok_or_else(|| rejected("no receipt".into()))?;
+    let env = receipt.ok_or_else(|| rejected("no receipt".into()))?;
     let now = SystemClock.now_unix();
     let worker = pay
         .signers

@@ -32,11 +32,12 @@ impl Frames {
             |e: StreamError| JobError::new(ErrorCode::Unavailable, format!("proxy link: {e}"));
         let ev = match self.frames.next().await? {
             Ok(Frame::Data(b)) => chunk_text(&b).map(Event::Text),
+            Ok(Frame::Receipt(r)) => Ok(Event::Receipt(r)),
             Ok(Frame::End(end)) => Ok(Event::End(end)),
             Ok(Frame::Error(e)) => Err(e),
             Err(e) => Err(broke(e)),
         };
-        self.done = !matches!(ev, Ok(Event::Text(_)));
+        self.done = !matches!(ev, Ok(Event::Text(_) | Event::Receipt(_)));
         Some(ev)
     }
 }

@@ -39,7 +39,7 @@ impl FrameStream {
             return None;
         }
         let r = self.read().await;
-        self.done = !matches!(r, Ok(Frame::Data(_)));
+        self.done = !matches!(&r, Ok(f) if !f.is_final());
         Some(r)
     }
 

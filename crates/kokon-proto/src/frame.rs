@@ -7,10 +7,13 @@
 //!   forwards it unread (it will be ciphertext once end-to-end encryption lands).
 //! * `End` (1): JSON [`JobEnd`]: usage and finish reason. Last record.
 //! * `Error` (2): JSON [`JobError`]. Last record.
+//! * `Receipt` (3): JSON [`ReceiptEnvelope`]: the worker's signed,
+//!   cumulative receipt for the work done so far, sent while a job runs so
+//!   that output is paid for even if the stream is cut. Never last.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::{JobEnd, JobError};
+use crate::{JobEnd, JobError, ReceiptEnvelope};
 
 /// Largest record body accepted, in bytes.
 pub const MAX_FRAME_BODY: usize = 1024 * 1024;
@@ -19,6 +22,7 @@ const HEADER_LEN: usize = 5;
 const TYPE_DATA: u8 = 0;
 const TYPE_END: u8 = 1;
 const TYPE_ERROR: u8 = 2;
+const TYPE_RECEIPT: u8 = 3;
 
 /// One record of a response stream.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,6 +30,7 @@ pub enum Frame {
     Data(Bytes),
     End(JobEnd),
     Error(JobError),
+    Receipt(Box<ReceiptEnvelope>),
 }
 
 // Data frames carry content: never print them.
@@ -35,6 +40,7 @@ impl std::fmt::Debug for Frame {
             Frame::Data(b) => write!(f, "Data({} bytes)", b.len()),
             Frame::End(e) => write!(f, "End({e:?})"),
             Frame::Error(e) => write!(f, "Error({e:?})"),
+            Frame::Receipt(r) => write!(f, "Receipt({:?})", r.receipt.body.usage),
         }
     }
 }
@@ -53,12 +59,18 @@ pub enum FrameError {
 }
 
 impl Frame {
+    /// Whether nothing follows this frame in its stream (`End`, `Error`).
+    pub fn is_final(&self) -> bool {
+        matches!(self, Frame::End(_) | Frame::Error(_))
+    }
+
     /// Appends this frame's encoding to `out`.
     pub fn encode_into(&self, out: &mut BytesMut) {
         let (ty, body): (u8, Bytes) = match self {
             Frame::Data(b) => (TYPE_DATA, b.clone()),
             Frame::End(e) => (TYPE_END, json(e)),
             Frame::Error(e) => (TYPE_ERROR, json(e)),
+            Frame::Receipt(r) => (TYPE_RECEIPT, json(r)),
         };
         out.reserve(HEADER_LEN + body.len());
         out.put_u8(ty);
@@ -101,7 +113,7 @@ impl FrameDecoder {
             return Ok(None);
         }
         let ty = self.buf[0];
-        if ty > TYPE_ERROR {
+        if ty > TYPE_RECEIPT {
             return Err(FrameError::UnknownType(ty));
         }
         let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
@@ -116,7 +128,8 @@ impl FrameDecoder {
         let frame = match ty {
             TYPE_DATA => Frame::Data(body),
             TYPE_END => Frame::End(parse(&body)?),
-            _ => Frame::Error(parse(&body)?),
+            TYPE_ERROR => Frame::Error(parse(&body)?),
+            _ => Frame::Receipt(parse(&body)?),
         };
         Ok(Some(frame))
     }

@@ -6,7 +6,12 @@
 //! The flow: (paid networks) check the authorisation and record the request
 //! id → pick a worker → reserve credit (paid networks) → send → relay
 //! frames → bill the receipt at `End`, or release the credit. A request id
-//! seen before on the channel is refused before any routing. A worker that
+//! seen before on the channel is refused before any routing.
+//!
+//! Metering: the worker's cumulative `Receipt` frames are relayed and the
+//! latest is kept. A job that ends any other way after output (the client
+//! gone, the worker failed or went silent) bills that latest receipt, so
+//! leaving mid-stream does not make output free. A worker that
 //! fails before the first `Data` frame is replaced (up to `max_attempts`);
 //! after that the client's stream ends with `worker_failed_mid_stream`.
 //!
@@ -17,7 +22,7 @@
 
 use std::time::{Duration, Instant};
 
-use kokon_proto::{ErrorCode, Frame, JobEnd, JobError};
+use kokon_proto::{ErrorCode, Frame, JobEnd, JobError, ReceiptEnvelope};
 use kokon_route::{RouteError, WorkerId};
 
 /// How a job ended, for metrics (`as_str` is the label).
@@ -59,12 +64,13 @@ pub enum Action<R> {
     Abandon { worker: WorkerId },
     /// Forward this frame to the client.
     Forward(Frame),
-    /// Bill the receipt in `end` against `reservation`, durably, before the
-    /// `End` goes on; answer with [`JobFlow::billed`].
+    /// Bill `receipt` (the `End`'s, or the latest relayed) against
+    /// `reservation`, durably, before the job's last frame goes on; answer
+    /// with [`JobFlow::billed`]. `None`: the worker sent no receipt.
     Bill {
         worker: WorkerId,
         reservation: R,
-        end: JobEnd,
+        receipt: Option<Box<ReceiptEnvelope>>,
     },
     /// Give the reservation's credit back.
     Release(R),
@@ -118,13 +124,25 @@ enum Phase<R> {
         reservation: Option<R>,
         delivered: bool,
         deadline: Instant,
+        /// The latest receipt relayed.
+        latest: Option<Box<ReceiptEnvelope>>,
     },
     /// The reservation went out in `Bill`; waiting for the result.
     Billing {
         worker: WorkerId,
-        end: JobEnd,
+        then: AfterBill,
     },
     Done,
+}
+
+/// What follows a bill.
+enum AfterBill {
+    /// The job completed: its `End` goes on (or the bill's error).
+    End(JobEnd),
+    /// The job failed after output: this error goes on either way.
+    Fail(JobError),
+    /// The client left: nothing goes on.
+    Cancelled,
 }
 
 /// One job's flow at the proxy.
@@ -232,49 +250,74 @@ impl<R> JobFlow<R> {
     /// A frame from the running worker.
     pub fn frame(&mut self, frame: Frame, now: Instant) {
         let Phase::Running {
-            worker,
             delivered,
             deadline,
+            latest,
             ..
         } = &mut self.phase
         else {
             return;
         };
-        let worker = *worker;
         *deadline = now + self.cfg.idle_timeout;
         match frame {
             Frame::Data(_) => {
                 *delivered = true;
                 self.actions.push_back(Action::Forward(frame));
             }
-            Frame::Error(e) if !*delivered && e.code.retry_elsewhere() => self.retry(e),
-            Frame::Error(e) => {
-                let code = e.code;
-                self.actions.push_back(Action::Forward(Frame::Error(e)));
-                self.end_attempt(worker);
-                self.finish(Outcome::Failed(code));
+            Frame::Receipt(r) => {
+                *latest = Some(r.clone());
+                self.actions.push_back(Action::Forward(Frame::Receipt(r)));
             }
-            Frame::End(end) => self.ended(worker, end),
+            Frame::Error(e) if !*delivered && e.code.retry_elsewhere() => self.retry(e),
+            Frame::Error(e) => self.stop_after_output(AfterBill::Fail(e)),
+            Frame::End(end) => self.ended(end),
         }
     }
 
     /// The running worker's link or stream broke, or it sent bytes that are
     /// not frames, or it ended the stream without a final frame.
     pub fn worker_failed(&mut self, why: String) {
-        let Phase::Running {
-            worker, delivered, ..
-        } = &self.phase
-        else {
+        let Phase::Running { delivered, .. } = &self.phase else {
             return;
         };
-        let (worker, delivered) = (*worker, *delivered);
-        if !delivered {
+        if !*delivered {
             return self.retry(JobError::new(ErrorCode::WorkerUnavailable, why));
         }
         let err = JobError::new(ErrorCode::WorkerFailedMidStream, why);
-        self.actions.push_back(Action::Forward(Frame::Error(err)));
-        self.end_attempt(worker);
-        self.finish(Outcome::Failed(ErrorCode::WorkerFailedMidStream));
+        self.stop_after_output(AfterBill::Fail(err));
+    }
+
+    /// Ends a running attempt other than by its `End`: stops reading the
+    /// worker, bills the latest receipt relayed (or releases the credit
+    /// when there is none), then `then`.
+    fn stop_after_output(&mut self, then: AfterBill) {
+        let Phase::Running {
+            worker,
+            reservation,
+            latest,
+            ..
+        } = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return;
+        };
+        self.actions.push_back(Action::Abandon { worker });
+        match (reservation, latest) {
+            (Some(reservation), Some(receipt)) => {
+                self.phase = Phase::Billing { worker, then };
+                self.actions.push_back(Action::Bill {
+                    worker,
+                    reservation,
+                    receipt: Some(receipt),
+                });
+            }
+            (reservation, _) => {
+                if let Some(r) = reservation {
+                    self.actions.push_back(Action::Release(r));
+                }
+                self.actions.push_back(Action::Unroute { worker });
+                self.after(then, None);
+            }
+        }
     }
 
     /// Time passed: a worker silent past its deadline has failed.
@@ -293,37 +336,41 @@ impl<R> JobFlow<R> {
                 self.actions.push_back(Action::Unroute { worker });
                 self.finish(Outcome::Cancelled);
             }
-            Phase::Running { worker, .. } => {
-                self.end_attempt(worker);
-                self.finish(Outcome::Cancelled);
-            }
+            Phase::Running { .. } => self.stop_after_output(AfterBill::Cancelled),
             // Billing runs to its end: the work was done and is paid for.
             Phase::Billing { .. } | Phase::Done => {}
         }
     }
 
     /// The result of [`Action::Bill`]. Either way the reservation is gone
-    /// (billing consumes it); a refused receipt reaches the client as its
-    /// error instead of the `End`.
+    /// (billing consumes it); a refused final receipt reaches the client as
+    /// its error instead of the `End`.
     pub fn billed(&mut self, r: Result<(), JobError>) {
-        let Phase::Billing { worker, .. } = self.phase else {
+        if !matches!(self.phase, Phase::Billing { .. }) {
+            return;
+        }
+        let Phase::Billing { worker, then } = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
             return;
         };
-        let Phase::Billing { end, .. } = std::mem::replace(&mut self.phase, Phase::Done) else {
-            return;
-        };
-        let outcome = match r {
-            Ok(()) => {
+        self.actions.push_back(Action::Unroute { worker });
+        self.after(then, Some(r));
+    }
+
+    /// The job's last frame (if any) and its end, after the bill `r`.
+    fn after(&mut self, then: AfterBill, r: Option<Result<(), JobError>>) {
+        let outcome = match (then, r) {
+            (AfterBill::End(end), None | Some(Ok(()))) => {
                 self.actions.push_back(Action::Forward(Frame::End(end)));
                 Outcome::Ok
             }
-            Err(e) => {
+            (AfterBill::End(_), Some(Err(e))) | (AfterBill::Fail(e), _) => {
                 let code = e.code;
                 self.actions.push_back(Action::Forward(Frame::Error(e)));
                 Outcome::Failed(code)
             }
+            (AfterBill::Cancelled, _) => Outcome::Cancelled,
         };
-        self.actions.push_back(Action::Unroute { worker });
         self.finish(outcome);
     }
 
@@ -333,25 +380,31 @@ impl<R> JobFlow<R> {
             reservation,
             delivered: false,
             deadline: now + self.cfg.idle_timeout,
+            latest: None,
         };
         self.actions.push_back(Action::Send { worker });
     }
 
-    fn ended(&mut self, worker: WorkerId, end: JobEnd) {
-        let Phase::Running { reservation, .. } = std::mem::replace(&mut self.phase, Phase::Done)
+    fn ended(&mut self, end: JobEnd) {
+        let Phase::Running {
+            worker,
+            reservation,
+            ..
+        } = std::mem::replace(&mut self.phase, Phase::Done)
         else {
             return;
         };
         match reservation {
             Some(reservation) => {
+                let receipt = end.receipt.clone();
                 self.phase = Phase::Billing {
                     worker,
-                    end: end.clone(),
+                    then: AfterBill::End(end),
                 };
                 self.actions.push_back(Action::Bill {
                     worker,
                     reservation,
-                    end,
+                    receipt,
                 });
             }
             None => {

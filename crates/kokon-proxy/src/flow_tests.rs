@@ -24,6 +24,8 @@ struct Sim {
     held: BTreeSet<u32>,
     released: Vec<u32>,
     billed: Vec<u32>,
+    /// The completion tokens of each receipt billed (`None`: no receipt).
+    billed_receipts: Vec<Option<u64>>,
     routed: BTreeSet<WorkerId>,
     sent: Vec<WorkerId>,
     abandoned: Vec<WorkerId>,
@@ -69,6 +71,7 @@ impl Sim {
             held: BTreeSet::new(),
             released: vec![],
             billed: vec![],
+            billed_receipts: vec![],
             routed: BTreeSet::new(),
             sent: vec![],
             abandoned: vec![],
@@ -104,12 +107,18 @@ impl Sim {
                     assert!(self.outcome.is_none(), "forward after finish");
                     self.forwarded.push(f);
                 }
-                Action::Bill { reservation, .. } => {
+                Action::Bill {
+                    reservation,
+                    receipt,
+                    ..
+                } => {
                     assert!(
                         self.held.remove(&reservation.0),
                         "bill of a dead reservation"
                     );
                     self.billed.push(reservation.0);
+                    self.billed_receipts
+                        .push(receipt.map(|r| r.receipt.body.usage.completion));
                     self.wants = Some(Want::Bill);
                 }
                 Action::Release(r) => {
@@ -232,6 +241,85 @@ fn end() -> Frame {
         finish_reason: FinishReason::Stop,
         receipt: None,
     })
+}
+
+fn receipt(completion: u64) -> Frame {
+    use kokon_money::{Hash32, Receipt, Signature, Signed, TokenUsage};
+    Frame::Receipt(Box::new(kokon_proto::ReceiptEnvelope {
+        receipt: Signed {
+            body: Receipt {
+                request: Hash32([1; 32]),
+                model: Hash32([2; 32]),
+                usage: TokenUsage {
+                    prompt: 3,
+                    completion,
+                    ..Default::default()
+                },
+                price_milli: 1000,
+                cost: u128::from(3 + completion),
+            },
+            signature: Signature([0; 64]),
+        },
+        cert: String::new(),
+    }))
+}
+
+#[test]
+fn receipts_are_relayed_and_a_client_that_leaves_is_billed_the_latest() {
+    let mut s = Sim::new(true);
+    s.pick(Ok(1));
+    s.admit(true);
+    s.frame(data());
+    s.frame(receipt(1));
+    s.frame(data());
+    s.frame(receipt(2));
+    assert_eq!(s.forwarded.len(), 4, "receipts go on to the client");
+    s.client_gone();
+    assert_eq!(s.abandoned, vec![1], "the worker is stopped at once");
+    assert_eq!(s.billed_receipts, vec![Some(2)]);
+    assert!(s.outcome.is_none(), "the bill runs to its end");
+    s.bill(Ok(()));
+    assert_eq!(s.outcome, Some(Outcome::Cancelled));
+    assert!(s.released.is_empty());
+    s.assert_clean();
+}
+
+#[test]
+fn a_worker_that_fails_after_a_receipt_is_billed_it_and_the_client_hears_why() {
+    for fail in [
+        |s: &mut Sim| s.fail("link broke"),
+        |s: &mut Sim| s.frame(err(ErrorCode::EngineFailed)),
+        |s: &mut Sim| s.advance(IDLE),
+    ] {
+        let mut s = Sim::new(true);
+        s.pick(Ok(1));
+        s.admit(true);
+        s.frame(data());
+        s.frame(receipt(1));
+        s.frame(data());
+        fail(&mut s);
+        assert_eq!(s.billed_receipts, vec![Some(1)]);
+        assert!(
+            s.forwarded.iter().all(|f| !matches!(f, Frame::Error(_))),
+            "after the bill"
+        );
+        // A refused bill changes nothing for the client: the error stands.
+        s.bill(Err(JobError::new(ErrorCode::ReceiptRejected, "bad")));
+        assert!(matches!(s.outcome, Some(Outcome::Failed(c)) if c != ErrorCode::ReceiptRejected));
+        s.assert_clean();
+    }
+}
+
+#[test]
+fn a_client_that_leaves_before_any_receipt_releases_the_credit() {
+    let mut s = Sim::new(true);
+    s.pick(Ok(1));
+    s.admit(true);
+    s.frame(data());
+    s.client_gone();
+    assert!(s.billed.is_empty());
+    assert_eq!(s.released, vec![1]);
+    s.assert_clean();
 }
 
 fn err(code: ErrorCode) -> Frame {
@@ -523,6 +611,7 @@ fn events_after_the_end_change_nothing() {
 #[derive(Debug, Clone)]
 enum Ev {
     Data,
+    Receipt,
     End,
     Retryable,
     Final,
@@ -534,6 +623,7 @@ enum Ev {
 fn ev() -> impl Strategy<Value = Ev> {
     prop_oneof![
         3 => Just(Ev::Data),
+        1 => Just(Ev::Receipt),
         1 => Just(Ev::End),
         1 => Just(Ev::Retryable),
         1 => Just(Ev::Final),
@@ -572,6 +662,7 @@ proptest! {
                 }
                 None => match evs.next() {
                     Some(Ev::Data) => s.frame(data()),
+                    Some(Ev::Receipt) => s.frame(receipt(1)),
                     Some(Ev::End) | None => s.frame(end()),
                     Some(Ev::Retryable) => s.frame(err(ErrorCode::WorkerUnavailable)),
                     Some(Ev::Final) => s.frame(err(ErrorCode::EngineFailed)),

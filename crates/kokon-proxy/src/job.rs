@@ -96,9 +96,9 @@ impl Job {
             Action::Bill {
                 worker,
                 reservation,
-                end,
+                receipt,
             } => {
-                let billed = self.bill(worker, reservation, &end).await;
+                let billed = self.bill(worker, reservation, receipt.as_deref()).await;
                 flow.billed(billed);
             }
             Action::Release(a) => {
@@ -185,7 +185,7 @@ impl Job {
         &self,
         worker: WorkerId,
         a: Admitted,
-        end: &kokon_proto::JobEnd,
+        receipt: Option<&kokon_proto::ReceiptEnvelope>,
     ) -> Result<(), JobError> {
         let state = &self.state;
         let Some(pay) = &state.pay else {
@@ -199,8 +199,16 @@ impl Job {
             ));
         };
         let now = kokon_attest::SystemClock.now_unix();
-        let billed =
-            crate::pay::bill(pay, state.tls.policy(), &self.header, a, &served, end, now).await;
+        let billed = crate::pay::bill(
+            pay,
+            state.tls.policy(),
+            &self.header,
+            a,
+            &served,
+            receipt,
+            now,
+        )
+        .await;
         match billed {
             Ok(voucher) => {
                 workers::post_voucher(state, worker, voucher);

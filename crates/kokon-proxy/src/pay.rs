@@ -19,7 +19,9 @@ use kokon_money::{
 };
 use kokon_pay::books::proxy::{Bill, ProxyBooks, Reservation};
 use kokon_pay::{PayError, Settlement};
-use kokon_proto::{AuthScope, CloseReply, CloseRequest, ErrorCode, JobEnd, JobError, JobHeader};
+use kokon_proto::{
+    AuthScope, CloseReply, CloseRequest, ErrorCode, JobError, JobHeader, ReceiptEnvelope,
+};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -216,10 +218,10 @@ pub(crate) async fn bill(
     header: &JobHeader,
     a: Admitted,
     served: &Served,
-    end: &JobEnd,
+    receipt: Option<&ReceiptEnvelope>,
     now: u64,
 ) -> Result<Signed<WorkerVoucher>, JobError> {
-    let checked = check_receipt(pay, policy, header, &a, served, end, now);
+    let checked = check_receipt(pay, policy, header, &a, served, receipt, now);
     let mut books = pay.books().await;
     let (receipt, cost) = match checked {
         Ok(x) => x,
@@ -247,14 +249,11 @@ fn check_receipt<'e>(
     header: &JobHeader,
     a: &Admitted,
     served: &Served,
-    end: &'e JobEnd,
+    receipt: Option<&'e ReceiptEnvelope>,
     now: u64,
 ) -> Result<(&'e Signed<kokon_money::Receipt>, Nanotons), JobError> {
     let rejected = |m: String| JobError::new(ErrorCode::ReceiptRejected, m);
-    let env = end
-        .receipt
-        .as_ref()
-        .ok_or_else(|| rejected("the worker sent no receipt".into()))?;
+    let env = receipt.ok_or_else(|| rejected("the worker sent no receipt".into()))?;
     let key = pay
         .signers
         .signer(&env.cert, policy, now)

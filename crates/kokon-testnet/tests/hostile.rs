@@ -29,9 +29,17 @@ struct Attack {
 }
 
 async fn attack() -> Attack {
+    attack_with(0, None).await
+}
+
+/// A paid network whose worker takes `per_token_ms` per token, and whose
+/// proxy gives each client `max_credit` (the default if `None`).
+async fn attack_with(per_token_ms: u64, max_credit: Option<u128>) -> Attack {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = NetSpec::new(vec![WorkerSpec::new(echo("echo", 0))]);
-    spec.payments = Some(PaySpec::dev(dir.path().to_path_buf()));
+    let mut spec = NetSpec::new(vec![WorkerSpec::new(echo("echo", per_token_ms))]);
+    let mut pay = PaySpec::dev(dir.path().to_path_buf());
+    pay.max_credit = max_credit.unwrap_or(pay.max_credit);
+    spec.payments = Some(pay);
     let net = LocalNet::start(spec).await.unwrap();
     // One honest job opens the books.
     assert_eq!(
@@ -68,10 +76,14 @@ fn now() -> u64 {
 }
 
 fn payload(text: &str) -> Bytes {
+    payload_max(text, 50)
+}
+
+fn payload_max(text: &str, max_tokens: u32) -> Bytes {
     let job = serde_json::json!({
         "model": "echo",
         "input": {"chat": [{"role": "user", "content": text}]},
-        "params": {"max_tokens": 50},
+        "params": {"max_tokens": max_tokens},
     });
     Bytes::from(serde_json::to_vec(&job).unwrap())
 }
@@ -121,6 +133,7 @@ async fn run(
     while let Some(f) = frames.next().await {
         match f.expect("frames parse") {
             Frame::Data(_) => data += 1,
+            Frame::Receipt(_) => {}
             Frame::End(_) => return (data, Ok(())),
             Frame::Error(e) => return (data, Err((e.code, e.message))),
         }
@@ -261,4 +274,96 @@ async fn a_slow_client_is_not_refused_for_a_fresh_authorisation() {
     let h = signed(&a.client, a.channel, "on-time", &p, BUDGET, now() + 120);
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(run(&a, &h, p).await.1.is_ok());
+}
+
+#[tokio::test]
+async fn leaving_mid_stream_does_not_make_output_free() {
+    // Credit for a few left streams: prompt 300 tokens, up to 300 more.
+    let prices = kokon_money::PriceTable::default();
+    let price = |prompt, completion| {
+        Budget { prompt, completion }
+            .max_cost(&prices, "echo", 1000)
+            .unwrap()
+    };
+    let max_credit = price(1000, 300) + 4 * price(300, 40);
+    let a = attack_with(2, Some(max_credit)).await;
+    let before = a.totals().await;
+    let budget = Budget {
+        prompt: 1000,
+        completion: 300,
+    };
+    let mut billed_per_leave = vec![];
+    let mut refused = None;
+    for i in 0..50 {
+        let p = payload_max(&words(300), 300);
+        let h = signed(
+            &a.client,
+            a.channel,
+            &format!("leave-{i}"),
+            &p,
+            budget,
+            now() + 60,
+        );
+        let mut frames = match a.link.submit(&h, p).await {
+            Ok(f) => f,
+            Err(e) => {
+                refused = Some(e.code);
+                break;
+            }
+        };
+        let (mut data, mut receipts) = (0, 0);
+        while data < 40 {
+            let next = frames.next().await;
+            let Some(next) = next else {
+                panic!("leave-{i}: the stream ended after {data} data, {receipts} receipts")
+            };
+            match next.expect("frames parse") {
+                Frame::Data(_) => data += 1,
+                Frame::Receipt(_) => receipts += 1,
+                Frame::Error(e) => {
+                    refused = Some(e.code);
+                    break;
+                }
+                Frame::End(_) => panic!("300 tokens do not end after 40"),
+            }
+        }
+        if refused.is_some() {
+            break;
+        }
+        assert!(receipts >= 2, "a receipt every 16 tokens: {receipts} in 40");
+        let billed_before = a.totals().await.billed;
+        drop(frames); // the client leaves, paying nothing
+        eventually("the proxy bills the job it left", || {
+            a.net.proxy.active_jobs() == 0
+        })
+        .await;
+        billed_per_leave.push(a.totals().await.billed - billed_before);
+    }
+    // Each stream left after 40 tokens billed its latest receipt: the
+    // prompt (1 token per word, 300) and at least 32 tokens.
+    let at_least = price(300, 32);
+    assert!(!billed_per_leave.is_empty());
+    for b in &billed_per_leave {
+        assert!(
+            *b >= at_least,
+            "billed {b} for a left stream, expected ≥ {at_least}"
+        );
+    }
+    // A client that never pays is cut off once its unpaid bills reach the
+    // credit limit; the proxy's exposure stays within it.
+    assert_eq!(
+        refused,
+        Some(ErrorCode::PaymentRequired),
+        "the leaver is cut off"
+    );
+    let t = a.totals().await;
+    let unpaid = t.billed - t.paid;
+    assert!(
+        unpaid <= max_credit + (before.billed - before.paid),
+        "unpaid {unpaid} > credit {max_credit}"
+    );
+    assert!(
+        unpaid > max_credit / 2,
+        "the leaver's output was billed: {unpaid}"
+    );
 }

@@ -9,16 +9,18 @@
 //! first byte or mid-stream, a silent worker, a client gone, a ledger slow
 //! or failing, a receipt that cannot be signed. Each run is deterministic
 //! (a seed-free queue) and ends by checking the money and the slots: every
-//! reservation billed or released, the client paid exactly what the proxy
-//! billed, the proxy billed only receipts the worker signed, no engine left
-//! running, every router slot free.
+//! reservation billed or released, the client paid what the proxy billed
+//! for each job (or at most one receipt interval less, when a receipt was in
+//! flight as the job broke off), the proxy billed only receipts the worker
+//! signed, no engine left running, every router slot free.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use kokon_gateway::flow::{self as gw, GatewayFlow};
+use kokon_money::{Hash32, Receipt, Signature, Signed, TokenUsage};
 use kokon_proto::job::Chunk;
-use kokon_proto::{ErrorCode, FinishReason, Frame, JobEnd, JobError, Usage};
+use kokon_proto::{ErrorCode, FinishReason, Frame, JobEnd, JobError, ReceiptEnvelope, Usage};
 use kokon_proxy::flow::{self as px, JobFlow};
 use kokon_route::{RouteError, WorkerId};
 use kokon_worker::flow::{self as wk, WorkerFlow};
@@ -54,7 +56,7 @@ enum Ev {
     GwAuthorised(usize),
     GwSubmitted(usize),
     GwEvent(usize, Option<Result<gw::Event, JobError>>),
-    GwSettled(usize, JobEnd, Result<u128, JobError>),
+    GwSettled(usize, Result<u128, JobError>),
     ClientLeaves(usize),
     PxStart(usize),
     PxRegistered(usize, Result<(), JobError>),
@@ -89,8 +91,11 @@ struct Money {
     reservations: u64,
     billed: u128,
     paid: u128,
-    /// Receipts the workers signed, by (job, worker).
-    signed: HashMap<(usize, WorkerId), u128>,
+    /// Costs of the (cumulative) receipts the workers signed, by (job, worker).
+    signed: HashMap<(usize, WorkerId), Vec<u128>>,
+    /// What each job was billed and paid.
+    billed_by_job: HashMap<usize, u128>,
+    paid_by_job: HashMap<usize, u128>,
 }
 
 struct World {
@@ -231,8 +236,8 @@ impl World {
                 self.jobs[j].gw.event(e);
                 self.gw_act(j);
             }
-            Ev::GwSettled(j, end, r) => {
-                self.jobs[j].gw.settled(end, r);
+            Ev::GwSettled(j, r) => {
+                self.jobs[j].gw.settled(r);
                 self.gw_act(j);
             }
             Ev::ClientLeaves(j) => {
@@ -318,9 +323,9 @@ impl World {
                         self.at(Duration::ZERO, Ev::ClientLeaves(j));
                     }
                 }
-                gw::Action::Settle { end, delivered } => {
-                    let r = self.settle(j, &end, delivered);
-                    self.at(Duration::from_micros(300), Ev::GwSettled(j, end, r));
+                gw::Action::Settle { receipt, delivered } => {
+                    let r = self.settle(j, receipt.as_deref(), delivered);
+                    self.at(Duration::from_micros(300), Ev::GwSettled(j, r));
                 }
                 gw::Action::Answer { cost, .. } => self.jobs[j].answer = Some(Ok(cost)),
                 gw::Action::Fail(e) => self.jobs[j].answer = Some(Err(e.code)),
@@ -331,20 +336,25 @@ impl World {
 
     /// The gateway pays what a receipt the worker signed says, and only if
     /// it does not claim more text than was delivered.
-    fn settle(&mut self, j: usize, end: &JobEnd, delivered: u64) -> Result<u128, JobError> {
-        let cost = cost(end);
+    fn settle(
+        &mut self,
+        j: usize,
+        receipt: Option<&ReceiptEnvelope>,
+        delivered: u64,
+    ) -> Result<u128, JobError> {
+        let rejected = || JobError::new(ErrorCode::ReceiptRejected, "receipt does not match");
+        let r = &receipt.ok_or_else(rejected)?.receipt.body;
+        let cost = r.cost;
         let signed = self
             .money
             .signed
             .iter()
-            .any(|((sj, _), c)| *sj == j && *c == cost);
-        if !signed || u64::from(end.usage.completion_tokens) > delivered + 1 {
-            return Err(JobError::new(
-                ErrorCode::ReceiptRejected,
-                "receipt does not match",
-            ));
+            .any(|((sj, _), c)| *sj == j && c.contains(&cost));
+        if !signed || r.usage.completion > delivered + 1 {
+            return Err(rejected());
         }
         self.money.paid += cost;
+        *self.money.paid_by_job.entry(j).or_default() += cost;
         Ok(cost)
     }
 
@@ -390,6 +400,7 @@ impl World {
                             Some(Ok(gw::Event::Text(c.text)))
                         }
                         Frame::End(end) => Some(Ok(gw::Event::End(end))),
+                        Frame::Receipt(r) => Some(Ok(gw::Event::Receipt(r))),
                         Frame::Error(e) => Some(Err(e)),
                     };
                     self.at(LINK, Ev::GwEvent(j, ev));
@@ -397,9 +408,9 @@ impl World {
                 px::Action::Bill {
                     worker,
                     reservation,
-                    end,
+                    receipt,
                 } => {
-                    let r = self.bill(j, worker, reservation, &end);
+                    let r = self.bill(j, worker, reservation, receipt.as_deref());
                     self.at(Duration::from_micros(300), Ev::PxBilled(j, r));
                 }
                 px::Action::Release(r) => self.release(r),
@@ -423,9 +434,19 @@ impl World {
         Ok(w)
     }
 
-    fn bill(&mut self, j: usize, w: WorkerId, r: Res, end: &JobEnd) -> Result<(), JobError> {
-        let cost = cost(end);
-        let signed = self.money.signed.get(&(j, w)) == Some(&cost);
+    fn bill(
+        &mut self,
+        j: usize,
+        w: WorkerId,
+        r: Res,
+        receipt: Option<&ReceiptEnvelope>,
+    ) -> Result<(), JobError> {
+        let cost = receipt.map_or(u128::MAX, |e| e.receipt.body.cost);
+        let signed = self
+            .money
+            .signed
+            .get(&(j, w))
+            .is_some_and(|c| c.contains(&cost));
         if !signed || cost > u128::from(r.amount) {
             self.release(r);
             return Err(JobError::new(ErrorCode::ReceiptRejected, "not billed"));
@@ -433,6 +454,7 @@ impl World {
         assert_eq!(r.job, j, "a reservation billed for another job");
         self.money.reserved -= r.amount;
         self.money.billed += cost;
+        *self.money.billed_by_job.entry(j).or_default() += cost;
         Ok(())
     }
 
@@ -454,6 +476,8 @@ impl World {
         let cfg = wk::FlowConfig {
             paid: true,
             engine_idle_timeout: ENGINE_IDLE,
+            receipt_every_tokens: RECEIPT_EVERY,
+            receipt_every: Duration::from_secs(3600),
         };
         self.jobs[j].wk.insert(w, WorkerFlow::new(cfg, self.now));
         self.engines_running.insert((j, w));
@@ -474,7 +498,7 @@ impl World {
             self.tokens_wasted += 1;
         }
         if i < self.tokens {
-            flow.text(format!("t{i} "), now);
+            flow.text(format!("t{i} "), usage(i + 1), now);
             self.at(TOKEN_EVERY, Ev::WkToken(j, w, i + 1));
         } else {
             self.engines_running.remove(&(j, w));
@@ -500,11 +524,15 @@ impl World {
         while let Some(a) = self.jobs[j].wk.get_mut(&w).and_then(|f| f.poll_action()) {
             match a {
                 wk::Action::Send(f) => self.at(LINK, Ev::PxFrame(j, w, f)),
-                wk::Action::Sign(end) => {
+                wk::Action::SendReceipt(u) => {
+                    let env = self.sign(j, w, u);
+                    self.at(LINK, Ev::PxFrame(j, w, Frame::Receipt(env)));
+                }
+                wk::Action::Sign(mut end) => {
                     let r = if self.faults[&w] == Fault::SignFails {
                         Err("disk full".to_string())
                     } else {
-                        self.money.signed.insert((j, w), cost(&end));
+                        end.receipt = Some(self.sign(j, w, end.usage));
                         Ok(end)
                     };
                     self.at(Duration::from_micros(300), Ev::WkSigned(j, w, r));
@@ -517,14 +545,57 @@ impl World {
         }
     }
 
+    /// A worker's receipt for `u` so far (a real one is signed by its
+    /// attested key; here the record of what it signed is the signature).
+    fn sign(&mut self, j: usize, w: WorkerId, u: Usage) -> Box<ReceiptEnvelope> {
+        let body = Receipt {
+            request: Hash32::of(j.to_string().as_bytes()),
+            model: Hash32([0; 32]),
+            usage: TokenUsage {
+                prompt: u.prompt_tokens.into(),
+                completion: u.completion_tokens.into(),
+                ..Default::default()
+            },
+            price_milli: 1000,
+            cost: cost_of(u),
+        };
+        self.money.signed.entry((j, w)).or_default().push(body.cost);
+        Box::new(ReceiptEnvelope {
+            receipt: Signed {
+                body,
+                signature: Signature([0; 64]),
+            },
+            cert: String::new(),
+        })
+    }
+
     /// What must hold after every run, whatever the faults.
     fn check_money_and_slots(&self) {
         assert_eq!(self.money.reserved, 0, "credit left reserved");
-        assert_eq!(
-            self.money.paid, self.money.billed,
-            "client paid ≠ proxy billed"
+        // A client pays what it received: at most one receipt interval
+        // behind what the proxy billed (a receipt, or the End, that was in
+        // flight when the job broke off), never more than was billed.
+        for (j, billed) in &self.money.billed_by_job {
+            let paid = self.money.paid_by_job.get(j).copied().unwrap_or(0);
+            assert!(paid <= *billed, "job {j}: paid {paid} > billed {billed}");
+            assert!(
+                billed - paid <= u128::from(RECEIPT_EVERY) * 10,
+                "job {j}: billed {billed}, paid {paid}: more than one receipt interval unpaid"
+            );
+        }
+        assert!(
+            self.money
+                .paid_by_job
+                .keys()
+                .all(|j| self.money.billed_by_job.contains_key(j)),
+            "paid for a job the proxy never billed"
         );
-        let signed: u128 = self.money.signed.values().sum();
+        let signed: u128 = self
+            .money
+            .signed
+            .values()
+            .map(|c| c.iter().max().copied().unwrap_or(0))
+            .sum();
         assert!(
             self.money.billed <= signed,
             "billed more than workers signed"
@@ -563,9 +634,19 @@ impl World {
     }
 }
 
-fn cost(end: &JobEnd) -> u128 {
-    u128::from(end.usage.prompt_tokens) + u128::from(end.usage.completion_tokens) * 10
+fn cost_of(u: Usage) -> u128 {
+    u128::from(u.prompt_tokens) + u128::from(u.completion_tokens) * 10
 }
+
+fn usage(completion: usize) -> Usage {
+    Usage {
+        prompt_tokens: 10,
+        completion_tokens: completion as u32,
+    }
+}
+
+/// Workers sign a cumulative receipt every this many tokens.
+const RECEIPT_EVERY: u32 = 2;
 
 const FULL_TEXT: &str = "t0 t1 t2 t3 t4 ";
 
@@ -595,7 +676,7 @@ fn worker_gone_before_its_first_byte_is_replaced_and_only_the_second_is_paid() {
 }
 
 #[test]
-fn worker_gone_mid_stream_costs_the_client_nothing() {
+fn worker_gone_mid_stream_bills_the_output_up_to_its_last_receipt() {
     let mut w = World::new(&[Fault::GoneAfter(2), Fault::None]);
     let j = w.submit(None);
     w.run();
@@ -603,7 +684,8 @@ fn worker_gone_mid_stream_costs_the_client_nothing() {
     let job = &w.jobs[j];
     assert_eq!(job.text, "t0 t1 ", "what was delivered stays delivered");
     assert_eq!(job.answer, Some(Err(ErrorCode::WorkerFailedMidStream)));
-    assert_eq!((w.money.billed, w.money.paid), (0, 0));
+    // Its receipt after 2 tokens: the prompt (10) and 2 tokens (2·10).
+    assert_eq!((w.money.billed, w.money.paid), (30, 30));
 }
 
 #[test]
@@ -623,7 +705,7 @@ fn a_silent_worker_is_given_up_at_the_proxy_deadline_and_replaced() {
 }
 
 #[test]
-fn client_gone_mid_stream_stops_the_engine_and_bills_nothing() {
+fn client_gone_mid_stream_stops_the_engine_and_pays_what_it_received() {
     let mut w = World::new(&[Fault::None]);
     let j = w.submit(Some(2));
     w.run();
@@ -631,11 +713,9 @@ fn client_gone_mid_stream_stops_the_engine_and_bills_nothing() {
     let job = &w.jobs[j];
     assert_eq!(job.gw_outcome, Some(gw::Outcome::Cancelled));
     assert_eq!(job.px_outcome, Some(px::Outcome::Cancelled));
-    assert!(
-        w.money.signed.is_empty(),
-        "the cancelled engine signed nothing"
-    );
-    assert_eq!((w.money.billed, w.money.paid), (0, 0));
+    // Leaving does not make the output free: the receipt after the 2
+    // tokens read is billed and paid, and nothing after it.
+    assert_eq!((w.money.billed, w.money.paid), (30, 30));
 }
 
 #[test]
@@ -669,13 +749,14 @@ fn a_slow_ledger_delays_admission_by_its_delay_and_nothing_else() {
 }
 
 #[test]
-fn a_receipt_that_cannot_be_recorded_is_neither_billed_nor_paid() {
+fn a_final_receipt_that_cannot_be_recorded_leaves_the_last_signed_one_billed() {
     let mut w = World::new(&[Fault::SignFails]);
     let j = w.submit(None);
     w.run();
     w.check_money_and_slots();
     assert_eq!(w.jobs[j].answer, Some(Err(ErrorCode::EngineFailed)));
-    assert_eq!((w.money.billed, w.money.paid), (0, 0));
+    // 4 of the 5 tokens were covered by a receipt before the end: 10 + 4·10.
+    assert_eq!((w.money.billed, w.money.paid), (50, 50));
 }
 
 #[test]

@@ -4,17 +4,20 @@
 //! the time) and carries out the [`Action`]s it asks for.
 //!
 //! The flow: [`accept`] checks the job (pure) → the engine runs, each piece
-//! of text goes out as a `Data` frame → at the engine's end a paid worker
-//! signs and records its receipt, durably, before the `End` goes out. The
-//! requester going away cancels the engine; an engine silent past
-//! `engine_idle_timeout` is cancelled and the job fails.
+//! of text goes out as a `Data` frame; on a paid job a signed cumulative
+//! `Receipt` follows every `receipt_every_tokens` tokens or `receipt_every`
+//! → at the engine's end a paid worker signs and records its receipt,
+//! durably, before the `End` goes out; a job that fails after output
+//! sends a last receipt before its `Error`. The requester going away
+//! cancels the engine; an engine silent past `engine_idle_timeout` is
+//! cancelled and the job fails.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kokon_proto::job::Chunk;
-use kokon_proto::{ErrorCode, Frame, JobEnd, JobError, JobHeader, JobRequest};
+use kokon_proto::{ErrorCode, Frame, JobEnd, JobError, JobHeader, JobRequest, Usage};
 
 /// How a job ended, for stats and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +40,9 @@ pub enum Action {
     /// Sign the receipt for `end` and record it durably; answer with
     /// [`WorkerFlow::signed`].
     Sign(JobEnd),
+    /// Sign a cumulative receipt for `usage` so far and send it as a
+    /// `Receipt` frame (nothing to answer; a failure only loses that one).
+    SendReceipt(Usage),
     /// Stop the engine.
     CancelEngine,
     /// The job is over; nothing follows.
@@ -50,6 +56,10 @@ pub struct FlowConfig {
     pub paid: bool,
     /// Longest silence of the engine before its first piece or between two.
     pub engine_idle_timeout: Duration,
+    /// A receipt goes out after this many new tokens (0: only at the end)…
+    pub receipt_every_tokens: u32,
+    /// …or once this much time has passed since the last one.
+    pub receipt_every: Duration,
 }
 
 /// Checks a job before it takes a slot: the payload parses, names the
@@ -108,6 +118,11 @@ pub struct WorkerFlow {
     cfg: FlowConfig,
     phase: Phase,
     actions: VecDeque<Action>,
+    /// The engine's usage as of the last piece sent.
+    usage: Usage,
+    /// What the last receipt sent covered, and when it went.
+    receipted: Usage,
+    receipted_at: Instant,
 }
 
 impl WorkerFlow {
@@ -119,6 +134,9 @@ impl WorkerFlow {
                 deadline: now + cfg.engine_idle_timeout,
             },
             actions: VecDeque::new(),
+            usage: Usage::default(),
+            receipted: Usage::default(),
+            receipted_at: now,
         }
     }
 
@@ -138,8 +156,8 @@ impl WorkerFlow {
         matches!(self.phase, Phase::Done) && self.actions.is_empty()
     }
 
-    /// A piece of text from the engine.
-    pub fn text(&mut self, text: String, now: Instant) {
+    /// A piece of text from the engine, and the job's usage with it.
+    pub fn text(&mut self, text: String, usage: Usage, now: Instant) {
         let Phase::Running { deadline } = &mut self.phase else {
             return;
         };
@@ -147,6 +165,25 @@ impl WorkerFlow {
         let chunk = serde_json::to_vec(&Chunk { text }).expect("a chunk serializes");
         self.actions
             .push_back(Action::Send(Frame::Data(Bytes::from(chunk))));
+        self.usage = usage;
+        let every = self.cfg.receipt_every_tokens;
+        let new_tokens = usage
+            .completion_tokens
+            .saturating_sub(self.receipted.completion_tokens);
+        let due = (every > 0 && new_tokens >= every)
+            || (new_tokens > 0 && now >= self.receipted_at + self.cfg.receipt_every);
+        if self.cfg.paid && due {
+            self.send_receipt(now);
+        }
+    }
+
+    /// A receipt for everything sent so far, if anything is not covered.
+    fn send_receipt(&mut self, now: Instant) {
+        if self.usage != self.receipted {
+            self.receipted = self.usage;
+            self.receipted_at = now;
+            self.actions.push_back(Action::SendReceipt(self.usage));
+        }
     }
 
     /// The engine finished (after its last piece of text).
@@ -211,6 +248,10 @@ impl WorkerFlow {
 
     fn fail(&mut self, e: JobError) {
         let code = e.code;
+        if self.cfg.paid {
+            // The output sent so far is paid for, whatever ended the job.
+            self.send_receipt(self.receipted_at);
+        }
         self.actions.push_back(Action::Send(Frame::Error(e)));
         self.finish(Outcome::Failed(code));
     }

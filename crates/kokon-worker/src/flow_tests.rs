@@ -16,7 +16,27 @@ fn cfg(paid: bool) -> FlowConfig {
     FlowConfig {
         paid,
         engine_idle_timeout: IDLE,
+        receipt_every_tokens: 4,
+        receipt_every: Duration::from_secs(1),
     }
+}
+
+/// The engine's usage after `n` generated tokens of a 3-token prompt.
+fn used(n: u32) -> Usage {
+    Usage {
+        prompt_tokens: 3,
+        completion_tokens: n,
+    }
+}
+
+fn receipts(actions: &[Action]) -> Vec<u32> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendReceipt(u) => Some(u.completion_tokens),
+            _ => None,
+        })
+        .collect()
 }
 
 fn end() -> JobEnd {
@@ -43,11 +63,66 @@ fn finished(actions: &[Action]) -> Option<Outcome> {
 }
 
 #[test]
+fn a_paid_job_sends_a_receipt_every_n_tokens_and_after_a_pause() {
+    let t0 = Instant::now();
+    let mut f = WorkerFlow::new(cfg(true), t0);
+    for n in 1..=9 {
+        f.text("w ".into(), used(n), t0);
+    }
+    assert_eq!(receipts(&drain(&mut f)), vec![4, 8], "every 4 tokens");
+    // One more token, but a second later: the time bound sends it.
+    f.text("w ".into(), used(10), t0 + Duration::from_secs(1));
+    let a = drain(&mut f);
+    assert_eq!(receipts(&a), vec![10]);
+    assert!(
+        matches!(&a[0], Action::Send(Frame::Data(_))) && matches!(&a[1], Action::SendReceipt(_)),
+        "a receipt follows the data it covers: {a:?}"
+    );
+}
+
+#[test]
+fn an_unpaid_job_sends_no_receipts() {
+    let t0 = Instant::now();
+    let mut f = WorkerFlow::new(cfg(false), t0);
+    for n in 1..=9 {
+        f.text("w ".into(), used(n), t0 + Duration::from_secs(n.into()));
+    }
+    assert!(receipts(&drain(&mut f)).is_empty());
+}
+
+#[test]
+fn a_job_that_fails_after_output_sends_a_last_receipt_first() {
+    let t0 = Instant::now();
+    let mut f = WorkerFlow::new(cfg(true), t0);
+    for n in 1..=6 {
+        f.text("w ".into(), used(n), t0);
+    }
+    drain(&mut f);
+    f.engine_done(Err(JobError::new(ErrorCode::EngineFailed, "oom")));
+    let a = drain(&mut f);
+    assert_eq!(receipts(&a), vec![6], "tokens 5 and 6 are paid too");
+    let receipt_at = a.iter().position(|a| matches!(a, Action::SendReceipt(_)));
+    let error_at = a
+        .iter()
+        .position(|a| matches!(a, Action::Send(Frame::Error(_))));
+    assert!(receipt_at < error_at, "{a:?}");
+    // Silence fails the same way, with nothing new to receipt.
+    let mut g = WorkerFlow::new(cfg(true), t0);
+    g.text("w ".into(), used(4), t0);
+    drain(&mut g);
+    g.handle_timeout(t0 + IDLE);
+    assert!(
+        receipts(&drain(&mut g)).is_empty(),
+        "4 tokens were covered already"
+    );
+}
+
+#[test]
 fn unpaid_job_streams_text_then_ends() {
     let t0 = Instant::now();
     let mut f = WorkerFlow::new(cfg(false), t0);
-    f.text("Hel".into(), t0);
-    f.text("lo".into(), t0);
+    f.text("Hel".into(), used(1), t0);
+    f.text("lo".into(), used(1), t0);
     f.engine_done(Ok(end()));
     let a = drain(&mut f);
     assert!(matches!(&a[0], Action::Send(Frame::Data(b)) if b.as_ref() == br#"{"text":"Hel"}"#));
@@ -60,7 +135,7 @@ fn unpaid_job_streams_text_then_ends() {
 fn paid_job_signs_before_the_end_goes_out() {
     let t0 = Instant::now();
     let mut f = WorkerFlow::new(cfg(true), t0);
-    f.text("x".into(), t0);
+    f.text("x".into(), used(1), t0);
     f.engine_done(Ok(end()));
     let a = drain(&mut f);
     assert!(matches!(a.last(), Some(Action::Sign(_))), "{a:?}");
@@ -102,7 +177,7 @@ fn engine_failure_goes_out_as_the_error() {
 fn requester_gone_cancels_the_engine() {
     let t0 = Instant::now();
     let mut f = WorkerFlow::new(cfg(true), t0);
-    f.text("x".into(), t0);
+    f.text("x".into(), used(1), t0);
     f.requester_gone();
     let a = drain(&mut f);
     assert!(a.iter().any(|a| matches!(a, Action::CancelEngine)));
@@ -127,7 +202,7 @@ fn requester_gone_while_signing_still_records_the_receipt() {
 fn a_silent_engine_is_stopped_at_its_deadline_and_not_before() {
     let t0 = Instant::now();
     let mut f = WorkerFlow::new(cfg(false), t0);
-    f.text("x".into(), t0 + Duration::from_secs(100));
+    f.text("x".into(), used(1), t0 + Duration::from_secs(100));
     assert_eq!(f.poll_timeout(), Some(t0 + Duration::from_secs(100) + IDLE));
     f.handle_timeout(t0 + IDLE); // past the first deadline, not the moved one
     drain(&mut f);
@@ -217,7 +292,7 @@ proptest! {
         let mut signing = false;
         for e in events {
             match e {
-                Ev::Text => f.text("t".into(), now),
+                Ev::Text => f.text("t".into(), used(1), now),
                 Ev::Done(ok) => f.engine_done(if ok { Ok(end()) } else { Err(JobError::new(ErrorCode::EngineFailed, "x")) }),
                 Ev::Signed(ok) => f.signed(if ok { Ok(end()) } else { Err("x".into()) }),
                 Ev::Gone => f.requester_gone(),

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::Response;
 use kokon_engine::EngineError;
 use kokon_link::{Body, error_body, frames_body};
-use kokon_proto::{ErrorCode, JobError, JobHeader, JobRequest};
+use kokon_proto::{ErrorCode, Frame, JobError, JobHeader, JobRequest};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -41,10 +41,12 @@ async fn run(worker: &Worker, header: JobHeader, job: JobRequest, tx: mpsc::Send
     let cfg = FlowConfig {
         paid: worker.pay.is_some(),
         engine_idle_timeout: worker.cfg.engine_idle_timeout,
+        receipt_every_tokens: worker.cfg.receipt_every_tokens,
+        receipt_every: worker.cfg.receipt_every,
     };
     let mut flow = WorkerFlow::new(cfg, Instant::now());
     let cancel = CancellationToken::new();
-    let (text_tx, mut text_rx) = mpsc::channel::<String>(FRAME_BUFFER);
+    let (text_tx, mut text_rx) = mpsc::channel::<kokon_engine::Piece>(FRAME_BUFFER);
     let mut engine = tokio::spawn(worker.engine.run(job, text_tx, cancel.clone()));
     let mut text_open = true;
     let mut engine_over = false;
@@ -65,7 +67,7 @@ async fn run(worker: &Worker, header: JobHeader, job: JobRequest, tx: mpsc::Send
         let deadline = flow.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             piece = text_rx.recv(), if text_open => match piece {
-                Some(text) => flow.text(text, Instant::now()),
+                Some(piece) => flow.text(piece.text, piece.usage, Instant::now()),
                 None => text_open = false,
             },
             // The engine's result, once all its text is through.
@@ -105,6 +107,23 @@ async fn act(
                 tracing::error!(request_id = %header.request_id, error = %e, "cannot sign the receipt");
             }
             flow.signed(r.map(|()| end));
+        }
+        Action::SendReceipt(usage) => {
+            let Some(pay) = &worker.pay else { return };
+            match crate::pay::sign_receipt(worker, pay, header, usage) {
+                Ok(env) => {
+                    if tx
+                        .send(Frame::Receipt(Box::new(env)).encode())
+                        .await
+                        .is_err()
+                    {
+                        flow.requester_gone();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(request_id = %header.request_id, error = %e, "cannot sign a receipt")
+                }
+            }
         }
         Action::CancelEngine => cancel.cancel(),
         Action::Finish(outcome) => finished(worker, header, outcome),

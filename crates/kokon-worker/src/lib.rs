@@ -52,6 +52,11 @@ pub struct WorkerConfig {
     /// Longest silence of the engine (before its first token or between two)
     /// before the job is stopped and fails; frees the slot of a hung engine.
     pub engine_idle_timeout: Duration,
+    /// A paid job's worker signs a cumulative receipt after this many
+    /// generated tokens, or once `receipt_every` has passed since the last,
+    /// whichever comes first, so output cut off mid-stream is still paid.
+    pub receipt_every_tokens: u32,
+    pub receipt_every: Duration,
 }
 
 impl WorkerConfig {
@@ -63,6 +68,8 @@ impl WorkerConfig {
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             engine_idle_timeout: Duration::from_secs(300),
+            receipt_every_tokens: 16,
+            receipt_every: Duration::from_secs(1),
         }
     }
 }

@@ -71,9 +71,32 @@ pub(crate) async fn attach_receipt(
     header: &JobHeader,
     end: &mut JobEnd,
 ) -> Result<(), String> {
+    let envelope = sign_receipt(worker, pay, header, end.usage)?;
+    let recorded = pay
+        .books()
+        .await
+        .record_receipt(&header.request_id, &envelope.receipt);
+    // Group commit: receipts of jobs ending together share this fsync.
+    recorded
+        .map_err(|e| e.to_string())?
+        .wait()
+        .await
+        .map_err(|e| e.to_string())?;
+    end.receipt = Some(Box::new(envelope));
+    Ok(())
+}
+
+/// Signs a cumulative receipt for `usage` (sent while a job runs, or at its
+/// end) with the attested key.
+pub(crate) fn sign_receipt(
+    worker: &crate::Worker,
+    pay: &WorkerPay,
+    header: &JobHeader,
+    usage: kokon_proto::Usage,
+) -> Result<ReceiptEnvelope, String> {
     let mut usage = TokenUsage {
-        prompt: end.usage.prompt_tokens.into(),
-        completion: end.usage.completion_tokens.into(),
+        prompt: usage.prompt_tokens.into(),
+        completion: usage.completion_tokens.into(),
         ..Default::default()
     };
     // Never bill above the budget the client authorised. The engine
@@ -106,25 +129,13 @@ pub(crate) async fn attach_receipt(
         .identity()
         .sign(&hash)
         .map_err(|e| e.to_string())?;
-    let receipt = Signed {
-        body,
-        signature: Signature(sig),
-    };
-    let recorded = pay
-        .books()
-        .await
-        .record_receipt(&header.request_id, &receipt);
-    // Group commit: receipts of jobs ending together share this fsync.
-    recorded
-        .map_err(|e| e.to_string())?
-        .wait()
-        .await
-        .map_err(|e| e.to_string())?;
-    end.receipt = Some(Box::new(ReceiptEnvelope {
-        receipt,
+    Ok(ReceiptEnvelope {
+        receipt: Signed {
+            body,
+            signature: Signature(sig),
+        },
         cert: hex::encode(&cert),
-    }));
-    Ok(())
+    })
 }
 
 /// Handles a vault voucher from the proxy: checks it against the vault

@@ -138,11 +138,13 @@ def test_proxy_killed_mid_load_still_reconciles():
         wait_until("vouchers resynced after the restart", settled, timeout=60)
         ch, vault, earned = books(devnet, 2)
         spent, billed, paid = int(ch["spent_nanoton"]), int(vault["billed_nanoton"]), int(vault["paid_nanoton"])
-        assert spent == sum(costs), "the client paid exactly the costs it was told, once each"
+        max_job = max(costs)
+        # The costs it was told, once each, plus the output received before
+        # the kill cut a request short (paid by its latest receipt).
+        assert sum(costs) <= spent <= sum(costs) + failures[0] * max_job, (spent, sum(costs))
         assert paid == spent
         assert int(vault["commission_nanoton"]) + int(vault["owed_to_workers_nanoton"]) == billed
         # Billed but unpaid: only jobs whose result the kill kept from the client.
-        max_job = max(costs)
         assert 0 <= billed - paid <= failures[0] * max_job * 2, (billed, paid, failures[0])
         assert vault["receipts"] >= 50
         assert sum(w["receipts"] for w in earned) >= vault["receipts"], "workers signed every billed receipt"

@@ -104,6 +104,13 @@ impl ProxyChannel {
         self.billed += cost;
     }
 
+    /// Bills part of a running job (a cumulative receipt's increase): the
+    /// credit moves from reserved to billed, so exposure does not change.
+    pub fn bill_part(&mut self, delta: Nanotons) {
+        self.reserved = self.reserved.saturating_sub(delta);
+        self.billed += delta;
+    }
+
     /// Checks a voucher from the client; on success it becomes the latest.
     /// Returns the newly paid amount.
     pub fn accept(&mut self, v: Signed<ChannelVoucher>) -> Result<Nanotons, MoneyError> {

@@ -31,6 +31,10 @@ pub struct WorkerSpec {
     pub image_label: Option<String>,
     /// Model hashes its certificate claims; `None` claims what it serves.
     pub claimed_models: Option<Vec<[u8; 32]>>,
+    /// Paid jobs: a cumulative receipt every this many tokens (0: only at
+    /// the end) or this long ([`WorkerConfig`]'s defaults: 16, 1 s).
+    pub receipt_every_tokens: u32,
+    pub receipt_every: Duration,
 }
 
 impl WorkerSpec {
@@ -41,6 +45,8 @@ impl WorkerSpec {
             price_milli: 1000,
             image_label: None,
             claimed_models: None,
+            receipt_every_tokens: 16,
+            receipt_every: Duration::from_secs(1),
         }
     }
 }
@@ -178,7 +184,7 @@ impl LocalNet {
                     np.proxy,
                     p.economics.clone(),
                     ledger.clone(),
-                    1,
+                    p.min_claim(),
                     p.claim_every,
                 );
                 let cp = kokon_gateway::ClientPay::new(
@@ -232,6 +238,8 @@ impl LocalNet {
         let mut cfg = WorkerConfig::new(self.proxy.addr);
         cfg.max_jobs = w.max_jobs;
         cfg.price_milli = w.price_milli;
+        cfg.receipt_every_tokens = w.receipt_every_tokens;
+        cfg.receipt_every = w.receipt_every;
         let mut node = NodeParams::simulated(Role::Worker, w.image_label, config_sha256(&cfg));
         node.models = w
             .claimed_models
@@ -245,7 +253,7 @@ impl LocalNet {
                 books,
                 spec.economics.prices.clone(),
                 ledger,
-                1,
+                spec.min_claim(),
                 spec.claim_every,
             );
             worker = worker.with_pay(wp);

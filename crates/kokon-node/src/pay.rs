@@ -30,6 +30,8 @@ pub struct PaySpec {
     /// Most the proxy lets a channel owe it.
     pub max_credit: Nanotons,
     pub claim_every: Duration,
+    /// Claim once this much is claimable (`None`: [`Self::min_claim`]'s default).
+    pub min_claim: Option<Nanotons>,
     /// Settle on this TON sandbox chain instead of the devnet.
     pub ton: Option<TonConfig>,
     /// Every call the daemons make on the ledger takes this much longer (a
@@ -106,7 +108,24 @@ pub fn daemon_ledger(spec: &PaySpec, ledger: &Ledger) -> Arc<dyn Settlement> {
     }
 }
 
+/// On a public chain a claim costs about 0.01 TON of fees: claiming 1000×
+/// that keeps fees near 0.1 % of earnings and transactions under one per
+/// 10 TON earned.
+pub const MIN_CLAIM_ON_CHAIN: Nanotons = 10 * TON;
+
 impl PaySpec {
+    /// The smallest claimable amount worth a claim: the configured one, else
+    /// [`MIN_CLAIM_ON_CHAIN`] on testnet and mainnet, and 1 nanoton on the
+    /// devnet and the sandbox (no real fees; tests see claims at once).
+    pub fn min_claim(&self) -> Nanotons {
+        let public_chain = self
+            .ton
+            .as_ref()
+            .is_some_and(|t| t.network != kokon_ton::Network::Sandbox);
+        self.min_claim
+            .unwrap_or(if public_chain { MIN_CLAIM_ON_CHAIN } else { 1 })
+    }
+
     pub fn dev(dir: PathBuf) -> Self {
         Self {
             dir,
@@ -115,6 +134,7 @@ impl PaySpec {
             stake: TON / 10,
             max_credit: TON / 100,
             claim_every: Duration::from_secs(10),
+            min_claim: None,
             ton: None,
             ledger_delay: None,
         }

@@ -22,6 +22,8 @@ pub const ALL: &[&str] = &[
     "client.pay.after_send",
     "proxy.register.before_persist",
     "proxy.register.after_persist",
+    "proxy.bill_part.before_persist",
+    "proxy.bill_part.after_persist",
     "proxy.bill.before_persist",
     "proxy.bill.after_persist",
     "proxy.voucher.before_persist",

@@ -152,7 +152,7 @@ async fn job(net: &mut Net, i: usize) -> Result<(), PayError> {
         .register(&net.channel, &request_id)?
         .wait()
         .await?;
-    let reservation = net.proxy.admit(&net.channel, max_cost)?;
+    let reservation = net.proxy.admit(&net.channel, &request_id, max_cost)?;
     let w = i % net.workers.len();
     let attested = sk([100 + w as u8; 32]);
     let u = usage(i);
@@ -169,6 +169,24 @@ async fn job(net: &mut Net, i: usize) -> Result<(), PayError> {
         .wait()
         .await?;
     let payout = net.workers[w].payout();
+    // While the job runs: a cumulative receipt for half the output, billed
+    // (and its voucher sent) before it would be relayed.
+    let half = half_receipt(&request_id, i, &attested)?;
+    let part = net.proxy.bill_part(
+        &reservation,
+        Bill {
+            request_id: &request_id,
+            worker: payout,
+            receipt: &half,
+            cost: half.body.cost,
+        },
+    )?;
+    if let Some(wv) = part.wait().await? {
+        net.workers[w]
+            .accept_voucher(wv, sk(KEYS.proxy).public())?
+            .wait()
+            .await?;
+    }
     let cost = receipt.body.cost;
     let wv = net
         .proxy
@@ -202,6 +220,27 @@ async fn job(net: &mut Net, i: usize) -> Result<(), PayError> {
     Ok(())
 }
 
+fn half_usage(i: usize) -> TokenUsage {
+    let u = usage(i);
+    TokenUsage {
+        completion: u.completion / 2,
+        ..u
+    }
+}
+
+fn half_receipt(request_id: &str, i: usize, key: &SecretKey) -> Result<Signed<Receipt>, PayError> {
+    let prices = PriceTable::default();
+    let u = half_usage(i);
+    let body = Receipt {
+        request: Hash32::of(request_id.as_bytes()),
+        model: Hash32([7; 32]),
+        usage: u,
+        price_milli: 1000,
+        cost: prices.cost("m", &u, 1000)?,
+    };
+    Ok(Signed::sign(body, key)?)
+}
+
 async fn settle(net: &mut Net) -> Result<(), PayError> {
     for v in net.proxy.claims_due(0) {
         net.proxy.claim(&net.ledger, v).await?;
@@ -212,7 +251,8 @@ async fn settle(net: &mut Net) -> Result<(), PayError> {
     Ok(())
 }
 
-async fn check(net: &Net, lost_jobs: &[usize]) {
+/// `lost`: what each job billed but never paid was billed for.
+async fn check(net: &Net, lost: &[Nanotons]) {
     let audit = net.ledger.audit().await.unwrap();
     assert!(audit.conserved(), "ledger conservation: {audit:?}");
     let t = net.proxy.totals().unwrap();
@@ -242,17 +282,13 @@ async fn check(net: &Net, lost_jobs: &[usize]) {
         "workers hold the proxy's latest vouchers"
     );
     // Unpaid = exactly the jobs that were billed but whose receipt never reached the client.
-    let prices = PriceTable::default();
-    let unpaid: Nanotons = lost_jobs
-        .iter()
-        .map(|&i| prices.cost("m", &usage(i), 1000).unwrap())
-        .sum();
+    let unpaid: Nanotons = lost.iter().sum();
     assert_eq!(
         t.billed - t.paid,
         unpaid,
         "proxy's unpaid exposure = receipts the client never saw"
     );
-    assert_eq!(t.receipts, n_paid + lost_jobs.len() as u64);
+    assert_eq!(t.receipts, n_paid + lost.len() as u64);
     // The ledger paid out exactly what the vouchers say, never more.
     let ch = net.ledger.channel(net.channel).await.unwrap().unwrap();
     assert_eq!(
@@ -279,15 +315,22 @@ async fn check(net: &Net, lost_jobs: &[usize]) {
     );
 }
 
-/// Failpoints after which the interrupted job is billed but never paid: the
-/// proxy persisted the bill, and the client either never saw the receipt or
-/// crashed before its voucher reached disk. That job is the proxy's exposure
-/// (bounded by the credit limit); nothing else may differ.
-fn loses_payment(point: &str) -> bool {
-    matches!(
-        point,
-        "proxy.bill.after_persist" | "client.pay.before_persist"
-    )
+/// What the interrupted job `i` leaves billed but never paid at `point`:
+/// the proxy persisted a bill (the whole job, or its first cumulative
+/// receipt) and the client either never saw the receipt or crashed before
+/// its voucher reached disk. That is the proxy's exposure (bounded by the
+/// credit limit); nothing else may differ.
+fn lost_at(point: &str, i: usize) -> Option<Nanotons> {
+    let prices = PriceTable::default();
+    let cost = |u| prices.cost("m", &u, 1000).unwrap();
+    match point {
+        "proxy.bill.after_persist" | "client.pay.before_persist" => Some(cost(usage(i))),
+        // The first cumulative receipt is billed, the rest of the job is not.
+        "proxy.bill_part.after_persist"
+        | "worker.voucher.after_persist"
+        | "proxy.bill.before_persist" => Some(cost(half_usage(i))),
+        _ => None,
+    }
 }
 
 async fn run_with_crash(point: &'static str) {
@@ -313,11 +356,7 @@ async fn run_with_crash(point: &'static str) {
     let crashed_at = crashed_at.unwrap_or_else(|| panic!("failpoint {point} never fired"));
     settle(&mut net).await.unwrap();
     // A crash on the settle path leaves the job itself paid.
-    let lost: Vec<usize> = if loses_payment(point) {
-        vec![crashed_at]
-    } else {
-        vec![]
-    };
+    let lost: Vec<Nanotons> = lost_at(point, crashed_at).into_iter().collect();
     check(&net, &lost).await;
     // And once more from disk only, with nothing in flight.
     let dir = net.dir.clone();
@@ -355,6 +394,8 @@ crash_tests! {
     client_pay_after_send => "client.pay.after_send",
     proxy_register_before_persist => "proxy.register.before_persist",
     proxy_register_after_persist => "proxy.register.after_persist",
+    proxy_bill_part_before_persist => "proxy.bill_part.before_persist",
+    proxy_bill_part_after_persist => "proxy.bill_part.after_persist",
     proxy_bill_before_persist => "proxy.bill.before_persist",
     proxy_bill_after_persist => "proxy.bill.after_persist",
     proxy_voucher_before_persist => "proxy.voucher.before_persist",

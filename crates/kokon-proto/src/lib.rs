@@ -58,6 +58,10 @@ pub struct CloseRequest {
     pub channel: kokon_money::Address,
     /// By the channel's client key over [`CloseRequest::signing_hash`].
     pub signature: kokon_money::Signature,
+    /// The client's latest voucher: the proxy closes only a channel whose
+    /// bills are paid, so a client that owes brings the voucher that pays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voucher: Option<kokon_money::Signed<kokon_money::ChannelVoucher>>,
 }
 
 impl CloseRequest {

@@ -8,10 +8,12 @@
 //! frames → bill the receipt at `End`, or release the credit. A request id
 //! seen before on the channel is refused before any routing.
 //!
-//! Metering: the worker's cumulative `Receipt` frames are relayed and the
-//! latest is kept. A job that ends any other way after output (the client
-//! gone, the worker failed or went silent) bills that latest receipt, so
-//! leaving mid-stream does not make output free. A worker that
+//! Metering: each cumulative `Receipt` frame from the worker is billed
+//! (its increase, durably: [`Action::BillPart`]) before it is relayed, so a
+//! client never holds a receipt the proxy has not billed. A job that ends
+//! any other way after output (the client gone, the worker failed or went
+//! silent) bills that latest receipt, so leaving mid-stream does not make
+//! output free. A worker that
 //! fails before the first `Data` frame is replaced (up to `max_attempts`);
 //! after that the client's stream ends with `worker_failed_mid_stream`.
 //!
@@ -64,6 +66,14 @@ pub enum Action<R> {
     Abandon { worker: WorkerId },
     /// Forward this frame to the client.
     Forward(Frame),
+    /// Bill a running job's cumulative `receipt` (its increase) against
+    /// `reservation`, durably, before the receipt is relayed; answer with
+    /// [`JobFlow::part_billed`], which hands the reservation back.
+    BillPart {
+        worker: WorkerId,
+        reservation: R,
+        receipt: Box<ReceiptEnvelope>,
+    },
     /// Bill `receipt` (the `End`'s, or the latest relayed) against
     /// `reservation`, durably, before the job's last frame goes on; answer
     /// with [`JobFlow::billed`]. `None`: the worker sent no receipt.
@@ -90,6 +100,7 @@ impl<R> Action<R> {
             Action::Send { .. } => "send",
             Action::Abandon { .. } => "abandon",
             Action::Forward(_) => "forward",
+            Action::BillPart { .. } => "bill_part",
             Action::Bill { .. } => "bill",
             Action::Release(_) => "release",
             Action::Unroute { .. } => "unroute",
@@ -124,8 +135,10 @@ enum Phase<R> {
         reservation: Option<R>,
         delivered: bool,
         deadline: Instant,
-        /// The latest receipt relayed.
+        /// The latest receipt billed and relayed.
         latest: Option<Box<ReceiptEnvelope>>,
+        /// A receipt being billed (the reservation is out with it).
+        part: Option<Part>,
     },
     /// The reservation went out in `Bill`; waiting for the result.
     Billing {
@@ -133,6 +146,20 @@ enum Phase<R> {
         then: AfterBill,
     },
     Done,
+}
+
+/// A cumulative receipt out for billing, and what arrived meanwhile.
+struct Part {
+    receipt: Box<ReceiptEnvelope>,
+    /// A newer receipt, billed once this one is back.
+    next: Option<Box<ReceiptEnvelope>>,
+    /// The attempt's end, carried out once this one is back.
+    then: Option<Pending>,
+}
+
+enum Pending {
+    End(JobEnd),
+    Stop(AfterBill),
 }
 
 /// What follows a bill.
@@ -145,9 +172,36 @@ enum AfterBill {
     Cancelled,
 }
 
+/// Output a worker may send for a job whose completion budget is known:
+/// a piece of text is one or more tokens, so `Data` frames are at most the
+/// budget plus two (a held-back tail and the stop-string remainder), and a
+/// frame carries at most [`MAX_BYTES_PER_FRAME`] on average. A worker that
+/// sends more is ended: it cannot flood a client with output nobody pays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputBound {
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+/// Generous for one token's text as a JSON chunk (escapes included).
+pub const MAX_BYTES_PER_FRAME: u64 = 1024;
+
+impl OutputBound {
+    pub fn for_completion_budget(tokens: u64) -> Self {
+        let frames = tokens.saturating_add(2);
+        Self {
+            frames,
+            bytes: frames.saturating_mul(MAX_BYTES_PER_FRAME),
+        }
+    }
+}
+
 /// One job's flow at the proxy.
 pub struct JobFlow<R> {
     cfg: FlowConfig,
+    bound: Option<OutputBound>,
+    /// `Data` frames and bytes relayed from the current attempt.
+    relayed: (u64, u64),
     tried: Vec<WorkerId>,
     last_error: Option<JobError>,
     phase: Phase<R>,
@@ -160,6 +214,8 @@ impl<R> JobFlow<R> {
     pub fn new(cfg: FlowConfig) -> Self {
         let mut flow = Self {
             cfg,
+            bound: None,
+            relayed: (0, 0),
             tried: Vec::new(),
             last_error: None,
             phase: Phase::Done,
@@ -172,6 +228,12 @@ impl<R> JobFlow<R> {
             flow.next_worker();
         }
         flow
+    }
+
+    /// Bounds what a worker may send for this job (paid jobs, from the
+    /// signed completion budget).
+    pub fn bound_output(&mut self, bound: OutputBound) {
+        self.bound = Some(bound);
     }
 
     /// The result of [`Action::Register`]: routing starts only after it.
@@ -252,26 +314,55 @@ impl<R> JobFlow<R> {
         let Phase::Running {
             delivered,
             deadline,
-            latest,
+            part,
             ..
         } = &mut self.phase
         else {
             return;
         };
         *deadline = now + self.cfg.idle_timeout;
+        if let Some(p) = part {
+            // Hold the receipt's and the end's turn until the bill is back.
+            let pending = match frame {
+                Frame::Receipt(r) => return p.next = Some(r),
+                Frame::End(end) => Pending::End(end),
+                Frame::Error(e) => Pending::Stop(AfterBill::Fail(e)),
+                Frame::Data(b) => return self.relay(b),
+            };
+            p.then.get_or_insert(pending);
+            return;
+        }
         match frame {
-            Frame::Data(_) => {
-                *delivered = true;
-                self.actions.push_back(Action::Forward(frame));
-            }
-            Frame::Receipt(r) => {
-                *latest = Some(r.clone());
-                self.actions.push_back(Action::Forward(Frame::Receipt(r)));
-            }
+            Frame::Data(b) => self.relay(b),
+            // A receipt covers output: none is billed before any.
+            Frame::Receipt(_) if !*delivered => {}
+            Frame::Receipt(r) => self.bill_part(r),
             Frame::Error(e) if !*delivered && e.code.retry_elsewhere() => self.retry(e),
             Frame::Error(e) => self.stop_after_output(AfterBill::Fail(e)),
             Frame::End(end) => self.ended(end),
         }
+    }
+
+    /// Relays a `Data` frame, unless it takes the output past its bound.
+    fn relay(&mut self, b: bytes::Bytes) {
+        if let Phase::Running { delivered, .. } = &mut self.phase {
+            *delivered = true;
+        }
+        let (frames, bytes) = &mut self.relayed;
+        *frames += 1;
+        *bytes += b.len() as u64;
+        if self
+            .bound
+            .is_some_and(|o| *frames > o.frames || *bytes > o.bytes)
+        {
+            let e = JobError::new(
+                ErrorCode::WorkerFailedMidStream,
+                "the worker sent more output than the job's completion budget allows; \
+                 the stream was ended",
+            );
+            return self.stop_after_output(AfterBill::Fail(e));
+        }
+        self.actions.push_back(Action::Forward(Frame::Data(b)));
     }
 
     /// The running worker's link or stream broke, or it sent bytes that are
@@ -287,10 +378,78 @@ impl<R> JobFlow<R> {
         self.stop_after_output(AfterBill::Fail(err));
     }
 
+    /// The result of [`Action::BillPart`], with the reservation back. A
+    /// billed receipt is relayed; a refused one ends the attempt (a worker
+    /// whose receipts do not check out is not relayed further).
+    pub fn part_billed(&mut self, reservation: R, r: Result<(), JobError>) {
+        let Phase::Running {
+            reservation: held,
+            part,
+            latest,
+            ..
+        } = &mut self.phase
+        else {
+            return self.actions.push_back(Action::Release(reservation));
+        };
+        let Some(mut p) = part.take() else {
+            return self.actions.push_back(Action::Release(reservation));
+        };
+        *held = Some(reservation);
+        match r {
+            Ok(()) => {
+                *latest = Some(p.receipt.clone());
+                self.actions
+                    .push_back(Action::Forward(Frame::Receipt(p.receipt)));
+            }
+            Err(e) => p.then = Some(Pending::Stop(AfterBill::Fail(e))),
+        }
+        match (p.then, p.next) {
+            (Some(Pending::End(end)), _) => self.ended(end),
+            (Some(Pending::Stop(then)), _) => self.stop_after_output(then),
+            (None, Some(next)) => self.bill_part(next),
+            (None, None) => {}
+        }
+    }
+
+    /// Sends a cumulative receipt to be billed (paid jobs); relays it
+    /// unbilled on unpaid networks.
+    fn bill_part(&mut self, receipt: Box<ReceiptEnvelope>) {
+        let Phase::Running {
+            worker,
+            reservation,
+            part,
+            ..
+        } = &mut self.phase
+        else {
+            return;
+        };
+        match reservation.take() {
+            Some(reservation) => {
+                *part = Some(Part {
+                    receipt: receipt.clone(),
+                    next: None,
+                    then: None,
+                });
+                self.actions.push_back(Action::BillPart {
+                    worker: *worker,
+                    reservation,
+                    receipt,
+                });
+            }
+            None => self
+                .actions
+                .push_back(Action::Forward(Frame::Receipt(receipt))),
+        }
+    }
+
     /// Ends a running attempt other than by its `End`: stops reading the
     /// worker, bills the latest receipt relayed (or releases the credit
     /// when there is none), then `then`.
     fn stop_after_output(&mut self, then: AfterBill) {
+        if let Phase::Running { part: Some(p), .. } = &mut self.phase {
+            p.then.get_or_insert(Pending::Stop(then));
+            return;
+        }
         let Phase::Running {
             worker,
             reservation,
@@ -375,12 +534,14 @@ impl<R> JobFlow<R> {
     }
 
     fn start(&mut self, worker: WorkerId, reservation: Option<R>, now: Instant) {
+        self.relayed = (0, 0);
         self.phase = Phase::Running {
             worker,
             reservation,
             delivered: false,
             deadline: now + self.cfg.idle_timeout,
             latest: None,
+            part: None,
         };
         self.actions.push_back(Action::Send { worker });
     }

@@ -33,11 +33,16 @@ struct Sim {
     outcome: Option<Outcome>,
     /// What the flow waits for.
     wants: Option<Want>,
+    /// The reservation out with a cumulative receipt being billed.
+    part_out: Option<Res>,
+    /// The completion tokens of each cumulative receipt sent for billing.
+    parts: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Want {
     Register,
+    BillPart,
     Pick,
     Admit,
     Bill,
@@ -78,6 +83,8 @@ impl Sim {
             forwarded: vec![],
             outcome: None,
             wants: None,
+            part_out: None,
+            parts: vec![],
         };
         s.drain();
         s
@@ -121,6 +128,20 @@ impl Sim {
                         .push(receipt.map(|r| r.receipt.body.usage.completion));
                     self.wants = Some(Want::Bill);
                 }
+                Action::BillPart {
+                    reservation,
+                    receipt,
+                    ..
+                } => {
+                    assert!(
+                        self.held.contains(&reservation.0),
+                        "a dead reservation billed"
+                    );
+                    assert!(self.part_out.is_none(), "two parts out at once");
+                    self.parts.push(receipt.receipt.body.usage.completion);
+                    self.part_out = Some(reservation);
+                    self.wants = Some(Want::BillPart);
+                }
                 Action::Release(r) => {
                     assert!(self.held.remove(&r.0), "reservation released twice");
                     self.released.push(r.0);
@@ -138,6 +159,18 @@ impl Sim {
 
     fn sent_or_picked(&self) -> Vec<WorkerId> {
         (1..=self.flow.attempts() as u64).collect()
+    }
+
+    fn part(&mut self, ok: bool) {
+        assert_eq!(self.wants.take(), Some(Want::BillPart));
+        let r = self.part_out.take().expect("a part out");
+        let result = if ok {
+            Ok(())
+        } else {
+            Err(JobError::new(ErrorCode::ReceiptRejected, "bad receipt"))
+        };
+        self.flow.part_billed(r, result);
+        self.drain();
     }
 
     fn register(&mut self, r: Result<(), JobError>) {
@@ -271,8 +304,12 @@ fn receipts_are_relayed_and_a_client_that_leaves_is_billed_the_latest() {
     s.admit(true);
     s.frame(data());
     s.frame(receipt(1));
+    assert_eq!(s.forwarded.len(), 1, "a receipt goes on only once billed");
+    s.part(true);
     s.frame(data());
     s.frame(receipt(2));
+    s.part(true);
+    assert_eq!(s.parts, vec![1, 2]);
     assert_eq!(s.forwarded.len(), 4, "receipts go on to the client");
     s.client_gone();
     assert_eq!(s.abandoned, vec![1], "the worker is stopped at once");
@@ -296,6 +333,7 @@ fn a_worker_that_fails_after_a_receipt_is_billed_it_and_the_client_hears_why() {
         s.admit(true);
         s.frame(data());
         s.frame(receipt(1));
+        s.part(true);
         s.frame(data());
         fail(&mut s);
         assert_eq!(s.billed_receipts, vec![Some(1)]);
@@ -308,6 +346,109 @@ fn a_worker_that_fails_after_a_receipt_is_billed_it_and_the_client_hears_why() {
         assert!(matches!(s.outcome, Some(Outcome::Failed(c)) if c != ErrorCode::ReceiptRejected));
         s.assert_clean();
     }
+}
+
+#[test]
+fn a_worker_that_floods_past_the_budget_is_ended_and_billed_its_receipt_only() {
+    use super::OutputBound;
+    let mut s = Sim::new(true);
+    s.flow.bound_output(OutputBound::for_completion_budget(4));
+    s.pick(Ok(1));
+    s.admit(true);
+    for _ in 0..6 {
+        s.frame(data());
+    }
+    s.frame(receipt(4));
+    s.part(true);
+    assert!(s.billed.is_empty(), "six frames fit a 4-token budget");
+    s.frame(data());
+    assert_eq!(s.abandoned, vec![1], "the seventh ends the stream");
+    assert_eq!(s.billed_receipts, vec![Some(4)]);
+    s.bill(Ok(()));
+    assert_eq!(s.final_code(), Some(ErrorCode::WorkerFailedMidStream));
+    let relayed = s
+        .forwarded
+        .iter()
+        .filter(|f| matches!(f, Frame::Data(_)))
+        .count();
+    assert_eq!(relayed, 6, "the frame past the bound is not relayed");
+    s.assert_clean();
+
+    // Bytes count too: one huge frame is as bad as many.
+    let mut s = Sim::new(true);
+    s.flow.bound_output(OutputBound::for_completion_budget(4));
+    s.pick(Ok(1));
+    s.admit(true);
+    s.frame(Frame::Data(Bytes::from(vec![b'x'; 8 << 20])));
+    assert!(
+        s.forwarded.iter().all(|f| !matches!(f, Frame::Data(_))),
+        "8 MiB for max_tokens = 4 never reaches the client"
+    );
+    assert_eq!(s.released.len(), 1, "no receipt yet: nothing billed");
+    s.assert_clean();
+}
+
+#[test]
+fn what_arrives_while_a_receipt_is_billed_waits_its_turn() {
+    let mut s = Sim::new(true);
+    s.pick(Ok(1));
+    s.admit(true);
+    s.frame(data());
+    s.frame(receipt(1));
+    s.frame(receipt(2));
+    s.frame(end());
+    s.client_gone();
+    assert_eq!(s.parts, vec![1], "one part out at a time");
+    assert!(s.outcome.is_none() && s.billed.is_empty());
+    s.part(true);
+    // The End came before the client left: its bill goes first.
+    assert_eq!(s.billed.len(), 1, "the End is billed once the part is back");
+    s.bill(Ok(()));
+    assert_eq!(s.outcome, Some(Outcome::Ok));
+    s.assert_clean();
+}
+
+#[test]
+fn a_receipt_that_does_not_bill_ends_the_attempt_without_relaying_it() {
+    let mut s = Sim::new(true);
+    s.pick(Ok(1));
+    s.admit(true);
+    s.frame(data());
+    s.frame(receipt(1));
+    s.part(true);
+    s.frame(data());
+    s.frame(receipt(99));
+    s.part(false);
+    assert_eq!(s.abandoned, vec![1]);
+    assert_eq!(
+        s.billed_receipts,
+        vec![Some(1)],
+        "the last good receipt is the bill"
+    );
+    s.bill(Ok(()));
+    let receipts = s
+        .forwarded
+        .iter()
+        .filter(|f| matches!(f, Frame::Receipt(_)))
+        .count();
+    assert_eq!(receipts, 1, "the refused receipt never reaches the client");
+    assert_eq!(s.final_code(), Some(ErrorCode::ReceiptRejected));
+    s.assert_clean();
+}
+
+#[test]
+fn a_receipt_before_any_output_is_ignored() {
+    let mut s = Sim::new(true);
+    s.pick(Ok(1));
+    s.admit(true);
+    s.frame(receipt(5));
+    assert!(s.parts.is_empty() && s.forwarded.is_empty());
+    s.frame(err(ErrorCode::WorkerUnavailable));
+    assert_eq!(
+        s.wants,
+        Some(Want::Pick),
+        "still retried elsewhere: nothing was delivered"
+    );
 }
 
 #[test]
@@ -656,6 +797,7 @@ proptest! {
                     _ => s.pick_next(),
                 },
                 Some(Want::Admit) => s.admit(*a.next().unwrap_or(&true)),
+                Some(Want::BillPart) => s.part(*b.next().unwrap_or(&true)),
                 Some(Want::Bill) => {
                     let ok = *b.next().unwrap_or(&true);
                     s.bill(if ok { Ok(()) } else { Err(JobError::new(ErrorCode::ReceiptRejected, "x")) });

@@ -43,6 +43,11 @@ async fn drive(state: Arc<State>, header: JobHeader, payload: Bytes, tx: mpsc::S
         paid: state.pay.is_some(),
     };
     let mut flow = JobFlow::<Admitted>::new(cfg);
+    if let Some(b) = header.budget {
+        flow.bound_output(crate::flow::OutputBound::for_completion_budget(
+            b.completion,
+        ));
+    }
     let mut job = Job {
         state,
         to_worker: header.for_worker(),
@@ -92,6 +97,14 @@ impl Job {
                 if self.tx.send(frame.encode()).await.is_err() {
                     flow.client_gone();
                 }
+            }
+            Action::BillPart {
+                worker,
+                reservation,
+                receipt,
+            } => {
+                let billed = self.bill_part(worker, &reservation, &receipt).await;
+                flow.part_billed(reservation, billed);
             }
             Action::Bill {
                 worker,
@@ -177,6 +190,40 @@ impl Job {
                 Err(_) => Err(Gone::Worker("the worker did not answer".into())),
             },
             _ = self.tx.closed() => Err(Gone::Client),
+        }
+    }
+
+    /// Bills a cumulative receipt's increase (durably) and sends the worker
+    /// its vault voucher.
+    async fn bill_part(
+        &self,
+        worker: WorkerId,
+        a: &Admitted,
+        receipt: &kokon_proto::ReceiptEnvelope,
+    ) -> Result<(), JobError> {
+        let state = &self.state;
+        let (Some(pay), Some(served)) = (
+            &state.pay,
+            workers::served(state, worker, &self.header.model),
+        ) else {
+            return Err(JobError::new(
+                ErrorCode::ReceiptRejected,
+                "the worker left before its receipt could be billed",
+            ));
+        };
+        let now = kokon_attest::SystemClock.now_unix();
+        let policy = state.tls.policy();
+        match crate::pay::bill_part(pay, policy, &self.header, a, &served, receipt, now).await {
+            Ok(voucher) => {
+                if let Some(v) = voucher {
+                    workers::post_voucher(state, worker, v);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(request_id = %self.header.request_id, worker, error = %e.message, "receipt not billed");
+                Err(e)
+            }
         }
     }
 

@@ -158,7 +158,10 @@ pub(crate) async fn admit(
                 format!("job budget cannot be priced: {e}"),
             )
         })?;
-    let first = pay.books().await.admit(&p.channel, max_cost);
+    let first = pay
+        .books()
+        .await
+        .admit(&p.channel, &header.request_id, max_cost);
     let reservation = match first {
         Err(PayError::Money(MoneyError::OverCredit { .. } | MoneyError::ChannelNotOpen)) => {
             // The deposit may have grown (a top-up) or the close been
@@ -166,7 +169,7 @@ pub(crate) async fn admit(
             let terms = read_terms(pay, p.channel).await?;
             let mut books = pay.books().await;
             books.update_terms(terms).map_err(unavailable)?;
-            books.admit(&p.channel, max_cost)
+            books.admit(&p.channel, &header.request_id, max_cost)
         }
         other => other,
     };
@@ -243,6 +246,35 @@ pub(crate) async fn bill(
     billed.wait().await.map_err(cannot_bill)
 }
 
+/// Verifies a running job's cumulative receipt and bills its increase (on
+/// disk before the receipt is relayed). Returns the worker's new vault
+/// voucher, if the receipt raised the bill.
+pub(crate) async fn bill_part(
+    pay: &ProxyPay,
+    policy: &Policy,
+    header: &JobHeader,
+    a: &Admitted,
+    served: &Served,
+    receipt: &ReceiptEnvelope,
+    now: u64,
+) -> Result<Option<Signed<WorkerVoucher>>, JobError> {
+    let (receipt, cost) = check_receipt(pay, policy, header, a, served, Some(receipt), now)?;
+    let bill = Bill {
+        request_id: &header.request_id,
+        worker: served.payout,
+        receipt,
+        cost,
+    };
+    let cannot_bill = |e| JobError::new(ErrorCode::ReceiptRejected, format!("cannot bill: {e}"));
+    let billed = pay
+        .books()
+        .await
+        .bill_part(&a.reservation, bill)
+        .map_err(cannot_bill)?;
+    // Group commit, as for final bills.
+    billed.wait().await.map_err(cannot_bill)
+}
+
 fn check_receipt<'e>(
     pay: &ProxyPay,
     policy: &Policy,
@@ -298,6 +330,28 @@ pub(crate) async fn close(pay: &ProxyPay, req: CloseRequest) -> Result<CloseRepl
         .client
         .verify(&hash, &req.signature)
         .map_err(|_| bad("the close request is not signed by the channel's client".into()))?;
+    if let Some(v) = req.voucher {
+        if v.body.channel != req.channel {
+            return Err(bad(
+                "the close request's voucher pays another channel".into()
+            ));
+        }
+        let replayed = |e: &JobError| e.message.contains("replayed or lower");
+        match accept_voucher(pay, v).await {
+            Ok(_) => {}
+            Err(e) if replayed(&e) => {} // the proxy holds it already
+            Err(e) => return Err(e),
+        }
+    }
+    let owed = pay.books().await.owed(&req.channel);
+    if owed > 0 {
+        return Err(payment_required(format!(
+            "channel {} owes {owed} nanotons billed but not paid; a cooperative close \
+             must bring the voucher that pays them (or close unilaterally and let \
+             the proxy claim)",
+            req.channel
+        )));
+    }
     let (key, latest) = {
         let mut books = pay.books().await;
         books.update_terms(terms).map_err(unavailable)?;

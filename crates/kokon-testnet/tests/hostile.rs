@@ -304,6 +304,7 @@ async fn leaving_mid_stream_does_not_make_output_free() {
             budget,
             now() + 60,
         );
+        let billed_before = a.totals().await.billed;
         let mut frames = match a.link.submit(&h, p).await {
             Ok(f) => f,
             Err(e) => {
@@ -331,7 +332,6 @@ async fn leaving_mid_stream_does_not_make_output_free() {
             break;
         }
         assert!(receipts >= 2, "a receipt every 16 tokens: {receipts} in 40");
-        let billed_before = a.totals().await.billed;
         drop(frames); // the client leaves, paying nothing
         eventually("the proxy bills the job it left", || {
             a.net.proxy.active_jobs() == 0
@@ -339,8 +339,9 @@ async fn leaving_mid_stream_does_not_make_output_free() {
         .await;
         billed_per_leave.push(a.totals().await.billed - billed_before);
     }
-    // Each stream left after 40 tokens billed its latest receipt: the
-    // prompt (1 token per word, 300) and at least 32 tokens.
+    // Each stream left after 40 tokens was billed its receipts (each billed
+    // before it was relayed): the prompt (1 token per word, 300) and at
+    // least 32 tokens.
     let at_least = price(300, 32);
     assert!(!billed_per_leave.is_empty());
     for b in &billed_per_leave {
@@ -366,4 +367,78 @@ async fn leaving_mid_stream_does_not_make_output_free() {
         unpaid > max_credit / 2,
         "the leaver's output was billed: {unpaid}"
     );
+}
+
+#[tokio::test]
+async fn a_cooperative_close_while_owing_needs_the_voucher_that_pays() {
+    use kokon_money::{ChannelVoucher, Signed};
+    let a = attack().await;
+    let pay = a.net.proxy.pay().unwrap();
+    // The honest job's voucher lands; then a job the client never pays for.
+    eventually_async(|| async { a.totals().await.paid == a.totals().await.billed }).await;
+    let p = payload("run and close");
+    let h = signed(&a.client, a.channel, "unpaid", &p, BUDGET, now() + 60);
+    assert!(run(&a, &h, p).await.1.is_ok());
+    let t = a.totals().await;
+    assert!(t.billed > t.paid, "one job billed, unpaid");
+    let close = |voucher| kokon_proto::CloseRequest {
+        channel: a.channel,
+        signature: a
+            .client
+            .sign(&kokon_proto::CloseRequest::signing_hash(&a.channel)),
+        voucher,
+    };
+    let refused = a.link.close_channel(&close(None)).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::PaymentRequired);
+    assert!(refused.message.contains("owes"), "{}", refused.message);
+    let ledger = match a.net.ledger() {
+        Some(kokon_testnet::pay::Ledger::Devnet(d)) => d,
+        _ => unreachable!(),
+    };
+    let row = ledger.channel(a.channel).await.unwrap().unwrap();
+    assert_eq!(
+        row.state,
+        kokon_money::ledger::ChannelState::Open,
+        "nothing closed"
+    );
+    // A voucher short of the bill is not enough either.
+    let short = Signed::sign(
+        ChannelVoucher {
+            channel: a.channel,
+            amount: t.billed - 1,
+        },
+        &a.client,
+    )
+    .unwrap();
+    assert!(a.link.close_channel(&close(Some(short))).await.is_err());
+    let pays = Signed::sign(
+        ChannelVoucher {
+            channel: a.channel,
+            amount: t.billed,
+        },
+        &a.client,
+    )
+    .unwrap();
+    let claimed_before = row.claimed;
+    let reply = a.link.close_channel(&close(Some(pays))).await.unwrap();
+    let row = ledger.channel(a.channel).await.unwrap().unwrap();
+    assert_eq!(row.state, kokon_money::ledger::ChannelState::Closed);
+    assert_eq!(row.claimed, t.billed, "the proxy got every job it billed");
+    assert_eq!(reply.claimed + reply.refunded, row.deposit - claimed_before);
+    assert_eq!(pay.books().await.owed(&a.channel), 0);
+    assert!(ledger.audit().await.unwrap().conserved());
+}
+
+async fn eventually_async<F, Fut>(mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out");
 }

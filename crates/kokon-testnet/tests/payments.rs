@@ -274,6 +274,7 @@ async fn cooperative_close_claims_refunds_and_stops_service() {
     let forged = kokon_proto::CloseRequest {
         channel: ch.id,
         signature: stranger.sign(&hash),
+        voucher: None,
     };
     assert!(
         link.close_channel(&forged)
@@ -285,6 +286,7 @@ async fn cooperative_close_claims_refunds_and_stops_service() {
     let req = kokon_proto::CloseRequest {
         channel: ch.id,
         signature: client.sign(&hash),
+        voucher: None,
     };
     let reply = link.close_channel(&req).await.unwrap();
     let row = ledger.channel(ch.id).await.unwrap().unwrap();

@@ -176,6 +176,26 @@ async fn vault_owner(pay: &WorkerPay, vault: Address) -> Result<PublicKey, Strin
     Ok(owner)
 }
 
+/// The vaults this worker has earnings in whose owner asked to withdraw.
+async fn withdrawing_vaults(pay: &WorkerPay) -> Vec<Address> {
+    let vaults: Vec<Address> = pay
+        .books()
+        .await
+        .earnings()
+        .iter()
+        .map(|e| e.vault)
+        .collect();
+    let mut urgent = vec![];
+    for id in vaults {
+        if let Ok(Some(row)) = pay.ledger.vault(id).await
+            && row.withdrawal.is_some()
+        {
+            urgent.push(id);
+        }
+    }
+    urgent
+}
+
 /// Claims due earnings every `claim_every` until `shutdown`.
 pub(crate) async fn claim_loop(pay: Arc<WorkerPay>, shutdown: CancellationToken) {
     loop {
@@ -184,8 +204,13 @@ pub(crate) async fn claim_loop(pay: Arc<WorkerPay>, shutdown: CancellationToken)
             _ = shutdown.cancelled() => return,
         }
         // The books are not held while the ledger works (seconds on a
-        // chain): receipts keep being signed meanwhile.
-        let claims = pay.books().await.claims_due(pay.claim_threshold);
+        // chain): receipts keep being signed meanwhile. Small amounts wait
+        // (a claim costs fees), except from a vault being withdrawn.
+        let urgent = withdrawing_vaults(&pay).await;
+        let claims = pay
+            .books()
+            .await
+            .claims_due_unless(pay.claim_threshold, &urgent);
         for claim in claims {
             let recorded = match claim.run(pay.ledger.as_ref()).await {
                 Ok(done) => pay.books().await.record_claim(done).map(|()| done.delta),

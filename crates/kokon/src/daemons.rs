@@ -40,6 +40,12 @@ pub struct Common {
     /// [default: dev-proxy, dev-worker-0 or dev-client by role].
     #[arg(long, env = "KOKON_WALLET")]
     pub wallet: Option<String>,
+    /// Proxies and workers claim on the ledger once this much (TON) is
+    /// claimable, since every claim costs fees; a closing channel or a
+    /// vault being withdrawn is claimed whatever the amount
+    /// [default: 10 on testnet/mainnet, 1 nanoton on the devnet and sandbox].
+    #[arg(long, env = "KOKON_MIN_CLAIM")]
+    pub min_claim: Option<String>,
     /// Where this node's quotes come from: `tdx` (inside a TD: configfs-tsm, or
     /// /dev/tdx_guest with the host's quoting service), `simulated` (software;
     /// accepted only by test-network registries), or `auto`: tdx when either
@@ -72,10 +78,13 @@ impl Common {
             return Ok(None);
         };
         let registry = load_registry(&registry_path(self.registry.clone()))?;
-        let spec = PaySpec {
+        let mut spec = PaySpec {
             economics: registry.economics(),
             ..PaySpec::load(dir.clone())?
         };
+        if let Some(m) = &self.min_claim {
+            spec.min_claim = Some(crate::wallet::parse_ton(m).context("--min-claim")?);
+        }
         let ledger = spec
             .ledger()
             .with_context(|| format!("ledger of {}", dir.display()))?;
@@ -115,6 +124,11 @@ pub struct ProxyArgs {
     /// Links held at once by one client key [default: 8].
     #[arg(long, env = "KOKON_PROXY_MAX_LINKS_PER_CLIENT")]
     pub max_links_per_client: Option<usize>,
+    /// Paid networks: the most a client may owe (billed, not yet paid by a
+    /// voucher, plus what its running jobs may cost), in TON; a client past
+    /// it gets 402 until it pays [default: 0.01].
+    #[arg(long, env = "KOKON_PROXY_MAX_CREDIT")]
+    pub max_credit: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -176,6 +190,15 @@ pub struct WorkerArgs {
     /// Plain-HTTP address for /metrics and /healthz (port 0 = any free port) [default: 127.0.0.1:7402].
     #[arg(long, env = "KOKON_WORKER_ADMIN")]
     pub admin: Option<SocketAddr>,
+    /// Paid jobs: sign a cumulative receipt after this many generated
+    /// tokens, so output cut off mid-stream is still paid (0 = only at the
+    /// end) [default: 16].
+    #[arg(long, env = "KOKON_WORKER_RECEIPT_EVERY_TOKENS")]
+    pub receipt_every_tokens: Option<u32>,
+    /// Paid jobs: …or after this many milliseconds since the last receipt,
+    /// whichever comes first [default: 1000].
+    #[arg(long, env = "KOKON_WORKER_RECEIPT_EVERY_MS")]
+    pub receipt_every_ms: Option<u64>,
 }
 
 #[derive(Args, Default, Deserialize)]
@@ -325,7 +348,8 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
         max_attempts,
         job_idle_secs,
         max_links_per_address,
-        max_links_per_client
+        max_links_per_client,
+        max_credit
     );
     merge_common(&mut a.common, &mut file.common);
     let shutdown = CancellationToken::new();
@@ -348,7 +372,10 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
     let node = node_params(&a.common, Role::Proxy, config_sha256(&cfg))?;
     let tls = start_node(node, policy(&a.common)?, &shutdown)?;
     let pay = match a.common.devnet()? {
-        Some((spec, ledger)) => {
+        Some((mut spec, ledger)) => {
+            if let Some(c) = &a.max_credit {
+                spec.max_credit = crate::wallet::parse_ton(c).context("--max-credit")?;
+            }
             let books = pay::proxy_books(&spec, &ledger, &a.common.wallet_or("dev-proxy")).await?;
             eprintln!(
                 "payments: devnet {}, vault {}",
@@ -359,7 +386,7 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
                 books,
                 spec.economics.clone(),
                 ledger.settlement(),
-                1,
+                spec.min_claim(),
                 spec.claim_every,
             ))
         }
@@ -378,7 +405,7 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
 
 fn merge_common(a: &mut Common, file: &mut Common) {
     merge!(
-        a, file, registry, devnet, wallet, evidence, collateral, drain_secs
+        a, file, registry, devnet, wallet, min_claim, evidence, collateral, drain_secs
     );
 }
 
@@ -444,7 +471,16 @@ pub async fn build_engine(e: &EngineArgs) -> anyhow::Result<Arc<dyn Engine>> {
 
 pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
     let mut file: WorkerArgs = load_file(a.common.config.as_deref())?;
-    merge!(a, file, proxy, max_jobs, price_milli, admin);
+    merge!(
+        a,
+        file,
+        proxy,
+        max_jobs,
+        price_milli,
+        admin,
+        receipt_every_tokens,
+        receipt_every_ms
+    );
     merge_common(&mut a.common, &mut file.common);
     merge!(
         a.engine,
@@ -463,6 +499,10 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
         kokon_worker::WorkerConfig::new(a.proxy.unwrap_or_else(|| default_addr("127.0.0.1:7400")));
     cfg.max_jobs = a.max_jobs.unwrap_or(2).max(1);
     cfg.price_milli = a.price_milli.unwrap_or(1000);
+    cfg.receipt_every_tokens = a.receipt_every_tokens.unwrap_or(cfg.receipt_every_tokens);
+    if let Some(ms) = a.receipt_every_ms {
+        cfg.receipt_every = std::time::Duration::from_millis(ms.max(1));
+    }
     let mut node = node_params(&a.common, Role::Worker, config_sha256(&cfg))?;
     node.models = kokon_worker::model_hashes(engine.as_ref());
     let tls = start_node(node, policy(&a.common)?, &shutdown)?;
@@ -481,7 +521,7 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
             books,
             prices,
             ledger.settlement(),
-            1,
+            spec.min_claim(),
             spec.claim_every,
         ));
     }

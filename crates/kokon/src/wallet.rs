@@ -309,7 +309,11 @@ pub async fn channel(cmd: ChannelCmd, w: Where) -> anyhow::Result<()> {
         } => {
             let key = w.key(&name)?;
             let id = open_channel(ledger, &key).await?;
-            let reply = close_with_proxy(&key, id, addr).await?;
+            // The proxy closes only a paid-up channel: bring the latest voucher.
+            let books = w.dir().join(format!("{name}.db"));
+            let voucher =
+                kokon_pay::books::client::latest_voucher(&books)?.filter(|v| v.body.channel == id);
+            let reply = close_with_proxy(&key, id, voucher, addr).await?;
             w.print(json!({ "channel": id, "claimed_nanoton": reply.claimed.to_string(), "refunded_nanoton": reply.refunded.to_string() }), || {
                 format!("closed {id} with the proxy: it claimed {}, you got back {}", ton(reply.claimed), ton(reply.refunded))
             });
@@ -343,6 +347,7 @@ pub async fn channel(cmd: ChannelCmd, w: Where) -> anyhow::Result<()> {
 async fn close_with_proxy(
     key: &SecretKey,
     channel: kokon_money::Address,
+    voucher: Option<kokon_money::Signed<kokon_money::ChannelVoucher>>,
     addr: std::net::SocketAddr,
 ) -> anyhow::Result<kokon_proto::CloseReply> {
     let policy = crate::daemons::policy(&crate::daemons::Common::default())?;
@@ -357,7 +362,11 @@ async fn close_with_proxy(
     let link = kokon_gateway::ProxyLink::new(addr, tls);
     let signature = key.sign(&kokon_proto::CloseRequest::signing_hash(&channel));
     let reply = link
-        .close_channel(&kokon_proto::CloseRequest { channel, signature })
+        .close_channel(&kokon_proto::CloseRequest {
+            channel,
+            signature,
+            voucher,
+        })
         .await;
     shutdown.cancel();
     reply.map_err(|e| anyhow::anyhow!("{}", e.message))

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS receipts (request TEXT PRIMARY KEY, channel TEXT NOT 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Reservation {
     channel: Address,
+    request: String,
     max_cost: Nanotons,
 }
 
@@ -57,6 +58,13 @@ impl Reservation {
     pub fn max_cost(&self) -> Nanotons {
         self.max_cost
     }
+}
+
+/// What a running job has been billed so far by cumulative receipts.
+#[derive(Clone, Copy, Debug, Default)]
+struct Progress {
+    cost: Nanotons,
+    fee: Nanotons,
 }
 
 /// A job the proxy bills (against the [`Reservation`] made at admission).
@@ -130,6 +138,8 @@ pub struct ProxyBooks {
     max_credit: Nanotons,
     channels: HashMap<Address, (ProxyChannel, Nanotons)>,
     workers: HashMap<PublicKey, Signed<WorkerVoucher>>,
+    /// Running jobs billed in part, by (channel, request id).
+    progress: HashMap<(Address, String), Progress>,
 }
 
 impl std::fmt::Debug for ProxyBooks {
@@ -184,6 +194,7 @@ impl ProxyBooks {
             max_credit,
             channels,
             workers,
+            progress: HashMap::new(),
         })
     }
 
@@ -206,6 +217,13 @@ impl ProxyBooks {
 
     pub fn channel_ids(&self) -> Vec<Address> {
         self.channels.keys().copied().collect()
+    }
+
+    /// What `channel` was billed and has not paid by a voucher.
+    pub fn owed(&self, channel: &Address) -> Nanotons {
+        self.channels
+            .get(channel)
+            .map_or(0, |(c, _)| c.billed.saturating_sub(c.paid))
     }
 
     /// The client's latest voucher on `channel`.
@@ -267,10 +285,11 @@ impl ProxyBooks {
         Ok(self.db.durable(()))
     }
 
-    /// Reserves `max_cost` on `channel` for a job, or refuses it.
+    /// Reserves `max_cost` on `channel` for the job `request_id`, or refuses it.
     pub fn admit(
         &mut self,
         channel: &Address,
+        request_id: &str,
         max_cost: Nanotons,
     ) -> Result<Reservation, PayError> {
         let (c, _) = self
@@ -280,15 +299,57 @@ impl ProxyBooks {
         c.admit(max_cost, self.max_credit)?;
         Ok(Reservation {
             channel: *channel,
+            request: request_id.to_string(),
             max_cost,
         })
     }
 
-    /// Drops a reservation (the job failed or was cancelled before a receipt).
+    /// Ends a reservation without a final bill (the job failed or was
+    /// cancelled): what cumulative receipts billed stays billed, the rest
+    /// of the credit is given back.
     pub fn release(&mut self, r: Reservation) {
+        let done = self
+            .progress
+            .remove(&(r.channel, r.request))
+            .unwrap_or_default();
         if let Some((c, _)) = self.channels.get_mut(&r.channel) {
-            c.release(r.max_cost);
+            c.release(r.max_cost.saturating_sub(done.cost));
         }
+    }
+
+    /// Bills a running job's cumulative receipt: the increase over what its
+    /// earlier receipts billed, durably, with the worker's next vault
+    /// voucher. The receipt may be forwarded to the client once the
+    /// [`Durable`] is waited for, so a client never pays what was not
+    /// billed. A receipt not above the last is a no-op (`None`).
+    pub fn bill_part(
+        &mut self,
+        r: &Reservation,
+        b: Bill<'_>,
+    ) -> Result<Durable<Option<Signed<WorkerVoucher>>>, PayError> {
+        if b.cost > r.max_cost {
+            return Err(MoneyError::AboveReservation {
+                cost: b.cost,
+                reserved: r.max_cost,
+            }
+            .into());
+        }
+        let key = (r.channel, r.request.clone());
+        let prior = self.progress.get(&key).copied().unwrap_or_default();
+        if b.cost <= prior.cost {
+            return Ok(self.db.durable(None));
+        }
+        let points = (
+            "proxy.bill_part.before_persist",
+            "proxy.bill_part.after_persist",
+        );
+        let (voucher, now) = self.persist_bill(r, b, prior, points)?;
+        if let Some((c, _)) = self.channels.get_mut(&r.channel) {
+            c.bill_part(b.cost - prior.cost);
+        }
+        self.workers.insert(b.worker, voucher);
+        self.progress.insert(key, now);
+        Ok(self.db.durable(Some(voucher)))
     }
 
     /// Bills a verified receipt against its reservation and signs the
@@ -309,12 +370,28 @@ impl ProxyBooks {
             self.release(r);
             return Err(refused.into());
         }
-        match self.persist_bill(&r, b) {
-            Ok(voucher) => {
+        let prior = self
+            .progress
+            .get(&(r.channel, r.request.clone()))
+            .copied()
+            .unwrap_or_default();
+        if prior.cost > 0 && b.cost <= prior.cost {
+            // Billed already by its cumulative receipts.
+            let voucher = self.workers.get(&b.worker).copied();
+            self.release(r);
+            return voucher
+                .map(|v| self.db.durable(v))
+                .ok_or_else(|| PayError::Storage("a billed worker has no voucher".into()));
+        }
+        let points = ("proxy.bill.before_persist", "proxy.bill.after_persist");
+        match self.persist_bill(&r, b, prior, points) {
+            Ok((voucher, now)) => {
                 if let Some((c, _)) = self.channels.get_mut(&r.channel) {
-                    c.bill(r.max_cost, b.cost);
+                    c.bill_part(b.cost - prior.cost);
                 }
                 self.workers.insert(b.worker, voucher);
+                self.progress.insert((r.channel, r.request.clone()), now);
+                self.release(r);
                 Ok(self.db.durable(voucher))
             }
             Err(e) => {
@@ -324,27 +401,45 @@ impl ProxyBooks {
         }
     }
 
+    /// Writes a bill raising the job's billed cost from `prior` to
+    /// `b.cost`; returns the worker's next voucher and the job's progress.
     fn persist_bill(
         &mut self,
         r: &Reservation,
         b: Bill<'_>,
-    ) -> Result<Signed<WorkerVoucher>, PayError> {
+        prior: Progress,
+        (before, after): (&'static str, &'static str),
+    ) -> Result<(Signed<WorkerVoucher>, Progress), PayError> {
         let (c, _) = self
             .channels
             .get(&r.channel)
             .ok_or(PayError::NoChannel(r.channel))?;
-        let billed = c.billed + b.cost;
-        let (fee, _) = split(b.cost, self.commission_bps);
+        let delta = b.cost - prior.cost;
+        let billed = c.billed + delta;
+        let (fee_delta, _) = split(delta, self.commission_bps);
+        let now = Progress {
+            cost: b.cost,
+            fee: prior.fee + fee_delta,
+        };
         let owed = self.workers.get(&b.worker).map_or(0, |v| v.body.amount);
-        let voucher = next_worker_voucher(self.vault(), b.worker, owed, fee, &self.key)?;
-        fail::hit("proxy.bill.before_persist")?;
+        let voucher = next_worker_voucher(self.vault(), b.worker, owed, fee_delta, &self.key)?;
+        fail::hit(before)?;
         self.db.commit(|tx| {
-            let inserted = super::exec(
-                tx,
-                "INSERT OR IGNORE INTO receipts (request, channel, worker, cost, fee, receipt) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![b.request_id, r.channel.to_string(), b.worker.to_hex(), b.cost.to_string(), fee.to_string(), to_json(b.receipt)],
-            )?;
-            if inserted == 0 {
+            let row = params![b.request_id, r.channel.to_string(), b.worker.to_hex(), now.cost.to_string(), now.fee.to_string(), to_json(b.receipt)];
+            let written = if prior.cost == 0 {
+                super::exec(
+                    tx,
+                    "INSERT OR IGNORE INTO receipts (request, channel, worker, cost, fee, receipt) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    row,
+                )?
+            } else {
+                super::exec(
+                    tx,
+                    "UPDATE receipts SET cost = ?4, fee = ?5, receipt = ?6 WHERE request = ?1 AND channel = ?2 AND worker = ?3",
+                    row,
+                )?
+            };
+            if written == 0 {
                 return Err(PayError::AlreadyBilled(b.request_id.to_string()));
             }
             super::exec(
@@ -359,8 +454,8 @@ impl ProxyBooks {
             )?;
             Ok(())
         })?;
-        fail::hit("proxy.bill.after_persist")?;
-        Ok(voucher)
+        fail::hit(after)?;
+        Ok((voucher, now))
     }
 
     /// Accepts a client's voucher; the client hears "ok" once it is durable.
@@ -396,13 +491,18 @@ impl ProxyBooks {
         self.db.durable(self.workers.get(worker).copied())
     }
 
-    /// Latest vouchers whose unclaimed part is at least `threshold`.
+    /// Latest vouchers worth a claim: their unclaimed part is at least
+    /// `threshold` (claims cost fees, so small amounts wait), or, whatever
+    /// the amount, the channel is closing (after its deadline the voucher
+    /// can no longer be claimed).
     pub fn claims_due(&self, threshold: Nanotons) -> Vec<Signed<ChannelVoucher>> {
         self.channels
             .values()
             .filter_map(|(c, claimed)| {
-                c.latest
-                    .filter(|v| v.body.amount > *claimed && v.body.amount - claimed >= threshold)
+                c.latest.filter(|v| {
+                    let unclaimed = v.body.amount.saturating_sub(*claimed);
+                    unclaimed > 0 && (unclaimed >= threshold || !c.terms.open)
+                })
             })
             .collect()
     }

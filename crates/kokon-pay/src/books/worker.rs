@@ -162,11 +162,25 @@ impl WorkerBooks {
         Ok(total)
     }
 
-    /// Claims to run on the ledger without holding the books.
+    /// Claims to run on the ledger without holding the books: vaults whose
+    /// claimable amount is at least `threshold`.
     pub fn claims_due(&self, threshold: Nanotons) -> Vec<WorkerClaim> {
+        self.claims_due_unless(threshold, &[])
+    }
+
+    /// As [`Self::claims_due`], but the vaults in `urgent` (their owner
+    /// asked to withdraw: after the delay, what is left unclaimed may be
+    /// gone) are claimed whatever the amount.
+    pub fn claims_due_unless(&self, threshold: Nanotons, urgent: &[Address]) -> Vec<WorkerClaim> {
         self.vaults
             .values()
-            .filter_map(|e| e.due(threshold))
+            .filter_map(|e| {
+                e.due(if urgent.contains(&e.vault) {
+                    1
+                } else {
+                    threshold
+                })
+            })
             .map(|voucher| WorkerClaim {
                 key: self.key.clone(),
                 voucher,

@@ -32,7 +32,7 @@ pub struct WorkerSpec {
     /// Model hashes its certificate claims; `None` claims what it serves.
     pub claimed_models: Option<Vec<[u8; 32]>>,
     /// Paid jobs: a cumulative receipt every this many tokens (0: only at
-    /// the end) or this long ([`WorkerConfig`]'s defaults: 16, 1 s).
+    /// the end) or this long ([`WorkerConfig`]'s defaults: 64, 1 s).
     pub receipt_every_tokens: u32,
     pub receipt_every: Duration,
 }
@@ -45,7 +45,7 @@ impl WorkerSpec {
             price_milli: 1000,
             image_label: None,
             claimed_models: None,
-            receipt_every_tokens: 16,
+            receipt_every_tokens: 64,
             receipt_every: Duration::from_secs(1),
         }
     }

@@ -411,6 +411,18 @@ impl<R> JobFlow<R> {
         }
     }
 
+    /// The bill of [`Action::BillPart`] never answered (its task died): the
+    /// reservation is gone with it (its credit stays held: under-used,
+    /// never over-exposed) and the attempt ends with `why`.
+    pub fn part_lost(&mut self, why: String) {
+        if let Phase::Running { part, .. } = &mut self.phase
+            && part.take().is_some()
+        {
+            let e = JobError::new(ErrorCode::Unavailable, why);
+            self.stop_after_output(AfterBill::Fail(e));
+        }
+    }
+
     /// Sends a cumulative receipt to be billed (paid jobs); relays it
     /// unbilled on unpaid networks.
     fn bill_part(&mut self, receipt: Box<ReceiptEnvelope>) {

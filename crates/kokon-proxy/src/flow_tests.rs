@@ -437,6 +437,27 @@ fn a_receipt_that_does_not_bill_ends_the_attempt_without_relaying_it() {
 }
 
 #[test]
+fn a_bill_that_never_answers_ends_the_job_without_a_second_release() {
+    let mut s = Sim::new(true);
+    s.pick(Ok(1));
+    s.admit(true);
+    s.frame(data());
+    s.frame(receipt(1));
+    let lost = s.part_out.take().expect("out");
+    s.wants = None;
+    s.flow.part_lost("the task died".into());
+    s.drain();
+    assert_eq!(s.final_code(), Some(ErrorCode::Unavailable));
+    assert!(
+        s.released.is_empty() && s.billed.is_empty(),
+        "nothing else consumed it"
+    );
+    assert!(s.flow.is_done());
+    s.held.remove(&lost.0);
+    s.assert_clean();
+}
+
+#[test]
 fn a_receipt_before_any_output_is_ignored() {
     let mut s = Sim::new(true);
     s.pick(Ok(1));

@@ -33,7 +33,14 @@ struct Job {
     payload: Bytes,
     tx: mpsc::Sender<Bytes>,
     worker: Option<FrameStream>,
+    /// The worker's stream gave its last frame (or broke).
+    worker_over: bool,
+    /// A cumulative receipt being billed: frames keep flowing meanwhile
+    /// (the flow holds the receipt back until its bill is durable).
+    part: Option<PartBill>,
 }
+
+type PartBill = tokio::task::JoinHandle<(Admitted, Result<(), JobError>)>;
 
 async fn drive(state: Arc<State>, header: JobHeader, payload: Bytes, tx: mpsc::Sender<Bytes>) {
     let _active = Active::new(&state);
@@ -55,6 +62,8 @@ async fn drive(state: Arc<State>, header: JobHeader, payload: Bytes, tx: mpsc::S
         payload,
         tx,
         worker: None,
+        worker_over: false,
+        part: None,
     };
     loop {
         while let Some(action) = flow.poll_action() {
@@ -88,7 +97,10 @@ impl Job {
                 flow.admitted(admitted, Instant::now());
             }
             Action::Send { worker } => match self.send(worker).await {
-                Ok(stream) => self.worker = Some(stream),
+                Ok(stream) => {
+                    self.worker = Some(stream);
+                    self.worker_over = false;
+                }
                 Err(Gone::Client) => flow.client_gone(),
                 Err(Gone::Worker(why)) => flow.worker_failed(why),
             },
@@ -103,8 +115,11 @@ impl Job {
                 reservation,
                 receipt,
             } => {
-                let billed = self.bill_part(worker, &reservation, &receipt).await;
-                flow.part_billed(reservation, billed);
+                let (state, header) = (self.state.clone(), self.header.clone());
+                self.part = Some(tokio::spawn(async move {
+                    let billed = bill_part(&state, &header, worker, &reservation, &receipt).await;
+                    (reservation, billed)
+                }));
             }
             Action::Bill {
                 worker,
@@ -127,18 +142,37 @@ impl Job {
     /// Waits for the worker's next frame, its silence deadline, or the
     /// client leaving.
     async fn wait(&mut self, flow: &mut JobFlow<Admitted>) {
-        let Some(stream) = self.worker.as_mut() else {
+        if self.worker.is_none() && self.part.is_none() {
             return flow.worker_failed("no worker stream".into());
-        };
+        }
         let deadline = flow
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + self.state.cfg.job_idle_timeout);
+        let read = !self.worker_over && self.worker.is_some();
+        let (worker, part) = (&mut self.worker, &mut self.part);
         tokio::select! {
-            next = stream.next() => match next {
-                Some(Ok(frame)) => flow.frame(frame, Instant::now()),
-                Some(Err(e)) => flow.worker_failed(e.to_string()),
-                None => flow.worker_failed("the worker's stream ended".into()),
-            },
+            next = async { worker.as_mut().expect("read only with a stream").next().await }, if read => {
+                match next {
+                    Some(Ok(frame)) => flow.frame(frame, Instant::now()),
+                    Some(Err(e)) => {
+                        self.worker_over = true;
+                        flow.worker_failed(e.to_string());
+                    }
+                    None => {
+                        self.worker_over = true;
+                        flow.worker_failed("the worker's stream ended".into());
+                    }
+                }
+            }
+            done = async { part.as_mut().expect("polled only when out").await }, if part.is_some() => {
+                self.part = None;
+                match done {
+                    Ok((reservation, billed)) => flow.part_billed(reservation, billed),
+                    // The bill's task panicked: its reservation stays held
+                    // (under-used credit, never over-exposed); end the job.
+                    Err(e) => flow.part_lost(format!("billing a receipt failed: {e}")),
+                }
+            }
             _ = tokio::time::sleep_until(deadline.into()) => flow.handle_timeout(Instant::now()),
             _ = self.tx.closed() => flow.client_gone(),
         }
@@ -193,40 +227,6 @@ impl Job {
         }
     }
 
-    /// Bills a cumulative receipt's increase (durably) and sends the worker
-    /// its vault voucher.
-    async fn bill_part(
-        &self,
-        worker: WorkerId,
-        a: &Admitted,
-        receipt: &kokon_proto::ReceiptEnvelope,
-    ) -> Result<(), JobError> {
-        let state = &self.state;
-        let (Some(pay), Some(served)) = (
-            &state.pay,
-            workers::served(state, worker, &self.header.model),
-        ) else {
-            return Err(JobError::new(
-                ErrorCode::ReceiptRejected,
-                "the worker left before its receipt could be billed",
-            ));
-        };
-        let now = kokon_attest::SystemClock.now_unix();
-        let policy = state.tls.policy();
-        match crate::pay::bill_part(pay, policy, &self.header, a, &served, receipt, now).await {
-            Ok(voucher) => {
-                if let Some(v) = voucher {
-                    workers::post_voucher(state, worker, v);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(request_id = %self.header.request_id, worker, error = %e.message, "receipt not billed");
-                Err(e)
-            }
-        }
-    }
-
     /// Bills the receipt (durably) and sends the worker its vault voucher.
     async fn bill(
         &self,
@@ -275,6 +275,38 @@ impl Job {
             tracing::info!(request_id = %self.header.request_id, code = code.as_str(), "job failed");
         }
         self.state.metrics.job(&self.header.model, outcome.as_str());
+    }
+}
+
+/// Bills a cumulative receipt's increase (durably) and sends the worker its
+/// vault voucher.
+async fn bill_part(
+    state: &State,
+    header: &JobHeader,
+    worker: WorkerId,
+    a: &Admitted,
+    receipt: &kokon_proto::ReceiptEnvelope,
+) -> Result<(), JobError> {
+    let (Some(pay), Some(served)) = (&state.pay, workers::served(state, worker, &header.model))
+    else {
+        return Err(JobError::new(
+            ErrorCode::ReceiptRejected,
+            "the worker left before its receipt could be billed",
+        ));
+    };
+    let now = kokon_attest::SystemClock.now_unix();
+    let policy = state.tls.policy();
+    match crate::pay::bill_part(pay, policy, header, a, &served, receipt, now).await {
+        Ok(voucher) => {
+            if let Some(v) = voucher {
+                workers::post_voucher(state, worker, v);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(request_id = %header.request_id, worker, error = %e.message, "receipt not billed");
+            Err(e)
+        }
     }
 }
 

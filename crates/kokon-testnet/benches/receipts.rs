@@ -2,7 +2,7 @@
 //! vs a receipt only at the end, side by side in one run.
 //!
 //! Two paid in-process networks on the devnet ledger, identical but for the
-//! worker's `receipt_every_tokens` (16, the default, and 0 = only at the
+//! worker's `receipt_every_tokens` (64, the default, and 0 = only at the
 //! end). The engine is the echo engine with no delay, so the chain itself
 //! is the bottleneck and the receipts' cost (signing, the certificate in
 //! each envelope, relaying) shows as fully as it can; with a real model it
@@ -10,7 +10,7 @@
 //! shared machine hits both; medians are printed with their ratio.
 //!
 //! `cargo bench -p kokon-testnet --bench receipts` (`BENCH_RUNS`, default 7;
-//! `BENCH_TOKENS`, default 2000; `BENCH_EVERY`, default 16).
+//! `BENCH_TOKENS`, default 2000; `BENCH_EVERY`, default 64).
 
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() {
     let runs = env("BENCH_RUNS", 7);
     let tokens = env("BENCH_TOKENS", 2000);
-    let every = env("BENCH_EVERY", 16);
+    let every = env("BENCH_EVERY", 64);
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let metered = net(a.path(), every).await;
     let at_end = net(b.path(), 0).await;

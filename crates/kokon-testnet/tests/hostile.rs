@@ -36,7 +36,9 @@ async fn attack() -> Attack {
 /// proxy gives each client `max_credit` (the default if `None`).
 async fn attack_with(per_token_ms: u64, max_credit: Option<u128>) -> Attack {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = NetSpec::new(vec![WorkerSpec::new(echo("echo", per_token_ms))]);
+    let mut worker = WorkerSpec::new(echo("echo", per_token_ms));
+    worker.receipt_every_tokens = 16;
+    let mut spec = NetSpec::new(vec![worker]);
     let mut pay = PaySpec::dev(dir.path().to_path_buf());
     pay.max_credit = max_credit.unwrap_or(pay.max_credit);
     spec.payments = Some(pay);

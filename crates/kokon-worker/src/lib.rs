@@ -68,7 +68,7 @@ impl WorkerConfig {
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             engine_idle_timeout: Duration::from_secs(300),
-            receipt_every_tokens: 16,
+            receipt_every_tokens: 64,
             receipt_every: Duration::from_secs(1),
         }
     }

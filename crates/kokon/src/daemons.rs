@@ -192,7 +192,7 @@ pub struct WorkerArgs {
     pub admin: Option<SocketAddr>,
     /// Paid jobs: sign a cumulative receipt after this many generated
     /// tokens, so output cut off mid-stream is still paid (0 = only at the
-    /// end) [default: 16].
+    /// end) [default: 64].
     #[arg(long, env = "KOKON_WORKER_RECEIPT_EVERY_TOKENS")]
     pub receipt_every_tokens: Option<u32>,
     /// Paid jobs: …or after this many milliseconds since the last receipt,

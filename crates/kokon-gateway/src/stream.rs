@@ -30,14 +30,17 @@ impl Frames {
         }
         let broke =
             |e: StreamError| JobError::new(ErrorCode::Unavailable, format!("proxy link: {e}"));
-        let ev = match self.frames.next().await? {
+        let next = self.frames.next().await?;
+        self.done = !matches!(&next, Ok(f) if !f.is_final());
+        let ev = match next {
             Ok(Frame::Data(b)) => chunk_text(&b).map(Event::Text),
             Ok(Frame::Receipt(r)) => Ok(Event::Receipt(r)),
             Ok(Frame::End(end)) => Ok(Event::End(end)),
             Ok(Frame::Error(e)) => Err(e),
             Err(e) => Err(broke(e)),
         };
-        self.done = !matches!(ev, Ok(Event::Text(_) | Event::Receipt(_)));
+        // A chunk that is not text ends the stream like a broken link.
+        self.done |= ev.is_err();
         Some(ev)
     }
 }

@@ -51,10 +51,7 @@ async fn attack_with(per_token_ms: u64, max_credit: Option<u128>) -> Attack {
     let client = PaySpec::dev(dir.path().to_path_buf())
         .key("dev-client")
         .unwrap();
-    let ledger = match net.ledger() {
-        Some(kokon_testnet::pay::Ledger::Devnet(d)) => d,
-        _ => panic!("these networks settle on the devnet"),
-    };
+    let ledger = devnet(&net);
     let channel = ledger.channels_of(client.public()).await.unwrap()[0].id;
     let policy = std::sync::Arc::new(Registry::local_test_network().policy().unwrap());
     let tls =
@@ -377,7 +374,11 @@ async fn a_cooperative_close_while_owing_needs_the_voucher_that_pays() {
     let a = attack().await;
     let pay = a.net.proxy.pay().unwrap();
     // The honest job's voucher lands; then a job the client never pays for.
-    eventually_async(|| async { a.totals().await.paid == a.totals().await.billed }).await;
+    eventually_async("the honest job's voucher lands", || async {
+        let t = a.totals().await;
+        t.paid == t.billed
+    })
+    .await;
     let p = payload("run and close");
     let h = signed(&a.client, a.channel, "unpaid", &p, BUDGET, now() + 60);
     assert!(run(&a, &h, p).await.1.is_ok());
@@ -393,15 +394,36 @@ async fn a_cooperative_close_while_owing_needs_the_voucher_that_pays() {
     let refused = a.link.close_channel(&close(None)).await.unwrap_err();
     assert_eq!(refused.code, ErrorCode::PaymentRequired);
     assert!(refused.message.contains("owes"), "{}", refused.message);
-    let ledger = match a.net.ledger() {
-        Some(kokon_testnet::pay::Ledger::Devnet(d)) => d,
-        _ => unreachable!(),
-    };
+    let ledger = devnet(&a.net);
     let row = ledger.channel(a.channel).await.unwrap().unwrap();
     assert_eq!(
         row.state,
         kokon_money::ledger::ChannelState::Open,
         "nothing closed"
+    );
+    // A voucher for another channel does not pay this one.
+    let elsewhere = Signed::sign(
+        ChannelVoucher {
+            channel: Address::new(0, [9; 32]),
+            amount: t.billed,
+        },
+        &a.client,
+    )
+    .unwrap();
+    let refused = a
+        .link
+        .close_channel(&close(Some(elsewhere)))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message.contains("another channel"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(
+        a.totals().await.paid,
+        t.paid,
+        "the foreign voucher paid nothing"
     );
     // A voucher short of the bill is not enough either.
     let short = Signed::sign(
@@ -413,6 +435,10 @@ async fn a_cooperative_close_while_owing_needs_the_voucher_that_pays() {
     )
     .unwrap();
     assert!(a.link.close_channel(&close(Some(short))).await.is_err());
+    // It is a good payment, and taken as one, but 1 nanoton is still owed.
+    assert_eq!(a.totals().await.paid, t.billed - 1);
+    let row = ledger.channel(a.channel).await.unwrap().unwrap();
+    assert_eq!(row.state, kokon_money::ledger::ChannelState::Open);
     let pays = Signed::sign(
         ChannelVoucher {
             channel: a.channel,
@@ -429,18 +455,4 @@ async fn a_cooperative_close_while_owing_needs_the_voucher_that_pays() {
     assert_eq!(reply.claimed + reply.refunded, row.deposit - claimed_before);
     assert_eq!(pay.books().await.owed(&a.channel), 0);
     assert!(ledger.audit().await.unwrap().conserved());
-}
-
-async fn eventually_async<F, Fut>(mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out");
 }

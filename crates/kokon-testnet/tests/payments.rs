@@ -27,20 +27,6 @@ fn priced(model: &str, price_milli: u32) -> WorkerSpec {
     w
 }
 
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 #[tokio::test]
 async fn paid_jobs_reconcile_to_the_nanoton() {
     let tmp = tempfile::tempdir().unwrap();
@@ -82,7 +68,7 @@ async fn paid_jobs_reconcile_to_the_nanoton() {
         spent += u128::from(cost);
     }
     let proxy = net.proxy.pay().unwrap();
-    eventually("the proxy holds the client's latest voucher", || async {
+    eventually_async("the proxy holds the client's latest voucher", || async {
         proxy.books().await.totals().unwrap().paid == spent
     })
     .await;
@@ -101,7 +87,7 @@ async fn paid_jobs_reconcile_to_the_nanoton() {
             continue; // the router prefers the cheapest idle worker
         }
         let payout = pay.books().await.payout();
-        eventually("the worker's voucher and claim land", || async {
+        eventually_async("the worker's voucher and claim land", || async {
             let earned: Nanotons = pay
                 .books()
                 .await
@@ -118,7 +104,7 @@ async fn paid_jobs_reconcile_to_the_nanoton() {
         fees += ledger.balance(payout).await.unwrap();
     }
     assert_eq!(fees, t.owed_to_workers, "Σ worker claims = Σ fees");
-    eventually("the proxy claims the channel", || async {
+    eventually_async("the proxy claims the channel", || async {
         let client = PaySpec::dev(tmp.path().to_path_buf())
             .key("dev-client")
             .unwrap()
@@ -173,7 +159,7 @@ async fn proxy_refuses_forged_replayed_and_unbilled_vouchers() {
     let ledger = devnet(&net);
     let channel = ledger.channels_of(client.public()).await.unwrap()[0].id;
     let proxy = net.proxy.pay().unwrap();
-    eventually("the first voucher lands", || async {
+    eventually_async("the first voucher lands", || async {
         proxy.books().await.totals().unwrap().paid == cost
     })
     .await;
@@ -254,7 +240,7 @@ async fn cooperative_close_claims_refunds_and_stops_service() {
         .unwrap();
     let cost = u128::from(r["usage"]["cost_nanoton"].as_u64().unwrap());
     let proxy = net.proxy.pay().unwrap();
-    eventually("the voucher lands", || async {
+    eventually_async("the voucher lands", || async {
         proxy.books().await.totals().unwrap().paid == cost
     })
     .await;
@@ -300,12 +286,4 @@ async fn cooperative_close_claims_refunds_and_stops_service() {
     assert!(ledger.audit().await.unwrap().conserved());
     let r = chat(&net.base_url(), "echo", "after close", false).await;
     assert_eq!(r.status(), 402);
-}
-
-/// The devnet these tests settle on.
-fn devnet(net: &LocalNet) -> std::sync::Arc<kokon_pay::devnet::Devnet> {
-    match net.ledger() {
-        Some(kokon_testnet::pay::Ledger::Devnet(d)) => d,
-        _ => panic!("these networks settle on the devnet"),
-    }
 }

@@ -79,3 +79,26 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// Waits until the async `check` holds (5 s at most).
+pub async fn eventually_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// The devnet a paid local network settles on.
+pub fn devnet(net: &kokon_testnet::LocalNet) -> Arc<kokon_pay::devnet::Devnet> {
+    match net.ledger() {
+        Some(kokon_testnet::pay::Ledger::Devnet(d)) => d,
+        _ => panic!("these networks settle on the devnet"),
+    }
+}

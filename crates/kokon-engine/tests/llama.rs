@@ -145,3 +145,33 @@ async fn refuses_prompts_longer_than_the_context() {
         EngineError::ContextTooLong { .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_stops_prefill_within_a_chunk_and_reports_what_was_processed() {
+    use kokon_engine::llama::PREFILL_CHUNK;
+    let e = engine();
+    let cancel = CancellationToken::new();
+    // One piece in flight: the engine cannot run ahead of this reader.
+    let (tx, mut rx) = mpsc::channel(1);
+    let long = "word ".repeat(1500);
+    let task = tokio::spawn(e.run(chat(&long, greedy(4)), tx, cancel.clone()));
+    let first = rx
+        .recv()
+        .await
+        .expect("a progress piece after the first chunk");
+    assert!(first.text.is_empty(), "progress carries no text");
+    assert_eq!(first.usage.prompt_tokens as usize, PREFILL_CHUNK);
+    cancel.cancel();
+    let mut processed = first.usage.prompt_tokens;
+    while let Some(p) = rx.recv().await {
+        assert!(p.text.is_empty(), "no token is generated after a cancel");
+        processed = p.usage.prompt_tokens;
+    }
+    assert_eq!(task.await.unwrap().unwrap_err(), EngineError::Cancelled);
+    // The prompt is ~1500 tokens; the cancel, sent on the first chunk's
+    // report, is seen before the third chunk starts.
+    assert!(
+        processed as usize <= 2 * PREFILL_CHUNK,
+        "prefill went on to {processed} tokens after the cancel"
+    );
+}

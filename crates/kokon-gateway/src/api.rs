@@ -181,6 +181,7 @@ async fn run_job(
         payload: payload.into(),
         paid: None,
         frames: None,
+        submitted_on: None,
     };
     if meta.shape.stream {
         // Wait for the first output so an early failure gets a proper status.
@@ -232,6 +233,10 @@ async fn collect(run: &mut Run) -> Whole {
     ))
 }
 
+/// Longest wait, once the HTTP client has left, for the cancelled job's
+/// stream to end (the proxy waits 10 s for its worker).
+const LEAVE_DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// What a request produces for its HTTP client.
 enum Out {
     Text(String),
@@ -250,6 +255,8 @@ struct Run {
     payload: Bytes,
     paid: Option<Paid>,
     frames: Option<Frames>,
+    /// The link the job was sent on.
+    submitted_on: Option<kokon_link::LinkClient>,
 }
 
 impl Run {
@@ -282,7 +289,10 @@ impl Run {
             }
             Action::Submit => {
                 let r = self.link.submit(&self.header, self.payload.clone()).await;
-                let r = r.map(|body| self.frames = Some(Frames::new(body)));
+                let r = r.map(|(body, on)| {
+                    self.frames = Some(Frames::new(body));
+                    self.submitted_on = Some(on);
+                });
                 self.flow.submitted(r);
             }
             Action::Settle { receipt, delivered } => {
@@ -295,6 +305,7 @@ impl Run {
                 };
                 self.flow.settled(r);
             }
+            Action::Cancel => self.cancel().await,
             Action::Emit(t) => return Some(Out::Text(t)),
             Action::Answer { end, cost } => return Some(Out::Answer(end, cost)),
             Action::Fail(e) => return Some(Out::Fail(e)),
@@ -319,13 +330,39 @@ impl Run {
         Ok(())
     }
 
-    /// The HTTP client went away: dropping the frame stream resets the job
-    /// upstream, which cancels it at the worker; the output received so far
-    /// is paid (its latest receipt) before the request is over.
+    /// The HTTP client went away: the job is cancelled at the proxy and its
+    /// stream read to the end (within [`LEAVE_DRAIN`]), so the worker's
+    /// last receipt is paid before the request is over.
     async fn leave(&mut self) {
         self.flow.client_gone();
-        self.frames = None;
-        while self.next().await.is_some() {}
+        let drained =
+            tokio::time::timeout(LEAVE_DRAIN, async { while self.next().await.is_some() {} });
+        if drained.await.is_err() {
+            // Dropping the stream resets the job upstream.
+            self.frames = None;
+            self.flow.stop_reading();
+            while self.next().await.is_some() {}
+        }
+    }
+
+    /// Asks the proxy to cancel the job; if it cannot be asked, the stream
+    /// is dropped (a reset cancels the job upstream too).
+    async fn cancel(&mut self) {
+        let req = kokon_proto::CancelRequest {
+            request_id: self.header.request_id.clone(),
+        };
+        let cancelled = match &self.submitted_on {
+            Some(on) => self.link.cancel(on, &req).await,
+            None => Err(kokon_proto::JobError::new(
+                kokon_proto::ErrorCode::Unavailable,
+                "not submitted",
+            )),
+        };
+        if let Err(e) = cancelled {
+            tracing::debug!(request_id = %req.request_id, error = %e.message, "cancel not taken; resetting");
+            self.frames = None;
+            self.flow.stop_reading();
+        }
     }
 }
 

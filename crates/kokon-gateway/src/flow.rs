@@ -8,19 +8,26 @@
 //! on while counting what was delivered → at the `End`, verify the receipt
 //! against what was delivered and pay, durably, before the final answer
 //! goes out. The worker's cumulative receipts that arrive while the job
-//! runs are kept: a job that fails, breaks off or is left by the HTTP client
-//! after output pays the latest one (what was received, and verified
-//! against what was delivered), as the proxy bills it.
+//! runs are kept: a job that fails or breaks off after output pays the
+//! latest one (what was received, and verified against what was
+//! delivered), as the proxy bills it.
+//!
+//! An HTTP client that leaves cancels the job by name ([`Action::Cancel`])
+//! and the flow reads the proxy's stream on to its end, passing nothing
+//! on: the worker stops within one batch and sends its last receipt, which
+//! is paid. Gateway and proxy so count the same output ([`OutputMeter`])
+//! and apply the same rule to it.
 
 use std::collections::VecDeque;
 
 use kokon_money::Nanotons;
-use kokon_proto::{ErrorCode, JobEnd, JobError, ReceiptEnvelope};
+use kokon_proto::{ErrorCode, JobEnd, JobError, OutputMeter, ReceiptEnvelope};
 
 /// One event of a job's output, from the proxy's frame stream.
 #[derive(Debug)]
 pub enum Event {
-    Text(String),
+    /// A `Data` frame's text, and the frame's payload length.
+    Text(String, usize),
     /// A cumulative receipt for the output so far.
     Receipt(Box<ReceiptEnvelope>),
     End(JobEnd),
@@ -46,12 +53,14 @@ pub enum Action {
     /// Pass this text on to the HTTP client.
     Emit(String),
     /// Verify `receipt` (the `End`'s, or the latest received) against the
-    /// `delivered` bytes and pay for it, durably; answer with
+    /// output `delivered` and pay for it, durably; answer with
     /// [`GatewayFlow::settled`]. `None`: the `End` carried no receipt.
     Settle {
         receipt: Option<Box<ReceiptEnvelope>>,
-        delivered: u64,
+        delivered: OutputMeter,
     },
+    /// Ask the proxy to cancel the job, and go on reading its stream.
+    Cancel,
     /// The final answer: the job's end, and its cost on paid networks.
     Answer { end: JobEnd, cost: Option<Nanotons> },
     /// The job failed with this error (as the answer, or as the last event
@@ -65,6 +74,8 @@ enum Phase {
     Authorising,
     Submitting,
     Streaming,
+    /// The HTTP client left; the stream is read to its end.
+    Leaving,
     Settling(AfterSettle),
     Done,
 }
@@ -82,8 +93,8 @@ enum AfterSettle {
 /// One request's flow at the gateway.
 pub struct GatewayFlow {
     paid: bool,
-    /// Text bytes passed on to the client (bounds what a receipt may claim).
-    delivered: u64,
+    /// The output received (bounds what a receipt may claim).
+    delivered: OutputMeter,
     /// The latest receipt received while the job runs.
     latest: Option<Box<ReceiptEnvelope>>,
     phase: Phase,
@@ -101,7 +112,7 @@ impl GatewayFlow {
         };
         Self {
             paid,
-            delivered: 0,
+            delivered: OutputMeter::default(),
             latest: None,
             phase,
             actions: VecDeque::from([first]),
@@ -118,7 +129,7 @@ impl GatewayFlow {
 
     /// Whether the flow waits for the next event of the proxy's stream.
     pub fn wants_event(&self) -> bool {
-        matches!(self.phase, Phase::Streaming) && self.actions.is_empty()
+        matches!(self.phase, Phase::Streaming | Phase::Leaving) && self.actions.is_empty()
     }
 
     pub fn authorised(&mut self, r: Result<(), JobError>) {
@@ -147,25 +158,42 @@ impl GatewayFlow {
     /// The next event of the proxy's stream; `None` when it ended without
     /// a final frame.
     pub fn event(&mut self, ev: Option<Result<Event, JobError>>) {
-        if !matches!(self.phase, Phase::Streaming) {
-            return;
-        }
+        let leaving = match self.phase {
+            Phase::Streaming => false,
+            Phase::Leaving => true,
+            _ => return,
+        };
+        let then_fail = |e| {
+            if leaving {
+                AfterSettle::Cancelled
+            } else {
+                AfterSettle::Fail(e)
+            }
+        };
         match ev {
-            Some(Ok(Event::Text(t))) => {
-                self.delivered += t.len() as u64;
-                self.actions.push_back(Action::Emit(t));
+            Some(Ok(Event::Text(t, len))) => {
+                self.delivered.add(len);
+                if !leaving {
+                    self.actions.push_back(Action::Emit(t));
+                }
             }
             Some(Ok(Event::Receipt(r))) => self.latest = Some(r),
             Some(Ok(Event::End(end))) if self.paid => {
                 let receipt = end.receipt.clone();
-                self.settle(receipt, AfterSettle::Answer(end));
+                let then = if leaving {
+                    AfterSettle::Cancelled
+                } else {
+                    AfterSettle::Answer(end)
+                };
+                self.settle(receipt, then);
             }
+            Some(Ok(Event::End(_))) if leaving => self.finish(Outcome::Cancelled),
             Some(Ok(Event::End(end))) => {
                 self.actions.push_back(Action::Answer { end, cost: None });
                 self.finish(Outcome::Ok);
             }
-            Some(Err(e)) => self.stop_after_output(AfterSettle::Fail(e)),
-            None => self.stop_after_output(AfterSettle::Fail(JobError::new(
+            Some(Err(e)) => self.stop_after_output(then_fail(e)),
+            None => self.stop_after_output(then_fail(JobError::new(
                 ErrorCode::Unavailable,
                 "response ended early",
             ))),
@@ -218,13 +246,24 @@ impl GatewayFlow {
     }
 
     /// The HTTP client went away. A payment under way runs to its end; a
-    /// job under way pays its latest receipt: the output up to it was
-    /// received and the worker did the work.
+    /// job under way is cancelled at the proxy and read to its end, and
+    /// its last receipt paid: the worker did the work.
     pub fn client_gone(&mut self) {
         match self.phase {
-            Phase::Settling(_) | Phase::Done => {}
-            Phase::Streaming => self.stop_after_output(AfterSettle::Cancelled),
+            Phase::Settling(_) | Phase::Done | Phase::Leaving => {}
+            Phase::Streaming => {
+                self.phase = Phase::Leaving;
+                self.actions.push_back(Action::Cancel);
+            }
             _ => self.finish(Outcome::Cancelled),
+        }
+    }
+
+    /// The proxy could not take the cancel, or its stream did not end in
+    /// time: pay the latest receipt received, and stop.
+    pub fn stop_reading(&mut self) {
+        if matches!(self.phase, Phase::Streaming | Phase::Leaving) {
+            self.stop_after_output(AfterSettle::Cancelled);
         }
     }
 

@@ -30,7 +30,9 @@ fn finished(a: &[Action]) -> Option<Outcome> {
 }
 
 fn text(t: &str) -> Option<Result<Event, JobError>> {
-    Some(Ok(Event::Text(t.into())))
+    // As a `Data` frame's JSON chunk carries it.
+    let len = t.len() + kokon_proto::meter::CHUNK_OVERHEAD as usize;
+    Some(Ok(Event::Text(t.into(), len)))
 }
 
 #[test]
@@ -46,7 +48,8 @@ fn paid_request_authorises_submits_settles_then_answers() {
     f.event(Some(Ok(Event::End(end()))));
     let a = drain(&mut f);
     assert!(
-        matches!(&a[2], Action::Settle { delivered: 10, .. }),
+        matches!(&a[2], Action::Settle { delivered, .. }
+            if delivered.completion_bound() == 10 + 1 + kokon_proto::meter::MAX_STOP_BYTES),
         "{a:?}"
     );
     assert!(
@@ -159,8 +162,26 @@ fn a_client_that_leaves_after_a_receipt_pays_it() {
     f.submitted(Ok(()));
     f.event(text("one "));
     f.event(Some(Ok(Event::Receipt(receipt(1)))));
+    drain(&mut f);
     f.client_gone();
-    assert_eq!(settled_receipt(&drain(&mut f)), Some(1));
+    assert!(
+        matches!(drain(&mut f)[..], [Action::Cancel]),
+        "the job is cancelled, its stream read on"
+    );
+    assert!(f.wants_event());
+    f.event(text("two "));
+    f.event(Some(Ok(Event::Receipt(receipt(2)))));
+    assert!(
+        drain(&mut f).is_empty(),
+        "nothing goes to a client that left"
+    );
+    f.event(Some(Err(JobError::new(ErrorCode::Cancelled, "stopped"))));
+    let a = drain(&mut f);
+    assert_eq!(settled_receipt(&a), Some(2), "the worker's last receipt");
+    assert!(
+        matches!(&a[0], Action::Settle { delivered, .. } if delivered.frames == 2),
+        "bounded by all the output received: {a:?}"
+    );
     f.settled(Err(JobError::new(ErrorCode::ReceiptRejected, "bad")));
     assert_eq!(finished(&drain(&mut f)), Some(Outcome::Cancelled));
     // Unpaid networks carry no receipts to pay.
@@ -169,6 +190,8 @@ fn a_client_that_leaves_after_a_receipt_pays_it() {
     g.submitted(Ok(()));
     g.event(text("one "));
     g.client_gone();
+    drain(&mut g);
+    g.event(Some(Ok(Event::End(end()))));
     assert_eq!(finished(&drain(&mut g)), Some(Outcome::Cancelled));
 }
 
@@ -195,7 +218,15 @@ fn client_gone_mid_stream_cancels_but_a_payment_under_way_completes() {
     f.authorised(Ok(()));
     f.submitted(Ok(()));
     f.event(text("x"));
+    f.event(Some(Ok(Event::Receipt(receipt(1)))));
+    drain(&mut f);
     f.client_gone();
+    assert!(matches!(drain(&mut f)[..], [Action::Cancel]));
+    // The proxy did not take the cancel (or the drain ran out).
+    f.stop_reading();
+    let a = drain(&mut f);
+    assert_eq!(settled_receipt(&a), Some(1), "the latest receipt is paid");
+    f.settled(Ok(1));
     assert_eq!(finished(&drain(&mut f)), Some(Outcome::Cancelled));
 
     let mut g = GatewayFlow::new(true);
@@ -220,6 +251,7 @@ enum Ev {
     Cut,
     Settled(bool),
     Gone,
+    StopReading,
 }
 
 fn ev() -> impl Strategy<Value = Ev> {
@@ -232,6 +264,7 @@ fn ev() -> impl Strategy<Value = Ev> {
         1 => Just(Ev::Cut),
         1 => any::<bool>().prop_map(Ev::Settled),
         1 => Just(Ev::Gone),
+        1 => Just(Ev::StopReading),
     ]
 }
 
@@ -254,6 +287,7 @@ proptest! {
                 Ev::Cut => f.event(None),
                 Ev::Settled(ok) => f.settled(if ok { Ok(1) } else { Err(JobError::new(ErrorCode::ReceiptRejected, "x")) }),
                 Ev::Gone => f.client_gone(),
+                Ev::StopReading => f.stop_reading(),
             }
             for a in drain(&mut f) {
                 if let Action::Settle { .. } = a {

@@ -196,14 +196,26 @@ impl ProxyLink {
             .unwrap_or_else(|_| Err(no_link("the proxy did not answer in time")))
     }
 
-    /// Sends a job; returns the response's frame stream.
+    /// Sends a job; returns the response's frame stream, and the link it
+    /// runs on (where it can be cancelled).
     pub async fn submit(
         &self,
         header: &JobHeader,
         payload: Bytes,
-    ) -> Result<FrameStream, JobError> {
-        self.call(|c| async move { c.job(header, payload).await })
+    ) -> Result<(FrameStream, LinkClient), JobError> {
+        self.call(|c| async move { Ok((c.job(header, payload).await?, c)) })
             .await
+    }
+
+    /// Cancels a job on the link it was sent on.
+    pub async fn cancel(
+        &self,
+        on: &LinkClient,
+        req: &kokon_proto::CancelRequest,
+    ) -> Result<(), JobError> {
+        tokio::time::timeout(self.inner.timing.answer_timeout, on.cancel(req))
+            .await
+            .unwrap_or_else(|_| Err(no_link("the proxy did not answer in time")))
     }
 
     /// Sends a channel voucher to the proxy.

@@ -233,6 +233,13 @@ impl OpenAiRequest {
         if stop.len() > 4 {
             return Err(bad("stop", "at most 4 stop sequences"));
         }
+        let max = kokon_proto::meter::MAX_STOP_BYTES;
+        if stop.iter().any(|s| s.is_empty() || s.len() as u64 > max) {
+            return Err(bad(
+                "stop",
+                &format!("each stop sequence is 1 to {max} bytes"),
+            ));
+        }
         let max_tokens = self.max_completion_tokens.or(self.max_tokens);
         if max_tokens == Some(0) {
             return Err(bad("max_tokens", "must be at least 1"));

@@ -10,7 +10,7 @@ use kokon_money::{Nanotons, PriceTable};
 use kokon_pay::Settlement;
 use kokon_pay::books::client::ClientBooks;
 use kokon_proto::{
-    AuthScope, ErrorCode, JobError, JobHeader, JobRequest, Payment, ReceiptEnvelope,
+    AuthScope, ErrorCode, JobError, JobHeader, JobRequest, OutputMeter, Payment, ReceiptEnvelope,
 };
 use tokio::sync::Mutex;
 
@@ -61,7 +61,6 @@ impl ClientPay {
 /// What a paid job was admitted with, to check its receipt against.
 pub(crate) struct Authorised {
     budget: Budget,
-    max_stop: u64,
 }
 
 /// Signs the job onto the channel, after checking the channel can cover it.
@@ -113,14 +112,7 @@ pub(crate) async fn authorise(
         expires_unix: scope.expires_unix,
         signature,
     });
-    let max_stop = job
-        .params
-        .stop
-        .iter()
-        .map(|s| s.len() as u64)
-        .max()
-        .unwrap_or(0);
-    Ok(Authorised { budget, max_stop })
+    Ok(Authorised { budget })
 }
 
 /// A paid job in flight: everything needed to settle it at its End frame.
@@ -134,16 +126,9 @@ impl Paid {
     pub async fn settle(
         &self,
         receipt: Option<&ReceiptEnvelope>,
-        delivered_bytes: u64,
+        delivered: OutputMeter,
     ) -> Result<Nanotons, JobError> {
-        settle(
-            &self.pay,
-            &self.header,
-            &self.auth,
-            receipt,
-            delivered_bytes,
-        )
-        .await
+        settle(&self.pay, &self.header, &self.auth, receipt, delivered).await
     }
 }
 
@@ -155,7 +140,7 @@ pub(crate) async fn settle(
     header: &JobHeader,
     auth: &Authorised,
     receipt: Option<&ReceiptEnvelope>,
-    delivered_bytes: u64,
+    delivered: OutputMeter,
 ) -> Result<Nanotons, JobError> {
     let rejected = |m: String| {
         tracing::warn!(request_id = %header.request_id, reason = %m, "receipt rejected; not paying");
@@ -178,9 +163,8 @@ pub(crate) async fn settle(
         price_milli: None,
         max_price_milli: header.max_price_milli,
         budget: auth.budget,
-        // Every generated token yields at least one byte of text, except the
-        // end-of-sequence token and text swallowed by a stop sequence.
-        completion_bound: Some(delivered_bytes + 1 + auth.max_stop),
+        // The rule the proxy bills by (see `kokon_proto::meter`).
+        completion_bound: Some(delivered.completion_bound()),
     };
     let cost =
         receipt::check(&env.receipt, &worker, &expect).map_err(|e| rejected(e.to_string()))?;

@@ -33,7 +33,7 @@ impl Frames {
         let next = self.frames.next().await?;
         self.done = !matches!(&next, Ok(f) if !f.is_final());
         let ev = match next {
-            Ok(Frame::Data(b)) => chunk_text(&b).map(Event::Text),
+            Ok(Frame::Data(b)) => chunk_text(&b).map(|t| Event::Text(t, b.len())),
             Ok(Frame::Receipt(r)) => Ok(Event::Receipt(r)),
             Ok(Frame::End(end)) => Ok(Event::End(end)),
             Ok(Frame::Error(e)) => Err(e),

@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_money::{ChannelVoucher, Signed, WorkerVoucher};
 use kokon_proto::announce::MAX_ANNOUNCE;
 use kokon_proto::{
-    Announce, CloseReply, CloseRequest, ErrorCode, JobError, JobHeader, ModelsReply,
+    Announce, CancelRequest, CloseReply, CloseRequest, ErrorCode, JobError, JobHeader, ModelsReply,
     PROTOCOL_VERSION, paths,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -107,6 +107,11 @@ impl LinkClient {
     pub async fn close(&self, req: &CloseRequest) -> Result<CloseReply, JobError> {
         let body = self.post(paths::CLOSE, req).await?;
         serde_json::from_slice(&body).map_err(|e| link_failed(format!("bad close reply: {e}")))
+    }
+
+    /// Asks the peer to stop a job sent on this link (its stream ends).
+    pub async fn cancel(&self, req: &CancelRequest) -> Result<(), JobError> {
+        self.post(paths::CANCEL, req).await.map(|_| ())
     }
 
     async fn get(&self, path: &'static str, limit: usize) -> Result<Bytes, JobError> {

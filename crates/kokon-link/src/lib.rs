@@ -13,6 +13,7 @@
 //! * [`public`]: [`serve_public`], bounded HTTP/1 + HTTP/2 with a drain.
 
 pub mod body;
+pub mod cancels;
 pub mod client;
 pub mod frames;
 pub mod limits;
@@ -20,6 +21,7 @@ pub mod public;
 pub mod server;
 
 pub use body::{Body, error_body, error_reply, frames_body, full_body, json_reply};
+pub use cancels::{Cancellable, Cancels};
 pub use client::{LinkClient, dial};
 pub use frames::{FrameStream, StreamError};
 pub use limits::{LinkLimits, PublicLimits};

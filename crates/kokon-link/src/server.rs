@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_money::{ChannelVoucher, Signed, WorkerVoucher};
-use kokon_proto::{CloseRequest, ErrorCode, JobError, JobHeader, paths};
+use kokon_proto::{CancelRequest, CloseRequest, ErrorCode, JobError, JobHeader, paths};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::{Body, error_reply};
@@ -72,6 +72,8 @@ pub enum Call {
     VaultVoucher(Signed<WorkerVoucher>),
     /// `POST refused` (proxy → worker): why the proxy will not route to it.
     Refused(JobError),
+    /// `POST cancel` (client → proxy, proxy → worker): stop a running job.
+    Cancel(CancelRequest),
 }
 
 impl Call {
@@ -85,6 +87,7 @@ impl Call {
             Call::Close(_) => "close",
             Call::VaultVoucher(_) => "vault_voucher",
             Call::Refused(_) => "refused",
+            Call::Cancel(_) => "cancel",
         }
     }
 }
@@ -121,6 +124,7 @@ pub async fn read_call(req: Request<Incoming>, limits: &LinkLimits) -> Result<Ca
         (&Method::POST, paths::CLOSE) => "close",
         (&Method::POST, paths::VAULT_VOUCHER) => "vault_voucher",
         (&Method::POST, paths::REFUSED) => "refused",
+        (&Method::POST, paths::CANCEL) => "cancel",
         _ => {
             return Err(CallError::new(
                 StatusCode::NOT_FOUND,
@@ -141,6 +145,7 @@ pub async fn read_call(req: Request<Incoming>, limits: &LinkLimits) -> Result<Ca
         "voucher" => Call::Voucher(serde_json::from_slice(&body).map_err(bad)?),
         "close" => Call::Close(serde_json::from_slice(&body).map_err(bad)?),
         "refused" => Call::Refused(serde_json::from_slice(&body).map_err(bad)?),
+        "cancel" => Call::Cancel(serde_json::from_slice(&body).map_err(bad)?),
         _ => Call::VaultVoucher(serde_json::from_slice(&body).map_err(bad)?),
     })
 }

@@ -14,10 +14,12 @@
 //! Everything here is pure: no I/O, and every decoder bounds its input.
 
 pub mod announce;
+pub mod control;
 pub mod error;
 pub mod frame;
 pub mod header;
 pub mod job;
+pub mod meter;
 
 /// Version of the Kokon link protocol. Peers with a different version are
 /// refused during the TLS handshake (ALPN) and again in the announce.
@@ -47,6 +49,9 @@ pub mod paths {
     /// Proxy → worker: why the proxy will not route to it (JSON
     /// [`crate::JobError`]), sent before the proxy closes the link.
     pub const REFUSED: &str = "/kokon/v1/refused";
+    /// Client → proxy, proxy → worker: cancel a running job (JSON
+    /// [`crate::CancelRequest`]).
+    pub const CANCEL: &str = "/kokon/v1/cancel";
 }
 
 pub use announce::{Announce, ModelOffer, ModelsReply};
@@ -83,7 +88,9 @@ pub struct CloseReply {
     #[serde(with = "kokon_money::message::u128_string")]
     pub refunded: u128,
 }
+pub use control::CancelRequest;
 pub use error::{ErrorCode, JobError};
 pub use frame::{Frame, FrameDecoder, FrameError};
 pub use header::{AuthScope, HeaderError, JobHeader, JobKind, Payment};
 pub use job::{ChatMessage, Chunk, FinishReason, JobEnd, JobRequest, ReceiptEnvelope, Usage};
+pub use meter::OutputMeter;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use kokon_attest::VerifiedPeer;
-use kokon_link::{Body, Call, error_reply, json_reply, read_call, serve_link};
+use kokon_link::{Body, Call, Cancels, error_reply, json_reply, read_call, serve_link};
 use kokon_proto::{ErrorCode, JobError, ModelsReply};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -21,13 +21,15 @@ pub(crate) async fn serve_client(
 ) {
     tracing::info!(peer = peer.short_id(), "client linked");
     let limits = state.cfg.client_link;
-    let handle = move |req| route(state.clone(), req);
+    // Jobs on this link, which this link (only) may cancel.
+    let cancels = Arc::new(Cancels::default());
+    let handle = move |req| route(state.clone(), cancels.clone(), req);
     if let Err(e) = serve_link(tls, limits, drain, handle).await {
         tracing::debug!(error = %e, "client link ended with an error");
     }
 }
 
-async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+async fn route(state: Arc<State>, cancels: Arc<Cancels>, req: Request<Incoming>) -> Response<Body> {
     let call = match read_call(req, &state.cfg.client_link).await {
         Ok(c) => c,
         Err(e) => return e.reply(),
@@ -36,7 +38,12 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Call::Models => json_reply(&ModelsReply {
             models: workers::offers(&state),
         }),
-        Call::Job(header, payload) => job::start(state, header, payload),
+        Call::Job(header, payload) => job::start(state, header, payload, &cancels),
+        Call::Cancel(c) if cancels.cancel(&c.request_id) => json_reply(&"ok"),
+        Call::Cancel(_) => error_reply(
+            StatusCode::NOT_FOUND,
+            JobError::new(ErrorCode::BadRequest, "no such job runs on this link"),
+        ),
         Call::Voucher(v) => match state.pay.as_deref() {
             Some(pay) => match crate::pay::accept_voucher(pay, v).await {
                 Ok(_) => json_reply(&"ok"),

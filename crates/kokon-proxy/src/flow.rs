@@ -17,6 +17,17 @@
 //! fails before the first `Data` frame is replaced (up to `max_attempts`);
 //! after that the client's stream ends with `worker_failed_mid_stream`.
 //!
+//! Cancelling: a client that cancels ([`JobFlow::cancel_requested`]) or
+//! goes away ([`JobFlow::client_gone`]) while a worker runs the job has the
+//! worker told to stop ([`Action::Cancel`]); the proxy keeps reading the
+//! worker's stream until it ends (its last receipt, then `cancelled`), or
+//! for at most `drain_timeout`, and frees the worker's router slot only
+//! then — the compute is not free before. A client that cancelled still
+//! gets every frame, so its count of the output matches the proxy's; one
+//! that went away gets nothing more. Receipts are billed by one rule, the
+//! client's: within the budget, and no more generated tokens than the
+//! `Data` frames relayed to the client allow ([`OutputMeter`]).
+//!
 //! The credit reservation `R` is held by the flow from `admitted` until it is
 //! handed back in exactly one [`Action::Bill`] or [`Action::Release`]; `R`
 //! need not be `Clone`, so the flow cannot release it twice. Every picked
@@ -24,7 +35,7 @@
 
 use std::time::{Duration, Instant};
 
-use kokon_proto::{ErrorCode, Frame, JobEnd, JobError, ReceiptEnvelope};
+use kokon_proto::{ErrorCode, Frame, JobEnd, JobError, OutputMeter, ReceiptEnvelope};
 use kokon_route::{RouteError, WorkerId};
 
 /// How a job ended, for metrics (`as_str` is the label).
@@ -64,6 +75,9 @@ pub enum Action<R> {
     /// Stop reading from `worker` (dropping its stream resets it, which
     /// cancels the job there).
     Abandon { worker: WorkerId },
+    /// Tell `worker` to stop the job, and keep reading its stream: it ends
+    /// with the last receipt for the work done.
+    Cancel { worker: WorkerId },
     /// Forward this frame to the client.
     Forward(Frame),
     /// Bill a running job's cumulative `receipt` (its increase) against
@@ -73,6 +87,8 @@ pub enum Action<R> {
         worker: WorkerId,
         reservation: R,
         receipt: Box<ReceiptEnvelope>,
+        /// The output relayed to the client, which bounds the receipt.
+        delivered: OutputMeter,
     },
     /// Bill `receipt` (the `End`'s, or the latest relayed) against
     /// `reservation`, durably, before the job's last frame goes on; answer
@@ -81,6 +97,7 @@ pub enum Action<R> {
         worker: WorkerId,
         reservation: R,
         receipt: Option<Box<ReceiptEnvelope>>,
+        delivered: OutputMeter,
     },
     /// Give the reservation's credit back.
     Release(R),
@@ -99,6 +116,7 @@ impl<R> Action<R> {
             Action::Admit { .. } => "admit",
             Action::Send { .. } => "send",
             Action::Abandon { .. } => "abandon",
+            Action::Cancel { .. } => "cancel",
             Action::Forward(_) => "forward",
             Action::BillPart { .. } => "bill_part",
             Action::Bill { .. } => "bill",
@@ -118,6 +136,8 @@ pub struct FlowConfig {
     pub idle_timeout: Duration,
     /// Whether jobs are paid (admit before sending, bill at the end).
     pub paid: bool,
+    /// Longest wait, after a cancel, for the worker's stream to end.
+    pub drain_timeout: Duration,
 }
 
 enum Phase<R> {
@@ -139,6 +159,8 @@ enum Phase<R> {
         latest: Option<Box<ReceiptEnvelope>>,
         /// A receipt being billed (the reservation is out with it).
         part: Option<Part>,
+        /// The worker was told to stop: its stream is read to its end.
+        cancelled: bool,
     },
     /// The reservation went out in `Bill`; waiting for the result.
     Billing {
@@ -200,8 +222,12 @@ impl OutputBound {
 pub struct JobFlow<R> {
     cfg: FlowConfig,
     bound: Option<OutputBound>,
-    /// `Data` frames and bytes relayed from the current attempt.
-    relayed: (u64, u64),
+    /// `Data` frames and bytes received from the current attempt's worker.
+    received: OutputMeter,
+    /// …and relayed to the client (fewer once it has gone).
+    relayed: OutputMeter,
+    /// The client went away: nothing more is forwarded.
+    client_left: bool,
     tried: Vec<WorkerId>,
     last_error: Option<JobError>,
     phase: Phase<R>,
@@ -215,7 +241,9 @@ impl<R> JobFlow<R> {
         let mut flow = Self {
             cfg,
             bound: None,
-            relayed: (0, 0),
+            received: OutputMeter::default(),
+            relayed: OutputMeter::default(),
+            client_left: false,
             tried: Vec::new(),
             last_error: None,
             phase: Phase::Done,
@@ -262,6 +290,11 @@ impl<R> JobFlow<R> {
 
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done) && self.actions.is_empty()
+    }
+
+    /// Whether the client has gone (nothing more is forwarded).
+    pub fn client_left(&self) -> bool {
+        self.client_left
     }
 
     /// Workers tried so far (the first one included).
@@ -315,12 +348,15 @@ impl<R> JobFlow<R> {
             delivered,
             deadline,
             part,
+            cancelled,
             ..
         } = &mut self.phase
         else {
             return;
         };
-        *deadline = now + self.cfg.idle_timeout;
+        if !*cancelled {
+            *deadline = now + self.cfg.idle_timeout;
+        }
         if let Some(p) = part {
             // Hold the receipt's and the end's turn until the bill is back.
             let pending = match frame {
@@ -329,40 +365,82 @@ impl<R> JobFlow<R> {
                 Frame::Error(e) => Pending::Stop(AfterBill::Fail(e)),
                 Frame::Data(b) => return self.relay(b),
             };
+            let pending = match pending {
+                Pending::Stop(_) if self.client_left => Pending::Stop(AfterBill::Cancelled),
+                other => other,
+            };
             p.then.get_or_insert(pending);
             return;
         }
+        let cancelled = *cancelled;
         match frame {
             Frame::Data(b) => self.relay(b),
-            // A receipt covers output: none is billed before any.
-            Frame::Receipt(_) if !*delivered => {}
+            // A receipt covers output: none is billed before any, unless
+            // the job was cancelled (then it covers the prompt processed).
+            Frame::Receipt(_) if !*delivered && !cancelled => {}
             Frame::Receipt(r) => self.bill_part(r),
-            Frame::Error(e) if !*delivered && e.code.retry_elsewhere() => self.retry(e),
-            Frame::Error(e) => self.stop_after_output(AfterBill::Fail(e)),
+            Frame::Error(e) if !*delivered && !cancelled && e.code.retry_elsewhere() => {
+                self.retry(e)
+            }
+            Frame::Error(e) => {
+                let then = self.after_stop(AfterBill::Fail(e));
+                self.stop_after_output(then)
+            }
             Frame::End(end) => self.ended(end),
         }
     }
 
-    /// Relays a `Data` frame, unless it takes the output past its bound.
+    /// Relays a `Data` frame, unless it takes the output past its bound
+    /// (or the client has gone).
     fn relay(&mut self, b: bytes::Bytes) {
         if let Phase::Running { delivered, .. } = &mut self.phase {
             *delivered = true;
         }
-        let (frames, bytes) = &mut self.relayed;
-        *frames += 1;
-        *bytes += b.len() as u64;
+        self.received.add(b.len());
+        let r = self.received;
         if self
             .bound
-            .is_some_and(|o| *frames > o.frames || *bytes > o.bytes)
+            .is_some_and(|o| r.frames > o.frames || r.bytes > o.bytes)
         {
             let e = JobError::new(
                 ErrorCode::WorkerFailedMidStream,
                 "the worker sent more output than the job's completion budget allows; \
                  the stream was ended",
             );
-            return self.stop_after_output(AfterBill::Fail(e));
+            let then = self.after_stop(AfterBill::Fail(e));
+            return self.stop_after_output(then);
         }
-        self.actions.push_back(Action::Forward(Frame::Data(b)));
+        if !self.client_left {
+            self.relayed.add(b.len());
+        }
+        self.forward(Frame::Data(b));
+    }
+
+    /// Forwards a frame to the client, unless it has gone.
+    fn forward(&mut self, frame: Frame) {
+        if !self.client_left {
+            self.actions.push_back(Action::Forward(frame));
+        }
+    }
+
+    /// What follows an attempt's stop: `then`, or nothing once the client
+    /// has gone.
+    fn after_stop(&self, then: AfterBill) -> AfterBill {
+        if self.client_left {
+            AfterBill::Cancelled
+        } else {
+            then
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Running {
+                cancelled: true,
+                ..
+            }
+        )
     }
 
     /// The running worker's link or stream broke, or it sent bytes that are
@@ -371,6 +449,11 @@ impl<R> JobFlow<R> {
         let Phase::Running { delivered, .. } = &self.phase else {
             return;
         };
+        if self.is_cancelled() {
+            let e = JobError::new(ErrorCode::Cancelled, "the job was cancelled");
+            let then = self.after_stop(AfterBill::Fail(e));
+            return self.stop_after_output(then);
+        }
         if !*delivered {
             return self.retry(JobError::new(ErrorCode::WorkerUnavailable, why));
         }
@@ -398,10 +481,9 @@ impl<R> JobFlow<R> {
         match r {
             Ok(()) => {
                 *latest = Some(p.receipt.clone());
-                self.actions
-                    .push_back(Action::Forward(Frame::Receipt(p.receipt)));
+                self.forward(Frame::Receipt(p.receipt));
             }
-            Err(e) => p.then = Some(Pending::Stop(AfterBill::Fail(e))),
+            Err(e) => p.then = Some(Pending::Stop(self.after_stop(AfterBill::Fail(e)))),
         }
         match (p.then, p.next) {
             (Some(Pending::End(end)), _) => self.ended(end),
@@ -419,7 +501,8 @@ impl<R> JobFlow<R> {
             && part.take().is_some()
         {
             let e = JobError::new(ErrorCode::Unavailable, why);
-            self.stop_after_output(AfterBill::Fail(e));
+            let then = self.after_stop(AfterBill::Fail(e));
+            self.stop_after_output(then);
         }
     }
 
@@ -446,11 +529,10 @@ impl<R> JobFlow<R> {
                     worker: *worker,
                     reservation,
                     receipt,
+                    delivered: self.relayed,
                 });
             }
-            None => self
-                .actions
-                .push_back(Action::Forward(Frame::Receipt(receipt))),
+            None => self.forward(Frame::Receipt(receipt)),
         }
     }
 
@@ -479,6 +561,7 @@ impl<R> JobFlow<R> {
                     worker,
                     reservation,
                     receipt: Some(receipt),
+                    delivered: self.relayed,
                 });
             }
             (reservation, _) => {
@@ -498,8 +581,11 @@ impl<R> JobFlow<R> {
         }
     }
 
-    /// The client went away (its stream was reset or its link closed).
-    pub fn client_gone(&mut self) {
+    /// The client went away (its stream was reset or its link closed):
+    /// nothing more is forwarded; a running worker is told to stop and its
+    /// stream read to its end (see the module docs).
+    pub fn client_gone(&mut self, now: Instant) {
+        self.client_left = true;
         match self.phase {
             Phase::Registering | Phase::Picking => self.finish(Outcome::Cancelled),
             Phase::Admitting { worker } => {
@@ -507,9 +593,43 @@ impl<R> JobFlow<R> {
                 self.actions.push_back(Action::Unroute { worker });
                 self.finish(Outcome::Cancelled);
             }
-            Phase::Running { .. } => self.stop_after_output(AfterBill::Cancelled),
+            Phase::Running { .. } => self.cancel_worker(now),
             // Billing runs to its end: the work was done and is paid for.
             Phase::Billing { .. } | Phase::Done => {}
+        }
+    }
+
+    /// The client asked to cancel the job, and still reads its stream: it
+    /// gets what the worker sends until it stops, then `cancelled`.
+    pub fn cancel_requested(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Registering | Phase::Picking => self.fail(cancelled()),
+            Phase::Admitting { worker } => {
+                self.actions.push_back(Action::Unroute { worker });
+                self.fail(cancelled());
+            }
+            Phase::Running { .. } => self.cancel_worker(now),
+            Phase::Billing { .. } | Phase::Done => {}
+        }
+    }
+
+    /// Tells the running worker to stop (once); waits at most
+    /// `drain_timeout` for its stream to end.
+    fn cancel_worker(&mut self, now: Instant) {
+        let drain = self.cfg.drain_timeout;
+        let Phase::Running {
+            worker,
+            deadline,
+            cancelled,
+            ..
+        } = &mut self.phase
+        else {
+            return;
+        };
+        if !*cancelled {
+            *cancelled = true;
+            *deadline = (*deadline).min(now + drain);
+            self.actions.push_back(Action::Cancel { worker: *worker });
         }
     }
 
@@ -532,21 +652,27 @@ impl<R> JobFlow<R> {
     fn after(&mut self, then: AfterBill, r: Option<Result<(), JobError>>) {
         let outcome = match (then, r) {
             (AfterBill::End(end), None | Some(Ok(()))) => {
-                self.actions.push_back(Action::Forward(Frame::End(end)));
+                self.forward(Frame::End(end));
                 Outcome::Ok
             }
             (AfterBill::End(_), Some(Err(e))) | (AfterBill::Fail(e), _) => {
                 let code = e.code;
-                self.actions.push_back(Action::Forward(Frame::Error(e)));
+                self.forward(Frame::Error(e));
                 Outcome::Failed(code)
             }
             (AfterBill::Cancelled, _) => Outcome::Cancelled,
+        };
+        let outcome = if self.client_left {
+            Outcome::Cancelled
+        } else {
+            outcome
         };
         self.finish(outcome);
     }
 
     fn start(&mut self, worker: WorkerId, reservation: Option<R>, now: Instant) {
-        self.relayed = (0, 0);
+        self.received = OutputMeter::default();
+        self.relayed = OutputMeter::default();
         self.phase = Phase::Running {
             worker,
             reservation,
@@ -554,6 +680,7 @@ impl<R> JobFlow<R> {
             deadline: now + self.cfg.idle_timeout,
             latest: None,
             part: None,
+            cancelled: false,
         };
         self.actions.push_back(Action::Send { worker });
     }
@@ -567,23 +694,29 @@ impl<R> JobFlow<R> {
         else {
             return;
         };
+        let outcome = if self.client_left {
+            Outcome::Cancelled
+        } else {
+            Outcome::Ok
+        };
         match reservation {
             Some(reservation) => {
                 let receipt = end.receipt.clone();
                 self.phase = Phase::Billing {
                     worker,
-                    then: AfterBill::End(end),
+                    then: self.after_stop(AfterBill::End(end)),
                 };
                 self.actions.push_back(Action::Bill {
                     worker,
                     reservation,
                     receipt,
+                    delivered: self.relayed,
                 });
             }
             None => {
-                self.actions.push_back(Action::Forward(Frame::End(end)));
+                self.forward(Frame::End(end));
                 self.actions.push_back(Action::Unroute { worker });
-                self.finish(Outcome::Ok);
+                self.finish(outcome);
             }
         }
     }
@@ -620,14 +753,22 @@ impl<R> JobFlow<R> {
 
     fn fail(&mut self, err: JobError) {
         let code = err.code;
-        self.actions.push_back(Action::Forward(Frame::Error(err)));
+        self.forward(Frame::Error(err));
         self.finish(Outcome::Failed(code));
     }
 
     fn finish(&mut self, outcome: Outcome) {
+        let outcome = match outcome {
+            Outcome::Failed(ErrorCode::Cancelled) => Outcome::Cancelled,
+            other => other,
+        };
         self.phase = Phase::Done;
         self.actions.push_back(Action::Finish(outcome));
     }
+}
+
+fn cancelled() -> JobError {
+    JobError::new(ErrorCode::Cancelled, "the job was cancelled")
 }
 
 fn unavailable() -> JobError {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kokon_proto::{ErrorCode, FinishReason, Frame, JobEnd, JobError, Usage};
+use kokon_proto::{ErrorCode, FinishReason, Frame, JobEnd, JobError, OutputMeter, Usage};
 use kokon_route::{RouteError, WorkerId};
 use proptest::prelude::*;
 
@@ -37,6 +37,10 @@ struct Sim {
     part_out: Option<Res>,
     /// The completion tokens of each cumulative receipt sent for billing.
     parts: Vec<u64>,
+    /// The output relayed to the client as each receipt went for billing.
+    part_delivered: Vec<OutputMeter>,
+    /// Workers told to stop the job.
+    cancelled: Vec<WorkerId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,12 +53,14 @@ enum Want {
 }
 
 const IDLE: Duration = Duration::from_secs(120);
+const DRAIN: Duration = Duration::from_secs(10);
 
 fn cfg(paid: bool) -> FlowConfig {
     FlowConfig {
         max_attempts: 3,
         idle_timeout: IDLE,
         paid,
+        drain_timeout: DRAIN,
     }
 }
 
@@ -85,6 +91,8 @@ impl Sim {
             wants: None,
             part_out: None,
             parts: vec![],
+            part_delivered: vec![],
+            cancelled: vec![],
         };
         s.drain();
         s
@@ -110,6 +118,13 @@ impl Sim {
                     self.sent.push(worker);
                 }
                 Action::Abandon { worker } => self.abandoned.push(worker),
+                Action::Cancel { worker } => {
+                    assert!(
+                        self.routed.contains(&worker),
+                        "cancel at an unrouted worker"
+                    );
+                    self.cancelled.push(worker);
+                }
                 Action::Forward(f) => {
                     assert!(self.outcome.is_none(), "forward after finish");
                     self.forwarded.push(f);
@@ -131,8 +146,10 @@ impl Sim {
                 Action::BillPart {
                     reservation,
                     receipt,
+                    delivered,
                     ..
                 } => {
+                    self.part_delivered.push(delivered);
                     assert!(
                         self.held.contains(&reservation.0),
                         "a dead reservation billed"
@@ -223,7 +240,12 @@ impl Sim {
     }
 
     fn client_gone(&mut self) {
-        self.flow.client_gone();
+        self.flow.client_gone(self.now);
+        self.drain();
+    }
+
+    fn cancel(&mut self) {
+        self.flow.cancel_requested(self.now);
         self.drain();
     }
 
@@ -312,8 +334,26 @@ fn receipts_are_relayed_and_a_client_that_leaves_is_billed_the_latest() {
     assert_eq!(s.parts, vec![1, 2]);
     assert_eq!(s.forwarded.len(), 4, "receipts go on to the client");
     s.client_gone();
-    assert_eq!(s.abandoned, vec![1], "the worker is stopped at once");
-    assert_eq!(s.billed_receipts, vec![Some(2)]);
+    assert_eq!(s.cancelled, vec![1], "the worker is told to stop");
+    assert!(
+        s.abandoned.is_empty() && s.routed.contains(&1),
+        "and read to its end"
+    );
+    let forwarded = s.forwarded.len();
+    s.frame(data());
+    s.frame(receipt(3));
+    s.part(true);
+    s.frame(err(ErrorCode::Cancelled));
+    assert_eq!(
+        s.forwarded.len(),
+        forwarded,
+        "nothing goes to a client that left"
+    );
+    assert_eq!(
+        s.billed_receipts,
+        vec![Some(3)],
+        "the worker's last receipt"
+    );
     assert!(s.outcome.is_none(), "the bill runs to its end");
     s.bill(Ok(()));
     assert_eq!(s.outcome, Some(Outcome::Cancelled));
@@ -401,10 +441,11 @@ fn what_arrives_while_a_receipt_is_billed_waits_its_turn() {
     assert_eq!(s.parts, vec![1], "one part out at a time");
     assert!(s.outcome.is_none() && s.billed.is_empty());
     s.part(true);
-    // The End came before the client left: its bill goes first.
+    // The End came before the client left: it is billed, though it can no
+    // longer be delivered.
     assert_eq!(s.billed.len(), 1, "the End is billed once the part is back");
     s.bill(Ok(()));
-    assert_eq!(s.outcome, Some(Outcome::Ok));
+    assert_eq!(s.outcome, Some(Outcome::Cancelled));
     s.assert_clean();
 }
 
@@ -479,6 +520,8 @@ fn a_client_that_leaves_before_any_receipt_releases_the_credit() {
     s.admit(true);
     s.frame(data());
     s.client_gone();
+    assert!(s.released.is_empty(), "held until the worker has stopped");
+    s.frame(err(ErrorCode::Cancelled));
     assert!(s.billed.is_empty());
     assert_eq!(s.released, vec![1]);
     s.assert_clean();
@@ -681,9 +724,83 @@ fn client_gone_while_running_cancels_and_releases() {
     s.admit(true);
     s.frame(data());
     s.client_gone();
+    assert_eq!(s.cancelled, vec![1]);
+    assert!(
+        s.outcome.is_none() && s.routed.contains(&1),
+        "the slot is held"
+    );
+    s.fail("the worker's stream ended");
     assert_eq!(s.outcome, Some(Outcome::Cancelled));
     assert_eq!(s.abandoned, vec![1]);
     assert_eq!(s.released, vec![1]);
+    s.assert_clean();
+}
+
+#[test]
+fn a_cancelled_job_streams_to_its_end_and_bills_the_prompt_processed() {
+    let mut s = Sim::new(true);
+    s.pick(Ok(1));
+    s.admit(true);
+    s.cancel();
+    s.cancel();
+    assert_eq!(s.cancelled, vec![1], "the worker is told once");
+    // Cancelled during prefill: the worker's receipt covers the prompt.
+    s.frame(receipt(0));
+    s.part(true);
+    assert_eq!(s.parts, vec![0]);
+    assert!(
+        matches!(s.forwarded[..], [Frame::Receipt(_)]),
+        "the client gets it"
+    );
+    assert!(
+        s.routed.contains(&1),
+        "the slot is held until the stream ends"
+    );
+    s.frame(err(ErrorCode::Cancelled));
+    assert_eq!(s.billed_receipts, vec![Some(0)]);
+    s.bill(Ok(()));
+    assert_eq!(s.final_code(), Some(ErrorCode::Cancelled));
+    assert_eq!(s.flow.attempts(), 1, "a cancelled job is not retried");
+    s.assert_clean();
+}
+
+#[test]
+fn a_worker_that_ignores_a_cancel_is_cut_off_at_the_drain_deadline() {
+    let mut s = Sim::new(true);
+    s.pick(Ok(1));
+    s.admit(true);
+    s.frame(data());
+    s.frame(receipt(1));
+    s.part(true);
+    s.client_gone();
+    let relayed = s.part_delivered[0];
+    for _ in 0..5 {
+        s.advance(DRAIN / 10);
+        s.frame(data());
+    }
+    s.frame(receipt(6));
+    assert_eq!(
+        s.part_delivered[1], relayed,
+        "output after the client left does not raise the receipt's bound"
+    );
+    s.part(false);
+    s.advance(DRAIN);
+    assert_eq!(s.abandoned, vec![1], "reset at the deadline, not later");
+    assert_eq!(
+        s.billed_receipts,
+        vec![Some(1)],
+        "the last billable receipt"
+    );
+    s.bill(Ok(()));
+    s.assert_clean();
+}
+
+#[test]
+fn a_cancel_before_a_worker_runs_the_job_ends_it_at_once() {
+    let mut s = Sim::new(true);
+    s.cancel();
+    assert_eq!(s.final_code(), Some(ErrorCode::Cancelled));
+    assert!(s.sent.is_empty());
     s.assert_clean();
 }
 
@@ -706,7 +823,12 @@ fn client_gone_during_billing_does_not_undo_the_bill() {
     s.frame(end());
     s.client_gone();
     s.bill(Ok(()));
-    assert_eq!(s.outcome, Some(Outcome::Ok));
+    assert_eq!(
+        s.outcome,
+        Some(Outcome::Cancelled),
+        "its End was not delivered"
+    );
+    assert_eq!(s.billed.len(), 1);
     assert!(s.released.is_empty());
     s.assert_clean();
 }
@@ -780,6 +902,7 @@ enum Ev {
     WorkerFailed,
     Silence,
     ClientGone,
+    Cancel,
 }
 
 fn ev() -> impl Strategy<Value = Ev> {
@@ -792,6 +915,7 @@ fn ev() -> impl Strategy<Value = Ev> {
         1 => Just(Ev::WorkerFailed),
         1 => Just(Ev::Silence),
         1 => Just(Ev::ClientGone),
+        1 => Just(Ev::Cancel),
     ]
 }
 
@@ -832,6 +956,7 @@ proptest! {
                     Some(Ev::WorkerFailed) => s.fail("x"),
                     Some(Ev::Silence) => s.advance(IDLE),
                     Some(Ev::ClientGone) => s.client_gone(),
+                    Some(Ev::Cancel) => s.cancel(),
                 },
             }
         }

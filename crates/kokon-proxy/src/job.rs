@@ -7,20 +7,39 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::Response;
+use kokon_link::Cancels;
 use kokon_link::{Body, FrameStream, frames_body};
-use kokon_proto::{ErrorCode, JobError, JobHeader};
+use kokon_proto::{CancelRequest, ErrorCode, JobError, JobHeader, OutputMeter};
 use kokon_route::{RouteError, WorkerId};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::flow::{Action, FlowConfig, JobFlow, Outcome};
 use crate::pay::Admitted;
 use crate::{State, lock, workers};
 use kokon_attest::Clock as _;
 
-/// Starts relaying a job; the response streams its frames.
-pub(crate) fn start(state: Arc<State>, header: JobHeader, payload: Bytes) -> Response<Body> {
+/// Starts relaying a job; the response streams its frames. The job can be
+/// cancelled by its request id through `cancels` (its client link's).
+pub(crate) fn start(
+    state: Arc<State>,
+    header: JobHeader,
+    payload: Bytes,
+    cancels: &Arc<Cancels>,
+) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
-    tokio::spawn(drive(state, header, payload, tx));
+    let Some(cancel) = cancels.start(&header.request_id) else {
+        let e = JobError::new(
+            ErrorCode::DuplicateRequest,
+            "a job with this request id runs on this link already",
+        );
+        let _ = tx.try_send(kokon_proto::Frame::Error(e).encode());
+        return Response::new(frames_body(rx));
+    };
+    tokio::spawn(async move {
+        drive(state, header, payload, tx, cancel.token()).await;
+        drop(cancel);
+    });
     Response::new(frames_body(rx))
 }
 
@@ -38,16 +57,26 @@ struct Job {
     /// A cumulative receipt being billed: frames keep flowing meanwhile
     /// (the flow holds the receipt back until its bill is durable).
     part: Option<PartBill>,
+    /// Cancelled when the client cancels the job by its id.
+    cancel: CancellationToken,
+    cancel_seen: bool,
 }
 
 type PartBill = tokio::task::JoinHandle<(Admitted, Result<(), JobError>)>;
 
-async fn drive(state: Arc<State>, header: JobHeader, payload: Bytes, tx: mpsc::Sender<Bytes>) {
+async fn drive(
+    state: Arc<State>,
+    header: JobHeader,
+    payload: Bytes,
+    tx: mpsc::Sender<Bytes>,
+    cancel: CancellationToken,
+) {
     let _active = Active::new(&state);
     let cfg = FlowConfig {
         max_attempts: state.cfg.max_attempts,
         idle_timeout: state.cfg.job_idle_timeout,
         paid: state.pay.is_some(),
+        drain_timeout: state.cfg.drain_timeout,
     };
     let mut flow = JobFlow::<Admitted>::new(cfg);
     if let Some(b) = header.budget {
@@ -64,6 +93,8 @@ async fn drive(state: Arc<State>, header: JobHeader, payload: Bytes, tx: mpsc::S
         worker: None,
         worker_over: false,
         part: None,
+        cancel,
+        cancel_seen: false,
     };
     loop {
         while let Some(action) = flow.poll_action() {
@@ -101,23 +132,31 @@ impl Job {
                     self.worker = Some(stream);
                     self.worker_over = false;
                 }
-                Err(Gone::Client) => flow.client_gone(),
+                Err(Gone::Client) => flow.client_gone(Instant::now()),
                 Err(Gone::Worker(why)) => flow.worker_failed(why),
             },
             Action::Abandon { .. } => self.worker = None,
+            Action::Cancel { worker } => self.cancel_at(worker),
             Action::Forward(frame) => {
                 if self.tx.send(frame.encode()).await.is_err() {
-                    flow.client_gone();
+                    flow.client_gone(Instant::now());
                 }
             }
             Action::BillPart {
                 worker,
                 reservation,
                 receipt,
+                delivered,
             } => {
                 let (state, header) = (self.state.clone(), self.header.clone());
                 self.part = Some(tokio::spawn(async move {
-                    let billed = bill_part(&state, &header, worker, &reservation, &receipt).await;
+                    let part = Part {
+                        worker,
+                        a: &reservation,
+                        receipt: &receipt,
+                        delivered,
+                    };
+                    let billed = bill_part(&state, &header, part).await;
                     (reservation, billed)
                 }));
             }
@@ -125,8 +164,11 @@ impl Job {
                 worker,
                 reservation,
                 receipt,
+                delivered,
             } => {
-                let billed = self.bill(worker, reservation, receipt.as_deref()).await;
+                let billed = self
+                    .bill(worker, reservation, receipt.as_deref(), delivered)
+                    .await;
                 flow.billed(billed);
             }
             Action::Release(a) => {
@@ -174,8 +216,30 @@ impl Job {
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => flow.handle_timeout(Instant::now()),
-            _ = self.tx.closed() => flow.client_gone(),
+            _ = self.cancel.cancelled(), if !self.cancel_seen => {
+                self.cancel_seen = true;
+                flow.cancel_requested(Instant::now());
+            }
+            _ = self.tx.closed(), if !flow.client_left() => {
+                flow.client_gone(Instant::now())
+            }
         }
+    }
+
+    /// Tells `worker` to stop this job (in the background: the job goes on
+    /// reading the worker's stream, which ends once it has stopped).
+    fn cancel_at(&self, worker: WorkerId) {
+        let Some(client) = workers::client(&self.state, worker) else {
+            return;
+        };
+        let req = CancelRequest {
+            request_id: self.header.request_id.clone(),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = client.cancel(&req).await {
+                tracing::debug!(request_id = %req.request_id, error = %e.message, "cancel not taken");
+            }
+        });
     }
 
     fn pick(&self, exclude: &[WorkerId]) -> Result<WorkerId, RouteError> {
@@ -233,6 +297,7 @@ impl Job {
         worker: WorkerId,
         a: Admitted,
         receipt: Option<&kokon_proto::ReceiptEnvelope>,
+        delivered: OutputMeter,
     ) -> Result<(), JobError> {
         let state = &self.state;
         let Some(pay) = &state.pay else {
@@ -252,7 +317,7 @@ impl Job {
             &self.header,
             a,
             &served,
-            receipt,
+            crate::pay::Claimed { receipt, delivered },
             now,
         )
         .await;
@@ -278,15 +343,23 @@ impl Job {
     }
 }
 
+/// A cumulative receipt to bill, and what bounds it.
+struct Part<'a> {
+    worker: WorkerId,
+    a: &'a Admitted,
+    receipt: &'a kokon_proto::ReceiptEnvelope,
+    delivered: OutputMeter,
+}
+
 /// Bills a cumulative receipt's increase (durably) and sends the worker its
 /// vault voucher.
-async fn bill_part(
-    state: &State,
-    header: &JobHeader,
-    worker: WorkerId,
-    a: &Admitted,
-    receipt: &kokon_proto::ReceiptEnvelope,
-) -> Result<(), JobError> {
+async fn bill_part(state: &State, header: &JobHeader, part: Part<'_>) -> Result<(), JobError> {
+    let Part {
+        worker,
+        a,
+        receipt,
+        delivered,
+    } = part;
     let (Some(pay), Some(served)) = (&state.pay, workers::served(state, worker, &header.model))
     else {
         return Err(JobError::new(
@@ -296,7 +369,12 @@ async fn bill_part(
     };
     let now = kokon_attest::SystemClock.now_unix();
     let policy = state.tls.policy();
-    match crate::pay::bill_part(pay, policy, header, a, &served, receipt, now).await {
+    let claimed = crate::pay::Claimed {
+        receipt: Some(receipt),
+        delivered,
+    };
+    let billed = crate::pay::bill_part(pay, policy, header, a, &served, claimed, now);
+    match billed.await {
         Ok(voucher) => {
             if let Some(v) = voucher {
                 workers::post_voucher(state, worker, v);

@@ -49,6 +49,10 @@ pub struct ProxyConfig {
     /// between frames). Then the job is retried elsewhere if nothing was
     /// delivered yet, or ended with `worker_failed_mid_stream`.
     pub job_idle_timeout: Duration,
+    /// After a job is cancelled, how long its worker may take to stop (its
+    /// stream is read to the end meanwhile, and its router slot stays
+    /// taken) before the stream is reset [default: 10 s].
+    pub drain_timeout: Duration,
     /// Links held at once from one IP address (workers and clients).
     pub max_links_per_address: usize,
     /// Links held at once by one client key.
@@ -76,6 +80,7 @@ impl ProxyConfig {
             handshake_timeout: Duration::from_secs(10),
             max_links: 4096,
             job_idle_timeout: Duration::from_secs(120),
+            drain_timeout: Duration::from_secs(10),
             max_links_per_address: 64,
             max_links_per_client: 8,
             handshakes_per_sec_per_address: 20,

@@ -20,7 +20,8 @@ use kokon_money::{
 use kokon_pay::books::proxy::{Bill, ProxyBooks, Reservation};
 use kokon_pay::{PayError, Settlement};
 use kokon_proto::{
-    AuthScope, CloseReply, CloseRequest, ErrorCode, JobError, JobHeader, ReceiptEnvelope,
+    AuthScope, CloseReply, CloseRequest, ErrorCode, JobError, JobHeader, OutputMeter,
+    ReceiptEnvelope,
 };
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -212,6 +213,14 @@ pub(crate) struct Served {
     pub model_hash: Option<Hash32>,
 }
 
+/// A worker's receipt to bill, and the output relayed to the client, which
+/// bounds it by the client's rule ([`OutputMeter::completion_bound`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Claimed<'e> {
+    pub receipt: Option<&'e ReceiptEnvelope>,
+    pub delivered: OutputMeter,
+}
+
 /// Verifies the worker's receipt and bills it (on disk before the End frame
 /// goes on). Consumes the reservation whatever happens. Returns the
 /// worker's new vault voucher.
@@ -221,10 +230,10 @@ pub(crate) async fn bill(
     header: &JobHeader,
     a: Admitted,
     served: &Served,
-    receipt: Option<&ReceiptEnvelope>,
+    claimed: Claimed<'_>,
     now: u64,
 ) -> Result<Signed<WorkerVoucher>, JobError> {
-    let checked = check_receipt(pay, policy, header, &a, served, receipt, now);
+    let checked = check_receipt(pay, policy, header, &a, served, claimed, now);
     let mut books = pay.books().await;
     let (receipt, cost) = match checked {
         Ok(x) => x,
@@ -255,10 +264,10 @@ pub(crate) async fn bill_part(
     header: &JobHeader,
     a: &Admitted,
     served: &Served,
-    receipt: &ReceiptEnvelope,
+    claimed: Claimed<'_>,
     now: u64,
 ) -> Result<Option<Signed<WorkerVoucher>>, JobError> {
-    let (receipt, cost) = check_receipt(pay, policy, header, a, served, Some(receipt), now)?;
+    let (receipt, cost) = check_receipt(pay, policy, header, a, served, claimed, now)?;
     let bill = Bill {
         request_id: &header.request_id,
         worker: served.payout,
@@ -281,7 +290,7 @@ fn check_receipt<'e>(
     header: &JobHeader,
     a: &Admitted,
     served: &Served,
-    receipt: Option<&'e ReceiptEnvelope>,
+    Claimed { receipt, delivered }: Claimed<'e>,
     now: u64,
 ) -> Result<(&'e Signed<kokon_money::Receipt>, Nanotons), JobError> {
     let rejected = |m: String| JobError::new(ErrorCode::ReceiptRejected, m);
@@ -298,7 +307,8 @@ fn check_receipt<'e>(
         price_milli: Some(served.price_milli),
         max_price_milli: None,
         budget: a.budget,
-        completion_bound: None,
+        // The client's rule: no more tokens than the output relayed to it.
+        completion_bound: Some(delivered.completion_bound()),
     };
     let cost = receipt::check(&env.receipt, &key, &expect).map_err(|e| rejected(e.to_string()))?;
     Ok((&env.receipt, cost))

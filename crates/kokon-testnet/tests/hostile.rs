@@ -18,6 +18,7 @@ use kokon_pay::books::proxy::ProxyTotals;
 use kokon_proto::{AuthScope, ErrorCode, Frame, JobHeader, JobKind, Payment};
 use kokon_testnet::pay::PaySpec;
 use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
+use kokon_worker::WorkerStats;
 
 struct Attack {
     net: LocalNet,
@@ -125,7 +126,7 @@ async fn run(
     payload: Bytes,
 ) -> (usize, Result<(), (ErrorCode, String)>) {
     let mut frames = match a.link.submit(h, payload).await {
-        Ok(f) => f,
+        Ok((f, _)) => f,
         Err(e) => return (0, Err((e.code, e.message))),
     };
     let mut data = 0;
@@ -305,7 +306,7 @@ async fn leaving_mid_stream_does_not_make_output_free() {
         );
         let billed_before = a.totals().await.billed;
         let mut frames = match a.link.submit(&h, p).await {
-            Ok(f) => f,
+            Ok((f, _)) => f,
             Err(e) => {
                 refused = Some(e.code);
                 break;
@@ -455,4 +456,110 @@ async fn a_cooperative_close_while_owing_needs_the_voucher_that_pays() {
     assert_eq!(reply.claimed + reply.refunded, row.deposit - claimed_before);
     assert_eq!(pay.books().await.owed(&a.channel), 0);
     assert!(ledger.audit().await.unwrap().conserved());
+}
+
+/// Reads `frames` until `n` `Data` frames came; returns how many receipts did.
+async fn read_data(frames: &mut kokon_link::FrameStream, n: usize) -> usize {
+    let (mut data, mut receipts) = (0, 0);
+    while data < n {
+        match frames.next().await.expect("the stream goes on").unwrap() {
+            Frame::Data(_) => data += 1,
+            Frame::Receipt(_) => receipts += 1,
+            other => panic!("ended after {data} data: {other:?}"),
+        }
+    }
+    receipts
+}
+
+#[tokio::test]
+async fn a_cancelled_job_stops_at_the_worker_and_bills_exactly_the_receipt_the_client_got() {
+    let a = attack_with(10, None).await;
+    let before = a.totals().await;
+    let worker = a.net.workers[0].stats.clone();
+    let p = payload_max(&words(300), 300);
+    let budget = Budget {
+        prompt: 1000,
+        completion: 300,
+    };
+    let h = signed(&a.client, a.channel, "cancel-me", &p, budget, now() + 60);
+    let (mut frames, on) = a.link.submit(&h, p).await.unwrap();
+    read_data(&mut frames, 20).await;
+    let cancel = kokon_proto::CancelRequest {
+        request_id: "cancel-me".into(),
+    };
+    a.link
+        .cancel(&on, &cancel)
+        .await
+        .expect("the proxy takes the cancel");
+    // The stream goes on to its end: the worker's last receipt, then why.
+    let (mut data, mut last) = (20, None);
+    let code = loop {
+        match frames.next().await.expect("a final frame").unwrap() {
+            Frame::Data(_) => data += 1,
+            Frame::Receipt(r) => last = Some(r),
+            Frame::Error(e) => break e.code,
+            Frame::End(_) => panic!("a cancelled job of 300 tokens ended after {data}"),
+        }
+    };
+    assert_eq!(code, ErrorCode::Cancelled);
+    assert!(data < 300, "the engine stopped: {data} tokens");
+    let last = last.expect("a receipt for the work done").receipt.body;
+    assert_eq!(
+        last.usage.completion, data as u64,
+        "it covers every token sent"
+    );
+    // The proxy billed exactly what the client holds a receipt for: the
+    // client can pay it all, and nobody worked for free.
+    let billed = a.totals().await.billed - before.billed;
+    assert_eq!(billed, last.cost);
+    // The worker's slot was held until its engine had stopped.
+    assert_eq!(WorkerStats::get(&worker.jobs_cancelled), 1);
+    eventually("the proxy's job is over", || a.net.proxy.active_jobs() == 0).await;
+    // A cancel for a job that is not on this link is refused.
+    let stale = a.link.cancel(&on, &cancel).await.unwrap_err();
+    assert_eq!(stale.code, ErrorCode::BadRequest);
+    a.honest_job_works().await;
+}
+
+#[tokio::test]
+async fn a_reset_stream_is_billed_only_for_output_relayed_before_it() {
+    let a = attack_with(10, None).await;
+    let before = a.totals().await;
+    let worker = a.net.workers[0].stats.clone();
+    let p = payload_max(&words(300), 300);
+    let budget = Budget {
+        prompt: 1000,
+        completion: 300,
+    };
+    let h = signed(&a.client, a.channel, "reset-me", &p, budget, now() + 60);
+    let (mut frames, _on) = a.link.submit(&h, p).await.unwrap();
+    assert!(
+        read_data(&mut frames, 40).await >= 2,
+        "receipts every 16 tokens"
+    );
+    drop(frames); // a reset, not a cancel: the client reads nothing more
+    eventually("the worker stops the job", || {
+        WorkerStats::get(&worker.jobs_cancelled) == 1
+    })
+    .await;
+    eventually("the proxy's job is over", || a.net.proxy.active_jobs() == 0).await;
+    let prices = kokon_money::PriceTable::default();
+    let price = |completion| {
+        Budget {
+            prompt: 300,
+            completion,
+        }
+        .max_cost(&prices, "echo", 1000)
+        .unwrap()
+    };
+    let billed = a.totals().await.billed - before.billed;
+    // At least the receipt after 32 tokens (relayed before the reset).
+    // The worker was told to stop at the reset and did within a token or
+    // two, so its last receipt is far below the 300 it would have made.
+    assert!(billed >= price(32), "billed {billed}");
+    assert!(
+        billed <= price(100),
+        "billed {billed}: the worker was not stopped"
+    );
+    a.honest_job_works().await;
 }

@@ -29,6 +29,7 @@ const LINK: Duration = Duration::from_millis(1);
 const TOKEN_EVERY: Duration = Duration::from_millis(25);
 const PROXY_IDLE: Duration = Duration::from_secs(120);
 const ENGINE_IDLE: Duration = Duration::from_secs(300);
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// A credit reservation: not `Clone`, like the real one.
 #[derive(Debug)]
@@ -58,6 +59,7 @@ enum Ev {
     GwEvent(usize, Option<Result<gw::Event, JobError>>),
     GwSettled(usize, Result<u128, JobError>),
     ClientLeaves(usize),
+    PxCancel(usize),
     PxStart(usize),
     PxRegistered(usize, Result<(), JobError>),
     PxPartBilled(usize, Res, Result<(), JobError>),
@@ -70,6 +72,9 @@ enum Ev {
     WkToken(usize, WorkerId, usize),
     WkSigned(usize, WorkerId, Result<JobEnd, String>),
     WkReset(usize, WorkerId),
+    WkCancel(usize, WorkerId),
+    /// A cancelled engine has stopped (within one batch).
+    WkEngineStopped(usize, WorkerId),
 }
 
 struct Job {
@@ -81,8 +86,10 @@ struct Job {
     answer: Option<Result<Option<u128>, ErrorCode>>,
     gw_outcome: Option<gw::Outcome>,
     px_outcome: Option<px::Outcome>,
-    /// The client leaves after receiving this many text pieces.
+    /// The client leaves after receiving this many text pieces…
     leave_after: Option<usize>,
+    /// …by resetting its stream (a hostile or crashed client), not by a cancel.
+    reset_on_leave: bool,
     emitted: usize,
 }
 
@@ -161,6 +168,7 @@ impl World {
             gw_outcome: None,
             px_outcome: None,
             leave_after,
+            reset_on_leave: false,
             emitted: 0,
         });
         self.gw_act(j);
@@ -243,14 +251,24 @@ impl World {
             }
             Ev::ClientLeaves(j) => {
                 self.jobs[j].gw.client_gone();
+                if self.jobs[j].reset_on_leave {
+                    self.jobs[j].gw.stop_reading();
+                    self.at(LINK, Ev::PxClientGone(j));
+                }
                 self.gw_act(j);
-                self.at(LINK, Ev::PxClientGone(j));
+            }
+            Ev::PxCancel(j) => {
+                if let Some(f) = self.jobs[j].px.as_mut() {
+                    f.cancel_requested(now);
+                }
+                self.px_act(j);
             }
             Ev::PxStart(j) => {
                 let cfg = px::FlowConfig {
                     max_attempts: 3,
                     idle_timeout: PROXY_IDLE,
                     paid: true,
+                    drain_timeout: DRAIN,
                 };
                 self.jobs[j].px = Some(JobFlow::new(cfg));
                 self.px_act(j);
@@ -281,7 +299,7 @@ impl World {
             }
             Ev::PxClientGone(j) => {
                 if let Some(f) = self.jobs[j].px.as_mut() {
-                    f.client_gone();
+                    f.client_gone(now);
                 }
                 self.px_act(j);
             }
@@ -300,6 +318,18 @@ impl World {
             Ev::WkReset(j, w) => {
                 if let Some(f) = self.jobs[j].wk.get_mut(&w) {
                     f.requester_gone();
+                }
+                self.wk_act(j, w);
+            }
+            Ev::WkCancel(j, w) => {
+                if let Some(f) = self.jobs[j].wk.get_mut(&w) {
+                    f.cancel_requested();
+                }
+                self.wk_act(j, w);
+            }
+            Ev::WkEngineStopped(j, w) => {
+                if let Some(f) = self.jobs[j].wk.get_mut(&w) {
+                    f.engine_done(Err(JobError::new(ErrorCode::Cancelled, "stopped")));
                 }
                 self.wk_act(j, w);
             }
@@ -329,9 +359,10 @@ impl World {
                     }
                 }
                 gw::Action::Settle { receipt, delivered } => {
-                    let r = self.settle(j, receipt.as_deref(), delivered);
+                    let r = self.settle(j, receipt.as_deref(), delivered.frames);
                     self.at(Duration::from_micros(300), Ev::GwSettled(j, r));
                 }
+                gw::Action::Cancel => self.at(LINK, Ev::PxCancel(j)),
                 gw::Action::Answer { cost, .. } => self.jobs[j].answer = Some(Ok(cost)),
                 gw::Action::Fail(e) => self.jobs[j].answer = Some(Err(e.code)),
                 gw::Action::Finish(o) => self.jobs[j].gw_outcome = Some(o),
@@ -394,6 +425,7 @@ impl World {
                     self.at(self.ledger_delay, Ev::PxAdmitted(j, r));
                 }
                 px::Action::Send { worker } => self.at(LINK, Ev::WkStart(j, worker)),
+                px::Action::Cancel { worker } => self.at(LINK, Ev::WkCancel(j, worker)),
                 px::Action::Abandon { worker } => {
                     self.abandoned.insert((j, worker));
                     self.at(LINK, Ev::WkReset(j, worker));
@@ -402,7 +434,7 @@ impl World {
                     let ev = match f {
                         Frame::Data(b) => {
                             let c: Chunk = serde_json::from_slice(&b).expect("a chunk");
-                            Some(Ok(gw::Event::Text(c.text)))
+                            Some(Ok(gw::Event::Text(c.text, b.len())))
                         }
                         Frame::End(end) => Some(Ok(gw::Event::End(end))),
                         Frame::Receipt(r) => Some(Ok(gw::Event::Receipt(r))),
@@ -414,16 +446,19 @@ impl World {
                     worker,
                     reservation,
                     receipt,
+                    delivered,
                 } => {
-                    let r = self.bill(j, worker, reservation, receipt.as_deref());
+                    let r = self.bill(j, worker, reservation, receipt.as_deref(), delivered.frames);
                     self.at(Duration::from_micros(300), Ev::PxBilled(j, r));
                 }
                 px::Action::BillPart {
                     worker,
                     reservation,
                     receipt,
+                    delivered,
                 } => {
-                    let r = self.bill_up_to(j, worker, &reservation, Some(&receipt));
+                    let r =
+                        self.bill_up_to(j, worker, &reservation, Some(&receipt), delivered.frames);
                     self.at(
                         Duration::from_micros(300),
                         Ev::PxPartBilled(j, reservation, r),
@@ -456,20 +491,23 @@ impl World {
         w: WorkerId,
         r: Res,
         receipt: Option<&ReceiptEnvelope>,
+        relayed: u64,
     ) -> Result<(), JobError> {
-        let billed = self.bill_up_to(j, w, &r, receipt);
+        let billed = self.bill_up_to(j, w, &r, receipt, relayed);
         self.release(r);
         billed
     }
 
     /// Bills a job up to `receipt` (cumulative: only the increase counts),
-    /// if its worker signed it and it fits the reservation.
+    /// if its worker signed it, it fits the reservation, and it claims no
+    /// more tokens than the `relayed` pieces allow (the gateway's rule).
     fn bill_up_to(
         &mut self,
         j: usize,
         w: WorkerId,
         r: &Res,
         receipt: Option<&ReceiptEnvelope>,
+        relayed: u64,
     ) -> Result<(), JobError> {
         let cost = receipt.map_or(u128::MAX, |e| e.receipt.body.cost);
         let signed = self
@@ -477,7 +515,8 @@ impl World {
             .signed
             .get(&(j, w))
             .is_some_and(|c| c.contains(&cost));
-        if !signed || cost > u128::from(r.amount) {
+        let claimed = receipt.map_or(0, |e| e.receipt.body.usage.completion);
+        if !signed || cost > u128::from(r.amount) || claimed > relayed + 1 {
             return Err(JobError::new(ErrorCode::ReceiptRejected, "not billed"));
         }
         assert_eq!(r.job, j, "a reservation billed for another job");
@@ -568,7 +607,11 @@ impl World {
                     self.at(Duration::from_micros(300), Ev::WkSigned(j, w, r));
                 }
                 wk::Action::CancelEngine => {
-                    self.engines_running.remove(&(j, w));
+                    // A cancel (not a reset) waits for the engine to stop.
+                    let waits = self.jobs[j].wk.get(&w).is_some_and(|f| !f.is_done());
+                    if self.engines_running.remove(&(j, w)) && waits {
+                        self.at(TOKEN_EVERY, Ev::WkEngineStopped(j, w));
+                    }
                 }
                 wk::Action::Finish(_) => {}
             }
@@ -755,9 +798,26 @@ fn client_gone_mid_stream_stops_the_engine_and_pays_what_it_received() {
     let job = &w.jobs[j];
     assert_eq!(job.gw_outcome, Some(gw::Outcome::Cancelled));
     assert_eq!(job.px_outcome, Some(px::Outcome::Cancelled));
-    // Leaving does not make the output free: the receipt after the 2
-    // tokens read was billed before it was relayed (it reached the
-    // gateway after its client left, so the proxy carries it: exposure).
+    // Leaving cancels the job: the engine stops within a token, the
+    // gateway reads the stream to its end and pays the worker's last
+    // receipt, so every party agrees on the money.
+    assert_eq!(job.text, "t0 t1 ", "nothing reaches a client that left");
+    assert!(w.money.billed >= 30, "the 2 tokens read are paid for");
+    assert_eq!(w.money.paid, w.money.billed);
+}
+
+#[test]
+fn a_client_that_resets_its_stream_is_billed_only_what_was_relayed_to_it() {
+    let mut w = World::new(&[Fault::None]);
+    let j = w.submit(Some(2));
+    w.jobs[j].reset_on_leave = true;
+    w.run();
+    w.check_money_and_slots();
+    assert_eq!(w.jobs[j].px_outcome, Some(px::Outcome::Cancelled));
+    // The receipt after 2 tokens was billed before it was relayed; it
+    // reached the gateway after its client left, so the proxy carries it
+    // (exposure, within the credit limit). Nothing the worker made after
+    // the client left is billed.
     assert_eq!(w.money.billed, 30);
     assert!(w.money.paid <= w.money.billed);
 }
@@ -835,15 +895,22 @@ fn every_fault_at_every_point_keeps_the_money_straight() {
     ];
     for a in faults {
         for b in faults {
-            for leave in [None, Some(1), Some(5)] {
+            for (leave, reset) in [
+                (None, false),
+                (Some(1), false),
+                (Some(5), false),
+                (Some(1), true),
+                (Some(3), true),
+            ] {
                 let mut w = World::new(&[a, b]);
                 let j = w.submit(leave);
+                w.jobs[j].reset_on_leave = reset;
                 w.run();
                 w.check_money_and_slots();
                 let job = &w.jobs[j];
                 if let Some(Ok(Some(cost))) = job.answer {
-                    assert_eq!(cost, 60, "{a:?} {b:?} {leave:?}");
-                    assert_eq!(job.text, FULL_TEXT, "{a:?} {b:?} {leave:?}");
+                    assert_eq!(cost, 60, "{a:?} {b:?} {leave:?} {reset}");
+                    assert_eq!(job.text, FULL_TEXT, "{a:?} {b:?} {leave:?} {reset}");
                 }
             }
         }

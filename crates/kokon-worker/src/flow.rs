@@ -11,6 +11,13 @@
 //! sends a last receipt before its `Error`. The requester going away
 //! cancels the engine; an engine silent past `engine_idle_timeout` is
 //! cancelled and the job fails.
+//!
+//! A cancel from the proxy ([`WorkerFlow::cancel_requested`]) stops the
+//! engine but keeps the stream: once the engine has stopped (within one
+//! prefill chunk or one token), the job ends with a last receipt for the
+//! work done — the prompt processed included, even before any output — and
+//! a `cancelled` error. So the proxy frees the worker's slot when the
+//! compute has stopped, and bills what it cost.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -107,6 +114,8 @@ pub fn accept(header: &JobHeader, payload: &[u8], paid: bool) -> Result<JobReque
 enum Phase {
     Running {
         deadline: Instant,
+        /// The proxy cancelled the job; the engine was told to stop.
+        cancelling: bool,
     },
     /// The receipt is being signed and recorded.
     Signing,
@@ -132,6 +141,7 @@ impl WorkerFlow {
             cfg,
             phase: Phase::Running {
                 deadline: now + cfg.engine_idle_timeout,
+                cancelling: false,
             },
             actions: VecDeque::new(),
             usage: Usage::default(),
@@ -147,7 +157,7 @@ impl WorkerFlow {
     /// When [`Self::handle_timeout`] must be called, if anything waits on time.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Running { deadline } => Some(deadline),
+            Phase::Running { deadline, .. } => Some(deadline),
             _ => None,
         }
     }
@@ -157,11 +167,16 @@ impl WorkerFlow {
     }
 
     /// A piece of text from the engine, and the job's usage with it.
+    /// A piece without text reports progress only (prompt tokens processed).
     pub fn text(&mut self, text: String, usage: Usage, now: Instant) {
-        let Phase::Running { deadline } = &mut self.phase else {
+        let Phase::Running { deadline, .. } = &mut self.phase else {
             return;
         };
         *deadline = now + self.cfg.engine_idle_timeout;
+        if text.is_empty() {
+            self.usage = usage;
+            return;
+        }
         let chunk = serde_json::to_vec(&Chunk { text }).expect("a chunk serializes");
         self.actions
             .push_back(Action::Send(Frame::Data(Bytes::from(chunk))));
@@ -200,7 +215,33 @@ impl WorkerFlow {
                 self.actions.push_back(Action::Send(Frame::End(end)));
                 self.finish(Outcome::Completed);
             }
+            Err(_) if self.cancelling() => self.fail(JobError::new(
+                ErrorCode::Cancelled,
+                "the job was cancelled by the proxy",
+            )),
             Err(e) => self.fail(e),
+        }
+    }
+
+    fn cancelling(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Running {
+                cancelling: true,
+                ..
+            }
+        )
+    }
+
+    /// The proxy cancelled the job: the engine is stopped, and the job ends
+    /// when it has (see the module docs). An engine that finishes anyway
+    /// ends the job as usual.
+    pub fn cancel_requested(&mut self) {
+        if let Phase::Running { cancelling, .. } = &mut self.phase
+            && !*cancelling
+        {
+            *cancelling = true;
+            self.actions.push_back(Action::CancelEngine);
         }
     }
 
@@ -253,7 +294,10 @@ impl WorkerFlow {
             self.send_receipt(self.receipted_at);
         }
         self.actions.push_back(Action::Send(Frame::Error(e)));
-        self.finish(Outcome::Failed(code));
+        self.finish(match code {
+            ErrorCode::Cancelled => Outcome::Cancelled,
+            code => Outcome::Failed(code),
+        });
     }
 
     fn finish(&mut self, outcome: Outcome) {

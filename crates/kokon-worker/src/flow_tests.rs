@@ -187,6 +187,42 @@ fn requester_gone_cancels_the_engine() {
 }
 
 #[test]
+fn a_cancel_during_prefill_ends_with_a_receipt_for_the_prompt_processed() {
+    let t0 = Instant::now();
+    let mut f = WorkerFlow::new(cfg(true), t0);
+    let prefilled = Usage {
+        prompt_tokens: 128,
+        completion_tokens: 0,
+    };
+    f.text(String::new(), prefilled, t0);
+    assert!(drain(&mut f).is_empty(), "progress alone sends nothing");
+    f.cancel_requested();
+    f.cancel_requested();
+    let a = drain(&mut f);
+    assert!(matches!(a[..], [Action::CancelEngine]), "once: {a:?}");
+    assert!(!f.is_done(), "the job ends when the engine has stopped");
+    f.engine_done(Err(JobError::new(ErrorCode::Cancelled, "stopped")));
+    let a = drain(&mut f);
+    assert!(
+        matches!(&a[0], Action::SendReceipt(u) if *u == prefilled),
+        "the prompt processed is receipted: {a:?}"
+    );
+    assert!(matches!(&a[1], Action::Send(Frame::Error(e)) if e.code == ErrorCode::Cancelled));
+    assert_eq!(finished(&a), Some(Outcome::Cancelled));
+}
+
+#[test]
+fn an_engine_that_finishes_despite_a_cancel_ends_as_usual() {
+    let t0 = Instant::now();
+    let mut f = WorkerFlow::new(cfg(true), t0);
+    f.text("x".into(), used(1), t0);
+    f.cancel_requested();
+    drain(&mut f);
+    f.engine_done(Ok(end()));
+    assert!(matches!(drain(&mut f)[..], [Action::Sign(_)]));
+}
+
+#[test]
 fn requester_gone_while_signing_still_records_the_receipt() {
     let t0 = Instant::now();
     let mut f = WorkerFlow::new(cfg(true), t0);
@@ -266,6 +302,7 @@ enum Ev {
     Done(bool),
     Signed(bool),
     Gone,
+    Cancel,
     Wait(u64),
 }
 
@@ -275,6 +312,7 @@ fn ev() -> impl Strategy<Value = Ev> {
         1 => any::<bool>().prop_map(Ev::Done),
         1 => any::<bool>().prop_map(Ev::Signed),
         1 => Just(Ev::Gone),
+        1 => Just(Ev::Cancel),
         1 => (0u64..400).prop_map(Ev::Wait),
     ]
 }
@@ -296,6 +334,7 @@ proptest! {
                 Ev::Done(ok) => f.engine_done(if ok { Ok(end()) } else { Err(JobError::new(ErrorCode::EngineFailed, "x")) }),
                 Ev::Signed(ok) => f.signed(if ok { Ok(end()) } else { Err("x".into()) }),
                 Ev::Gone => f.requester_gone(),
+                Ev::Cancel => f.cancel_requested(),
                 Ev::Wait(s) => { now += Duration::from_secs(s); f.handle_timeout(now); }
             }
             for a in drain(&mut f) {

@@ -26,9 +26,16 @@ pub(crate) async fn accept(worker: Worker, header: JobHeader, payload: Bytes) ->
         WorkerStats::bump(&worker.stats.jobs_refused_busy);
         return one_frame(JobError::new(ErrorCode::Busy, "worker is at capacity"));
     };
+    let Some(stop) = worker.running.start(&header.request_id) else {
+        return one_frame(JobError::new(
+            ErrorCode::BadRequest,
+            "a job with this request id is running here already",
+        ));
+    };
     let (tx, rx) = mpsc::channel::<Bytes>(FRAME_BUFFER);
     tokio::spawn(async move {
-        run(&worker, header, job, tx).await;
+        run(&worker, header, job, tx, stop.token()).await;
+        drop(stop);
         drop(permit);
     });
     Response::new(frames_body(rx))
@@ -36,7 +43,13 @@ pub(crate) async fn accept(worker: Worker, header: JobHeader, payload: Bytes) ->
 
 /// The shell of [`WorkerFlow`]: runs the engine, feeds the flow what
 /// happens, and carries out what it asks.
-async fn run(worker: &Worker, header: JobHeader, job: JobRequest, tx: mpsc::Sender<Bytes>) {
+async fn run(
+    worker: &Worker,
+    header: JobHeader,
+    job: JobRequest,
+    tx: mpsc::Sender<Bytes>,
+    stop: CancellationToken,
+) {
     WorkerStats::bump(&worker.stats.jobs_started);
     let cfg = FlowConfig {
         paid: worker.pay.is_some(),
@@ -50,6 +63,7 @@ async fn run(worker: &Worker, header: JobHeader, job: JobRequest, tx: mpsc::Send
     let mut engine = tokio::spawn(worker.engine.run(job, text_tx, cancel.clone()));
     let mut text_open = true;
     let mut engine_over = false;
+    let mut cancel_asked = false;
     loop {
         while let Some(action) = flow.poll_action() {
             act(worker, &header, &mut flow, action, &tx, &cancel).await;
@@ -77,6 +91,10 @@ async fn run(worker: &Worker, header: JobHeader, job: JobRequest, tx: mpsc::Send
                     r.unwrap_or_else(|e| Err(EngineError::Failed(e.to_string())))
                         .map_err(|e| e.to_job_error()),
                 );
+            }
+            _ = stop.cancelled(), if !cancel_asked => {
+                cancel_asked = true;
+                flow.cancel_requested();
             }
             _ = tx.closed() => flow.requester_gone(),
             _ = sleep_until(deadline) => flow.handle_timeout(Instant::now()),

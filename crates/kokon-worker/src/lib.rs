@@ -140,6 +140,8 @@ pub struct Worker {
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) pay: Option<Arc<WorkerPay>>,
+    /// Running jobs by request id, for the proxy's cancels (at most one per slot).
+    pub(crate) running: Arc<kokon_link::Cancels>,
 }
 
 impl Worker {
@@ -152,6 +154,7 @@ impl Worker {
             slots,
             stats: Arc::default(),
             pay: None,
+            running: Arc::default(),
         }
     }
 

@@ -150,6 +150,11 @@ async fn route(
             *told.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.message);
             json_reply(&"ok")
         }
+        Call::Cancel(c) if worker.running.cancel(&c.request_id) => json_reply(&"ok"),
+        Call::Cancel(_) => error_reply(
+            StatusCode::NOT_FOUND,
+            JobError::new(ErrorCode::BadRequest, "no such job runs here"),
+        ),
         other @ (Call::Models | Call::Voucher(_) | Call::Close(_)) => error_reply(
             StatusCode::NOT_FOUND,
             JobError::new(

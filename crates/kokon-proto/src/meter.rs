@@ -1,0 +1,67 @@
+//! The one rule, shared by the proxy and the client, that bounds a
+//! receipt's generated tokens by the output that was delivered.
+//!
+//! Both count the same thing — the `Data` frames of the job's stream and
+//! their payload bytes — so a receipt the proxy bills by this rule is one
+//! the client accepts by it. Every generated token yields at least one
+//! byte of text, except the end-of-sequence token and text held back by a
+//! stop sequence (at most [`MAX_STOP_BYTES`]).
+
+/// Longest stop sequence a job may carry, in bytes.
+pub const MAX_STOP_BYTES: u64 = 64;
+
+/// Bytes of a `Data` frame's payload that are not text (the JSON chunk
+/// `{"text":""}` around it).
+pub const CHUNK_OVERHEAD: u64 = 11;
+
+/// Output delivered so far: `Data` frames and their payload bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutputMeter {
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+impl OutputMeter {
+    /// Counts one delivered `Data` frame of `len` payload bytes.
+    pub fn add(&mut self, len: usize) {
+        self.frames += 1;
+        self.bytes = self.bytes.saturating_add(len as u64);
+    }
+
+    /// The most tokens a worker can have generated for this output.
+    pub fn completion_bound(&self) -> u64 {
+        let text = self
+            .bytes
+            .saturating_sub(self.frames.saturating_mul(CHUNK_OVERHEAD));
+        text.saturating_add(1 + MAX_STOP_BYTES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::Chunk;
+
+    #[test]
+    fn the_bound_covers_every_token_of_a_chunk_stream() {
+        let mut m = OutputMeter::default();
+        assert_eq!(
+            m.completion_bound(),
+            1 + MAX_STOP_BYTES,
+            "the end token alone"
+        );
+        for text in ["a", "bc", "\u{e9}"] {
+            let chunk = serde_json::to_vec(&Chunk { text: text.into() }).unwrap();
+            assert_eq!(chunk.len() as u64, text.len() as u64 + CHUNK_OVERHEAD);
+            m.add(chunk.len());
+        }
+        assert_eq!(m.completion_bound(), 5 + 1 + MAX_STOP_BYTES);
+    }
+
+    #[test]
+    fn a_short_frame_cannot_make_the_bound_underflow() {
+        let mut m = OutputMeter::default();
+        m.add(0);
+        assert_eq!(m.completion_bound(), 1 + MAX_STOP_BYTES);
+    }
+}

@@ -114,7 +114,11 @@ const body = {
   finishClose: () => head(OP.finishClose).endCell(),
   setEconomics: (economics) => head(OP.setEconomics).storeRef(economics).endCell(),
   setImage: (image, roles) => head(OP.setImage).storeBuffer(image).storeUint(roles, 8).endCell(),
-  setModel: (model, allowed) => head(OP.setModel).storeBuffer(model).storeBit(allowed).endCell(),
+  // name = null removes the model.
+  setModel: (model, name) => head(OP.setModel).storeBuffer(model)
+    .storeMaybeRef(name === null ? null
+      : beginCell().storeRef(beginCell().storeStringTail(name).endCell()).endCell())
+    .endCell(),
   setProxy: (proxyKey, entry) => head(OP.setProxy).storeBuffer(proxyKey)
     .storeMaybeRef(entry ? beginCell().storeAddress(entry.wallet)
       .storeRef(beginCell().storeStringTail(entry.endpoint).endCell()).endCell() : null)

@@ -68,7 +68,7 @@ test('gas and fees per operation stay within the documented bounds', async () =>
   const r = k.stateInit('registry', k.registryData({ owner: w.proxy.address }));
   h.expectOk(await w.proxy.send({ to: r.address, value: toNano('1'), init: r.init }), r.address);
   measure(rows, 'registry: set model', await w.proxy.send({ to: r.address, value: toNano('0.05'),
-    body: k.body.setModel(Buffer.alloc(32, 1), true) }), r.address);
+    body: k.body.setModel(Buffer.alloc(32, 1), 'm') }), r.address);
 
   // A year of storage rent, charged on the next transaction.
   const rent = {};

@@ -22,7 +22,7 @@ test('owner sets images, models, proxies and economics; each change bumps the ve
   const send = (body) => owner.send({ to: registry, value: toNano('0.05'), body });
   h.expectOk(await send(k.body.setImage(hash(1), k.ROLE.proxy | k.ROLE.worker)), registry);
   h.expectOk(await send(k.body.setImage(hash(2), k.ROLE.worker)), registry);
-  h.expectOk(await send(k.body.setModel(hash(3), true)), registry);
+  h.expectOk(await send(k.body.setModel(hash(3), 'tiny-1b')), registry);
   h.expectOk(await send(k.body.setProxy(hash(4), { wallet: w.proxy.address, endpoint: 'proxy.example:7400' })), registry);
   const econ = k.economicsCell({ commissionBps: 500, channelCloseDelay: 7200, minProxyStake: toNano('100') });
   h.expectOk(await send(k.body.setEconomics(econ)), registry);
@@ -40,11 +40,16 @@ test('owner sets images, models, proxies and economics; each change bumps the ve
   const images = Dictionary.loadDirect(Dictionary.Keys.BigUint(256), Dictionary.Values.Uint(8),
     (await h.get(w.chain, registry, 'images')).readCellOpt());
   assert.deepEqual(images.keys().map((x) => x.toString(16)), [k.key(hash(1)), k.key(hash(2))].map((x) => x.toString(16)));
+  // Each allowed model file carries the name it may be served under.
+  const models = Dictionary.loadDirect(Dictionary.Keys.BigUint(256),
+    { serialize: () => { throw new Error('read only'); }, parse: (sl) => sl.loadRef().beginParse().loadStringTail() },
+    (await h.get(w.chain, registry, 'models')).readCellOpt());
+  assert.equal(models.get(k.key(hash(3))), 'tiny-1b');
   const proxies = (await h.get(w.chain, registry, 'proxies')).readCellOpt();
   assert.ok(proxies);
   // Removal.
   h.expectOk(await send(k.body.setImage(hash(2), 0)), registry);
-  h.expectOk(await send(k.body.setModel(hash(3), false)), registry);
+  h.expectOk(await send(k.body.setModel(hash(3), null)), registry);
   h.expectOk(await send(k.body.setProxy(hash(4), null)), registry);
   assert.equal((await h.get(w.chain, registry, 'imageRoles', [num(hash(2))])).readNumber(), 0);
   assert.equal((await h.get(w.chain, registry, 'modelAllowed', [num(hash(3))])).readBoolean(), false);
@@ -55,7 +60,7 @@ test('owner sets images, models, proxies and economics; each change bumps the ve
 test('every owner operation refuses other senders', async () => {
   const { w, registry } = await setup();
   const bodies = [
-    k.body.setImage(hash(1), 1), k.body.setModel(hash(1), true), k.body.setEconomics(k.economicsCell()),
+    k.body.setImage(hash(1), 1), k.body.setModel(hash(1), 'm'), k.body.setEconomics(k.economicsCell()),
     k.body.setProxy(hash(1), { wallet: w.stranger.address, endpoint: 'x:1' }),
     k.body.transferOwnership(w.stranger.address),
   ];
@@ -69,16 +74,16 @@ test('ownership moves to a new address (a multisig, say) and only it can act', a
   const { w, registry, owner } = await setup();
   h.expectOk(await owner.send({ to: registry, value: toNano('0.05'), body: k.body.transferOwnership(w.client.address) }), registry);
   assert.ok((await h.get(w.chain, registry, 'owner')).readAddress().equals(w.client.address));
-  h.expectFail(await owner.send({ to: registry, value: toNano('0.05'), body: k.body.setModel(hash(1), true) }),
+  h.expectFail(await owner.send({ to: registry, value: toNano('0.05'), body: k.body.setModel(hash(1), 'm') }),
     registry, k.ERR.wrongSender);
-  h.expectOk(await w.client.send({ to: registry, value: toNano('0.05'), body: k.body.setModel(hash(1), true) }), registry);
+  h.expectOk(await w.client.send({ to: registry, value: toNano('0.05'), body: k.body.setModel(hash(1), 'm') }), registry);
 });
 
 test('unknown op fails; the owner gets the unused value back', async () => {
   const { w, registry, owner } = await setup();
   h.expectFail(await owner.send({ to: registry, value: toNano('0.05'), body: h.beginCell().storeUint(1, 32).endCell() }),
     registry, k.ERR.unknownOp);
-  const r = await owner.send({ to: registry, value: toNano('1'), body: k.body.setModel(hash(1), true) });
+  const r = await owner.send({ to: registry, value: toNano('1'), body: k.body.setModel(hash(1), 'm') });
   const back = h.txTo(r, owner.address).map(h.flattenTransaction).filter((f) => f.from?.equals(registry));
   assert.equal(back.length, 1);
   assert.ok(back[0].value > toNano('0.99'));

@@ -39,8 +39,8 @@ pub use error::AttestError;
 pub use evidence::{
     Evidence, EvidenceKind, EvidenceSource, Measurements, SimulatedQuote, SimulatedSource,
 };
-pub use policy::{Policy, RolePolicy};
-pub use registry::{Network, Registry, RegistryError};
+pub use policy::{ModelRules, Policy, RolePolicy, RoutingBounds};
+pub use registry::{Network, Registry, RegistryError, RoutingRules};
 pub use verify::{TdFacts, VerifiedPeer, verify_certificate};
 
 /// Object identifiers of Kokon's certificate extensions.

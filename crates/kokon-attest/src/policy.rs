@@ -16,6 +16,55 @@ pub struct RolePolicy {
     pub images: Option<Vec<[u8; 32]>>,
 }
 
+/// Which model files may be served under which names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelRules {
+    by_name: HashMap<String, Vec<[u8; 32]>>,
+}
+
+impl ModelRules {
+    /// Allows serving the files with `hashes` under `name`.
+    pub fn allow(&mut self, name: &str, hashes: Vec<[u8; 32]>) {
+        self.by_name
+            .entry(name.to_string())
+            .or_default()
+            .extend(hashes);
+    }
+
+    pub fn allows(&self, name: &str, hash: &[u8; 32]) -> bool {
+        self.hashes(name).contains(hash)
+    }
+
+    pub fn allows_hash(&self, hash: &[u8; 32]) -> bool {
+        self.by_name.values().any(|l| l.contains(hash))
+    }
+
+    pub fn hashes(&self, name: &str) -> &[[u8; 32]] {
+        self.by_name.get(name).map_or(&[], |l| l.as_slice())
+    }
+}
+
+/// Bounds on what a worker may announce (the registry's `[routing]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoutingBounds {
+    /// Most jobs one worker is routed at once.
+    pub max_jobs: u32,
+    /// Highest price coefficient a worker may ask, in thousandths.
+    pub max_price_milli: u32,
+    /// Largest prompt (and completion) budget of one job, in tokens.
+    pub max_context: u32,
+}
+
+impl Default for RoutingBounds {
+    fn default() -> Self {
+        Self {
+            max_jobs: 64,
+            max_price_milli: 10_000,
+            max_context: 32_768,
+        }
+    }
+}
+
 /// A verifier policy. Build a production policy with [`Policy::new`]; the
 /// looser test-network settings sit behind [`Policy::dangerous`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,8 +76,11 @@ pub struct Policy {
     pub tdx: Option<TdxTrust>,
     /// Accepted Intel TCB statuses ("UpToDate", "SWHardeningNeeded", …).
     pub tcb_statuses: Vec<String>,
-    /// Allowed model hashes for workers; `None` accepts any model.
-    pub models: Option<Vec<[u8; 32]>>,
+    /// Allowed model hashes for workers, by served name; `None` accepts
+    /// any model under any name.
+    pub models: Option<ModelRules>,
+    /// Bounds on a worker's offer.
+    pub routing: RoutingBounds,
     /// Oldest accepted claims, in seconds.
     pub max_age_secs: u64,
     /// Accepted clock skew into the future, in seconds.
@@ -48,6 +100,7 @@ impl Policy {
             tdx: None,
             tcb_statuses: DEFAULT_TCB_STATUSES.iter().map(|s| s.to_string()).collect(),
             models: None,
+            routing: RoutingBounds::default(),
             max_age_secs: 48 * 3600,
             max_skew_secs: 300,
             max_lifetime_secs: 48 * 3600,
@@ -69,9 +122,21 @@ impl Policy {
         self.allow_debug
     }
 
-    /// Whether the registry allows serving the model with this hash.
+    /// Whether the registry allows serving the model with this hash (under
+    /// some name).
     pub fn allows_model(&self, hash: &[u8; 32]) -> bool {
-        self.models.as_ref().is_none_or(|list| list.contains(hash))
+        self.models.as_ref().is_none_or(|m| m.allows_hash(hash))
+    }
+
+    /// Whether the registry allows serving the model with this hash under
+    /// the name `name`.
+    pub fn allows_model_named(&self, name: &str, hash: &[u8; 32]) -> bool {
+        self.models.as_ref().is_none_or(|m| m.allows(name, hash))
+    }
+
+    /// The hashes allowed under `name`; `None`: any (no model rules).
+    pub fn model_hashes(&self, name: &str) -> Option<&[[u8; 32]]> {
+        self.models.as_ref().map(|m| m.hashes(name))
     }
 
     pub fn role(&self, role: Role) -> Option<&RolePolicy> {

@@ -3,10 +3,11 @@
 //! On a real network this comes from the registry contract on TON; a local
 //! network (`kokon up`) writes one to `$KOKON_HOME/registry.toml`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{ModelRules, RoutingBounds};
 use crate::{Policy, Role, RolePolicy, SimulatedQuote};
 
 /// Which kind of network the registry describes.
@@ -28,15 +29,38 @@ pub struct Registry {
     pub proxy_images: Vec<String>,
     /// Hex image hashes allowed to act as workers.
     pub worker_images: Vec<String>,
-    /// Hex SHA-256 of the model files workers may serve; absent: any model.
+    /// Each served model name and the hex SHA-256 of the model files that
+    /// may be served under it; absent: any model under any name (test
+    /// networks). A worker is routed a name only for a hash listed here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub models: Option<Vec<String>>,
+    pub models: Option<BTreeMap<String, Vec<String>>>,
+    /// Bounds on what a worker may announce; defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingRules>,
     /// TCB, debug and certificate-age rules; defaults when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<AttestationRules>,
     /// Prices, commission and delays (docs/ECONOMICS.md); defaults when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub economics: Option<kokon_money::Economics>,
+}
+
+/// Bounds on a worker's offer (the registry's `[routing]` table).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingRules {
+    /// Most jobs one worker is routed at once; larger offers are cut to it
+    /// [default: 64].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_jobs: Option<u32>,
+    /// Highest price coefficient, in thousandths of the base price; a
+    /// worker asking more is refused [default: 10000].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_price_milli: Option<u32>,
+    /// Largest prompt (and completion) budget of one job, in tokens
+    /// [default: 32768].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_context: Option<u32>,
 }
 
 /// How strictly evidence is judged (the registry's `[attestation]` table).
@@ -98,6 +122,7 @@ impl Registry {
             proxy_images: vec![img(Role::Proxy)],
             worker_images: vec![img(Role::Worker)],
             models: None,
+            routing: None,
             attestation: None,
             economics: Some(kokon_money::Economics::default()),
         }
@@ -135,8 +160,19 @@ impl Registry {
         roles.insert(Role::Client, RolePolicy { images: None });
         let mut policy = Policy::new(roles);
         if let Some(models) = &self.models {
-            policy.models = Some(hashes("models", models)?);
+            let mut rules = ModelRules::default();
+            for (name, list) in models {
+                rules.allow(name, hashes("models", list)?);
+            }
+            policy.models = Some(rules);
         }
+        let r = self.routing.clone().unwrap_or_default();
+        let d = RoutingBounds::default();
+        policy.routing = RoutingBounds {
+            max_jobs: r.max_jobs.unwrap_or(d.max_jobs).max(1),
+            max_price_milli: r.max_price_milli.unwrap_or(d.max_price_milli),
+            max_context: r.max_context.unwrap_or(d.max_context),
+        };
         let rules = self.attestation.clone().unwrap_or_default();
         self.apply(&rules, &mut policy)?;
         Ok(policy)
@@ -208,7 +244,11 @@ mod tests {
             network = "test"
             proxy_images = []
             worker_images = []
-            models = ["1111111111111111111111111111111111111111111111111111111111111111"]
+            [models]
+            tiny = ["1111111111111111111111111111111111111111111111111111111111111111"]
+            [routing]
+            max_jobs = 8
+            max_price_milli = 3000
             [attestation]
             tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
             max_cert_age_secs = 3600
@@ -221,6 +261,13 @@ mod tests {
         assert_eq!((p.max_age_secs, p.max_skew_secs), (3600, 30));
         assert!(p.allows_debug() && p.allows_simulated());
         assert!(p.allows_model(&[0x11; 32]) && !p.allows_model(&[0x22; 32]));
+        assert!(p.allows_model_named("tiny", &[0x11; 32]));
+        assert!(
+            !p.allows_model_named("big", &[0x11; 32]),
+            "a hash allowed under one name is not allowed under another"
+        );
+        assert_eq!((p.routing.max_jobs, p.routing.max_price_milli), (8, 3000));
+        assert_eq!(p.routing.max_context, RoutingBounds::default().max_context);
 
         let prod = Registry::parse(&text.replace("\"test\"", "\"production\"")).unwrap();
         let err = prod.policy().unwrap_err();
@@ -232,6 +279,8 @@ mod tests {
         let d = Registry::local_test_network().policy().unwrap();
         assert_eq!(d.tcb_statuses, ["UpToDate"]);
         assert!(!d.allows_debug() && d.allows_model(&[0x22; 32]));
+        assert!(d.allows_model_named("any", &[0x22; 32]));
+        assert_eq!(d.routing, RoutingBounds::default());
     }
 
     #[test]

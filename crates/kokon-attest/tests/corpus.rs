@@ -39,7 +39,9 @@ struct Case {
 /// A production policy: the "worker" and "proxy" images, one model.
 fn production() -> Policy {
     let mut p = common::production_policy();
-    p.models = Some(vec![MODEL]);
+    let mut models = kokon_attest::ModelRules::default();
+    models.allow("m", vec![MODEL]);
+    p.models = Some(models);
     p
 }
 

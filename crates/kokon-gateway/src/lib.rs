@@ -28,6 +28,11 @@ pub use link::{LinkTiming, ProxyLink};
 pub use openai::check_request;
 pub use pay::ClientPay;
 
+/// The price cap a gateway applies unless told otherwise: twice the
+/// registry's base price. Without one, a worker could charge any price the
+/// registry allows, and the client would pay it.
+pub const DEFAULT_MAX_PRICE_MILLI: u32 = 2000;
+
 /// Gateway settings (see `kokon client --help` for the documented defaults).
 #[derive(Clone, serde::Serialize)]
 pub struct GatewayConfig {
@@ -41,7 +46,8 @@ pub struct GatewayConfig {
     pub api_key: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
-    /// Highest worker price coefficient accepted (thousandths); `None` = any.
+    /// Highest worker price coefficient accepted (thousandths); `None` = any
+    /// [default: [`DEFAULT_MAX_PRICE_MILLI`]].
     pub max_price_milli: Option<u32>,
     /// Jobs run at once; more get 503 with `Retry-After`.
     pub max_concurrent_jobs: usize,
@@ -86,7 +92,7 @@ impl GatewayConfig {
             proxy,
             api_key: None,
             max_body: 1024 * 1024,
-            max_price_milli: None,
+            max_price_milli: Some(DEFAULT_MAX_PRICE_MILLI),
             max_concurrent_jobs: 1024,
             allow_hosts: Vec::new(),
             cors_origins: Vec::new(),

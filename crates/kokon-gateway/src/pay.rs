@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kokon_attest::{Clock, Policy, SystemClock};
 use kokon_money::receipt::{self, Budget, Expect};
-use kokon_money::{Nanotons, PriceTable};
+use kokon_money::{Hash32, Nanotons, PriceTable};
 use kokon_pay::Settlement;
 use kokon_pay::books::client::ClientBooks;
 use kokon_proto::{
@@ -74,9 +74,12 @@ pub(crate) async fn authorise(
         .params
         .max_tokens
         .unwrap_or(kokon_proto::job::DEFAULT_MAX_TOKENS);
+    // No job is larger than the registry's maximum context (the proxy
+    // refuses a budget above it; a longer prompt is refused as over budget).
+    let most = u64::from(pay.policy.routing.max_context);
     let budget = Budget {
-        prompt: payload.len() as u64 + TEMPLATE_TOKENS,
-        completion: completion.into(),
+        prompt: (payload.len() as u64 + TEMPLATE_TOKENS).min(most),
+        completion: u64::from(completion).min(most),
     };
     let coef = header.max_price_milli.unwrap_or(1000);
     let max_cost = budget
@@ -155,10 +158,16 @@ pub(crate) async fn settle(
         .signers
         .signer(&env.cert, &pay.policy, now)
         .map_err(rejected)?;
+    // The registry's files for this name: a worker serving another model
+    // under the name is not paid.
+    let allowed: Option<Vec<Hash32>> = pay
+        .policy
+        .model_hashes(&header.model)
+        .map(|l| l.iter().copied().map(Hash32).collect());
     let expect = Expect {
         request_id: &header.request_id,
         model: &header.model,
-        model_hash: None,
+        model_hashes: allowed.as_deref(),
         prices: &pay.prices,
         price_milli: None,
         max_price_milli: header.max_price_milli,

@@ -68,7 +68,7 @@ pub enum ReceiptError {
     BadSignature,
     #[error("receipt is for another request")]
     WrongRequest,
-    #[error("receipt names model hash {got}, but the worker serves {expected}")]
+    #[error("receipt names model hash {got}, but only {expected} may be served")]
     WrongModel { expected: String, got: String },
     #[error("receipt uses price coefficient {got}, but {expected} was agreed")]
     WrongPrice { expected: u32, got: u32 },

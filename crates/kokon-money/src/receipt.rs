@@ -16,6 +16,27 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// The most any one job can cost: `max_context` tokens of prompt and
+    /// of completion, on the dearest model, at `max_price_milli`.
+    pub fn largest_cost(
+        prices: &PriceTable,
+        max_context: u32,
+        max_price_milli: u32,
+    ) -> Result<Nanotons, crate::MoneyError> {
+        let dearest = prices
+            .models
+            .iter()
+            .filter(|(_, base)| **base > prices.base_per_million)
+            .max_by_key(|(_, base)| **base)
+            .map_or("", |(m, _)| m.as_str());
+        let all = u64::from(max_context);
+        Budget {
+            prompt: all,
+            completion: all,
+        }
+        .max_cost(prices, dearest, max_price_milli)
+    }
+
     /// The most a job within this budget can cost at `coef_milli`.
     pub fn max_cost(
         &self,
@@ -62,8 +83,10 @@ impl Budget {
 pub struct Expect<'a> {
     pub request_id: &'a str,
     pub model: &'a str,
-    /// The model hash, when the verifier knows it.
-    pub model_hash: Option<Hash32>,
+    /// The model hashes the receipt may name: the one the worker announced
+    /// (proxy), or those the registry allows under `model` (client); `None`
+    /// when the verifier has no rule (a test network allowing any model).
+    pub model_hashes: Option<&'a [Hash32]>,
     pub prices: &'a PriceTable,
     /// The agreed coefficient (the proxy knows the worker's), or `None`
     /// with `max_price_milli` as the cap (the client knows only its cap).
@@ -85,11 +108,15 @@ pub fn check(
     if body.request != Hash32::of(expect.request_id.as_bytes()) {
         return Err(ReceiptError::WrongRequest);
     }
-    if let Some(h) = expect.model_hash
-        && h != body.model
+    if let Some(allowed) = expect.model_hashes
+        && !allowed.contains(&body.model)
     {
         return Err(ReceiptError::WrongModel {
-            expected: h.to_string(),
+            expected: allowed
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join(" or "),
             got: body.model.to_string(),
         });
     }
@@ -174,7 +201,7 @@ mod tests {
         Expect {
             request_id: "req-1",
             model: "m",
-            model_hash: Some(Hash32([1; 32])),
+            model_hashes: Some(&[Hash32([1; 32])]),
             prices,
             price_milli: Some(1000),
             max_price_milli: None,
@@ -184,6 +211,21 @@ mod tests {
             },
             completion_bound: None,
         }
+    }
+
+    #[test]
+    fn the_largest_job_is_priced_on_the_dearest_model() {
+        let mut p = PriceTable::default();
+        let at_base = Budget::largest_cost(&p, 32_768, 10_000).unwrap();
+        // 32768 prompt ·1 + 32768 completion ·3, at 0.01 TON per million, ×10.
+        assert_eq!(at_base, 13_107_200);
+        p.models.insert("cheap".into(), 1);
+        assert_eq!(Budget::largest_cost(&p, 32_768, 10_000).unwrap(), at_base);
+        p.models.insert("dear".into(), 20_000_000);
+        assert_eq!(
+            Budget::largest_cost(&p, 32_768, 10_000).unwrap(),
+            2 * at_base
+        );
     }
 
     #[test]
@@ -225,7 +267,7 @@ mod tests {
             Err(ReceiptError::WrongRequest)
         );
         let wrong_model = Expect {
-            model_hash: Some(Hash32([9; 32])),
+            model_hashes: Some(&[Hash32([9; 32]), Hash32([8; 32])]),
             ..e
         };
         assert!(matches!(

@@ -170,6 +170,7 @@ impl LocalNet {
                 // The registry sets the economy: prices, commission, delays.
                 let p = pay::PaySpec {
                     economics: spec.registry.economics(),
+                    routing: policy.routing,
                     ..p.clone()
                 };
                 let booted = pay::bootstrap(&p, spec.workers.len()).await?;

@@ -27,8 +27,11 @@ pub struct PaySpec {
     pub deposit: Nanotons,
     /// The proxy's vault stake.
     pub stake: Nanotons,
-    /// Most the proxy lets a channel owe it.
-    pub max_credit: Nanotons,
+    /// Most the proxy lets a channel owe it; `None`: [`Self::max_credit`]'s
+    /// default, the largest cost of one job.
+    pub max_credit: Option<Nanotons>,
+    /// The registry's bounds on a job (its largest context and price).
+    pub routing: kokon_attest::RoutingBounds,
     pub claim_every: Duration,
     /// Claim once this much is claimable (`None`: [`Self::min_claim`]'s default).
     pub min_claim: Option<Nanotons>,
@@ -126,13 +129,30 @@ impl PaySpec {
             .unwrap_or(if public_chain { MIN_CLAIM_ON_CHAIN } else { 1 })
     }
 
+    /// The credit a channel gets: the configured amount, else the largest
+    /// cost of one job (the registry's largest context each way, on the
+    /// dearest model, at its highest price), so any one job fits and a
+    /// client that never pays loses the proxy at most one.
+    pub fn max_credit(&self) -> Nanotons {
+        self.max_credit.unwrap_or_else(|| {
+            let r = self.routing;
+            kokon_money::receipt::Budget::largest_cost(
+                &self.economics.prices,
+                r.max_context,
+                r.max_price_milli,
+            )
+            .unwrap_or(Nanotons::MAX)
+        })
+    }
+
     pub fn dev(dir: PathBuf) -> Self {
         Self {
             dir,
             economics: Economics::default(),
             deposit: TON,
             stake: TON / 10,
-            max_credit: TON / 100,
+            max_credit: None,
+            routing: kokon_attest::RoutingBounds::default(),
             claim_every: Duration::from_secs(10),
             min_claim: None,
             ton: None,
@@ -224,7 +244,7 @@ pub async fn proxy_books(
         key,
         vault,
         spec.economics.commission_bps,
-        spec.max_credit,
+        spec.max_credit(),
     )
 }
 

@@ -260,7 +260,8 @@ impl Job {
             return Err(no_payments());
         };
         let now = kokon_attest::SystemClock.now_unix();
-        crate::pay::register(pay, &self.header, &self.payload, now).await
+        let max_context = self.state.tls.policy().routing.max_context;
+        crate::pay::register(pay, &self.header, &self.payload, max_context, now).await
     }
 
     /// Reserves the job's credit at the worker's price.
@@ -397,7 +398,7 @@ fn registry_lists(state: &State, model: &str) -> bool {
     kokon_models::find(model)
         .and_then(|e| hex::decode(e.sha256).ok())
         .and_then(|h| <[u8; 32]>::try_from(h).ok())
-        .is_some_and(|h| state.tls.policy().allows_model(&h))
+        .is_some_and(|h| state.tls.policy().allows_model_named(model, &h))
 }
 
 /// Who went away while a job was being sent.

@@ -88,6 +88,7 @@ pub(crate) async fn register(
     pay: &ProxyPay,
     header: &JobHeader,
     payload: &[u8],
+    max_context: u32,
     now_unix: u64,
 ) -> Result<(), JobError> {
     let (p, budget) = match (header.payment, header.budget) {
@@ -98,6 +99,17 @@ pub(crate) async fn register(
             ));
         }
     };
+    let most = u64::from(max_context);
+    if budget.prompt > most || budget.completion > most {
+        return Err(JobError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "the job's budget ({} prompt, {} completion tokens) is above the registry's \
+                 {most}-token maximum context",
+                budget.prompt, budget.completion
+            ),
+        ));
+    }
     if p.expires_unix < now_unix {
         return Err(payment_required(format!(
             "the job's authorisation expired {} s ago (is the client's clock right?)",
@@ -299,10 +311,11 @@ fn check_receipt<'e>(
         .signers
         .signer(&env.cert, policy, now)
         .map_err(rejected)?;
+    let announced = served.model_hash;
     let expect = Expect {
         request_id: &header.request_id,
         model: &header.model,
-        model_hash: served.model_hash,
+        model_hashes: announced.as_ref().map(std::slice::from_ref),
         prices: &pay.economics.prices,
         price_milli: Some(served.price_milli),
         max_price_milli: None,

@@ -49,7 +49,9 @@ pub(crate) async fn attach(
         },
         _ = &mut conn => Err("link closed during announce".to_string()),
     };
-    let announce = announce.and_then(|a| admit_models(&state, &peer, a));
+    let announce = announce
+        .and_then(|a| admit_models(&state, &peer, a))
+        .and_then(|a| within_bounds(&state, a));
     let announce = match announce.and_then(|a| needs_payout(&state, a)) {
         Ok(a) => a,
         Err(why) => {
@@ -105,7 +107,7 @@ fn admit_models(state: &State, peer: &VerifiedPeer, mut a: Announce) -> Result<A
     a.models.retain(|m| {
         let ok = m
             .hash
-            .is_some_and(|h| attested.contains(&h.0) && policy.allows_model(&h.0));
+            .is_some_and(|h| attested.contains(&h.0) && policy.allows_model_named(&m.name, &h.0));
         if !ok {
             tracing::warn!(peer = peer.short_id(), model = %m.name, hash = ?m.hash.map(|h| hex::encode(h.0)),
                 "model not routed: its hash is not in the worker's certificate or not allowed by the registry");
@@ -118,6 +120,22 @@ fn admit_models(state: &State, peer: &VerifiedPeer, mut a: Announce) -> Result<A
             "none of its models is attested in its certificate and allowed by the registry".into(),
         );
     }
+    Ok(a)
+}
+
+/// Holds an offer to the registry's routing bounds: a price above its
+/// maximum is refused; more jobs than its maximum are cut to it (so a worker
+/// cannot draw traffic by announcing a million slots).
+fn within_bounds(state: &State, mut a: Announce) -> Result<Announce, String> {
+    let b = state.tls.policy().routing;
+    if a.price_milli > b.max_price_milli {
+        state.metrics.link_refused("price_above_registry");
+        return Err(format!(
+            "it asks a price coefficient of {}, above the registry's maximum {}",
+            a.price_milli, b.max_price_milli
+        ));
+    }
+    a.max_jobs = a.max_jobs.min(b.max_jobs);
     Ok(a)
 }
 

@@ -70,7 +70,7 @@ fn vouchers() {
     let expect = Expect {
         request_id: "req",
         model: "m",
-        model_hash: None,
+        model_hashes: None,
         prices: &prices,
         price_milli: Some(1000),
         max_price_milli: None,

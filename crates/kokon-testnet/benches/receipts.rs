@@ -34,7 +34,7 @@ async fn net(dir: &std::path::Path, every: u32) -> LocalNet {
     }
     let mut spec = NetSpec::new(vec![w]);
     let mut pay = PaySpec::dev(dir.to_path_buf());
-    pay.max_credit = pay.deposit;
+    pay.max_credit = Some(pay.deposit);
     spec.payments = Some(pay);
     LocalNet::start(spec).await.expect("a local network")
 }

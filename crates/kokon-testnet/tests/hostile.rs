@@ -41,7 +41,7 @@ async fn attack_with(per_token_ms: u64, max_credit: Option<u128>) -> Attack {
     worker.receipt_every_tokens = 16;
     let mut spec = NetSpec::new(vec![worker]);
     let mut pay = PaySpec::dev(dir.path().to_path_buf());
-    pay.max_credit = max_credit.unwrap_or(pay.max_credit);
+    pay.max_credit = max_credit.or(pay.max_credit);
     spec.payments = Some(pay);
     let net = LocalNet::start(spec).await.unwrap();
     // One honest job opens the books.
@@ -561,5 +561,23 @@ async fn a_reset_stream_is_billed_only_for_output_relayed_before_it() {
         billed <= price(100),
         "billed {billed}: the worker was not stopped"
     );
+    a.honest_job_works().await;
+}
+
+#[tokio::test]
+async fn a_budget_above_the_registrys_context_is_refused_before_any_work() {
+    let a = attack().await;
+    let before = a.totals().await;
+    let p = payload("a small prompt with a huge budget");
+    let huge = Budget {
+        prompt: 1000,
+        completion: 1 << 40,
+    };
+    let h = signed(&a.client, a.channel, "huge", &p, huge, now() + 60);
+    let (data, end) = run(&a, &h, p).await;
+    let (code, msg) = end.expect_err("refused");
+    assert_eq!((code, data), (ErrorCode::BadRequest, 0));
+    assert!(msg.contains("maximum context"), "{msg}");
+    assert_eq!(a.totals().await, before, "nothing billed or reserved");
     a.honest_job_works().await;
 }

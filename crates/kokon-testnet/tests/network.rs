@@ -480,8 +480,14 @@ async fn a_silent_worker_is_timed_out_and_the_job_retried() {
 #[tokio::test]
 async fn routes_only_models_the_registry_allows_and_the_certificate_attests() {
     let allowed = kokon_worker::model_hashes(echo("allowed", 0).as_ref());
+    let other = kokon_worker::model_hashes(echo("other", 0).as_ref());
     let mut s = spec(vec![WorkerSpec::new(echo("allowed", 0))]);
-    s.registry.models = Some(allowed.iter().map(|h| hex(h)).collect());
+    s.registry.models = Some(
+        [("allowed", &allowed), ("other", &other)]
+            .into_iter()
+            .map(|(name, hashes)| (name.to_string(), hashes.iter().map(|h| hex(h)).collect()))
+            .collect(),
+    );
     let mut net = LocalNet::start(s).await.unwrap();
     // Claims a model the registry does not list: refused at the handshake.
     net.add_worker(WorkerSpec::new(echo("banned", 0))).unwrap();
@@ -490,9 +496,17 @@ async fn routes_only_models_the_registry_allows_and_the_certificate_attests() {
     let mut sneaky = WorkerSpec::new(echo("sneaky", 0));
     sneaky.claimed_models = Some(allowed.clone());
     net.add_worker(sneaky).unwrap();
+    // Attests another allowed model, and announces it under the name
+    // "allowed": a name is routed only to the hashes allowed for it.
+    let mut imposter = WorkerSpec::new(Arc::new(Renamed {
+        inner: echo("allowed", 0),
+        hash: other[0],
+    }));
+    imposter.claimed_models = Some(other.clone());
+    net.add_worker(imposter).unwrap();
     let m = net.proxy.metrics();
-    eventually("both refused as model_not_allowed", || {
-        m.links_refused("model_not_allowed") >= 2
+    eventually("all three refused as model_not_allowed", || {
+        m.links_refused("model_not_allowed") >= 3
     })
     .await;
     assert_eq!(net.proxy.worker_count(), 1);
@@ -523,6 +537,32 @@ async fn routes_only_models_the_registry_allows_and_the_certificate_attests() {
     }
 }
 
+/// An engine that offers its models under another model's hash.
+struct Renamed {
+    inner: Arc<dyn kokon_engine::Engine>,
+    hash: [u8; 32],
+}
+
+impl kokon_engine::Engine for Renamed {
+    fn models(&self) -> Vec<kokon_proto::ModelOffer> {
+        let mut m = self.inner.models();
+        for o in &mut m {
+            o.hash = Some(kokon_money::Hash32(self.hash));
+        }
+        m
+    }
+
+    fn run(
+        &self,
+        job: kokon_proto::JobRequest,
+        out: kokon_engine::Output,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> kokon_engine::BoxFuture<'static, Result<kokon_proto::JobEnd, kokon_engine::EngineError>>
+    {
+        self.inner.run(job, out, cancel)
+    }
+}
+
 #[tokio::test]
 async fn a_gateway_refuses_a_proxy_whose_image_the_registry_does_not_allow() {
     let net = LocalNet::start(spec(vec![WorkerSpec::new(echo("m", 0))]))
@@ -546,4 +586,50 @@ async fn a_gateway_refuses_a_proxy_whose_image_the_registry_does_not_allow() {
         "{msg}"
     );
     stop.cancel();
+}
+
+#[tokio::test]
+async fn the_registry_bounds_what_a_worker_may_announce() {
+    let greedy = WorkerSpec {
+        max_jobs: 1_000_000,
+        ..WorkerSpec::new(echo("m", 200))
+    };
+    let mut s = spec(vec![greedy]);
+    s.registry.routing = Some(kokon_attest::RoutingRules {
+        max_jobs: Some(2),
+        max_price_milli: Some(3000),
+        max_context: None,
+    });
+    let mut net = LocalNet::start(s).await.unwrap();
+    // A price above the registry's maximum is refused at the link.
+    let mut dear = WorkerSpec::new(echo("m", 0));
+    dear.price_milli = 5000;
+    net.add_worker(dear).unwrap();
+    let m = net.proxy.metrics();
+    eventually("the dear worker is refused", || {
+        m.links_refused("price_above_registry") >= 1
+    })
+    .await;
+    assert_eq!(net.proxy.worker_count(), 1);
+    // A million slots announced, two routed: the third job is `busy`.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut sse = Sse::new(chat(&net.base_url(), "m", &words(50), true).await);
+        sse.next().await.unwrap();
+        holders.push(sse);
+    }
+    let r = chat(&net.base_url(), "m", "one more", false).await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "busy");
+}
+
+#[tokio::test]
+async fn a_gateway_caps_the_price_by_default() {
+    let mut dear = WorkerSpec::new(echo("m", 0));
+    dear.price_milli = kokon_gateway::DEFAULT_MAX_PRICE_MILLI + 1;
+    let net = LocalNet::start(spec(vec![dear])).await.unwrap();
+    let r = chat(&net.base_url(), "m", "how much?", false).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "over_price", "{body}");
 }

@@ -288,9 +288,20 @@ pub mod body {
         arc(b)
     }
 
-    pub fn set_model(model: &[u8; 32], allowed: bool) -> R<ArcCell> {
+    /// `name`: the name the model may be served under; `None` removes it.
+    pub fn set_model(model: &[u8; 32], name: Option<&str>) -> R<ArcCell> {
         let mut b = head(op::SET_MODEL)?;
-        b.store_slice(model)?.store_bit(allowed)?;
+        b.store_slice(model)?;
+        match name {
+            Some(name) => {
+                let mut e = CellBuilder::new();
+                e.store_reference(&string_cell(name)?)?;
+                b.store_bit(true)?.store_reference(&arc(e)?)?;
+            }
+            None => {
+                b.store_bit(false)?;
+            }
+        }
         arc(b)
     }
 

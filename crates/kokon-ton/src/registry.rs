@@ -35,12 +35,21 @@ pub struct RegistryState {
     pub base_per_million: u64,
     /// (image hash, role bits), sorted by hash.
     pub images: Vec<([u8; 32], u8)>,
-    /// Allowed model hashes, sorted.
-    pub models: Vec<[u8; 32]>,
+    /// Allowed model hashes and the name each may be served under, sorted.
+    pub models: Vec<([u8; 32], String)>,
     pub proxies: Vec<ProxyInfo>,
 }
 
 impl RegistryState {
+    /// The allowed model files by served name, as the registry file says it.
+    pub fn models_by_name(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (hash, name) in &self.models {
+            out.entry(name.clone()).or_default().push(hex::encode(hash));
+        }
+        out
+    }
+
     pub fn images_for(&self, role: u8) -> Vec<String> {
         self.images
             .iter()
@@ -54,8 +63,9 @@ fn read_u8(r: &mut BitReader<'_>) -> Result<u8, TonError> {
     Ok(r.uint(8)? as u8)
 }
 
-fn read_bool(r: &mut BitReader<'_>) -> Result<bool, TonError> {
-    r.bit()
+fn read_model(r: &mut BitReader<'_>) -> Result<String, TonError> {
+    cells::read_string(r.reference()?)
+        .map_err(|e| TonError::BadResponse(format!("model name: {e}")))
 }
 
 fn read_proxy(r: &mut BitReader<'_>) -> Result<(Address, String), TonError> {
@@ -81,7 +91,7 @@ pub fn parse_dicts(cell: &ArcCell) -> Result<(usize, usize, usize), TonError> {
     let images = dict(Some(cell.clone()), read_u8)
         .map(|v| v.len())
         .unwrap_or(0);
-    let models = dict(Some(cell.clone()), read_bool)
+    let models = dict(Some(cell.clone()), read_model)
         .map(|v| v.len())
         .unwrap_or(0);
     let proxies = dict(Some(cell.clone()), read_proxy)?.len();
@@ -109,11 +119,8 @@ pub async fn read(api: &TonApi, address: &Address) -> Result<RegistryState, TonE
     )?;
     let models = dict(
         Stack::new(api.get(address, "models", &[]).await?).cell()?,
-        read_bool,
-    )?
-    .into_iter()
-    .map(|(k, _)| k)
-    .collect();
+        read_model,
+    )?;
     let proxies = dict(
         Stack::new(api.get(address, "proxies", &[]).await?).cell()?,
         read_proxy,
@@ -148,9 +155,10 @@ pub enum Change {
         hash: [u8; 32],
         roles: u8,
     },
+    /// `name`: the served name the file is allowed under; `None` removes it.
     Model {
         hash: [u8; 32],
-        allowed: bool,
+        name: Option<String>,
     },
     Proxy {
         key: PublicKey,
@@ -163,7 +171,7 @@ impl Change {
         Ok(match self {
             Change::Economics(e, s) => body::set_economics(&cells::economics_cell(e, *s)?)?,
             Change::Image { hash, roles } => body::set_image(hash, *roles)?,
-            Change::Model { hash, allowed } => body::set_model(hash, *allowed)?,
+            Change::Model { hash, name } => body::set_model(hash, name.as_deref())?,
             Change::Proxy { key, entry } => {
                 body::set_proxy(key, entry.as_ref().map(|(w, e)| (w, e.as_str())))?
             }

@@ -406,7 +406,7 @@ async fn registry_round_trip_and_a_durable_chain() {
         },
         Change::Model {
             hash: [3; 32],
-            allowed: true,
+            name: Some("tiny".into()),
         },
         Change::Proxy {
             key: proxy.public(),
@@ -445,7 +445,7 @@ async fn registry_round_trip_and_a_durable_chain() {
         r.images_for(registry::ROLE_PROXY),
         vec![hex::encode([1u8; 32])]
     );
-    assert_eq!(r.models, vec![[3; 32]]);
+    assert_eq!(r.models, vec![([3; 32], "tiny".to_string())]);
     assert_eq!(r.proxies.len(), 1);
     assert_eq!(r.proxies[0].key, proxy.public());
     assert_eq!(r.proxies[0].endpoint, "proxy.example:7400");

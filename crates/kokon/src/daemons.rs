@@ -126,7 +126,9 @@ pub struct ProxyArgs {
     pub max_links_per_client: Option<usize>,
     /// Paid networks: the most a client may owe (billed, not yet paid by a
     /// voucher, plus what its running jobs may cost), in TON; a client past
-    /// it gets 402 until it pays [default: 0.01].
+    /// it gets 402 until it pays [default: the largest cost of one job — the
+    /// registry's largest context each way at its highest price; 0.0131 TON
+    /// with the default registry].
     #[arg(long, env = "KOKON_PROXY_MAX_CREDIT")]
     pub max_credit: Option<String>,
 }
@@ -216,7 +218,8 @@ pub struct ClientArgs {
     /// Require `Authorization: Bearer <key>` on the API [default: none].
     #[arg(long, env = "KOKON_API_KEY")]
     pub api_key: Option<String>,
-    /// Highest worker price coefficient accepted, in thousandths [default: any].
+    /// Highest worker price coefficient accepted, in thousandths (1000 = the
+    /// registry's base price) [default: 2000].
     #[arg(long, env = "KOKON_CLIENT_MAX_PRICE")]
     pub max_price_milli: Option<u32>,
     /// Public key (hex) of the proxy whose vault the channel pays, with
@@ -370,11 +373,14 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
         }
     }
     let node = node_params(&a.common, Role::Proxy, config_sha256(&cfg))?;
-    let tls = start_node(node, policy(&a.common)?, &shutdown)?;
+    let policy = policy(&a.common)?;
+    let routing = policy.routing;
+    let tls = start_node(node, policy, &shutdown)?;
     let pay = match a.common.devnet()? {
         Some((mut spec, ledger)) => {
+            spec.routing = routing;
             if let Some(c) = &a.max_credit {
-                spec.max_credit = crate::wallet::parse_ton(c).context("--max-credit")?;
+                spec.max_credit = Some(crate::wallet::parse_ton(c).context("--max-credit")?);
             }
             let books = pay::proxy_books(&spec, &ledger, &a.common.wallet_or("dev-proxy")).await?;
             eprintln!(
@@ -570,7 +576,9 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
         a.proxy.unwrap_or_else(|| default_addr("127.0.0.1:7400")),
     );
     cfg.api_key = a.api_key;
-    cfg.max_price_milli = a.max_price_milli;
+    if let Some(cap) = a.max_price_milli {
+        cfg.max_price_milli = Some(cap);
+    }
     cfg.allow_hosts = a.allow_hosts.unwrap_or_default();
     cfg.cors_origins = a.cors_origins.unwrap_or_default();
     cfg.max_concurrent_jobs = a.max_jobs.unwrap_or(cfg.max_concurrent_jobs);

@@ -62,13 +62,15 @@ fn changes(
         .filter(|(h, r)| !have.images.contains(&(*h, *r)))
         .map(|(hash, roles)| Change::Image { hash, roles })
         .collect();
-    for m in want.models.iter().flatten() {
-        let hash = hash32(m)?;
-        if !have.models.contains(&hash) {
-            out.push(Change::Model {
-                hash,
-                allowed: true,
-            });
+    for (name, hashes) in want.models.iter().flatten() {
+        for h in hashes {
+            let hash = hash32(h)?;
+            if !have.models.contains(&(hash, name.clone())) {
+                out.push(Change::Model {
+                    hash,
+                    name: Some(name.clone()),
+                });
+            }
         }
     }
     if !have.proxies.iter().any(|p| p.key == proxy.0) {
@@ -158,7 +160,7 @@ pub fn registry_from_chain(base: &Registry, r: &RegistryState) -> Registry {
     let mut out = base.clone();
     out.proxy_images = r.images_for(ROLE_PROXY);
     out.worker_images = r.images_for(ROLE_WORKER);
-    out.models = (!r.models.is_empty()).then(|| r.models.iter().map(hex::encode).collect());
+    out.models = (!r.models.is_empty()).then(|| r.models_by_name());
     out
 }
 
@@ -237,9 +239,13 @@ pub enum RegistrySetCmd {
         #[arg(long, default_value = "both")]
         roles: String,
     },
-    /// Allow (or with --remove, disallow) a model file hash.
+    /// Allow a model file hash under a served name (or with --remove,
+    /// disallow it).
     Model {
         hash: String,
+        /// The name workers serve it under (what clients ask for).
+        #[arg(long, required_unless_present = "remove")]
+        name: Option<String>,
         #[arg(long)]
         remove: bool,
     },
@@ -326,9 +332,9 @@ fn change(c: &RegistrySetCmd) -> anyhow::Result<Change> {
             hash: hash32(hash)?,
             roles: roles(r)?,
         },
-        RegistrySetCmd::Model { hash, remove } => Change::Model {
+        RegistrySetCmd::Model { hash, name, remove } => Change::Model {
             hash: hash32(hash)?,
-            allowed: !remove,
+            name: if *remove { None } else { name.clone() },
         },
         RegistrySetCmd::Proxy {
             key,
@@ -406,7 +412,7 @@ fn print_registry(r: &RegistryState, json: bool) {
             "min_worker_stake_nanoton": r.stakes.min_worker.to_string(),
             "base_per_million_nanoton": r.base_per_million,
             "proxy_images": r.images_for(ROLE_PROXY), "worker_images": r.images_for(ROLE_WORKER),
-            "models": r.models.iter().map(hex::encode).collect::<Vec<_>>(),
+            "models": r.models_by_name(),
             "proxies": r.proxies.iter().map(|p| serde_json::json!({"key": p.key, "wallet": p.wallet, "endpoint": p.endpoint})).collect::<Vec<_>>(),
         });
         println!("{v:#}");
@@ -435,7 +441,12 @@ fn print_registry(r: &RegistryState, json: bool) {
     println!("  worker images: {}", list(r.images_for(ROLE_WORKER)));
     println!(
         "  models:      {}",
-        list(r.models.iter().map(hex::encode).collect())
+        list(
+            r.models
+                .iter()
+                .map(|(h, name)| format!("{name} = {}", hex::encode(h)))
+                .collect()
+        )
     );
     for p in &r.proxies {
         println!(

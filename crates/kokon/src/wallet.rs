@@ -507,7 +507,7 @@ pub async fn vault(a: VaultArgs) -> anyhow::Result<()> {
         key,
         id,
         spec.economics.commission_bps,
-        spec.max_credit,
+        spec.max_credit(),
     )?;
     let t = books.totals()?;
     let v = json!({ "vault": id, "owner": row.owner, "balance_nanoton": row.balance.to_string(), "withdrawal": row.withdrawal,

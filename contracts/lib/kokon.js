@@ -22,6 +22,7 @@ const ERR = {
   wrongSender: 100, badSignature: 101, wrongTag: 102, wrongTarget: 103, notAboveLatest: 104,
   aboveDeposit: 105, notOpen: 106, delayOver: 107, notClosing: 108, delayNotOver: 109,
   valueTooLow: 110, vaultShort: 111, zeroAmount: 112, alreadyOpen: 113, noWithdrawal: 114,
+  badDelay: 115,
   unknownOp: 0xffff,
 };
 
@@ -34,18 +35,21 @@ function code(name) {
 
 const key = (buf) => BigInt('0x' + Buffer.from(buf).toString('hex'));
 
-function vaultData({ owner, ownerWallet }) {
+// Networks, as in contracts/src/common.tolk.
+const NETWORK = { mainnet: -239, testnet: -3, sandbox: 1 };
+
+function vaultData({ owner, ownerWallet, network = NETWORK.sandbox }) {
   return beginCell()
-    .storeUint(key(owner), 256).storeAddress(ownerWallet)
+    .storeUint(key(owner), 256).storeAddress(ownerWallet).storeInt(network, 32)
     .storeUint(0, 32).storeCoins(0).storeCoins(0).storeUint(0, 32)
     .storeDict(null)
     .endCell();
 }
 
-function channelData({ client, proxy, clientWallet, proxyWallet, vault, seq }) {
+function channelData({ client, proxy, clientWallet, proxyWallet, vault, seq, network = NETWORK.sandbox }) {
   const parties = beginCell()
     .storeAddress(clientWallet).storeAddress(proxyWallet).storeAddress(vault)
-    .storeUint(seq, 64).endCell();
+    .storeUint(seq, 64).storeInt(network, 32).endCell();
   return beginCell()
     .storeUint(key(client), 256).storeUint(key(proxy), 256)
     .storeCoins(0).storeCoins(0).storeUint(0, 32).storeUint(0, 32).storeBit(false)
@@ -127,6 +131,6 @@ const body = {
 };
 
 module.exports = {
-  OP, ERR, TAG, ROLE, code, key, vaultData, channelData, registryData, economicsCell,
+  OP, ERR, TAG, ROLE, NETWORK, code, key, vaultData, channelData, registryData, economicsCell,
   pricesCell, stateInit, channelVoucher, workerVoucher, payoutConsent, body, Dictionary,
 };

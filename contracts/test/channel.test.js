@@ -40,6 +40,12 @@ test('open: only the client, only once, with value for amount and gas', async ()
   h.expectFail(r, address, k.ERR.valueTooLow);
   r = await w.client.send({ to: address, value: toNano('2'), init, body: k.body.open(0n, 60) });
   h.expectFail(r, address, k.ERR.zeroAmount);
+  // The close delay is bounded: never 0 (the proxy could not claim), never
+  // above 30 days (the client's money locked).
+  for (const delay of [0, 30 * 86400 + 1]) {
+    r = await w.client.send({ to: address, value: toNano('2'), init, body: k.body.open(toNano('1'), delay) });
+    h.expectFail(r, address, k.ERR.badDelay);
+  }
   r = await w.client.send({ to: address, value: toNano('2'), init, body: k.body.open(toNano('1'), 60) });
   h.expectOk(r, address);
   r = await w.client.send({ to: address, value: toNano('2'), body: k.body.open(toNano('1'), 60) });
@@ -181,4 +187,47 @@ test('unknown op fails; an empty body tops up the reserve', async () => {
   h.expectFail(r, channel, k.ERR.unknownOp);
   r = await w.stranger.send({ to: channel, value: toNano('0.05') });
   h.expectOk(r, channel);
+});
+
+test('a voucher signed for a testnet channel is refused by the same parties\' mainnet channel', async () => {
+  const w = await h.world();
+  const vault = await h.deployVault(w);
+  const testnet = await h.deployChannel(w, vault, { network: k.NETWORK.testnet });
+  const mainnet = await h.deployChannel(w, vault, { network: k.NETWORK.mainnet });
+  assert.ok(!testnet.equals(mainnet), 'the network is part of the address');
+  // Signed for the testnet channel, sent to the mainnet one.
+  const { voucher, signature } = h.signedChannelVoucher(w.ck.secretKey, testnet, toNano('1'));
+  const r = await w.proxy.send({ to: mainnet, value: toNano('0.05'), body: k.body.claim(signature, voucher) });
+  h.expectFail(r, mainnet, k.ERR.wrongTarget);
+  assert.equal((await h.channelState(w.chain, mainnet)).claimed, 0n);
+  h.expectOk(await claim(w, testnet, toNano('1')), testnet);
+});
+
+test('every proxy and client operation brings its gas', async () => {
+  const { w, channel } = await setup();
+  const { voucher, signature } = h.signedChannelVoucher(w.ck.secretKey, channel, toNano('1'));
+  const low = toNano('0.01');
+  for (const [from, body] of [
+    [w.proxy, k.body.claim(signature, voucher)],
+    [w.proxy, k.body.closeCooperative(signature, voucher)],
+    [w.client, k.body.startClose()],
+  ]) {
+    h.expectFail(await from.send({ to: channel, value: low, body }), channel, k.ERR.valueTooLow);
+  }
+  assert.equal((await h.channelState(w.chain, channel)).claimed, 0n);
+});
+
+test('a cooperative close whose claim bounces refunds everything to the client', async () => {
+  const w = await h.world();
+  // The vault was never deployed: the close's claim bounces.
+  const { address: vault } = k.stateInit('vault', k.vaultData({ owner: w.pk.publicKey, ownerWallet: w.proxy.address }));
+  const channel = await h.deployChannel(w, vault, { deposit: toNano('5') });
+  const { voucher, signature } = h.signedChannelVoucher(w.ck.secretKey, channel, toNano('2'));
+  const before = await w.client.getBalance();
+  const r = await w.proxy.send({ to: channel, value: toNano('0.05'), body: k.body.closeCooperative(signature, voucher) });
+  h.expectOk(r, channel);
+  const s = await h.channelState(w.chain, channel);
+  assert.equal(s.closed, true);
+  assert.equal(s.claimed, 0n, 'the bounced claim is undone');
+  assert.ok((await w.client.getBalance()) - before >= toNano('4.9'), 'the whole deposit is back');
 });

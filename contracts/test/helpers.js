@@ -24,16 +24,16 @@ async function world() {
     ck: keys('client'), pk: keys('proxy'), wk: keys('worker') };
 }
 
-async function deployVault(w, { stake = toNano('10'), delay = 3600 } = {}) {
-  const { init, address } = k.stateInit('vault', k.vaultData({ owner: w.pk.publicKey, ownerWallet: w.proxy.address }));
+async function deployVault(w, { stake = toNano('10'), delay = 3600, network } = {}) {
+  const { init, address } = k.stateInit('vault', k.vaultData({ owner: w.pk.publicKey, ownerWallet: w.proxy.address, network }));
   const r = await w.proxy.send({ to: address, value: stake + toNano('0.05'), init, body: k.body.openVault(stake, delay) });
   expectOk(r, address);
   return address;
 }
 
-async function deployChannel(w, vault, { deposit = toNano('5'), delay = 3600, seq = 0n } = {}) {
+async function deployChannel(w, vault, { deposit = toNano('5'), delay = 3600, seq = 0n, network } = {}) {
   const data = k.channelData({ client: w.ck.publicKey, proxy: w.pk.publicKey, clientWallet: w.client.address,
-    proxyWallet: w.proxy.address, vault, seq });
+    proxyWallet: w.proxy.address, vault, seq, network });
   const { init, address } = k.stateInit('channel', data);
   const r = await w.client.send({ to: address, value: deposit + toNano('0.05'), init, body: k.body.open(deposit, delay) });
   expectOk(r, address);

@@ -21,7 +21,10 @@ test('open vault: owner only, once, with the stake', async () => {
   r = await w.proxy.send({ to: address, value: toNano('1'), init, body: k.body.openVault(toNano('1'), 60) });
   h.expectFail(r, address, k.ERR.valueTooLow);
   r = await w.proxy.send({ to: address, value: toNano('2'), init, body: k.body.openVault(toNano('1'), 0) });
-  h.expectFail(r, address, k.ERR.zeroAmount);
+  h.expectFail(r, address, k.ERR.badDelay);
+  // Bounded: money is never locked for more than 30 days.
+  r = await w.proxy.send({ to: address, value: toNano('2'), init, body: k.body.openVault(toNano('1'), 30 * 86400 + 1) });
+  h.expectFail(r, address, k.ERR.badDelay);
   r = await w.proxy.send({ to: address, value: toNano('2'), init, body: k.body.openVault(toNano('1'), 60) });
   h.expectOk(r, address);
   r = await w.proxy.send({ to: address, value: toNano('2'), body: k.body.openVault(toNano('1'), 1) });
@@ -115,4 +118,26 @@ test('unknown op fails; plain transfers top up the reserve, not the balance', as
     body: h.beginCell().storeUint(7, 32).endCell() }), vault, k.ERR.unknownOp);
   h.expectOk(await w.stranger.send({ to: vault, value: toNano('1') }), vault);
   assert.equal((await h.vaultState(w.chain, vault)).balance, toNano('10'));
+});
+
+test('a worker voucher for a testnet vault is refused by the mainnet vault of the same proxy', async () => {
+  const w = await h.world();
+  const testnet = await h.deployVault(w, { network: k.NETWORK.testnet });
+  const mainnet = await h.deployVault(w, { network: k.NETWORK.mainnet });
+  assert.ok(!testnet.equals(mainnet));
+  const r = await claimWith(w, mainnet, h.workerClaimBody(w, testnet, toNano('1')));
+  h.expectFail(r, mainnet, k.ERR.wrongTarget);
+  assert.equal(await h.workerClaimed(w.chain, mainnet, w.wk.publicKey), 0n);
+});
+
+test('claims and withdrawals bring their gas', async () => {
+  const { w, vault } = await setup();
+  const low = toNano('0.01');
+  let r = await w.worker.send({ to: vault, value: low, body: h.workerClaimBody(w, vault, toNano('1')) });
+  h.expectFail(r, vault, k.ERR.valueTooLow);
+  r = await w.proxy.send({ to: vault, value: low, body: k.body.requestWithdrawal(toNano('1')) });
+  h.expectFail(r, vault, k.ERR.valueTooLow);
+  r = await w.proxy.send({ to: vault, value: low, body: k.body.withdraw() });
+  h.expectFail(r, vault, k.ERR.valueTooLow);
+  assert.equal(await h.workerClaimed(w.chain, vault, w.wk.publicKey), 0n);
 });

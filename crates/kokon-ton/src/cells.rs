@@ -88,9 +88,11 @@ pub fn address_of(code: &ArcCell, data: &ArcCell) -> R<Address> {
 }
 
 /// A vault's initial data: its owner (the proxy's key) and owner wallet.
-pub fn vault_data(owner: &PublicKey, owner_wallet: &Address) -> R<ArcCell> {
+/// `network`: [`crate::Network::id`], part of the vault's address.
+pub fn vault_data(owner: &PublicKey, owner_wallet: &Address, network: i32) -> R<ArcCell> {
     let mut b = CellBuilder::new();
     key(&mut b, owner)?.store_address(&ton_address(owner_wallet))?;
+    b.store_i32(32, network)?;
     b.store_u32(32, 0)?;
     coins(&mut b, 0)?;
     coins(&mut b, 0)?;
@@ -107,6 +109,8 @@ pub struct Parties {
     pub proxy_wallet: Address,
     pub vault: Address,
     pub seq: u64,
+    /// [`crate::Network::id`]: a channel belongs to one network.
+    pub network: i32,
 }
 
 pub fn channel_data(p: &Parties) -> R<ArcCell> {
@@ -115,7 +119,8 @@ pub fn channel_data(p: &Parties) -> R<ArcCell> {
         .store_address(&ton_address(&p.client_wallet))?
         .store_address(&ton_address(&p.proxy_wallet))?
         .store_address(&ton_address(&p.vault))?
-        .store_u64(64, p.seq)?;
+        .store_u64(64, p.seq)?
+        .store_i32(32, p.network)?;
     let mut b = CellBuilder::new();
     key(&mut b, &p.client)?;
     key(&mut b, &p.proxy)?;

@@ -32,6 +32,20 @@ pub enum Network {
     Sandbox,
 }
 
+impl Network {
+    /// The network's id in the initial data of every channel and vault
+    /// (contracts/src/common.tolk), so of their addresses: the chains'
+    /// global ids, and 1 for the local sandbox. A voucher names a channel's
+    /// or vault's address, so one signed on a network is refused on another.
+    pub fn id(self) -> i32 {
+        match self {
+            Network::Mainnet => -239,
+            Network::Testnet => -3,
+            Network::Sandbox => 1,
+        }
+    }
+}
+
 impl std::str::FromStr for Network {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -99,6 +113,7 @@ pub fn exit_meaning(code: i32) -> &'static str {
         112 => "zero amount",
         113 => "already open",
         114 => "no withdrawal requested",
+        115 => "delay of 0 or above 30 days",
         0xffff => "unknown operation",
         -1 => "no code to run (account not deployed)",
         _ => "TVM error",

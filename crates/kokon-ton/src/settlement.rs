@@ -132,7 +132,7 @@ impl TonSettlement {
 
     /// The address of the vault owned by `owner`.
     pub fn vault_of(&self, owner: &PublicKey) -> Result<Address, TonError> {
-        let data = cells::vault_data(owner, &self.wallet_of(owner)?)?;
+        let data = cells::vault_data(owner, &self.wallet_of(owner)?, self.cfg.network.id())?;
         cells::address_of(&cells::VAULT_CODE, &data)
     }
 
@@ -149,6 +149,7 @@ impl TonSettlement {
             proxy_wallet: self.wallet_of(proxy)?,
             vault: self.vault_of(proxy)?,
             seq,
+            network: self.cfg.network.id(),
         })
     }
 
@@ -473,7 +474,8 @@ impl TonSettlement {
         let out = if existing.is_some() {
             Self::outgoing(id, amount + GAS, body::deposit(amount)?)
         } else {
-            let data = cells::vault_data(&owner.public(), &self.wallet_of(&owner.public())?)?;
+            let owner_wallet = self.wallet_of(&owner.public())?;
+            let data = cells::vault_data(&owner.public(), &owner_wallet, self.cfg.network.id())?;
             Outgoing {
                 init: Some((cells::VAULT_CODE.clone(), data)),
                 ..Self::outgoing(

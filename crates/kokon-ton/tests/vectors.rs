@@ -30,7 +30,8 @@ fn key(n: u8) -> SecretKey {
 fn vectors() -> serde_json::Value {
     let (client, proxy, worker) = (key(1), key(2), key(3));
     let w = |k: &SecretKey| wallet::address(WalletKind::V4r2, &k.public()).unwrap();
-    let vault_data = cells::vault_data(&proxy.public(), &w(&proxy)).unwrap();
+    let network = kokon_ton::Network::Sandbox.id();
+    let vault_data = cells::vault_data(&proxy.public(), &w(&proxy), network).unwrap();
     let vault = cells::address_of(&cells::VAULT_CODE, &vault_data).unwrap();
     let parties = Parties {
         client: client.public(),
@@ -39,6 +40,7 @@ fn vectors() -> serde_json::Value {
         proxy_wallet: w(&proxy),
         vault,
         seq: 0,
+        network,
     };
     let channel_data = cells::channel_data(&parties).unwrap();
     let channel = cells::address_of(&cells::CHANNEL_CODE, &channel_data).unwrap();
@@ -138,4 +140,36 @@ fn kokon_money_cells_equal_tonlib_cells() {
     let bits = v.cell().unwrap();
     let c = cells::from_bits(&bits).unwrap();
     assert_eq!(c.cell_hash().as_slice(), bits.repr_hash());
+}
+
+#[test]
+fn a_channel_and_a_vault_have_one_address_per_network() {
+    use kokon_ton::Network;
+    let (client, proxy) = (key(1), key(2));
+    let w = |k: &SecretKey| wallet::address(WalletKind::V4r2, &k.public()).unwrap();
+    let addresses = |network: Network| {
+        let vault_data = cells::vault_data(&proxy.public(), &w(&proxy), network.id()).unwrap();
+        let vault = cells::address_of(&cells::VAULT_CODE, &vault_data).unwrap();
+        let parties = Parties {
+            client: client.public(),
+            proxy: proxy.public(),
+            client_wallet: w(&client),
+            proxy_wallet: w(&proxy),
+            vault,
+            seq: 0,
+            network: network.id(),
+        };
+        let data = cells::channel_data(&parties).unwrap();
+        (
+            vault,
+            cells::address_of(&cells::CHANNEL_CODE, &data).unwrap(),
+        )
+    };
+    let (tv, tc) = addresses(Network::Testnet);
+    let (mv, mc) = addresses(Network::Mainnet);
+    let (sv, sc) = addresses(Network::Sandbox);
+    // A voucher names its channel (or vault): signed on one network, it is
+    // for an address that does not exist on another.
+    assert!(tv != mv && mv != sv && tv != sv);
+    assert!(tc != mc && mc != sc && tc != sc);
 }

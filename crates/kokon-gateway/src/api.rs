@@ -303,6 +303,11 @@ impl Run {
                         "job was not authorised",
                     )),
                 };
+                if let (Err(e), Some(p), Some(_)) = (&r, &self.paid, &receipt)
+                    && e.code == kokon_proto::ErrorCode::ReceiptRejected
+                {
+                    self.dispute(p.pay.clone(), &e.message);
+                }
                 self.flow.settled(r);
             }
             Action::Cancel => self.cancel().await,
@@ -343,6 +348,16 @@ impl Run {
             self.flow.stop_reading();
             while self.next().await.is_some() {}
         }
+    }
+
+    /// Disputes the job's receipt at the proxy, in the background.
+    fn dispute(&self, pay: Arc<crate::ClientPay>, why: &str) {
+        let (link, id, why) = (
+            self.link.clone(),
+            self.header.request_id.clone(),
+            why.to_string(),
+        );
+        tokio::spawn(async move { crate::pay::dispute(&pay, &link, &id, &why).await });
     }
 
     /// Asks the proxy to cancel the job; if it cannot be asked, the stream

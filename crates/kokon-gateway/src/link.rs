@@ -207,6 +207,11 @@ impl ProxyLink {
             .await
     }
 
+    /// Tells the proxy this client refuses a receipt it billed.
+    pub async fn dispute(&self, req: &kokon_proto::DisputeRequest) -> Result<(), JobError> {
+        self.call(|c| async move { c.dispute(req).await }).await
+    }
+
     /// Cancels a job on the link it was sent on.
     pub async fn cancel(
         &self,

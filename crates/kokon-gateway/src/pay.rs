@@ -236,3 +236,33 @@ pub(crate) async fn deliver_vouchers(link: Arc<ProxyLink>, pay: Arc<ClientPay>) 
         }
     }
 }
+
+/// Tells the proxy this client refuses the receipt it billed for
+/// `request_id` (signed with the channel's key), so the proxy does not hold
+/// it against the channel and withholds the worker's fee. Best effort: a
+/// dispute that does not arrive leaves the receipt billed and unpaid.
+pub(crate) async fn dispute(pay: &ClientPay, link: &ProxyLink, request_id: &str, reason: &str) {
+    let req = {
+        let books = pay.books().await;
+        let channel = books.channel().id;
+        let hash = kokon_proto::DisputeRequest::signing_hash(&channel, request_id);
+        let mut reason = reason.to_string();
+        if reason.len() > kokon_proto::control::MAX_DISPUTE_REASON {
+            let mut end = kokon_proto::control::MAX_DISPUTE_REASON;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        kokon_proto::DisputeRequest {
+            channel,
+            request_id: request_id.to_string(),
+            reason,
+            signature: books.key().sign(&hash),
+        }
+    };
+    match link.dispute(&req).await {
+        Ok(()) => tracing::warn!(request_id, "receipt disputed at the proxy"),
+        Err(e) => tracing::warn!(request_id, error = %e.message, "dispute not taken"),
+    }
+}

@@ -11,8 +11,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_money::{ChannelVoucher, Signed, WorkerVoucher};
 use kokon_proto::announce::MAX_ANNOUNCE;
 use kokon_proto::{
-    Announce, CancelRequest, CloseReply, CloseRequest, ErrorCode, JobError, JobHeader, ModelsReply,
-    PROTOCOL_VERSION, paths,
+    Announce, CancelRequest, CloseReply, CloseRequest, DisputeRequest, ErrorCode, JobError,
+    JobHeader, ModelsReply, PROTOCOL_VERSION, paths,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -112,6 +112,11 @@ impl LinkClient {
     /// Asks the peer to stop a job sent on this link (its stream ends).
     pub async fn cancel(&self, req: &CancelRequest) -> Result<(), JobError> {
         self.post(paths::CANCEL, req).await.map(|_| ())
+    }
+
+    /// Tells the proxy the client refuses a billed receipt.
+    pub async fn dispute(&self, req: &DisputeRequest) -> Result<(), JobError> {
+        self.post(paths::DISPUTE, req).await.map(|_| ())
     }
 
     async fn get(&self, path: &'static str, limit: usize) -> Result<Bytes, JobError> {

@@ -12,7 +12,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_money::{ChannelVoucher, Signed, WorkerVoucher};
-use kokon_proto::{CancelRequest, CloseRequest, ErrorCode, JobError, JobHeader, paths};
+use kokon_proto::{
+    CancelRequest, CloseRequest, DisputeRequest, ErrorCode, JobError, JobHeader, paths,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::{Body, error_reply};
@@ -74,6 +76,8 @@ pub enum Call {
     Refused(JobError),
     /// `POST cancel` (client → proxy, proxy → worker): stop a running job.
     Cancel(CancelRequest),
+    /// `POST dispute` (client → proxy): the client refuses a billed receipt.
+    Dispute(DisputeRequest),
 }
 
 impl Call {
@@ -88,6 +92,7 @@ impl Call {
             Call::VaultVoucher(_) => "vault_voucher",
             Call::Refused(_) => "refused",
             Call::Cancel(_) => "cancel",
+            Call::Dispute(_) => "dispute",
         }
     }
 }
@@ -125,6 +130,7 @@ pub async fn read_call(req: Request<Incoming>, limits: &LinkLimits) -> Result<Ca
         (&Method::POST, paths::VAULT_VOUCHER) => "vault_voucher",
         (&Method::POST, paths::REFUSED) => "refused",
         (&Method::POST, paths::CANCEL) => "cancel",
+        (&Method::POST, paths::DISPUTE) => "dispute",
         _ => {
             return Err(CallError::new(
                 StatusCode::NOT_FOUND,
@@ -146,6 +152,7 @@ pub async fn read_call(req: Request<Incoming>, limits: &LinkLimits) -> Result<Ca
         "close" => Call::Close(serde_json::from_slice(&body).map_err(bad)?),
         "refused" => Call::Refused(serde_json::from_slice(&body).map_err(bad)?),
         "cancel" => Call::Cancel(serde_json::from_slice(&body).map_err(bad)?),
+        "dispute" => Call::Dispute(serde_json::from_slice(&body).map_err(bad)?),
         _ => Call::VaultVoucher(serde_json::from_slice(&body).map_err(bad)?),
     })
 }

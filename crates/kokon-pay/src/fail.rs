@@ -26,6 +26,8 @@ pub const ALL: &[&str] = &[
     "proxy.bill_part.after_persist",
     "proxy.bill.before_persist",
     "proxy.bill.after_persist",
+    "proxy.dispute.before_persist",
+    "proxy.dispute.after_persist",
     "proxy.voucher.before_persist",
     "proxy.voucher.after_persist",
     "proxy.claim.before_settle",

@@ -36,6 +36,8 @@ pub enum PayError {
     AlreadyBilled(String),
     #[error("request id {0} was already used on this channel")]
     DuplicateRequest(String),
+    #[error("dispute refused: {0}")]
+    Disputed(String),
     #[error(transparent)]
     Crashed(#[from] fail::Crashed),
     #[error("settlement backend: {0}")]

@@ -76,6 +76,8 @@ enum Op {
     Release(usize),
     /// The client pays `percent` of what it owes (and sends it twice).
     Pay(u8),
+    /// The client disputes the `i`-th finished job's receipt.
+    Dispute(usize),
     /// The proxy crashes: running jobs are lost, the books reopened.
     Crash,
 }
@@ -87,6 +89,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..4, 0u8..80).prop_map(|(i, s)| Op::End(i, s)),
         1 => (0usize..4).prop_map(Op::Release),
         2 => (0u8..=100).prop_map(Op::Pay),
+        1 => (0usize..8).prop_map(Op::Dispute),
         1 => Just(Op::Crash),
     ]
 }
@@ -104,9 +107,20 @@ struct Model {
     registered: HashSet<String>,
     billed: Nanotons,
     paid: Nanotons,
+    /// Jobs over with something billed: (id, cost), in order.
+    finished: Vec<(String, Nanotons)>,
+    disputed: HashSet<String>,
+    /// Fees of disputed receipts, less what later bills took back.
+    withheld: Nanotons,
 }
 
 impl Model {
+    /// A bill raising the cost by `delta` takes back withheld fees first.
+    fn take_back(&mut self, delta: Nanotons) {
+        let fee = delta - delta * Nanotons::from(BPS) / 10_000;
+        self.withheld -= self.withheld.min(fee);
+    }
+
     fn reserved(&self, running: &[Running]) -> Nanotons {
         running.iter().map(|r| MAX_COST - r.billed).sum()
     }
@@ -116,7 +130,12 @@ fn check(books: &ProxyBooks, m: &Model, running: &[Running]) -> Result<(), TestC
     let t = books.totals().unwrap();
     prop_assert_eq!(t.billed, m.billed, "billed");
     prop_assert_eq!(t.paid, m.paid, "paid");
-    prop_assert_eq!(t.owed_to_workers + t.commission, t.billed, "conservation");
+    prop_assert_eq!(t.withheld, m.withheld, "withheld");
+    prop_assert_eq!(
+        t.owed_to_workers + t.commission,
+        t.billed + t.withheld,
+        "conservation"
+    );
     prop_assert_eq!(books.owed(&channel()), m.billed - m.paid);
     let exposure = m.billed - m.paid + m.reserved(running);
     prop_assert!(exposure <= CREDIT, "exposure {} above the credit", exposure);
@@ -193,6 +212,7 @@ fn step(
                 .wait_blocking()
                 .unwrap();
             m.billed += cost - job.billed;
+            m.take_back(cost - job.billed);
             job.billed = cost;
         }
         Op::End(i, s) if i < running.len() => {
@@ -211,12 +231,37 @@ fn step(
                 .wait_blocking()
                 .unwrap();
             m.billed += cost - job.billed;
+            m.take_back(cost - job.billed);
+            if cost > 0 {
+                m.finished.push((job.id, cost));
+            }
         }
         Op::Release(i) if i < running.len() => {
             let job = running.remove(i);
             books.release(job.reservation);
+            if job.billed > 0 {
+                m.finished.push((job.id, job.billed));
+            }
         }
-        Op::Part(..) | Op::End(..) | Op::Release(_) => {}
+        Op::Dispute(i) if i < m.finished.len() => {
+            let (id, cost) = m.finished[i].clone();
+            let allowed = m.disputed.len()
+                < kokon_pay::books::proxy::MAX_DISPUTES_PER_CHANNEL as usize
+                && !m.disputed.contains(&id)
+                && m.billed - m.paid >= cost;
+            match books.dispute(&channel(), &id) {
+                Ok(d) => {
+                    let d = d.wait_blocking().unwrap();
+                    prop_assert!(allowed, "dispute of {id} taken");
+                    prop_assert_eq!(d.cost, cost);
+                    m.billed -= cost;
+                    m.withheld += d.fee;
+                    m.disputed.insert(id);
+                }
+                Err(_) => prop_assert!(!allowed, "dispute of {id} refused"),
+            }
+        }
+        Op::Part(..) | Op::End(..) | Op::Release(_) | Op::Dispute(_) => {}
         Op::Pay(p) => pay(books, m, p)?,
         Op::Crash => {
             let before = books.totals().unwrap();

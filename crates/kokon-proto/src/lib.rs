@@ -52,6 +52,9 @@ pub mod paths {
     /// Client → proxy, proxy → worker: cancel a running job (JSON
     /// [`crate::CancelRequest`]).
     pub const CANCEL: &str = "/kokon/v1/cancel";
+    /// Client → proxy: the client refuses a billed receipt (JSON
+    /// [`crate::DisputeRequest`]).
+    pub const DISPUTE: &str = "/kokon/v1/dispute";
 }
 
 pub use announce::{Announce, ModelOffer, ModelsReply};
@@ -88,7 +91,7 @@ pub struct CloseReply {
     #[serde(with = "kokon_money::message::u128_string")]
     pub refunded: u128,
 }
-pub use control::CancelRequest;
+pub use control::{CancelRequest, DisputeRequest};
 pub use error::{ErrorCode, JobError};
 pub use frame::{Frame, FrameDecoder, FrameError};
 pub use header::{AuthScope, HeaderError, JobHeader, JobKind, Payment};

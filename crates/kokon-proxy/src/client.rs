@@ -61,6 +61,18 @@ async fn route(state: Arc<State>, cancels: Arc<Cancels>, req: Request<Incoming>)
             },
             None => unpaid(),
         },
+        Call::Dispute(req) => match state.pay.as_deref() {
+            Some(pay) => match crate::pay::dispute(pay, &req).await {
+                Ok(banned) => {
+                    if let Some(worker) = banned {
+                        workers::stop_routing(&state, &worker);
+                    }
+                    json_reply(&"ok")
+                }
+                Err(e) => error_reply(StatusCode::BAD_REQUEST, e),
+            },
+            None => unpaid(),
+        },
         other @ (Call::Announce | Call::VaultVoucher(_) | Call::Refused(_)) => error_reply(
             StatusCode::NOT_FOUND,
             JobError::new(

@@ -446,3 +446,42 @@ async fn claim_due(pay: &ProxyPay) {
         }
     }
 }
+
+/// Distinct channels disputing a worker's receipts past which the proxy
+/// routes it no more (one client alone cannot get a worker dropped).
+pub(crate) const WORKER_DISPUTE_LIMIT: usize = 3;
+
+/// Handles a client's dispute of a billed receipt: checks it is signed by
+/// the channel's client, records it durably (the channel is no longer
+/// billed for it; the worker's fee is withheld from its next earnings).
+/// Returns the worker if it is now disputed by too many channels.
+pub(crate) async fn dispute(
+    pay: &ProxyPay,
+    req: &kokon_proto::DisputeRequest,
+) -> Result<Option<PublicKey>, JobError> {
+    let bad = |m: String| JobError::new(ErrorCode::BadRequest, m);
+    if req.reason.len() > kokon_proto::control::MAX_DISPUTE_REASON {
+        return Err(bad("the dispute's reason is too long".into()));
+    }
+    let terms = pay
+        .books()
+        .await
+        .terms(&req.channel)
+        .ok_or_else(|| bad(format!("no channel {} here", req.channel)))?;
+    let hash = kokon_proto::DisputeRequest::signing_hash(&req.channel, &req.request_id);
+    terms
+        .client
+        .verify(&hash, &req.signature)
+        .map_err(|_| bad("the dispute is not signed by the channel's client".into()))?;
+    let refused = |e: PayError| bad(format!("dispute refused: {e}"));
+    let recorded = pay.books().await.dispute(&req.channel, &req.request_id);
+    let d = recorded.map_err(refused)?.wait().await.map_err(refused)?;
+    tracing::warn!(channel = %req.channel.short(), request_id = %req.request_id, worker = %d.worker.to_hex(),
+        cost = %d.cost, reason = %req.reason, "receipt disputed; the worker's fee is withheld");
+    Ok((d.channels_disputing >= WORKER_DISPUTE_LIMIT).then_some(d.worker))
+}
+
+/// Whether a worker's receipts are disputed by too many channels to route it.
+pub(crate) async fn too_disputed(pay: &ProxyPay, worker: &PublicKey) -> bool {
+    pay.books().await.channels_disputing(worker) >= WORKER_DISPUTE_LIMIT
+}

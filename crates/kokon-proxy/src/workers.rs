@@ -52,7 +52,12 @@ pub(crate) async fn attach(
     let announce = announce
         .and_then(|a| admit_models(&state, &peer, a))
         .and_then(|a| within_bounds(&state, a));
-    let announce = match announce.and_then(|a| needs_payout(&state, a)) {
+    let announce = announce.and_then(|a| needs_payout(&state, a));
+    let announce = match announce {
+        Ok(a) => not_disputed(&state, a).await,
+        Err(why) => Err(why),
+    };
+    let announce = match announce {
         Ok(a) => a,
         Err(why) => {
             // The connection must be driven for the refusal to go out.
@@ -78,6 +83,35 @@ pub(crate) async fn attach(
     tracing::info!(worker = id, peer = peer.short_id(), models = ?announce.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
         max_jobs = announce.max_jobs, "worker joined");
     let _ = conn.await;
+}
+
+/// Takes the workers paid at `payout` out of the router: their receipts
+/// are disputed by too many clients. They are refused when they link again.
+pub(crate) fn stop_routing(state: &State, payout: &kokon_money::PublicKey) {
+    let ids: Vec<WorkerId> = lock(&state.links)
+        .iter()
+        .filter(|(_, l)| l.payout.as_ref() == Some(payout))
+        .map(|(id, _)| *id)
+        .collect();
+    let mut router = lock(&state.router);
+    for id in ids {
+        tracing::warn!(
+            worker = id,
+            "worker no longer routed: its receipts are disputed by several clients"
+        );
+        router.remove(id);
+    }
+}
+
+/// A worker whose receipts too many clients disputed is not routed.
+async fn not_disputed(state: &State, a: Announce) -> Result<Announce, String> {
+    match (&state.pay, &a.payout) {
+        (Some(pay), Some(payout)) if crate::pay::too_disputed(pay, payout).await => {
+            state.metrics.link_refused("disputed");
+            Err("its receipts are disputed by several clients".into())
+        }
+        _ => Ok(a),
+    }
 }
 
 /// On a paid network a worker must name where its earnings go.

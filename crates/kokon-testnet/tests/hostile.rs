@@ -581,3 +581,67 @@ async fn a_budget_above_the_registrys_context_is_refused_before_any_work() {
     assert_eq!(a.totals().await, before, "nothing billed or reserved");
     a.honest_job_works().await;
 }
+
+#[tokio::test]
+async fn a_dispute_must_be_the_clients_and_unbills_only_its_own_unpaid_job() {
+    let a = attack().await;
+    let before = a.totals().await;
+    let p = payload("a job the client will dispute");
+    let h = signed(&a.client, a.channel, "disputed", &p, BUDGET, now() + 60);
+    let (_, end) = run(&a, &h, p).await;
+    end.expect("the job runs");
+    let billed = a.totals().await.billed - before.billed;
+    assert!(billed > 0);
+    let dispute = |key: &SecretKey, id: &str| {
+        let hash = kokon_proto::DisputeRequest::signing_hash(&a.channel, id);
+        kokon_proto::DisputeRequest {
+            channel: a.channel,
+            request_id: id.into(),
+            reason: "the receipt does not match what I received".into(),
+            signature: key.sign(&hash),
+        }
+    };
+    // Someone else cannot dispute the client's jobs.
+    let e = a
+        .link
+        .dispute(&dispute(&SecretKey::generate(), "disputed"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("not signed by the channel's client"),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        a.totals().await.billed - before.billed,
+        billed,
+        "nothing changed"
+    );
+    // A job never billed cannot be disputed.
+    assert!(
+        a.link
+            .dispute(&dispute(&a.client, "no-such-job"))
+            .await
+            .is_err()
+    );
+    // The client's own, unpaid: unbilled, and the worker's fee withheld.
+    a.link
+        .dispute(&dispute(&a.client, "disputed"))
+        .await
+        .unwrap();
+    let t = a.totals().await;
+    assert_eq!(t.billed, before.billed, "the disputed job is not billed");
+    assert!(
+        t.withheld > 0 && t.withheld < billed,
+        "the worker's fee is withheld"
+    );
+    assert_eq!(t.owed_to_workers + t.commission, t.billed + t.withheld);
+    // Once only.
+    assert!(
+        a.link
+            .dispute(&dispute(&a.client, "disputed"))
+            .await
+            .is_err()
+    );
+    a.honest_job_works().await;
+}

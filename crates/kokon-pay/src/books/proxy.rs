@@ -24,7 +24,24 @@ CREATE TABLE IF NOT EXISTS channels (id TEXT PRIMARY KEY, terms TEXT NOT NULL, b
 CREATE TABLE IF NOT EXISTS workers (worker TEXT PRIMARY KEY, owed TEXT NOT NULL, voucher TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS admissions (channel TEXT NOT NULL, request TEXT NOT NULL, PRIMARY KEY (channel, request)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS receipts (request TEXT PRIMARY KEY, channel TEXT NOT NULL, worker TEXT NOT NULL, cost TEXT NOT NULL, fee TEXT NOT NULL, receipt TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS disputes (channel TEXT NOT NULL, request TEXT NOT NULL, worker TEXT NOT NULL, cost TEXT NOT NULL, fee TEXT NOT NULL, PRIMARY KEY (channel, request)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS withheld (worker TEXT PRIMARY KEY, amount TEXT NOT NULL);
 ";
+
+/// Receipts one channel may dispute; past it, its disputes are refused (a
+/// client cannot make every job free by disputing it).
+pub const MAX_DISPUTES_PER_CHANNEL: u32 = 3;
+
+/// A dispute recorded by [`ProxyBooks::dispute`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Disputed {
+    /// The worker whose receipt it was (its fee is withheld from its next ones).
+    pub worker: PublicKey,
+    pub cost: Nanotons,
+    pub fee: Nanotons,
+    /// Distinct channels that have disputed this worker's receipts.
+    pub channels_disputing: usize,
+}
 
 /// Credit held on a channel for one running job: made only by
 /// [`ProxyBooks::admit`], neither `Copy` nor `Clone`, and consumed by exactly
@@ -125,8 +142,13 @@ pub struct ProxyTotals {
     pub billed: Nanotons,
     pub paid: Nanotons,
     pub claimed: Nanotons,
+    /// What the vault's vouchers promise the workers. With disputes, it
+    /// includes fees still to be taken back (`withheld`): `owed_to_workers +
+    /// commission = billed + withheld`.
     pub owed_to_workers: Nanotons,
     pub commission: Nanotons,
+    /// Fees of disputed receipts not yet taken back from their workers.
+    pub withheld: Nanotons,
 }
 
 /// The proxy's money state, durable.
@@ -140,6 +162,12 @@ pub struct ProxyBooks {
     workers: HashMap<PublicKey, Signed<WorkerVoucher>>,
     /// Running jobs billed in part, by (channel, request id).
     progress: HashMap<(Address, String), Progress>,
+    /// Fees of disputed receipts to take back from each worker's next ones.
+    withheld: HashMap<PublicKey, Nanotons>,
+    /// Disputes made by each channel.
+    disputes: HashMap<Address, u32>,
+    /// The channels that disputed each worker's receipts.
+    disputed_by: HashMap<PublicKey, std::collections::HashSet<Address>>,
 }
 
 impl std::fmt::Debug for ProxyBooks {
@@ -186,7 +214,7 @@ impl ProxyBooks {
                 workers.insert(v.body.worker, v);
             }
         }
-        Ok(Self {
+        let mut books = Self {
             db,
             key: Arc::new(key),
             vault,
@@ -195,7 +223,138 @@ impl ProxyBooks {
             channels,
             workers,
             progress: HashMap::new(),
-        })
+            withheld: HashMap::new(),
+            disputes: HashMap::new(),
+            disputed_by: HashMap::new(),
+        };
+        books.load_disputes()?;
+        Ok(books)
+    }
+
+    fn load_disputes(&mut self) -> Result<(), PayError> {
+        let conn = self.db.conn();
+        let mut st = conn.prepare("SELECT worker, amount FROM withheld")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (w, a) = row?;
+            self.withheld.insert(worker_key(&w)?, amount(a)?);
+        }
+        let mut st = conn.prepare("SELECT channel, worker FROM disputes")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (c, w) = row?;
+            let c = Address::parse(&c)
+                .map_err(|e| PayError::Storage(format!("disputed channel: {e}")))?;
+            *self.disputes.entry(c).or_default() += 1;
+            self.disputed_by
+                .entry(worker_key(&w)?)
+                .or_default()
+                .insert(c);
+        }
+        Ok(())
+    }
+
+    /// The client of `channel` refuses the receipt billed for `request_id`
+    /// (its gateway could not verify it). Recorded durably: the channel is
+    /// no longer billed for it, and the worker's fee for it is withheld
+    /// from its next earnings (taken back from the fees of its next
+    /// receipts). Only an unpaid receipt can be disputed, and a channel
+    /// disputes at most [`MAX_DISPUTES_PER_CHANNEL`].
+    pub fn dispute(
+        &mut self,
+        channel: &Address,
+        request_id: &str,
+    ) -> Result<Durable<Disputed>, PayError> {
+        let refused = |m: String| PayError::Disputed(m);
+        let made = self.disputes.get(channel).copied().unwrap_or(0);
+        if made >= MAX_DISPUTES_PER_CHANNEL {
+            return Err(refused(format!(
+                "channel {channel} has disputed {made} receipts, the most it may"
+            )));
+        }
+        if self
+            .progress
+            .contains_key(&(*channel, request_id.to_string()))
+        {
+            return Err(refused(format!("request {request_id} is still running")));
+        }
+        let (worker, cost, fee) = self.billed_receipt(channel, request_id)?;
+        let (c, _) = self
+            .channels
+            .get(channel)
+            .ok_or(PayError::NoChannel(*channel))?;
+        if c.billed.saturating_sub(c.paid) < cost {
+            return Err(refused(format!(
+                "request {request_id} is paid for already; a paid receipt is not disputed"
+            )));
+        }
+        let billed = c.billed - cost;
+        let withheld = self.withheld.get(&worker).copied().unwrap_or(0) + fee;
+        fail::hit("proxy.dispute.before_persist")?;
+        self.db.commit(|tx| {
+            let inserted = super::exec(
+                tx,
+                "INSERT OR IGNORE INTO disputes (channel, request, worker, cost, fee) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![channel.to_string(), request_id, worker.to_hex(), cost.to_string(), fee.to_string()],
+            )?;
+            if inserted == 0 {
+                return Err(PayError::Disputed(format!("request {request_id} is disputed already")));
+            }
+            super::exec(
+                tx,
+                "UPDATE channels SET billed = ?2 WHERE id = ?1",
+                params![channel.to_string(), billed.to_string()],
+            )?;
+            set_withheld(tx, &worker, withheld)?;
+            Ok(())
+        })?;
+        fail::hit("proxy.dispute.after_persist")?;
+        if let Some((c, _)) = self.channels.get_mut(channel) {
+            c.billed = billed;
+        }
+        self.withheld.insert(worker, withheld);
+        *self.disputes.entry(*channel).or_default() += 1;
+        let by = self.disputed_by.entry(worker).or_default();
+        by.insert(*channel);
+        let channels_disputing = by.len();
+        Ok(self.db.durable(Disputed {
+            worker,
+            cost,
+            fee,
+            channels_disputing,
+        }))
+    }
+
+    /// Distinct channels that disputed `worker`'s receipts.
+    pub fn channels_disputing(&self, worker: &PublicKey) -> usize {
+        self.disputed_by.get(worker).map_or(0, |s| s.len())
+    }
+
+    /// The worker, cost and fee of what was billed for `request_id` on `channel`.
+    fn billed_receipt(
+        &self,
+        channel: &Address,
+        request_id: &str,
+    ) -> Result<(PublicKey, Nanotons, Nanotons), PayError> {
+        let row: Option<(String, String, String)> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT worker, cost, fee FROM receipts WHERE request = ?1 AND channel = ?2",
+                params![request_id, channel.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?;
+        let (w, cost, fee) = row.ok_or_else(|| {
+            PayError::Disputed(format!(
+                "nothing was billed for request {request_id} on {channel}"
+            ))
+        })?;
+        Ok((worker_key(&w)?, amount(cost)?, amount(fee)?))
     }
 
     pub fn vault(&self) -> Address {
@@ -422,7 +581,11 @@ impl ProxyBooks {
             fee: prior.fee + fee_delta,
         };
         let owed = self.workers.get(&b.worker).map_or(0, |v| v.body.amount);
-        let voucher = next_worker_voucher(self.vault(), b.worker, owed, fee_delta, &self.key)?;
+        // Fees of the worker's disputed receipts are taken back first.
+        let held = self.withheld.get(&b.worker).copied().unwrap_or(0);
+        let taken = held.min(fee_delta);
+        let voucher =
+            next_worker_voucher(self.vault(), b.worker, owed, fee_delta - taken, &self.key)?;
         fail::hit(before)?;
         self.db.commit(|tx| {
             let row = params![b.request_id, r.channel.to_string(), b.worker.to_hex(), now.cost.to_string(), now.fee.to_string(), to_json(b.receipt)];
@@ -452,9 +615,15 @@ impl ProxyBooks {
                 "INSERT INTO workers (worker, owed, voucher) VALUES (?1, ?2, ?3) ON CONFLICT(worker) DO UPDATE SET owed = ?2, voucher = ?3",
                 params![b.worker.to_hex(), voucher.body.amount.to_string(), to_json(&voucher)],
             )?;
+            if taken > 0 {
+                set_withheld(tx, &b.worker, held - taken)?;
+            }
             Ok(())
         })?;
         fail::hit(after)?;
+        if taken > 0 {
+            self.withheld.insert(b.worker, held - taken);
+        }
         Ok((voucher, now))
     }
 
@@ -547,7 +716,11 @@ impl ProxyBooks {
     /// Totals over the books (from disk).
     pub fn totals(&self) -> Result<ProxyTotals, PayError> {
         let mut t = ProxyTotals::default();
-        let mut st = self.db.conn().prepare("SELECT cost, fee FROM receipts")?;
+        // Disputed receipts are not billed (the client does not pay them).
+        let mut st = self.db.conn().prepare(
+            "SELECT cost, fee FROM receipts r WHERE NOT EXISTS \
+             (SELECT 1 FROM disputes d WHERE d.channel = r.channel AND d.request = r.request)",
+        )?;
         for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
             let (cost, fee) = row?;
             let (cost, fee) = (amount(cost)?, amount(fee)?);
@@ -560,6 +733,24 @@ impl ProxyBooks {
             t.claimed += claimed;
         }
         t.owed_to_workers = self.workers.values().map(|v| v.body.amount).sum();
+        t.withheld = self.withheld.values().sum();
         Ok(t)
     }
+}
+
+fn worker_key(hex: &str) -> Result<PublicKey, PayError> {
+    PublicKey::from_hex(hex).map_err(|e| PayError::Storage(format!("worker key: {e}")))
+}
+
+fn set_withheld(
+    tx: &rusqlite::Transaction<'_>,
+    worker: &PublicKey,
+    amount: Nanotons,
+) -> Result<(), PayError> {
+    super::exec(
+        tx,
+        "INSERT INTO withheld (worker, amount) VALUES (?1, ?2) ON CONFLICT(worker) DO UPDATE SET amount = ?2",
+        params![worker.to_hex(), amount.to_string()],
+    )?;
+    Ok(())
 }

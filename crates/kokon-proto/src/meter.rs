@@ -14,26 +14,28 @@ pub const MAX_STOP_BYTES: u64 = 64;
 /// `{"text":""}` around it).
 pub const CHUNK_OVERHEAD: u64 = 11;
 
-/// Output delivered so far: `Data` frames and their payload bytes.
+/// Output delivered so far: `Data` frames, their payload bytes, and the
+/// text bytes they can carry (each frame's payload less the chunk around it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OutputMeter {
     pub frames: u64,
     pub bytes: u64,
+    pub text: u64,
 }
 
 impl OutputMeter {
     /// Counts one delivered `Data` frame of `len` payload bytes.
     pub fn add(&mut self, len: usize) {
-        self.frames += 1;
-        self.bytes = self.bytes.saturating_add(len as u64);
+        let len = len as u64;
+        self.frames = self.frames.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(len);
+        self.text = self.text.saturating_add(len.saturating_sub(CHUNK_OVERHEAD));
     }
 
-    /// The most tokens a worker can have generated for this output.
+    /// The most tokens a worker can have generated for this output. It
+    /// never shrinks as output is added.
     pub fn completion_bound(&self) -> u64 {
-        let text = self
-            .bytes
-            .saturating_sub(self.frames.saturating_mul(CHUNK_OVERHEAD));
-        text.saturating_add(1 + MAX_STOP_BYTES)
+        self.text.saturating_add(1 + MAX_STOP_BYTES)
     }
 }
 
@@ -59,9 +61,13 @@ mod tests {
     }
 
     #[test]
-    fn a_short_frame_cannot_make_the_bound_underflow() {
+    fn a_short_frame_neither_underflows_nor_lowers_the_bound() {
         let mut m = OutputMeter::default();
         m.add(0);
         assert_eq!(m.completion_bound(), 1 + MAX_STOP_BYTES);
+        m.add(20);
+        let before = m.completion_bound();
+        m.add(3);
+        assert_eq!(m.completion_bound(), before);
     }
 }

@@ -64,6 +64,16 @@ fn receipt(id: &str, cost: Nanotons) -> Signed<Receipt> {
     Signed::sign(r, &worker_key()).unwrap()
 }
 
+/// The bill of `receipt` for job `id`, from the one worker.
+fn bill_of<'a>(id: &'a str, receipt: &'a Signed<Receipt>) -> Bill<'a> {
+    Bill {
+        request_id: id,
+        worker: worker_key().public(),
+        receipt,
+        cost: receipt.body.cost,
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     /// Register and admit a job with this id (ids repeat: duplicates).
@@ -172,7 +182,6 @@ fn step(
     running: &mut Vec<Running>,
     op: Op,
 ) -> Result<(), TestCaseError> {
-    let worker = worker_key().public();
     match op {
         Op::Start(n) => {
             let id = format!("req-{n}");
@@ -200,12 +209,7 @@ fn step(
             let job = &mut running[i];
             let cost = (job.billed + Nanotons::from(s)).min(MAX_COST);
             let r = receipt(&job.id, cost);
-            let bill = Bill {
-                request_id: &job.id,
-                worker,
-                receipt: &r,
-                cost,
-            };
+            let bill = bill_of(&job.id, &r);
             books
                 .bill_part(&job.reservation, bill)
                 .unwrap()
@@ -219,12 +223,7 @@ fn step(
             let job = running.remove(i);
             let cost = (job.billed + Nanotons::from(s)).min(MAX_COST);
             let r = receipt(&job.id, cost);
-            let bill = Bill {
-                request_id: &job.id,
-                worker,
-                receipt: &r,
-                cost,
-            };
+            let bill = bill_of(&job.id, &r);
             books
                 .bill(job.reservation, bill)
                 .unwrap()

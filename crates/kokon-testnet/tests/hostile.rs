@@ -471,18 +471,24 @@ async fn read_data(frames: &mut kokon_link::FrameStream, n: usize) -> usize {
     receipts
 }
 
-#[tokio::test]
-async fn a_cancelled_job_stops_at_the_worker_and_bills_exactly_the_receipt_the_client_got() {
-    let a = attack_with(10, None).await;
-    let before = a.totals().await;
-    let worker = a.net.workers[0].stats.clone();
+/// Submits a 300-token job `id` on the client's channel; returns its
+/// stream and the link it runs on.
+async fn long_job(a: &Attack, id: &str) -> (kokon_link::FrameStream, kokon_link::LinkClient) {
     let p = payload_max(&words(300), 300);
     let budget = Budget {
         prompt: 1000,
         completion: 300,
     };
-    let h = signed(&a.client, a.channel, "cancel-me", &p, budget, now() + 60);
-    let (mut frames, on) = a.link.submit(&h, p).await.unwrap();
+    let h = signed(&a.client, a.channel, id, &p, budget, now() + 60);
+    a.link.submit(&h, p).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_cancelled_job_stops_at_the_worker_and_bills_exactly_the_receipt_the_client_got() {
+    let a = attack_with(10, None).await;
+    let before = a.totals().await;
+    let worker = a.net.workers[0].stats.clone();
+    let (mut frames, on) = long_job(&a, "cancel-me").await;
     read_data(&mut frames, 20).await;
     let cancel = kokon_proto::CancelRequest {
         request_id: "cancel-me".into(),
@@ -526,13 +532,7 @@ async fn a_reset_stream_is_billed_only_for_output_relayed_before_it() {
     let a = attack_with(10, None).await;
     let before = a.totals().await;
     let worker = a.net.workers[0].stats.clone();
-    let p = payload_max(&words(300), 300);
-    let budget = Budget {
-        prompt: 1000,
-        completion: 300,
-    };
-    let h = signed(&a.client, a.channel, "reset-me", &p, budget, now() + 60);
-    let (mut frames, _on) = a.link.submit(&h, p).await.unwrap();
+    let (mut frames, _on) = long_job(&a, "reset-me").await;
     assert!(
         read_data(&mut frames, 40).await >= 2,
         "receipts every 16 tokens"

@@ -54,11 +54,7 @@ async fn attack_with(per_token_ms: u64, max_credit: Option<u128>) -> Attack {
         .unwrap();
     let ledger = devnet(&net);
     let channel = ledger.channels_of(client.public()).await.unwrap()[0].id;
-    let policy = std::sync::Arc::new(Registry::local_test_network().policy().unwrap());
-    let tls =
-        kokon_tls::node::simulated_node(Role::Client, None, policy, [0; 32], &Default::default())
-            .unwrap();
-    let link = ProxyLink::new(net.proxy.addr, tls);
+    let link = client_link(&net);
     Attack {
         net,
         link,
@@ -66,6 +62,15 @@ async fn attack_with(per_token_ms: u64, max_credit: Option<u128>) -> Attack {
         channel,
         _dir: dir,
     }
+}
+
+/// A new client link to the proxy, with its own RA-TLS certificate.
+fn client_link(net: &LocalNet) -> ProxyLink {
+    let policy = std::sync::Arc::new(Registry::local_test_network().policy().unwrap());
+    let tls =
+        kokon_tls::node::simulated_node(Role::Client, None, policy, [0; 32], &Default::default())
+            .unwrap();
+    ProxyLink::new(net.proxy.addr, tls)
 }
 
 fn now() -> u64 {
@@ -493,12 +498,21 @@ async fn a_cancelled_job_stops_at_the_worker_and_bills_exactly_the_receipt_the_c
     let cancel = kokon_proto::CancelRequest {
         request_id: "cancel-me".into(),
     };
+    // Another client, on its own link, cannot cancel this one's job: it
+    // names the request id, but the job does not run on its link.
+    let other = client_link(&a.net);
+    let p = payload("a job on another link");
+    let h = signed(&a.client, a.channel, "other-link", &p, BUDGET, now() + 60);
+    let (_, other_on) = other.submit(&h, p).await.unwrap();
+    let refused = other.cancel(&other_on, &cancel).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::BadRequest);
+    read_data(&mut frames, 5).await; // the job streams on
     a.link
         .cancel(&on, &cancel)
         .await
         .expect("the proxy takes the cancel");
     // The stream goes on to its end: the worker's last receipt, then why.
-    let (mut data, mut last) = (20, None);
+    let (mut data, mut last) = (25, None);
     let code = loop {
         match frames.next().await.expect("a final frame").unwrap() {
             Frame::Data(_) => data += 1,

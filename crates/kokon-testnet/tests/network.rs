@@ -21,6 +21,22 @@ fn spec(workers: Vec<WorkerSpec>) -> NetSpec {
     NetSpec::new(workers)
 }
 
+/// Holds `n` streaming jobs open; then one more is refused `busy` (503).
+/// Returns the held streams.
+async fn assert_busy_after(net: &LocalNet, n: usize) -> Vec<Sse> {
+    let mut holders = Vec::new();
+    for _ in 0..n {
+        let mut sse = Sse::new(chat(&net.base_url(), "m", &words(50), true).await);
+        sse.next().await.unwrap();
+        holders.push(sse);
+    }
+    let r = chat(&net.base_url(), "m", "one more", false).await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "busy");
+    holders
+}
+
 fn completed(s: &WorkerStats) -> u64 {
     WorkerStats::get(&s.jobs_completed)
 }
@@ -198,16 +214,7 @@ async fn says_busy_when_every_worker_is_full() {
     let net = LocalNet::start(spec(vec![one_slot(), one_slot(), one_slot()]))
         .await
         .unwrap();
-    let mut holders = Vec::new();
-    for _ in 0..3 {
-        let mut sse = Sse::new(chat(&net.base_url(), "m", &words(50), true).await);
-        sse.next().await.unwrap();
-        holders.push(sse);
-    }
-    let r = chat(&net.base_url(), "m", "one more", false).await;
-    assert_eq!(r.status(), 503);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "busy");
+    let _holders = assert_busy_after(&net, 3).await;
 }
 
 /// A worker whose evidence binds other claims than its certificate carries.
@@ -612,16 +619,7 @@ async fn the_registry_bounds_what_a_worker_may_announce() {
     .await;
     assert_eq!(net.proxy.worker_count(), 1);
     // A million slots announced, two routed: the third job is `busy`.
-    let mut holders = Vec::new();
-    for _ in 0..2 {
-        let mut sse = Sse::new(chat(&net.base_url(), "m", &words(50), true).await);
-        sse.next().await.unwrap();
-        holders.push(sse);
-    }
-    let r = chat(&net.base_url(), "m", "one more", false).await;
-    assert_eq!(r.status(), 503);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "busy");
+    assert_busy_after(&net, 2).await;
 }
 
 #[tokio::test]

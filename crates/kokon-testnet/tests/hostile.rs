@@ -659,3 +659,49 @@ async fn a_dispute_must_be_the_clients_and_unbills_only_its_own_unpaid_job() {
     );
     a.honest_job_works().await;
 }
+
+#[tokio::test]
+async fn a_worker_disputed_by_three_channels_is_routed_no_more() {
+    let a = attack().await;
+    let pay = a.net.proxy.pay().unwrap();
+    let proxy_key = pay.books().await.owner().public();
+    let ledger = devnet(&a.net);
+    let mut clients = vec![(SecretKey::from_bytes(a.client.to_bytes()), a.channel)];
+    for _ in 0..2 {
+        let key = SecretKey::generate();
+        ledger.fund(key.public(), 10_000_000_000).await.unwrap();
+        let ch = ledger
+            .open_channel(&key, proxy_key, 1_000_000_000)
+            .await
+            .unwrap();
+        clients.push((key, ch.id));
+    }
+    for (i, (key, channel)) in clients.iter().enumerate() {
+        a.honest_job_works().await;
+        let id = format!("disputed-{i}");
+        let p = payload("a job its client will dispute");
+        let h = signed(key, *channel, &id, &p, BUDGET, now() + 60);
+        let (_, end) = run(&a, &h, p).await;
+        end.expect("the job runs");
+        let hash = kokon_proto::DisputeRequest::signing_hash(channel, &id);
+        let d = kokon_proto::DisputeRequest {
+            channel: *channel,
+            request_id: id,
+            reason: "does not match".into(),
+            signature: key.sign(&hash),
+        };
+        a.link.dispute(&d).await.unwrap();
+    }
+    let t = a.totals().await;
+    assert!(t.withheld > 0, "the disputed fees are withheld");
+    assert_eq!(t.owed_to_workers + t.commission, t.billed + t.withheld);
+    let worker = a.net.workers[0].stats.clone();
+    let served = WorkerStats::get(&worker.jobs_completed);
+    let r = chat(&a.net.base_url(), "echo", "anyone there?", false).await;
+    assert_ne!(r.status(), 200, "the disputed worker is not routed");
+    assert_eq!(
+        WorkerStats::get(&worker.jobs_completed),
+        served,
+        "it ran nothing"
+    );
+}

@@ -105,6 +105,8 @@ pub enum RegistryError {
     BadTcbStatus(String),
     #[error("`{0}` weakens security and is only accepted when network = \"test\"")]
     TestOnly(&'static str),
+    #[error("registry [economics]: {0}")]
+    BadEconomics(kokon_money::MoneyError),
 }
 
 /// The simulated image label of a role in this build.
@@ -134,7 +136,11 @@ impl Registry {
     }
 
     pub fn parse(text: &str) -> Result<Self, RegistryError> {
-        toml::from_str(text).map_err(|e| RegistryError::Parse(e.to_string()))
+        let r: Self = toml::from_str(text).map_err(|e| RegistryError::Parse(e.to_string()))?;
+        if let Some(e) = &r.economics {
+            e.check().map_err(RegistryError::BadEconomics)?;
+        }
+        Ok(r)
     }
 
     pub fn to_toml(&self) -> String {
@@ -236,6 +242,34 @@ mod tests {
             ..r
         };
         assert!(!prod.policy().unwrap().allows_simulated());
+    }
+
+    #[test]
+    fn economics_no_ledger_would_accept_are_refused_with_the_field_named() {
+        let with = |close: u64, withdraw: u64, bps: u16| {
+            let mut r = Registry::local_test_network();
+            r.economics = Some(kokon_money::Economics {
+                channel_close_delay_secs: close,
+                vault_withdraw_delay_secs: withdraw,
+                commission_bps: bps,
+                ..Default::default()
+            });
+            Registry::parse(&r.to_toml())
+        };
+        let max = kokon_money::MAX_DELAY_SECS;
+        assert!(
+            with(1, max, 10_000).is_ok(),
+            "the bounds themselves are fine"
+        );
+        for (close, withdraw, bps, field) in [
+            (0, 3600, 1000, "channel_close_delay_secs"),
+            (3600, max + 1, 1000, "vault_withdraw_delay_secs"),
+            (3600, 3600, 10_001, "commission"),
+        ] {
+            let e = with(close, withdraw, bps).unwrap_err();
+            assert!(matches!(e, RegistryError::BadEconomics(_)), "{e}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
     }
 
     #[test]

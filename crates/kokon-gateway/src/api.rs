@@ -182,6 +182,7 @@ async fn run_job(
         paid: None,
         frames: None,
         submitted_on: None,
+        answered: false,
     };
     if meta.shape.stream {
         // Wait for the first output so an early failure gets a proper status.
@@ -257,6 +258,21 @@ struct Run {
     frames: Option<Frames>,
     /// The link the job was sent on.
     submitted_on: Option<kokon_link::LinkClient>,
+    /// The job ended by its `End` (and was paid, on a paid network).
+    answered: bool,
+}
+
+impl Drop for Run {
+    /// A paid job that ended otherwise than by its `End` (a failure, a
+    /// refusal, a broken link, a client gone) may have been billed more
+    /// than was paid here: the proxy's bills are looked at soon.
+    fn drop(&mut self) {
+        if let Some(p) = &self.paid
+            && !self.answered
+        {
+            p.pay.reconcile.notify_one();
+        }
+    }
 }
 
 impl Run {
@@ -312,7 +328,10 @@ impl Run {
             }
             Action::Cancel => self.cancel().await,
             Action::Emit(t) => return Some(Out::Text(t)),
-            Action::Answer { end, cost } => return Some(Out::Answer(end, cost)),
+            Action::Answer { end, cost } => {
+                self.answered = true;
+                return Some(Out::Answer(end, cost));
+            }
             Action::Fail(e) => return Some(Out::Fail(e)),
             Action::Finish(outcome) => {
                 tracing::debug!(request_id = %self.header.request_id, ?outcome, "request over");

@@ -124,6 +124,8 @@ pub fn app_with(cfg: GatewayConfig, tls: RaTls, pay: Option<ClientPay>) -> Route
         // Resync: the proxy gets our latest voucher again (it may have missed it).
         tokio::spawn(pay::deliver_vouchers(link.clone(), p.clone()));
         p.wake.notify_one();
+        // Pays what the proxy billed while this gateway was away.
+        tokio::spawn(pay::reconcile_loop(link.clone(), p.clone()));
     }
     api::router(Arc::new(AppState {
         guard: Guard::new(cfg.listen, &cfg.allow_hosts, &cfg.cors_origins),

@@ -212,6 +212,14 @@ impl ProxyLink {
         self.call(|c| async move { c.dispute(req).await }).await
     }
 
+    /// Asks the proxy for the channel's billed jobs.
+    pub async fn reconcile(
+        &self,
+        req: &kokon_proto::ReconcileRequest,
+    ) -> Result<kokon_proto::ReconcileReply, JobError> {
+        self.call(|c| async move { c.reconcile(req).await }).await
+    }
+
     /// Cancels a job on the link it was sent on.
     pub async fn cancel(
         &self,

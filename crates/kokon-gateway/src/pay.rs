@@ -34,6 +34,8 @@ pub struct ClientPay {
     pub(crate) ledger: Option<Arc<dyn Settlement>>,
     /// Wakes the voucher delivery task.
     pub(crate) wake: tokio::sync::Notify,
+    /// Wakes the reconcile task (a job ended without its `End`).
+    pub(crate) reconcile: tokio::sync::Notify,
 }
 
 impl ClientPay {
@@ -50,6 +52,7 @@ impl ClientPay {
             ledger,
             signers: Default::default(),
             wake: tokio::sync::Notify::new(),
+            reconcile: tokio::sync::Notify::new(),
         }
     }
 
@@ -243,7 +246,10 @@ pub(crate) async fn deliver_vouchers(link: Arc<ProxyLink>, pay: Arc<ClientPay>) 
 /// dispute that does not arrive leaves the receipt billed and unpaid.
 pub(crate) async fn dispute(pay: &ClientPay, link: &ProxyLink, request_id: &str, reason: &str) {
     let req = {
-        let books = pay.books().await;
+        let mut books = pay.books().await;
+        if let Err(e) = books.refuse(request_id) {
+            tracing::warn!(request_id, error = %e, "cannot record a refused receipt");
+        }
         let channel = books.channel().id;
         let hash = kokon_proto::DisputeRequest::signing_hash(&channel, request_id);
         let mut reason = reason.to_string();
@@ -266,3 +272,175 @@ pub(crate) async fn dispute(pay: &ClientPay, link: &ProxyLink, request_id: &str,
         Err(e) => tracing::warn!(request_id, error = %e.message, "dispute not taken"),
     }
 }
+
+/// Why a billed job the proxy offered is not paid.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NotPaid {
+    /// Paid already, up to this receipt.
+    Paid,
+    /// This client did not sign the job's authorisation: nothing of it is
+    /// this client's to pay (a proxy offering it is lying).
+    NotOurs,
+    /// The receipt does not hold against the authorisation (its signer,
+    /// budget, price, model or request): refused and disputed.
+    Refused(String),
+}
+
+/// Checks a billed job the proxy offered: the authorisation is this
+/// client's own (its signature, its channel), the receipt is signed by an
+/// attested worker for that request, within the budget and price cap the
+/// client signed, and it is above what was paid. Returns the receipt's
+/// signer and cost. The output bound is the proxy's (the bytes it relayed):
+/// the client cannot count output it never received.
+pub(crate) fn check_billed(
+    books: &ClientBooks,
+    pay: &ClientPay,
+    job: &kokon_proto::BilledJob,
+    now: u64,
+) -> Result<(kokon_money::PublicKey, Nanotons), NotPaid> {
+    let auth = &job.auth;
+    if auth.channel != books.channel().id || !auth.signed_by(&books.payer()) {
+        return Err(NotPaid::NotOurs);
+    }
+    let refused = |m: String| NotPaid::Refused(m);
+    if books.refused(&auth.request_id).unwrap_or(false) {
+        return Err(refused("refused when it was received".into()));
+    }
+    let worker = pay
+        .signers
+        .signer(&job.receipt.cert, &pay.policy, now)
+        .map_err(refused)?;
+    let allowed: Option<Vec<Hash32>> = pay
+        .policy
+        .model_hashes(&auth.model)
+        .map(|l| l.iter().copied().map(Hash32).collect());
+    let expect = Expect {
+        request_id: &auth.request_id,
+        model: &auth.model,
+        model_hashes: allowed.as_deref(),
+        prices: &pay.prices,
+        price_milli: None,
+        max_price_milli: auth.max_price_milli,
+        budget: auth.budget(),
+        completion_bound: None,
+    };
+    let cost = receipt::check(&job.receipt.receipt, &worker, &expect)
+        .map_err(|e| refused(e.to_string()))?;
+    let paid = books
+        .paid_for(&auth.request_id)
+        .map_err(|e| refused(e.to_string()))?;
+    if paid.is_some_and(|p| p >= cost) {
+        return Err(NotPaid::Paid);
+    }
+    Ok((worker, cost))
+}
+
+/// What one reconcile did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Reconciled {
+    /// What the proxy said the channel owed before.
+    pub owed: Nanotons,
+    pub offered: usize,
+    /// Jobs paid (their increase), and how much in all.
+    pub paid: usize,
+    pub amount: Nanotons,
+    pub refused: usize,
+}
+
+/// Asks the proxy for the channel's billed jobs and pays those it
+/// verifies ([`check_billed`]) that were not paid (an `End` lost with a
+/// broken link, a gateway crash); disputes the ones whose receipts do not
+/// hold. Each payment is durable before its voucher is sent.
+pub(crate) async fn reconcile(
+    pay: &Arc<ClientPay>,
+    link: &ProxyLink,
+) -> Result<Reconciled, JobError> {
+    let now = SystemClock.now_unix();
+    let req = {
+        let books = pay.books().await;
+        let channel = books.channel().id;
+        let hash = kokon_proto::ReconcileRequest::signing_hash(&channel, now);
+        kokon_proto::ReconcileRequest {
+            channel,
+            unix: now,
+            signature: books.key().sign(&hash),
+        }
+    };
+    let reply = link.reconcile(&req).await?;
+    let mut done = Reconciled {
+        owed: reply.owed,
+        offered: reply.jobs.len(),
+        ..Default::default()
+    };
+    let cannot_pay = |e| JobError::new(ErrorCode::PaymentRequired, format!("cannot pay: {e}"));
+    for job in &reply.jobs {
+        let id = &job.auth.request_id;
+        let paid = {
+            let mut books = pay.books().await;
+            match check_billed(&books, pay, job, now) {
+                Ok((worker, cost)) => {
+                    let before = books.paid_for(id).ok().flatten().unwrap_or(0);
+                    let paid = books.pay(id, &worker, &job.receipt.receipt, cost);
+                    Some((paid.map_err(cannot_pay)?, cost - before))
+                }
+                Err(NotPaid::Paid) => None,
+                Err(NotPaid::NotOurs) => {
+                    tracing::warn!(request_id = %id, "the proxy offered a job this client did not authorise; not paying");
+                    None
+                }
+                Err(NotPaid::Refused(why)) => {
+                    drop(books);
+                    done.refused += 1;
+                    dispute(pay, link, id, &why).await;
+                    None
+                }
+            }
+        };
+        if let Some((durable, amount)) = paid {
+            durable.wait().await.map_err(cannot_pay)?;
+            done.paid += 1;
+            done.amount += amount;
+        }
+    }
+    if done.paid > 0 {
+        tracing::info!(jobs = done.paid, amount = %done.amount, "paid billed jobs whose end was missed");
+        pay.wake.notify_one();
+    }
+    Ok(done)
+}
+
+/// When a reconcile runs after a job ended without its `End`: the proxy
+/// bills such a job once its worker's stream is over (it drains it for up
+/// to 10 s), so a first pass comes soon and a second after the drain.
+const RECONCILE_PASSES: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(12)];
+
+/// Reconciles once at start (a restart after a crash may have missed
+/// `End`s) and after each wake-up of `pay.reconcile`, until the gateway
+/// stops.
+pub(crate) async fn reconcile_loop(link: Arc<ProxyLink>, pay: Arc<ClientPay>) {
+    reconcile_pass(&pay, &link).await;
+    loop {
+        pay.reconcile.notified().await;
+        for wait in RECONCILE_PASSES {
+            tokio::time::sleep(wait).await;
+            if reconcile_pass(&pay, &link).await {
+                break;
+            }
+        }
+    }
+}
+
+/// One reconcile; whether it left nothing owed that it could not pay.
+async fn reconcile_pass(pay: &Arc<ClientPay>, link: &ProxyLink) -> bool {
+    match reconcile(pay, link).await {
+        Ok(r) => r.owed <= r.amount,
+        Err(e) => {
+            tracing::debug!(error = %e.message, "reconcile failed");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "pay_tests.rs"]
+mod tests;

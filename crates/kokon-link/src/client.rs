@@ -12,12 +12,12 @@ use kokon_money::{ChannelVoucher, Signed, WorkerVoucher};
 use kokon_proto::announce::MAX_ANNOUNCE;
 use kokon_proto::{
     Announce, CancelRequest, CloseReply, CloseRequest, DisputeRequest, ErrorCode, JobError,
-    JobHeader, ModelsReply, PROTOCOL_VERSION, paths,
+    JobHeader, ModelsReply, PROTOCOL_VERSION, ReconcileReply, ReconcileRequest, paths,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::frames::FrameStream;
-use crate::limits::{LinkLimits, MAX_CALL_BODY, MAX_MODELS_REPLY};
+use crate::limits::{LinkLimits, MAX_CALL_BODY, MAX_MODELS_REPLY, MAX_RECONCILE_REPLY};
 
 /// The calling end of a link (cheap to clone: calls multiplex over it).
 #[derive(Clone, Debug)]
@@ -117,6 +117,17 @@ impl LinkClient {
     /// Tells the proxy the client refuses a billed receipt.
     pub async fn dispute(&self, req: &DisputeRequest) -> Result<(), JobError> {
         self.post(paths::DISPUTE, req).await.map(|_| ())
+    }
+
+    /// Asks the proxy for the channel's billed jobs (to pay any whose `End`
+    /// was missed).
+    pub async fn reconcile(&self, req: &ReconcileRequest) -> Result<ReconcileReply, JobError> {
+        let body = serde_json::to_vec(req).unwrap_or_default();
+        let req = Request::post(paths::RECONCILE)
+            .body(Full::new(Bytes::from(body)))
+            .expect("static request parts");
+        let body = self.exchange(req, MAX_RECONCILE_REPLY).await?;
+        serde_json::from_slice(&body).map_err(|e| link_failed(format!("bad reconcile reply: {e}")))
     }
 
     async fn get(&self, path: &'static str, limit: usize) -> Result<Bytes, JobError> {

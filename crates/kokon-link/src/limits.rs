@@ -32,6 +32,10 @@ pub const MAX_CALL_BODY: usize = 64 * 1024;
 /// Largest models list accepted from a proxy.
 pub const MAX_MODELS_REPLY: usize = 1 << 20;
 
+/// Largest reconcile reply a client reads, in bytes (the proxy keeps its
+/// replies below it).
+pub const MAX_RECONCILE_REPLY: usize = 1 << 20;
+
 impl LinkLimits {
     /// A link the proxy holds to a worker: pinged every second, idle or not,
     /// so a dead worker leaves the router within about 3 s.

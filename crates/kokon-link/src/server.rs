@@ -13,7 +13,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_money::{ChannelVoucher, Signed, WorkerVoucher};
 use kokon_proto::{
-    CancelRequest, CloseRequest, DisputeRequest, ErrorCode, JobError, JobHeader, paths,
+    CancelRequest, CloseRequest, DisputeRequest, ErrorCode, JobError, JobHeader, ReconcileRequest,
+    paths,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -78,6 +79,9 @@ pub enum Call {
     Cancel(CancelRequest),
     /// `POST dispute` (client → proxy): the client refuses a billed receipt.
     Dispute(DisputeRequest),
+    /// `POST reconcile` (client → proxy): the channel's billed jobs, to pay
+    /// any whose `End` the client missed.
+    Reconcile(ReconcileRequest),
 }
 
 impl Call {
@@ -93,6 +97,7 @@ impl Call {
             Call::Refused(_) => "refused",
             Call::Cancel(_) => "cancel",
             Call::Dispute(_) => "dispute",
+            Call::Reconcile(_) => "reconcile",
         }
     }
 }
@@ -131,6 +136,7 @@ pub async fn read_call(req: Request<Incoming>, limits: &LinkLimits) -> Result<Ca
         (&Method::POST, paths::REFUSED) => "refused",
         (&Method::POST, paths::CANCEL) => "cancel",
         (&Method::POST, paths::DISPUTE) => "dispute",
+        (&Method::POST, paths::RECONCILE) => "reconcile",
         _ => {
             return Err(CallError::new(
                 StatusCode::NOT_FOUND,
@@ -153,6 +159,7 @@ pub async fn read_call(req: Request<Incoming>, limits: &LinkLimits) -> Result<Ca
         "refused" => Call::Refused(serde_json::from_slice(&body).map_err(bad)?),
         "cancel" => Call::Cancel(serde_json::from_slice(&body).map_err(bad)?),
         "dispute" => Call::Dispute(serde_json::from_slice(&body).map_err(bad)?),
+        "reconcile" => Call::Reconcile(serde_json::from_slice(&body).map_err(bad)?),
         _ => Call::VaultVoucher(serde_json::from_slice(&body).map_err(bad)?),
     })
 }

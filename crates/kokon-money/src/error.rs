@@ -8,6 +8,10 @@ use crate::price::Nanotons;
 pub enum MoneyError {
     #[error("arithmetic overflow in a money computation")]
     Overflow,
+    #[error("`{what}` = {secs} s: a delay must be 1 s to 30 days (2592000 s)")]
+    BadDelay { what: &'static str, secs: u64 },
+    #[error("commission of {0} basis points is above the whole cost (10000)")]
+    BadCommission(u16),
     #[error("not a valid Ed25519 public key")]
     BadPublicKey,
     #[error("signature does not verify")]

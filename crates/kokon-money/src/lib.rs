@@ -40,6 +40,31 @@ pub struct Economics {
     pub vault_withdraw_delay_secs: u64,
 }
 
+/// Longest close or withdrawal delay (30 days), the contracts' bound too
+/// (`MAX_DELAY`, exit 115): a longer one would lock a deposit for longer
+/// than anyone agreed to.
+pub const MAX_DELAY_SECS: u64 = 30 * 24 * 3600;
+
+impl Economics {
+    /// Refuses terms no ledger accepts: a delay of 0 (the other side gets
+    /// no time to claim) or above [`MAX_DELAY_SECS`], a commission above
+    /// the whole cost.
+    pub fn check(&self) -> Result<(), MoneyError> {
+        for (what, secs) in [
+            ("channel_close_delay_secs", self.channel_close_delay_secs),
+            ("vault_withdraw_delay_secs", self.vault_withdraw_delay_secs),
+        ] {
+            if secs == 0 || secs > MAX_DELAY_SECS {
+                return Err(MoneyError::BadDelay { what, secs });
+            }
+        }
+        if self.commission_bps > 10_000 {
+            return Err(MoneyError::BadCommission(self.commission_bps));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Economics {
     fn default() -> Self {
         Self {

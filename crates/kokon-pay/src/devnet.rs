@@ -182,6 +182,13 @@ fn log(tx: &Transaction<'_>, now: u64, op: &str, detail: String) -> Result<(), P
 impl Devnet {
     /// Opens (creating) the ledger at `path`.
     pub fn open(path: &Path, clock: Arc<dyn Clock>, delays: Delays) -> Result<Self, PayError> {
+        // The contracts' bounds: the devnet accepts nothing TON would not.
+        let terms = kokon_money::Economics {
+            channel_close_delay_secs: delays.channel_close_secs,
+            vault_withdraw_delay_secs: delays.vault_withdraw_secs,
+            ..Default::default()
+        };
+        terms.check()?;
         let conn = crate::sqlite::open(path, SCHEMA)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),

@@ -71,6 +71,8 @@ fn bill_of<'a>(id: &'a str, receipt: &'a Signed<Receipt>) -> Bill<'a> {
         worker: worker_key().public(),
         receipt,
         cost: receipt.body.cost,
+        cert: "worker-cert",
+        auth: "{}",
     }
 }
 

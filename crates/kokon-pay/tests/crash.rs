@@ -179,6 +179,8 @@ async fn job(net: &mut Net, i: usize) -> Result<(), PayError> {
             worker: payout,
             receipt: &half,
             cost: half.body.cost,
+            cert: "worker-cert",
+            auth: "{}",
         },
     )?;
     if let Some(wv) = part.wait().await? {
@@ -197,6 +199,8 @@ async fn job(net: &mut Net, i: usize) -> Result<(), PayError> {
                 worker: payout,
                 receipt: &receipt,
                 cost,
+                cert: "worker-cert",
+                auth: "{}",
             },
         )?
         .wait()

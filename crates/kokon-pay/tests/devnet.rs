@@ -221,3 +221,17 @@ async fn only_the_right_party_acts() {
     assert_eq!(l.balance(client.public()).await.unwrap(), 90);
     assert!(l.audit().await.unwrap().conserved());
 }
+
+#[test]
+fn delays_the_contracts_refuse_are_refused_here_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    for (close, withdraw) in [(0, 60), (60, kokon_money::MAX_DELAY_SECS + 1)] {
+        let delays = Delays {
+            channel_close_secs: close,
+            vault_withdraw_secs: withdraw,
+        };
+        let e = Devnet::open(&tmp.path().join("ledger.db"), clock.clone(), delays).unwrap_err();
+        assert!(matches!(money(e), MoneyError::BadDelay { .. }));
+    }
+}

@@ -1,7 +1,9 @@
 //! Disputes at the proxy's books: a client refusing a billed receipt is no
 //! longer billed for it, the worker's fee for it is taken back from its next
 //! earnings, and each rule that bounds disputes holds — also across a crash
-//! at either side of the dispute's record.
+//! at either side of the dispute's record. And what the books offer a
+//! client that reconciles: its channel's billed jobs, not its disputed or
+//! running ones, each bill kept per (channel, request).
 
 use kokon_money::channel::ChannelTerms;
 use kokon_money::{
@@ -31,28 +33,53 @@ fn channel() -> Address {
     Address::new(0, [9; 32])
 }
 
+/// A second client's channel.
+fn other_channel() -> Address {
+    Address::new(0, [8; 32])
+}
+
 fn open(dir: &std::path::Path) -> ProxyBooks {
     let key = SecretKey::from_bytes([2; 32]);
     let vault = kokon_money::ledger::vault_address(&key.public());
     let mut b = ProxyBooks::open(&dir.join("proxy.db"), key, vault, BPS, 1_000_000).unwrap();
-    b.update_terms(ChannelTerms {
-        id: channel(),
-        client: client().public(),
-        deposit: 1_000_000,
-        open: true,
-    })
-    .unwrap();
+    for (id, client) in [(channel(), client()), (other_channel(), worker())] {
+        b.update_terms(ChannelTerms {
+            id,
+            client: client.public(),
+            deposit: 1_000_000,
+            open: true,
+        })
+        .unwrap();
+    }
     b
 }
 
 /// Runs and bills a whole job of `cost`.
 fn job(books: &mut ProxyBooks, id: &str, cost: Nanotons) {
+    job_on(books, channel(), id, cost)
+}
+
+fn receipt_of(id: &str, cost: Nanotons) -> Signed<Receipt> {
+    Signed::sign(
+        Receipt {
+            request: Hash32::of(id.as_bytes()),
+            model: Hash32([7; 32]),
+            usage: TokenUsage::default(),
+            price_milli: 1000,
+            cost,
+        },
+        &worker(),
+    )
+    .unwrap()
+}
+
+fn job_on(books: &mut ProxyBooks, channel: Address, id: &str, cost: Nanotons) {
     books
-        .register(&channel(), id)
+        .register(&channel, id)
         .unwrap()
         .wait_blocking()
         .unwrap();
-    let r = books.admit(&channel(), id, cost).unwrap();
+    let r = books.admit(&channel, id, cost).unwrap();
     let receipt = Signed::sign(
         Receipt {
             request: Hash32::of(id.as_bytes()),
@@ -69,6 +96,8 @@ fn job(books: &mut ProxyBooks, id: &str, cost: Nanotons) {
         worker: worker().public(),
         receipt: &receipt,
         cost,
+        cert: "worker-cert",
+        auth: &format!("auth of {id}"),
     };
     books.bill(r, bill).unwrap().wait_blocking().unwrap();
 }
@@ -175,4 +204,133 @@ fn a_crash_on_either_side_of_the_record_keeps_the_books_whole() {
         assert_eq!(again.is_ok(), !recorded, "{point}");
         assert_eq!(books.totals().unwrap().billed, 0);
     }
+}
+
+#[test]
+fn two_channels_may_use_one_request_id_and_each_is_billed() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut books = open(tmp.path());
+    job_on(&mut books, channel(), "same-id", 1_000);
+    // Bills were once keyed by request alone: this one was refused as
+    // "already billed", so its output went unpaid.
+    job_on(&mut books, other_channel(), "same-id", 2_000);
+    let t = books.totals().unwrap();
+    assert_eq!((t.receipts, t.billed), (2, 3_000));
+    assert_eq!(books.owed(&channel()), 1_000);
+    assert_eq!(books.owed(&other_channel()), 2_000);
+}
+
+#[test]
+fn a_reconcile_is_offered_the_newest_billed_jobs_neither_running_nor_disputed() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut books = open(tmp.path());
+    for id in ["a", "b", "c"] {
+        job(&mut books, id, 100);
+    }
+    job_on(&mut books, other_channel(), "x", 100);
+    books
+        .dispute(&channel(), "b")
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
+    // "d" runs, billed in part.
+    books
+        .register(&channel(), "d")
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
+    let r = books.admit(&channel(), "d", 500).unwrap();
+    let half = receipt_of("d", 200);
+    let part = Bill {
+        request_id: "d",
+        worker: worker().public(),
+        receipt: &half,
+        cost: 200,
+        cert: "worker-cert",
+        auth: "auth of d",
+    };
+    books.bill_part(&r, part).unwrap().wait_blocking().unwrap();
+    let ids = |rows: Vec<kokon_pay::books::proxy::BilledRow>| {
+        rows.into_iter().map(|r| r.request_id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(books.billed_jobs(&channel(), 16).unwrap()), ["c", "a"]);
+    assert_eq!(ids(books.billed_jobs(&channel(), 1).unwrap()), ["c"]);
+    let c = &books.billed_jobs(&channel(), 1).unwrap()[0];
+    assert_eq!(
+        (c.cert.as_str(), c.auth.as_str()),
+        ("worker-cert", "auth of c")
+    );
+    assert_eq!(c.receipt.body.cost, 100);
+    // Once "d" ends it is offered too, with its latest receipt.
+    books.release(r);
+    let rows = books.billed_jobs(&channel(), 16).unwrap();
+    assert_eq!(rows[0].request_id, "d");
+    assert_eq!(rows[0].receipt.body.cost, 200);
+    drop(books);
+    let books = open(tmp.path());
+    assert_eq!(
+        ids(books.billed_jobs(&channel(), 16).unwrap()),
+        ["d", "c", "a"]
+    );
+}
+
+#[test]
+fn books_from_before_bills_were_per_channel_are_moved_over_once() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("proxy.db");
+    {
+        let old = rusqlite::Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE receipts (request TEXT PRIMARY KEY, channel TEXT NOT NULL, \
+             worker TEXT NOT NULL, cost TEXT NOT NULL, fee TEXT NOT NULL, receipt TEXT NOT NULL);",
+        )
+        .unwrap();
+        old.execute_batch(
+            "CREATE TABLE channels (id TEXT PRIMARY KEY, terms TEXT NOT NULL, billed TEXT NOT NULL, \
+             voucher TEXT, claimed TEXT NOT NULL);",
+        )
+        .unwrap();
+        let terms = ChannelTerms {
+            id: channel(),
+            client: client().public(),
+            deposit: 1_000_000,
+            open: true,
+        };
+        old.execute(
+            "INSERT INTO channels VALUES (?1, ?2, '700', NULL, '0')",
+            rusqlite::params![
+                channel().to_string(),
+                serde_json::to_string(&terms).unwrap()
+            ],
+        )
+        .unwrap();
+        let receipt = serde_json::to_string(&receipt_of("old", 700)).unwrap();
+        old.execute(
+            "INSERT INTO receipts VALUES ('old', ?1, ?2, '700', '630', ?3)",
+            rusqlite::params![channel().to_string(), worker().public().to_hex(), receipt],
+        )
+        .unwrap();
+    }
+    let mut books = open(tmp.path());
+    let t = books.totals().unwrap();
+    assert_eq!((t.receipts, t.billed), (1, 700), "the old bill is kept");
+    assert!(
+        books.billed_jobs(&channel(), 16).unwrap().is_empty(),
+        "a bill without its authorisation cannot be verified by the client: not offered"
+    );
+    // It still counts as billed on its channel: a second use of its id is
+    // refused at billing, and it can be disputed.
+    job(&mut books, "new", 100);
+    books
+        .dispute(&channel(), "old")
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
+    drop(books);
+    let books = open(tmp.path());
+    let t = books.totals().unwrap();
+    assert_eq!((t.receipts, t.billed), (1, 100));
 }

@@ -55,6 +55,9 @@ pub mod paths {
     /// Client → proxy: the client refuses a billed receipt (JSON
     /// [`crate::DisputeRequest`]).
     pub const DISPUTE: &str = "/kokon/v1/dispute";
+    /// Client → proxy: the channel's billed jobs, to pay any whose `End`
+    /// the client missed (JSON [`crate::ReconcileRequest`]).
+    pub const RECONCILE: &str = "/kokon/v1/reconcile";
 }
 
 pub use announce::{Announce, ModelOffer, ModelsReply};
@@ -91,7 +94,9 @@ pub struct CloseReply {
     #[serde(with = "kokon_money::message::u128_string")]
     pub refunded: u128,
 }
-pub use control::{CancelRequest, DisputeRequest};
+pub use control::{
+    BilledJob, CancelRequest, DisputeRequest, JobAuth, ReconcileReply, ReconcileRequest,
+};
 pub use error::{ErrorCode, JobError};
 pub use frame::{Frame, FrameDecoder, FrameError};
 pub use header::{AuthScope, HeaderError, JobHeader, JobKind, Payment};

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use kokon_attest::Clock as _;
 use kokon_attest::VerifiedPeer;
 use kokon_link::{Body, Call, Cancels, error_reply, json_reply, read_call, serve_link};
 use kokon_proto::{ErrorCode, JobError, ModelsReply};
@@ -71,6 +72,16 @@ async fn route(state: Arc<State>, cancels: Arc<Cancels>, req: Request<Incoming>)
                 }
                 Err(e) => error_reply(StatusCode::BAD_REQUEST, e),
             },
+            None => unpaid(),
+        },
+        Call::Reconcile(req) => match state.pay.as_deref() {
+            Some(pay) => {
+                let now = kokon_attest::SystemClock.now_unix();
+                match crate::pay::reconcile(pay, &req, now).await {
+                    Ok(reply) => json_reply(&reply),
+                    Err(e) => error_reply(StatusCode::BAD_REQUEST, e),
+                }
+            }
             None => unpaid(),
         },
         other @ (Call::Announce | Call::VaultVoucher(_) | Call::Refused(_)) => error_reply(

@@ -60,6 +60,9 @@ struct Job {
     /// Cancelled when the client cancels the job by its id.
     cancel: CancellationToken,
     cancel_seen: bool,
+    /// The client's authorisation (JSON), kept with each bill so the client
+    /// can verify and pay it later (empty on unpaid networks).
+    auth: Arc<str>,
 }
 
 type PartBill = tokio::task::JoinHandle<(Admitted, Result<(), JobError>)>;
@@ -84,7 +87,11 @@ async fn drive(
             b.completion,
         ));
     }
+    let auth = kokon_proto::JobAuth::of(&header, &payload)
+        .map(|a| serde_json::to_string(&a).expect("an authorisation serializes"))
+        .unwrap_or_default();
     let mut job = Job {
+        auth: auth.into(),
         state,
         to_worker: header.for_worker(),
         header,
@@ -149,12 +156,14 @@ impl Job {
                 delivered,
             } => {
                 let (state, header) = (self.state.clone(), self.header.clone());
+                let auth = self.auth.clone();
                 self.part = Some(tokio::spawn(async move {
                     let part = Part {
                         worker,
                         a: &reservation,
                         receipt: &receipt,
                         delivered,
+                        auth: &auth,
                     };
                     let billed = bill_part(&state, &header, part).await;
                     (reservation, billed)
@@ -318,7 +327,11 @@ impl Job {
             &self.header,
             a,
             &served,
-            crate::pay::Claimed { receipt, delivered },
+            crate::pay::Claimed {
+                receipt,
+                delivered,
+                auth: &self.auth,
+            },
             now,
         )
         .await;
@@ -350,6 +363,7 @@ struct Part<'a> {
     a: &'a Admitted,
     receipt: &'a kokon_proto::ReceiptEnvelope,
     delivered: OutputMeter,
+    auth: &'a str,
 }
 
 /// Bills a cumulative receipt's increase (durably) and sends the worker its
@@ -360,6 +374,7 @@ async fn bill_part(state: &State, header: &JobHeader, part: Part<'_>) -> Result<
         a,
         receipt,
         delivered,
+        auth,
     } = part;
     let (Some(pay), Some(served)) = (&state.pay, workers::served(state, worker, &header.model))
     else {
@@ -373,6 +388,7 @@ async fn bill_part(state: &State, header: &JobHeader, part: Part<'_>) -> Result<
     let claimed = crate::pay::Claimed {
         receipt: Some(receipt),
         delivered,
+        auth,
     };
     let billed = crate::pay::bill_part(pay, policy, header, a, &served, claimed, now);
     match billed.await {

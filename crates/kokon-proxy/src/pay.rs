@@ -231,6 +231,8 @@ pub(crate) struct Served {
 pub(crate) struct Claimed<'e> {
     pub receipt: Option<&'e ReceiptEnvelope>,
     pub delivered: OutputMeter,
+    /// The client's authorisation of the job (JSON), kept with the bill.
+    pub auth: &'e str,
 }
 
 /// Verifies the worker's receipt and bills it (on disk before the End frame
@@ -247,7 +249,7 @@ pub(crate) async fn bill(
 ) -> Result<Signed<WorkerVoucher>, JobError> {
     let checked = check_receipt(pay, policy, header, &a, served, claimed, now);
     let mut books = pay.books().await;
-    let (receipt, cost) = match checked {
+    let (env, cost) = match checked {
         Ok(x) => x,
         Err(e) => {
             books.release(a.reservation);
@@ -257,8 +259,10 @@ pub(crate) async fn bill(
     let bill = Bill {
         request_id: &header.request_id,
         worker: served.payout,
-        receipt,
+        receipt: &env.receipt,
         cost,
+        cert: &env.cert,
+        auth: claimed.auth,
     };
     let cannot_bill = |e| JobError::new(ErrorCode::Unavailable, format!("cannot bill: {e}"));
     let billed = books.bill(a.reservation, bill).map_err(cannot_bill)?;
@@ -279,12 +283,14 @@ pub(crate) async fn bill_part(
     claimed: Claimed<'_>,
     now: u64,
 ) -> Result<Option<Signed<WorkerVoucher>>, JobError> {
-    let (receipt, cost) = check_receipt(pay, policy, header, a, served, claimed, now)?;
+    let (env, cost) = check_receipt(pay, policy, header, a, served, claimed, now)?;
     let bill = Bill {
         request_id: &header.request_id,
         worker: served.payout,
-        receipt,
+        receipt: &env.receipt,
         cost,
+        cert: &env.cert,
+        auth: claimed.auth,
     };
     let cannot_bill = |e| JobError::new(ErrorCode::ReceiptRejected, format!("cannot bill: {e}"));
     let billed = pay
@@ -302,9 +308,11 @@ fn check_receipt<'e>(
     header: &JobHeader,
     a: &Admitted,
     served: &Served,
-    Claimed { receipt, delivered }: Claimed<'e>,
+    Claimed {
+        receipt, delivered, ..
+    }: Claimed<'e>,
     now: u64,
-) -> Result<(&'e Signed<kokon_money::Receipt>, Nanotons), JobError> {
+) -> Result<(&'e ReceiptEnvelope, Nanotons), JobError> {
     let rejected = |m: String| JobError::new(ErrorCode::ReceiptRejected, m);
     let env = receipt.ok_or_else(|| rejected("the worker sent no receipt".into()))?;
     let key = pay
@@ -324,7 +332,7 @@ fn check_receipt<'e>(
         completion_bound: Some(delivered.completion_bound()),
     };
     let cost = receipt::check(&env.receipt, &key, &expect).map_err(|e| rejected(e.to_string()))?;
-    Ok((&env.receipt, cost))
+    Ok((env, cost))
 }
 
 /// Handles a client's voucher.
@@ -484,4 +492,64 @@ pub(crate) async fn dispute(
 /// Whether a worker's receipts are disputed by too many channels to route it.
 pub(crate) async fn too_disputed(pay: &ProxyPay, worker: &PublicKey) -> bool {
     pay.books().await.channels_disputing(worker) >= WORKER_DISPUTE_LIMIT
+}
+
+/// Answers a client's reconcile: what its channel owes and the newest jobs
+/// billed on it, each with the client's own authorisation and the worker's
+/// signed receipt, so the client can pay what it verifies. Signed by the
+/// channel's client (a channel's bills are its business), recently.
+pub(crate) async fn reconcile(
+    pay: &ProxyPay,
+    req: &kokon_proto::ReconcileRequest,
+    now_unix: u64,
+) -> Result<kokon_proto::ReconcileReply, JobError> {
+    use kokon_proto::control::{MAX_RECONCILE_JOBS, RECONCILE_SKEW_SECS};
+    let bad = |m: String| JobError::new(ErrorCode::BadRequest, m);
+    if req.unix.abs_diff(now_unix) > RECONCILE_SKEW_SECS {
+        return Err(bad(format!(
+            "the reconcile request was signed at {}, {} s from this proxy's clock \
+             (is the client's clock right?)",
+            req.unix,
+            req.unix.abs_diff(now_unix)
+        )));
+    }
+    let books = pay.books().await;
+    let terms = books
+        .terms(&req.channel)
+        .ok_or_else(|| bad(format!("no channel {} here", req.channel)))?;
+    let hash = kokon_proto::ReconcileRequest::signing_hash(&req.channel, req.unix);
+    terms
+        .client
+        .verify(&hash, &req.signature)
+        .map_err(|_| bad("the reconcile request is not signed by the channel's client".into()))?;
+    let owed = books.owed(&req.channel);
+    let rows = if owed == 0 {
+        Vec::new()
+    } else {
+        books
+            .billed_jobs(&req.channel, MAX_RECONCILE_JOBS)
+            .map_err(unavailable)?
+    };
+    drop(books);
+    let mut jobs = Vec::new();
+    let mut size = 0;
+    for row in rows {
+        // Keep the reply under what a client reads.
+        size += row.cert.len() + row.auth.len() + 1024;
+        if size > kokon_link::MAX_RECONCILE_REPLY / 2 {
+            break;
+        }
+        let Ok(auth) = serde_json::from_str(&row.auth) else {
+            tracing::warn!(request_id = %row.request_id, "a kept authorisation does not parse");
+            continue;
+        };
+        jobs.push(kokon_proto::BilledJob {
+            auth,
+            receipt: ReceiptEnvelope {
+                receipt: row.receipt,
+                cert: row.cert,
+            },
+        });
+    }
+    Ok(kokon_proto::ReconcileReply { owed, jobs })
 }

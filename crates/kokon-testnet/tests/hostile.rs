@@ -705,3 +705,114 @@ async fn a_worker_disputed_by_three_channels_is_routed_no_more() {
         "it ran nothing"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_missed_its_ends_pays_them_when_it_reconciles() {
+    // Credit for one gateway job (a short prompt, up to 1024 tokens at the
+    // gateway's price cap of twice the base), which is more than one of the
+    // raw client's jobs may cost.
+    let prices = kokon_money::PriceTable::default();
+    let gateway_job = Budget {
+        prompt: 2000,
+        completion: 1024,
+    };
+    let credit = gateway_job.max_cost(&prices, "echo", 2000).unwrap();
+    let a = attack_with(0, Some(credit)).await;
+    let before = a.totals().await;
+    assert_eq!(before.billed, before.paid, "the honest job is paid");
+    // The client's jobs run to their End, which it never pays (as if each
+    // End was lost, or the gateway crashed before paying), until the proxy
+    // stops admitting it.
+    let mut ran = 0;
+    loop {
+        let p = payload(&words(900));
+        let h = signed(
+            &a.client,
+            a.channel,
+            &format!("lost-{ran}"),
+            &p,
+            BUDGET,
+            now() + 60,
+        );
+        match run(&a, &h, p).await.1 {
+            Ok(()) => ran += 1,
+            Err((code, _)) => {
+                assert_eq!(code, ErrorCode::PaymentRequired);
+                break;
+            }
+        }
+        assert!(ran < 40, "the credit limit must stop an unpaying client");
+    }
+    assert!(ran >= 2, "{ran} jobs ran within the credit");
+    let owed = a.totals().await.billed - a.totals().await.paid;
+    assert!(owed > 0);
+    // The gateway on the same channel is refused too; the refusal makes it
+    // reconcile: it pays what it verifies of the bills, and is served again.
+    let r = chat(&a.net.base_url(), "echo", "let me in", false).await;
+    assert_eq!(r.status(), 402, "locked out until it pays");
+    eventually_async("the gateway pays the missed ends", || async {
+        let t = a.totals().await;
+        t.paid == t.billed
+    })
+    .await;
+    let t = a.totals().await;
+    assert_eq!(
+        t.paid - before.paid,
+        owed,
+        "paid exactly what was owed, to the nanoton"
+    );
+    assert_eq!(
+        t.billed,
+        before.billed + owed,
+        "and nothing was billed twice"
+    );
+    a.honest_job_works().await;
+    let t = a.totals().await;
+    assert_eq!(t.paid, t.billed, "and goes on paying");
+}
+
+#[tokio::test]
+async fn a_channels_bills_are_shown_only_to_its_client_and_only_recently_signed() {
+    use kokon_proto::ReconcileRequest;
+    let a = attack().await;
+    // One unpaid job, so there is something to show.
+    let p = payload("private bill");
+    let h = signed(&a.client, a.channel, "private", &p, BUDGET, now() + 60);
+    assert!(run(&a, &h, p).await.1.is_ok());
+    let ask = |key: &SecretKey, unix: u64| ReconcileRequest {
+        channel: a.channel,
+        unix,
+        signature: key.sign(&ReconcileRequest::signing_hash(&a.channel, unix)),
+    };
+    let stranger = SecretKey::generate();
+    let e = a.link.reconcile(&ask(&stranger, now())).await.unwrap_err();
+    assert!(
+        e.message.contains("not signed by the channel's client"),
+        "{}",
+        e.message
+    );
+    let e = a
+        .link
+        .reconcile(&ask(&a.client, now() - 3600))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("clock"),
+        "a replayed old request: {}",
+        e.message
+    );
+    let reply = a.link.reconcile(&ask(&a.client, now())).await.unwrap();
+    // The newest bills first (the client skips those it paid).
+    assert_eq!(
+        reply.jobs.len(),
+        2,
+        "the unpaid job and the paid one before"
+    );
+    let job = &reply.jobs[0];
+    assert_eq!(job.auth.request_id, "private");
+    assert!(
+        job.auth.signed_by(&a.client.public()),
+        "its own authorisation"
+    );
+    assert_eq!(reply.owed, a.totals().await.billed - a.totals().await.paid);
+}

@@ -155,15 +155,17 @@ async fn route(
             StatusCode::NOT_FOUND,
             JobError::new(ErrorCode::BadRequest, "no such job runs here"),
         ),
-        other @ (Call::Models | Call::Voucher(_) | Call::Close(_) | Call::Dispute(_)) => {
-            error_reply(
-                StatusCode::NOT_FOUND,
-                JobError::new(
-                    ErrorCode::BadRequest,
-                    format!("a worker does not serve `{}`", other.name()),
-                ),
-            )
-        }
+        other @ (Call::Models
+        | Call::Voucher(_)
+        | Call::Close(_)
+        | Call::Dispute(_)
+        | Call::Reconcile(_)) => error_reply(
+            StatusCode::NOT_FOUND,
+            JobError::new(
+                ErrorCode::BadRequest,
+                format!("a worker does not serve `{}`", other.name()),
+            ),
+        ),
     }
 }
 

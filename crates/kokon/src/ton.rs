@@ -360,15 +360,15 @@ fn change(c: &RegistrySetCmd) -> anyhow::Result<Change> {
             min_proxy_stake,
             min_worker_stake,
         } => {
-            if *commission_bps > 10_000 {
-                bail!("--commission-bps is at most 10000");
-            }
             let mut e = Economics {
                 commission_bps: *commission_bps,
                 channel_close_delay_secs: *channel_close_delay_secs,
                 vault_withdraw_delay_secs: *vault_withdraw_delay_secs,
                 ..Economics::default()
             };
+            // The contracts refuse these too; saying so before sending
+            // saves the fee of a bounced message.
+            e.check().map_err(|e| anyhow::anyhow!("{e} (--channel-close-delay-secs, --vault-withdraw-delay-secs, --commission-bps)"))?;
             if let Some(b) = base_per_million {
                 e.prices.base_per_million = *b;
             }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use kokon_money::channel::ClientChannel;
 use kokon_money::{Address, ChannelVoucher, Nanotons, PublicKey, Receipt, SecretKey, Signed};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{from_json, get_meta, set_meta, to_json};
 use crate::PayError;
@@ -15,6 +15,7 @@ use crate::sqlite::amount;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS receipts (request TEXT PRIMARY KEY, worker TEXT NOT NULL, cost TEXT NOT NULL, receipt TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS refused (request TEXT PRIMARY KEY) WITHOUT ROWID;
 ";
 
 /// The latest voucher in the books at `path`, read without opening them
@@ -103,7 +104,9 @@ impl ClientBooks {
     }
 
     /// Pays for a verified receipt: records it and signs the next voucher,
-    /// to be sent once both are on disk. `None` if the job cost nothing.
+    /// to be sent once both are on disk. Receipts are cumulative: a job
+    /// paid already is paid only the increase of a larger receipt, and
+    /// nothing (`None`) for one not above what it was paid.
     pub fn pay(
         &mut self,
         request_id: &str,
@@ -111,23 +114,29 @@ impl ClientBooks {
         receipt: &Signed<Receipt>,
         cost: Nanotons,
     ) -> Result<Durable<Option<Signed<ChannelVoucher>>>, PayError> {
-        let voucher = if cost > 0 {
-            Some(self.channel.next_voucher(cost, &self.key)?)
+        let before = self.paid_for(request_id)?;
+        let more = cost.saturating_sub(before.unwrap_or(0));
+        if before.is_some() && more == 0 {
+            return Ok(self.db.durable(None));
+        }
+        let voucher = if more > 0 {
+            Some(self.channel.next_voucher(more, &self.key)?)
         } else {
             None
         };
         fail::hit("client.pay.before_persist")?;
         self.db.commit(|tx| {
-            let inserted = super::exec(
+            super::exec(
                 tx,
-                "INSERT OR IGNORE INTO receipts (request, worker, cost, receipt) VALUES (?1, ?2, ?3, ?4)",
-                params![request_id, worker.to_hex(), cost.to_string(), to_json(receipt)],
+                "INSERT INTO receipts (request, worker, cost, receipt) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(request) DO UPDATE SET worker = ?2, cost = ?3, receipt = ?4",
+                params![
+                    request_id,
+                    worker.to_hex(),
+                    cost.to_string(),
+                    to_json(receipt)
+                ],
             )?;
-            if inserted == 0 {
-                return Err(PayError::Storage(format!(
-                    "request {request_id} was already paid"
-                )));
-            }
             if let Some(v) = &voucher {
                 set_meta(tx, "voucher", &to_json(v))?;
             }
@@ -141,6 +150,43 @@ impl ClientBooks {
         Ok(self.db.durable(voucher))
     }
 
+    /// Records that the receipt of `request_id` was refused (and disputed),
+    /// so a later offer of it is refused again, not paid. Written without
+    /// waiting for its fsync: losing it only means checking the receipt
+    /// again.
+    pub fn refuse(&mut self, request_id: &str) -> Result<(), PayError> {
+        self.db.commit(|tx| {
+            super::exec(
+                tx,
+                "INSERT OR IGNORE INTO refused (request) VALUES (?1)",
+                [request_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Whether the receipt of `request_id` was refused.
+    pub fn refused(&self, request_id: &str) -> Result<bool, PayError> {
+        Ok(self
+            .db
+            .conn()
+            .prepare_cached("SELECT 1 FROM refused WHERE request = ?1")?
+            .query_row([request_id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// What job `request_id` was paid, if it was.
+    pub fn paid_for(&self, request_id: &str) -> Result<Option<Nanotons>, PayError> {
+        let cost: Option<String> = self
+            .db
+            .conn()
+            .prepare_cached("SELECT cost FROM receipts WHERE request = ?1")?
+            .query_row([request_id], |r| r.get(0))
+            .optional()?;
+        cost.map(amount).transpose()
+    }
+
     /// Σ costs of all receipts paid (equals the latest voucher on one channel).
     pub fn receipts_total(&self) -> Result<(u64, Nanotons), PayError> {
         let mut st = self.db.conn().prepare("SELECT cost FROM receipts")?;
@@ -152,5 +198,52 @@ impl ClientBooks {
             n += 1;
         }
         Ok((n, total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kokon_money::{Hash32, TokenUsage};
+
+    fn receipt(cost: Nanotons) -> Signed<Receipt> {
+        let r = Receipt {
+            request: Hash32([1; 32]),
+            model: Hash32([2; 32]),
+            usage: TokenUsage::default(),
+            price_milli: 1000,
+            cost,
+        };
+        Signed::sign(r, &SecretKey::from_bytes([3; 32])).unwrap()
+    }
+
+    #[test]
+    fn a_job_is_paid_once_and_then_only_a_larger_receipts_increase() {
+        let tmp = tempfile::tempdir().unwrap();
+        let channel = Address::new(0, [9; 32]);
+        let path = tmp.path().join("client.db");
+        let mut books =
+            ClientBooks::open(&path, SecretKey::from_bytes([1; 32]), channel, 10_000).unwrap();
+        let worker = SecretKey::from_bytes([3; 32]).public();
+        let pay = |b: &mut ClientBooks, cost| {
+            b.pay("r", &worker, &receipt(cost), cost)
+                .unwrap()
+                .wait_blocking()
+                .unwrap()
+                .map(|v| v.body.amount)
+        };
+        assert_eq!(pay(&mut books, 300), Some(300), "a receipt mid-stream");
+        assert_eq!(pay(&mut books, 300), None, "the same again: nothing more");
+        assert_eq!(pay(&mut books, 200), None, "a smaller one: nothing");
+        assert_eq!(pay(&mut books, 500), Some(500), "the End's: the 200 more");
+        assert_eq!(books.paid_for("r").unwrap(), Some(500));
+        assert_eq!(books.receipts_total().unwrap(), (1, 500));
+        books.refuse("bad").unwrap();
+        books.journal().flush().durable_blocking().unwrap();
+        drop(books);
+        let books =
+            ClientBooks::open(&path, SecretKey::from_bytes([1; 32]), channel, 10_000).unwrap();
+        assert_eq!(books.channel().spent, 500, "kept across a restart");
+        assert!(books.refused("bad").unwrap() && !books.refused("r").unwrap());
     }
 }

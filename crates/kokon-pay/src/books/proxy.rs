@@ -23,7 +23,9 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS channels (id TEXT PRIMARY KEY, terms TEXT NOT NULL, billed TEXT NOT NULL, voucher TEXT, claimed TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS workers (worker TEXT PRIMARY KEY, owed TEXT NOT NULL, voucher TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS admissions (channel TEXT NOT NULL, request TEXT NOT NULL, PRIMARY KEY (channel, request)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS receipts (request TEXT PRIMARY KEY, channel TEXT NOT NULL, worker TEXT NOT NULL, cost TEXT NOT NULL, fee TEXT NOT NULL, receipt TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bills (channel TEXT NOT NULL, request TEXT NOT NULL, worker TEXT NOT NULL, cost TEXT NOT NULL, fee TEXT NOT NULL, receipt TEXT NOT NULL, cert TEXT, auth TEXT, PRIMARY KEY (channel, request));
+CREATE INDEX IF NOT EXISTS bills_by_channel ON bills (channel);
+CREATE TABLE IF NOT EXISTS certs (id TEXT PRIMARY KEY, cert TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS disputes (channel TEXT NOT NULL, request TEXT NOT NULL, worker TEXT NOT NULL, cost TEXT NOT NULL, fee TEXT NOT NULL, PRIMARY KEY (channel, request)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS withheld (worker TEXT PRIMARY KEY, amount TEXT NOT NULL);
 ";
@@ -92,6 +94,22 @@ pub struct Bill<'a> {
     pub worker: PublicKey,
     pub receipt: &'a Signed<Receipt>,
     pub cost: Nanotons,
+    /// The certificate (DER, hex) of the attested key that signed the
+    /// receipt, and the client's authorisation of the job (JSON): kept so
+    /// the client can verify and pay the bill later ([`ProxyBooks::billed_jobs`]).
+    pub cert: &'a str,
+    pub auth: &'a str,
+}
+
+/// A job billed on a channel, as [`ProxyBooks::billed_jobs`] returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BilledRow {
+    pub request_id: String,
+    pub receipt: Signed<Receipt>,
+    /// The worker's certificate (DER, hex).
+    pub cert: String,
+    /// The client's authorisation (JSON, as given to the bill).
+    pub auth: String,
 }
 
 /// A claim to make on the ledger, taken from the books so that the ledger
@@ -168,6 +186,8 @@ pub struct ProxyBooks {
     disputes: HashMap<Address, u32>,
     /// The channels that disputed each worker's receipts.
     disputed_by: HashMap<PublicKey, std::collections::HashSet<Address>>,
+    /// Certificates stored (by [`cert_id`]): each is written once.
+    certs: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for ProxyBooks {
@@ -189,7 +209,8 @@ impl ProxyBooks {
         commission_bps: u16,
         max_credit: Nanotons,
     ) -> Result<Self, PayError> {
-        let db = Journal::open(path, SCHEMA)?;
+        let mut db = Journal::open(path, SCHEMA)?;
+        migrate(&mut db)?;
         let conn = db.conn();
         let mut channels = HashMap::new();
         {
@@ -226,6 +247,7 @@ impl ProxyBooks {
             withheld: HashMap::new(),
             disputes: HashMap::new(),
             disputed_by: HashMap::new(),
+            certs: Default::default(),
         };
         books.load_disputes()?;
         Ok(books)
@@ -325,6 +347,45 @@ impl ProxyBooks {
         }))
     }
 
+    /// The newest jobs billed on `channel` (at most `limit`), neither
+    /// running nor disputed, with what the client needs to verify each:
+    /// the receipt, its signer's certificate and its own authorisation.
+    /// Bills made before authorisations were kept are not offered.
+    pub fn billed_jobs(&self, channel: &Address, limit: usize) -> Result<Vec<BilledRow>, PayError> {
+        let mut st = self.db.conn().prepare_cached(
+            "SELECT b.request, b.receipt, c.cert, b.auth FROM bills b JOIN certs c ON c.id = b.cert \
+             WHERE b.channel = ?1 AND b.auth IS NOT NULL AND NOT EXISTS \
+             (SELECT 1 FROM disputes d WHERE d.channel = b.channel AND d.request = b.request) \
+             ORDER BY b.rowid DESC LIMIT ?2",
+        )?;
+        let running = self.progress.len() as i64;
+        let rows = st.query_map(params![channel.to_string(), limit as i64 + running], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (request_id, receipt, cert, auth) = row?;
+            if self.progress.contains_key(&(*channel, request_id.clone())) {
+                continue;
+            }
+            out.push(BilledRow {
+                request_id,
+                receipt: from_json(&receipt)?,
+                cert,
+                auth,
+            });
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Distinct channels that disputed `worker`'s receipts.
     pub fn channels_disputing(&self, worker: &PublicKey) -> usize {
         self.disputed_by.get(worker).map_or(0, |s| s.len())
@@ -340,7 +401,7 @@ impl ProxyBooks {
             .db
             .conn()
             .query_row(
-                "SELECT worker, cost, fee FROM receipts WHERE request = ?1 AND channel = ?2",
+                "SELECT worker, cost, fee FROM bills WHERE request = ?1 AND channel = ?2",
                 params![request_id, channel.to_string()],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -587,18 +648,27 @@ impl ProxyBooks {
         let voucher =
             next_worker_voucher(self.vault(), b.worker, owed, fee_delta - taken, &self.key)?;
         fail::hit(before)?;
+        let cert = cert_id(b.cert);
+        let new_cert = !self.certs.contains(&cert);
         self.db.commit(|tx| {
-            let row = params![b.request_id, r.channel.to_string(), b.worker.to_hex(), now.cost.to_string(), now.fee.to_string(), to_json(b.receipt)];
+            if new_cert {
+                super::exec(
+                    tx,
+                    "INSERT OR IGNORE INTO certs (id, cert) VALUES (?1, ?2)",
+                    params![cert, b.cert],
+                )?;
+            }
+            let row = params![b.request_id, r.channel.to_string(), b.worker.to_hex(), now.cost.to_string(), now.fee.to_string(), to_json(b.receipt), cert];
             let written = if prior.cost == 0 {
                 super::exec(
                     tx,
-                    "INSERT OR IGNORE INTO receipts (request, channel, worker, cost, fee, receipt) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    row,
+                    "INSERT OR IGNORE INTO bills (request, channel, worker, cost, fee, receipt, cert, auth) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![b.request_id, r.channel.to_string(), b.worker.to_hex(), now.cost.to_string(), now.fee.to_string(), to_json(b.receipt), cert, b.auth],
                 )?
             } else {
                 super::exec(
                     tx,
-                    "UPDATE receipts SET cost = ?4, fee = ?5, receipt = ?6 WHERE request = ?1 AND channel = ?2 AND worker = ?3",
+                    "UPDATE bills SET cost = ?4, fee = ?5, receipt = ?6, cert = ?7 WHERE request = ?1 AND channel = ?2 AND worker = ?3",
                     row,
                 )?
             };
@@ -621,6 +691,9 @@ impl ProxyBooks {
             Ok(())
         })?;
         fail::hit(after)?;
+        if new_cert {
+            self.certs.insert(cert);
+        }
         if taken > 0 {
             self.withheld.insert(b.worker, held - taken);
         }
@@ -718,7 +791,7 @@ impl ProxyBooks {
         let mut t = ProxyTotals::default();
         // Disputed receipts are not billed (the client does not pay them).
         let mut st = self.db.conn().prepare(
-            "SELECT cost, fee FROM receipts r WHERE NOT EXISTS \
+            "SELECT cost, fee FROM bills r WHERE NOT EXISTS \
              (SELECT 1 FROM disputes d WHERE d.channel = r.channel AND d.request = r.request)",
         )?;
         for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
@@ -736,6 +809,34 @@ impl ProxyBooks {
         t.withheld = self.withheld.values().sum();
         Ok(t)
     }
+}
+
+/// Books written before bills were keyed by channel and request kept them
+/// in `receipts`, keyed by request alone (two channels choosing one id
+/// collided): moved into `bills`, once, durably.
+fn migrate(db: &mut Journal) -> Result<(), PayError> {
+    let old: i64 = db.conn().query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'receipts'",
+        [],
+        |r| r.get(0),
+    )?;
+    if old == 0 {
+        return Ok(());
+    }
+    db.commit(|tx| {
+        tx.execute_batch(
+            "INSERT OR IGNORE INTO bills (channel, request, worker, cost, fee, receipt) \
+             SELECT channel, request, worker, cost, fee, receipt FROM receipts; \
+             DROP TABLE receipts;",
+        )?;
+        Ok(())
+    })?;
+    db.flush().durable_blocking()
+}
+
+/// How the books name a certificate: SHA-256 of its hex, in hex.
+fn cert_id(cert_hex: &str) -> String {
+    hex::encode(kokon_money::Hash32::of(cert_hex.as_bytes()).0)
 }
 
 fn worker_key(hex: &str) -> Result<PublicKey, PayError> {

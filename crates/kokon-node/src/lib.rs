@@ -235,6 +235,22 @@ impl LocalNet {
 
     /// Starts one more worker linked to this network's proxy.
     pub fn add_worker(&mut self, w: WorkerSpec) -> Result<(), NetError> {
+        let name = format!("dev-worker-{}", self.workers.len());
+        let handle = self.spawn_worker(w, &name)?;
+        self.workers.push(handle);
+        Ok(())
+    }
+
+    /// Kills worker `i` and starts `w` in its place on the same books (so
+    /// the same payout key and earnings): a worker process restarted.
+    pub fn restart_worker(&mut self, i: usize, w: WorkerSpec) -> Result<(), NetError> {
+        self.workers[i].kill();
+        let handle = self.spawn_worker(w, &format!("dev-worker-{i}"))?;
+        self.workers[i] = handle;
+        Ok(())
+    }
+
+    fn spawn_worker(&self, w: WorkerSpec, name: &str) -> Result<WorkerHandle, NetError> {
         let stop = self.shutdown.child_token();
         let mut cfg = WorkerConfig::new(self.proxy.addr);
         cfg.max_jobs = w.max_jobs;
@@ -248,7 +264,7 @@ impl LocalNet {
         let tls = start_node(node, self.policy.clone(), &stop)?;
         let mut worker = Worker::new(cfg, w.engine, tls);
         if let Some((spec, ledger)) = &self.pay {
-            let books = pay::worker_books(spec, &format!("dev-worker-{}", self.workers.len()))?;
+            let books = pay::worker_books(spec, name)?;
             let ledger = pay::daemon_ledger(spec, ledger);
             let wp = kokon_worker::WorkerPay::new(
                 books,
@@ -262,13 +278,12 @@ impl LocalNet {
         let stats = worker.stats();
         let pay = worker.pay();
         let task = tokio::spawn(worker.serve(stop.clone()));
-        self.workers.push(WorkerHandle {
+        Ok(WorkerHandle {
             stats,
             pay,
             stop,
             task,
-        });
-        Ok(())
+        })
     }
 
     /// Waits until `n` workers are linked to the proxy.

@@ -662,7 +662,7 @@ async fn a_dispute_must_be_the_clients_and_unbills_only_its_own_unpaid_job() {
 
 #[tokio::test]
 async fn a_worker_disputed_by_three_channels_is_routed_no_more() {
-    let a = attack().await;
+    let mut a = attack().await;
     let pay = a.net.proxy.pay().unwrap();
     let proxy_key = pay.books().await.owner().public();
     let ledger = devnet(&a.net);
@@ -704,6 +704,19 @@ async fn a_worker_disputed_by_three_channels_is_routed_no_more() {
         served,
         "it ran nothing"
     );
+    // Restarted (same payout key, new certificate), it links again and is
+    // refused, and told why.
+    let refused = a.net.proxy.metrics().links_refused("disputed");
+    let mut again = WorkerSpec::new(echo("echo", 0));
+    again.receipt_every_tokens = 16;
+    a.net.restart_worker(0, again).unwrap();
+    eventually("the restarted worker is refused", || {
+        a.net.proxy.metrics().links_refused("disputed") > refused
+    })
+    .await;
+    assert_eq!(a.net.proxy.worker_count(), 0, "not linked");
+    let r = chat(&a.net.base_url(), "echo", "anyone now?", false).await;
+    assert_ne!(r.status(), 200, "still not routed");
 }
 
 #[tokio::test]

@@ -228,6 +228,17 @@ impl Devnet {
         .await
     }
 
+    /// How many `op`s went through (`claim_channel`, `vault_claim`, … as
+    /// the ledger's log names them): the transactions a chain would carry.
+    pub async fn count(&self, op: &'static str) -> Result<u64, PayError> {
+        self.tx(move |tx, _| {
+            let n: i64 =
+                tx.query_row("SELECT count(*) FROM log WHERE op = ?1", [op], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     /// Totals over the whole ledger.
     pub async fn audit(&self) -> Result<Audit, PayError> {
         self.tx(|tx, _| {

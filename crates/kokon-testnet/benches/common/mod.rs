@@ -37,8 +37,13 @@ pub async fn load(base: &str, model: &str, requests: usize, concurrency: usize) 
                 for _ in 0..per_worker {
                     let t = Instant::now();
                     let r = client.post(&url).json(&body).send().await.unwrap();
-                    assert!(r.status().is_success());
-                    r.bytes().await.unwrap();
+                    let status = r.status();
+                    let answer = r.bytes().await.unwrap();
+                    assert!(
+                        status.is_success(),
+                        "{status}: {}",
+                        String::from_utf8_lossy(&answer)
+                    );
                     lat.push(t.elapsed());
                 }
                 lat

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -128,22 +128,64 @@ async fn read_body(s: &AppState, body: Body) -> Result<Bytes, ApiError> {
         .map_err(|_| ApiError::too_large(s.cfg.max_body))
 }
 
-async fn chat(State(s): State<Arc<AppState>>, body: Body) -> Response {
+async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let req = parse_request(&read_body(&s, body).await?)?;
-        let (header, job, shape) = req.into_job(JobKind::Chat, s.cfg.max_price_milli)?;
+        let (mut header, job, shape) = req.into_job(JobKind::Chat, s.cfg.max_price_milli)?;
+        if let Some(id) = idempotent_request_id(&headers)? {
+            header.request_id = id;
+        }
         run_job(&s, header, job, shape, "chatcmpl").await
     };
     finish(&s, "chat_completions", result.await)
 }
 
-async fn completions(State(s): State<Arc<AppState>>, body: Body) -> Response {
+async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let req = parse_request(&read_body(&s, body).await?)?;
-        let (header, job, shape) = req.into_job(JobKind::Completion, s.cfg.max_price_milli)?;
+        let (mut header, job, shape) = req.into_job(JobKind::Completion, s.cfg.max_price_milli)?;
+        if let Some(id) = idempotent_request_id(&headers)? {
+            header.request_id = id;
+        }
         run_job(&s, header, job, shape, "cmpl").await
     };
     finish(&s, "completions", result.await)
+}
+
+/// The header an application sets so that a retried request is never a
+/// second paid job (after a timeout, or a gateway that crashed once it had
+/// paid): the same key gives the same request id, which the proxy admits
+/// once per channel, so a retry of a job that ran is refused with 409
+/// `duplicate_request` before any work, and nothing is charged twice.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The request id an `Idempotency-Key` names: a hash of it, so the proxy
+/// never sees the application's key (it may carry the application's ids).
+fn idempotent_request_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                None,
+                format!(
+                    "the Idempotency-Key header must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                ),
+            )
+        })?;
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"kokon/idempotency-key/v1\0");
+    h.update(key.as_bytes());
+    let hash = hex::encode(h.finalize());
+    Ok(Some(format!("idem-{}", &hash[..40])))
 }
 
 fn finish(s: &AppState, endpoint: &'static str, r: Result<Response, ApiError>) -> Response {

@@ -160,7 +160,7 @@ fn cors_headers(h: &mut HeaderMap, origin: Option<&str>, preflight: bool) {
         );
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, content-type"),
+            HeaderValue::from_static("authorization, content-type, idempotency-key"),
         );
         h.insert(
             header::ACCESS_CONTROL_MAX_AGE,

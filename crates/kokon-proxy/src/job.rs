@@ -63,6 +63,10 @@ struct Job {
     /// The client's authorisation (JSON), kept with each bill so the client
     /// can verify and pay it later (empty on unpaid networks).
     auth: Arc<str>,
+    /// The job's request id is registered (spent) at the proxy.
+    registered: bool,
+    /// The job was sent to a worker at least once.
+    sent: bool,
 }
 
 type PartBill = tokio::task::JoinHandle<(Admitted, Result<(), JobError>)>;
@@ -92,6 +96,8 @@ async fn drive(
         .unwrap_or_default();
     let mut job = Job {
         auth: auth.into(),
+        registered: false,
+        sent: false,
         state,
         to_worker: header.for_worker(),
         header,
@@ -121,6 +127,7 @@ impl Job {
         match action {
             Action::Register => {
                 let registered = self.register().await;
+                self.registered = registered.is_ok();
                 flow.registered(registered);
             }
             Action::Pick { exclude } => {
@@ -134,14 +141,17 @@ impl Job {
                 let admitted = self.admit(worker).await;
                 flow.admitted(admitted, Instant::now());
             }
-            Action::Send { worker } => match self.send(worker).await {
-                Ok(stream) => {
-                    self.worker = Some(stream);
-                    self.worker_over = false;
+            Action::Send { worker } => {
+                self.sent = true;
+                match self.send(worker).await {
+                    Ok(stream) => {
+                        self.worker = Some(stream);
+                        self.worker_over = false;
+                    }
+                    Err(Gone::Client) => flow.client_gone(Instant::now()),
+                    Err(Gone::Worker(why)) => flow.worker_failed(why),
                 }
-                Err(Gone::Client) => flow.client_gone(Instant::now()),
-                Err(Gone::Worker(why)) => flow.worker_failed(why),
-            },
+            }
             Action::Abandon { .. } => self.worker = None,
             Action::Cancel { worker } => self.cancel_at(worker),
             Action::Forward(frame) => {
@@ -186,7 +196,10 @@ impl Job {
                 }
             }
             Action::Unroute { worker } => lock(&state.router).release(worker),
-            Action::Finish(outcome) => self.finished(outcome),
+            Action::Finish(outcome) => {
+                self.finished(outcome);
+                self.free_unsent_id().await;
+            }
         }
     }
 
@@ -344,6 +357,23 @@ impl Job {
                 tracing::warn!(request_id = %self.header.request_id, worker, error = %e.message, "receipt not billed");
                 Err(e)
             }
+        }
+    }
+
+    /// A paid job refused before it reached any worker leaves its request
+    /// id free for a retry (nothing ran, nothing was billed).
+    async fn free_unsent_id(&self) {
+        let (Some(pay), Some(p)) = (&self.state.pay, self.header.payment) else {
+            return;
+        };
+        if self.registered
+            && !self.sent
+            && let Err(e) = pay
+                .books()
+                .await
+                .unregister(&p.channel, &self.header.request_id)
+        {
+            tracing::warn!(error = %e, "cannot free an unsent request id");
         }
     }
 

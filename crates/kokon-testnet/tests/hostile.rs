@@ -503,7 +503,7 @@ async fn a_cancelled_job_stops_at_the_worker_and_bills_exactly_the_receipt_the_c
     let other = client_link(&a.net);
     let p = payload("a job on another link");
     let h = signed(&a.client, a.channel, "other-link", &p, BUDGET, now() + 60);
-    let (_, other_on) = other.submit(&h, p).await.unwrap();
+    let (mut other_frames, other_on) = other.submit(&h, p).await.unwrap();
     let refused = other.cancel(&other_on, &cancel).await.unwrap_err();
     assert_eq!(refused.code, ErrorCode::BadRequest);
     read_data(&mut frames, 5).await; // the job streams on
@@ -528,9 +528,17 @@ async fn a_cancelled_job_stops_at_the_worker_and_bills_exactly_the_receipt_the_c
         last.usage.completion, data as u64,
         "it covers every token sent"
     );
+    // The other link's job runs to its end, billed its own receipt.
+    let other_cost = loop {
+        match other_frames.next().await.expect("a final frame").unwrap() {
+            Frame::End(end) => break end.receipt.expect("a paid job's receipt").receipt.body.cost,
+            Frame::Error(e) => panic!("the other link's job failed: {e:?}"),
+            _ => {}
+        }
+    };
     // The proxy billed exactly what the client holds a receipt for: the
     // client can pay it all, and nobody worked for free.
-    let billed = a.totals().await.billed - before.billed;
+    let billed = a.totals().await.billed - before.billed - other_cost;
     assert_eq!(billed, last.cost);
     // The worker's slot was held until its engine had stopped.
     assert_eq!(WorkerStats::get(&worker.jobs_cancelled), 1);

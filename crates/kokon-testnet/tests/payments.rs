@@ -287,3 +287,65 @@ async fn cooperative_close_claims_refunds_and_stops_service() {
     let r = chat(&net.base_url(), "echo", "after close", false).await;
     assert_eq!(r.status(), 402);
 }
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_is_never_paid_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = LocalNet::start(paid(tmp.path(), vec![priced("echo", 1000)]))
+        .await
+        .unwrap();
+    let send = |key: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/chat/completions", net.base_url()))
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({
+                "model": "echo",
+                "messages": [{"role": "user", "content": "charge me once"}],
+            }))
+            .send()
+    };
+    let first = send("order-42").await.unwrap();
+    assert_eq!(first.status(), 200);
+    let totals = || async { net.proxy.pay().unwrap().books().await.totals().unwrap() };
+    let after_first = totals().await;
+    // The application did not see the answer (a timeout, or the gateway
+    // crashed after paying) and retries with the same key.
+    let retry = send("order-42").await.unwrap();
+    assert_eq!(retry.status(), 409);
+    let body: Value = retry.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "duplicate_request", "{body}");
+    assert_eq!(totals().await, after_first, "nothing billed or paid again");
+    // Another key is another job.
+    assert_eq!(send("order-43").await.unwrap().status(), 200);
+    assert_eq!(totals().await.receipts, after_first.receipts + 1);
+    eventually_async("every job paid, once", || async {
+        let t = totals().await;
+        t.billed == t.paid
+    })
+    .await;
+    // A request refused before it reached any worker ran nothing: its
+    // retry with the same key is served.
+    let nowhere = reqwest::Client::new()
+        .post(format!("{}/chat/completions", net.base_url()))
+        .header("Idempotency-Key", "order-44")
+        .json(
+            &serde_json::json!({"model": "nosuch", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nowhere.status(), 404, "no worker serves it");
+    assert_eq!(
+        send("order-44").await.unwrap().status(),
+        200,
+        "the retry runs"
+    );
+    let bad = reqwest::Client::new()
+        .post(format!("{}/chat/completions", net.base_url()))
+        .header("Idempotency-Key", "")
+        .json(&serde_json::json!({"model": "echo", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400, "an empty key is refused, not ignored");
+}

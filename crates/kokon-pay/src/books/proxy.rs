@@ -505,6 +505,30 @@ impl ProxyBooks {
         Ok(self.db.durable(()))
     }
 
+    /// Frees a registered request id whose job was never sent to any worker
+    /// (refused before routing: no worker, all busy, no credit), so that the
+    /// client may send it again (a retry with the same `Idempotency-Key`).
+    /// An id with a bill or a running job stays spent. Not flushed on its
+    /// own: if the deletion is lost in a crash the id stays spent, the safe
+    /// side.
+    pub fn unregister(&mut self, channel: &Address, request_id: &str) -> Result<(), PayError> {
+        if self
+            .progress
+            .contains_key(&(*channel, request_id.to_string()))
+        {
+            return Ok(());
+        }
+        self.db.commit(|tx| {
+            super::exec(
+                tx,
+                "DELETE FROM admissions WHERE channel = ?1 AND request = ?2 AND NOT EXISTS \
+                 (SELECT 1 FROM bills b WHERE b.channel = ?1 AND b.request = ?2)",
+                params![channel.to_string(), request_id],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Reserves `max_cost` on `channel` for the job `request_id`, or refuses it.
     pub fn admit(
         &mut self,

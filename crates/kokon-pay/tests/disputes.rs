@@ -334,3 +334,43 @@ fn books_from_before_bills_were_per_channel_are_moved_over_once() {
     let t = books.totals().unwrap();
     assert_eq!((t.receipts, t.billed), (1, 100));
 }
+
+#[test]
+fn one_clients_credit_is_bounded_across_all_its_channels() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut books = open(tmp.path()); // credit 1 000 000 per client
+    let second = Address::new(0, [7; 32]);
+    books
+        .update_terms(ChannelTerms {
+            id: second,
+            client: client().public(),
+            deposit: 1_000_000,
+            open: true,
+        })
+        .unwrap();
+    let held = books.admit(&channel(), "big", 600_000).unwrap();
+    let over = books.admit(&second, "more", 500_000);
+    assert!(
+        matches!(
+            over,
+            Err(PayError::Money(kokon_money::MoneyError::OverCredit { .. }))
+        ),
+        "a second channel of the same client buys no more credit: {over:?}"
+    );
+    // Another client's channel is not affected.
+    let theirs = books.admit(&other_channel(), "theirs", 500_000).unwrap();
+    books.release(theirs);
+    // Once the first job is released, the second channel has the credit.
+    books.release(held);
+    let r = books.admit(&second, "more", 500_000).unwrap();
+    books.release(r);
+    // And after a restart the channels are still tied to their client.
+    job(&mut books, "owed", 600_000);
+    drop(books);
+    let mut books = open(tmp.path());
+    assert!(
+        books.admit(&second, "after", 500_000).is_err(),
+        "600 000 owed elsewhere"
+    );
+}

@@ -188,6 +188,9 @@ pub struct ProxyBooks {
     disputed_by: HashMap<PublicKey, std::collections::HashSet<Address>>,
     /// Certificates stored (by [`cert_id`]): each is written once.
     certs: std::collections::HashSet<String>,
+    /// Each client key's channels: one client's exposure is bounded across
+    /// all of them, not per channel.
+    by_client: HashMap<PublicKey, Vec<Address>>,
 }
 
 impl std::fmt::Debug for ProxyBooks {
@@ -248,7 +251,11 @@ impl ProxyBooks {
             disputes: HashMap::new(),
             disputed_by: HashMap::new(),
             certs: Default::default(),
+            by_client: HashMap::new(),
         };
+        for (id, (c, _)) in &books.channels {
+            books.by_client.entry(c.terms.client).or_default().push(*id);
+        }
         books.load_disputes()?;
         Ok(books)
     }
@@ -472,6 +479,12 @@ impl ProxyBooks {
             )?;
             Ok(())
         })?;
+        if !self.channels.contains_key(&terms.id) {
+            self.by_client
+                .entry(terms.client)
+                .or_default()
+                .push(terms.id);
+        }
         let entry = self
             .channels
             .entry(terms.id)
@@ -529,23 +542,43 @@ impl ProxyBooks {
         })
     }
 
-    /// Reserves `max_cost` on `channel` for the job `request_id`, or refuses it.
+    /// Reserves `max_cost` on `channel` for the job `request_id`, or refuses
+    /// it. The credit limit bounds the client, not the channel: what its
+    /// other channels owe and hold reserved counts against it, so opening
+    /// more channels buys no more credit.
     pub fn admit(
         &mut self,
         channel: &Address,
         request_id: &str,
         max_cost: Nanotons,
     ) -> Result<Reservation, PayError> {
+        let elsewhere = self.exposure_elsewhere(channel);
         let (c, _) = self
             .channels
             .get_mut(channel)
             .ok_or(PayError::NoChannel(*channel))?;
-        c.admit(max_cost, self.max_credit)?;
+        c.admit(max_cost, self.max_credit.saturating_sub(elsewhere))?;
         Ok(Reservation {
             channel: *channel,
             request: request_id.to_string(),
             max_cost,
         })
+    }
+
+    /// What the client of `channel` owes and holds reserved on its other
+    /// channels.
+    fn exposure_elsewhere(&self, channel: &Address) -> Nanotons {
+        let Some((c, _)) = self.channels.get(channel) else {
+            return 0;
+        };
+        self.by_client
+            .get(&c.terms.client)
+            .into_iter()
+            .flatten()
+            .filter(|id| *id != channel)
+            .filter_map(|id| self.channels.get(id))
+            .map(|(c, _)| c.exposure())
+            .sum()
     }
 
     /// Ends a reservation without a final bill (the job failed or was

@@ -161,12 +161,7 @@ pub(crate) async fn settle(
         .signers
         .signer(&env.cert, &pay.policy, now)
         .map_err(rejected)?;
-    // The registry's files for this name: a worker serving another model
-    // under the name is not paid.
-    let allowed: Option<Vec<Hash32>> = pay
-        .policy
-        .model_hashes(&header.model)
-        .map(|l| l.iter().copied().map(Hash32).collect());
+    let allowed = allowed_models(pay, &header.model);
     let expect = Expect {
         request_id: &header.request_id,
         model: &header.model,
@@ -196,6 +191,14 @@ pub(crate) async fn settle(
         pay.wake.notify_one();
     }
     Ok(cost)
+}
+
+/// The registry's files for the model name `model`: a worker serving
+/// another model under the name is not paid. `None`: the registry lists none.
+fn allowed_models(pay: &ClientPay, model: &str) -> Option<Vec<Hash32>> {
+    pay.policy
+        .model_hashes(model)
+        .map(|l| l.iter().copied().map(Hash32).collect())
 }
 
 /// Delivers vouchers to the proxy, one at a time, until the gateway stops:
@@ -310,10 +313,7 @@ pub(crate) fn check_billed(
         .signers
         .signer(&job.receipt.cert, &pay.policy, now)
         .map_err(refused)?;
-    let allowed: Option<Vec<Hash32>> = pay
-        .policy
-        .model_hashes(&auth.model)
-        .map(|l| l.iter().copied().map(Hash32).collect());
+    let allowed = allowed_models(pay, &auth.model);
     let expect = Expect {
         request_id: &auth.request_id,
         model: &auth.model,

@@ -80,17 +80,7 @@ fn job_on(books: &mut ProxyBooks, channel: Address, id: &str, cost: Nanotons) {
         .wait_blocking()
         .unwrap();
     let r = books.admit(&channel, id, cost).unwrap();
-    let receipt = Signed::sign(
-        Receipt {
-            request: Hash32::of(id.as_bytes()),
-            model: Hash32([7; 32]),
-            usage: TokenUsage::default(),
-            price_milli: 1000,
-            cost,
-        },
-        &worker(),
-    )
-    .unwrap();
+    let receipt = receipt_of(id, cost);
     let bill = Bill {
         request_id: id,
         worker: worker().public(),

@@ -381,7 +381,7 @@ impl Job {
         if let Outcome::Failed(code) = outcome
             && code.retry_elsewhere()
         {
-            tracing::info!(request_id = %self.header.request_id, code = code.as_str(), "job failed");
+            tracing::debug!(request_id = %self.header.request_id, code = code.as_str(), "job failed");
         }
         self.state.metrics.job(&self.header.model, outcome.as_str());
     }

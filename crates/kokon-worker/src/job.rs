@@ -154,11 +154,11 @@ fn finished(worker: &Worker, header: &JobHeader, outcome: Outcome) {
     match outcome {
         Outcome::Completed => {
             WorkerStats::bump(&stats.jobs_completed);
-            tracing::info!(request_id = %id, model = %header.model, "job done");
+            tracing::debug!(request_id = %id, model = %header.model, "job done");
         }
         Outcome::Cancelled => {
             WorkerStats::bump(&stats.jobs_cancelled);
-            tracing::info!(request_id = %id, "job cancelled by the requester");
+            tracing::debug!(request_id = %id, "job cancelled by the requester");
         }
         Outcome::Failed(code) => {
             WorkerStats::bump(&stats.jobs_failed);

@@ -99,6 +99,20 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Per-job lines (request ids, models, outcomes) are debug-level: with
+    // their timestamps they link one client's jobs to each other. Whoever
+    // turns them on is told so.
+    use tracing::Level;
+    let per_job = tracing::enabled!(target: "kokon_worker", Level::DEBUG)
+        || tracing::enabled!(target: "kokon_proxy", Level::DEBUG)
+        || tracing::enabled!(target: "kokon_gateway", Level::DEBUG);
+    if per_job {
+        // Not through tracing: the filter that turned debug on may hide warnings.
+        eprintln!(
+            "WARNING: debug logging is on (KOKON_LOG): per-job lines with request ids and \
+             outcomes are written, which link jobs to each other; leave it off in production"
+        );
+    }
 }
 
 fn main() -> std::process::ExitCode {

@@ -324,15 +324,7 @@ async fn a_slow_ledger_does_not_slow_admission_or_billing() {
         slowest < Duration::from_secs(2),
         "a paid job took {slowest:?} behind the ledger"
     );
-    let billed = net
-        .proxy
-        .pay()
-        .unwrap()
-        .books()
-        .await
-        .totals()
-        .unwrap()
-        .receipts;
+    let billed = proxy_totals(&net).await.receipts;
     assert_eq!(billed, 7, "every job billed");
 }
 

@@ -148,14 +148,7 @@ async fn run(
 
 impl Attack {
     async fn totals(&self) -> ProxyTotals {
-        self.net
-            .proxy
-            .pay()
-            .unwrap()
-            .books()
-            .await
-            .totals()
-            .unwrap()
+        proxy_totals(&self.net).await
     }
 
     /// Honest traffic through the gateway still works.

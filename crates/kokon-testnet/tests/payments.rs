@@ -306,7 +306,7 @@ async fn a_retry_with_the_same_idempotency_key_is_never_paid_twice() {
     };
     let first = send("order-42").await.unwrap();
     assert_eq!(first.status(), 200);
-    let totals = || async { net.proxy.pay().unwrap().books().await.totals().unwrap() };
+    let totals = || proxy_totals(&net);
     let after_first = totals().await;
     // The application did not see the answer (a timeout, or the gateway
     // crashed after paying) and retries with the same key.

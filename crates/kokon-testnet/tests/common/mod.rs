@@ -102,3 +102,9 @@ pub fn devnet(net: &kokon_testnet::LocalNet) -> Arc<kokon_pay::devnet::Devnet> {
         _ => panic!("these networks settle on the devnet"),
     }
 }
+
+/// The proxy's money totals, from its books (paid networks).
+pub async fn proxy_totals(net: &kokon_testnet::LocalNet) -> kokon_pay::books::proxy::ProxyTotals {
+    let pay = net.proxy.pay().expect("a paid network");
+    pay.books().await.totals().unwrap()
+}

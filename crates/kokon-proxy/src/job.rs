@@ -60,8 +60,10 @@ struct Job {
     /// Cancelled when the client cancels the job by its id.
     cancel: CancellationToken,
     cancel_seen: bool,
-    /// The client's authorisation (JSON), kept with each bill so the client
-    /// can verify and pay it later (empty on unpaid networks).
+    /// The client's authorisation (`None` when the job carries none), and
+    /// as JSON, kept with each bill so the client can verify and pay it
+    /// later (empty on unpaid networks).
+    signed: Option<kokon_proto::JobAuth>,
     auth: Arc<str>,
     /// The job's request id is registered (spent) at the proxy.
     registered: bool,
@@ -91,10 +93,13 @@ async fn drive(
             b.completion,
         ));
     }
-    let auth = kokon_proto::JobAuth::of(&header, &payload)
-        .map(|a| serde_json::to_string(&a).expect("an authorisation serializes"))
+    let signed = kokon_proto::JobAuth::of(&header, &payload);
+    let auth = signed
+        .as_ref()
+        .map(|a| serde_json::to_string(a).expect("an authorisation serializes"))
         .unwrap_or_default();
     let mut job = Job {
+        signed,
         auth: auth.into(),
         registered: false,
         sent: false,
@@ -283,7 +288,7 @@ impl Job {
         };
         let now = kokon_attest::SystemClock.now_unix();
         let max_context = self.state.tls.policy().routing.max_context;
-        crate::pay::register(pay, &self.header, &self.payload, max_context, now).await
+        crate::pay::register(pay, &self.header, self.signed.as_ref(), max_context, now).await
     }
 
     /// Reserves the job's credit at the worker's price.

@@ -20,8 +20,7 @@ use kokon_money::{
 use kokon_pay::books::proxy::{Bill, ProxyBooks, Reservation};
 use kokon_pay::{PayError, Settlement};
 use kokon_proto::{
-    AuthScope, CloseReply, CloseRequest, ErrorCode, JobError, JobHeader, OutputMeter,
-    ReceiptEnvelope,
+    CloseReply, CloseRequest, ErrorCode, JobError, JobHeader, OutputMeter, ReceiptEnvelope,
 };
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -87,12 +86,12 @@ const MAX_AUTH_LIFETIME_SECS: u64 = 3600;
 pub(crate) async fn register(
     pay: &ProxyPay,
     header: &JobHeader,
-    payload: &[u8],
+    auth: Option<&kokon_proto::JobAuth>,
     max_context: u32,
     now_unix: u64,
 ) -> Result<(), JobError> {
-    let (p, budget) = match (header.payment, header.budget) {
-        (Some(p), Some(b)) => (p, b),
+    let (p, budget, auth) = match (header.payment, header.budget, auth) {
+        (Some(p), Some(b), Some(a)) => (p, b, a),
         _ => {
             return Err(payment_required(
                 "this proxy serves paid jobs only: the request names no channel".into(),
@@ -130,8 +129,8 @@ pub(crate) async fn register(
             t
         }
     };
-    let auth = header.auth_hash(budget, &AuthScope::new(p.channel, payload, p.expires_unix));
-    if terms.client.verify(&auth, &p.signature).is_err() {
+    // The payload was hashed once, into `auth` (what bills keep too).
+    if !auth.signed_by(&terms.client) {
         return Err(payment_required(
             "the job's payer signature does not match the channel's client key \
              for this request, payload and budget"

@@ -73,6 +73,7 @@ impl Fixture {
             max_price_milli: Some(1500),
             budget: Some(BUDGET),
             payment: None,
+            sealed: false,
         };
         let scope = AuthScope::new(channel, b"payload", 4_000_000_000);
         h.payment = Some(Payment {

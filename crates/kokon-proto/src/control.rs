@@ -99,6 +99,7 @@ impl JobAuth {
             max_price_milli: self.max_price_milli,
             budget: None,
             payment: None,
+            sealed: false,
         };
         let scope = crate::AuthScope {
             channel: self.channel,
@@ -184,6 +185,7 @@ mod tests {
             max_price_milli: Some(1500),
             budget: Some(budget),
             payment: None,
+            sealed: false,
         };
         let scope = AuthScope::new(channel, payload, 1_000);
         h.payment = Some(Payment {

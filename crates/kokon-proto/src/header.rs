@@ -14,6 +14,7 @@ pub mod http_names {
     pub const BUDGET: &str = "kokon-budget";
     pub const PAYER_SIG: &str = "kokon-payer-sig";
     pub const AUTH_EXPIRES: &str = "kokon-auth-expires";
+    pub const SEALED: &str = "kokon-sealed";
 }
 
 use kokon_money::receipt::Budget;
@@ -78,6 +79,9 @@ pub struct JobHeader {
     pub budget: Option<Budget>,
     /// `None` on networks without payments, and on the proxy → worker hop.
     pub payment: Option<Payment>,
+    /// The payload is a [`crate::sealed::SealedJob`] (end-to-end encrypted
+    /// to its candidate workers), not a plaintext [`crate::JobRequest`].
+    pub sealed: bool,
 }
 
 /// A header that is missing or malformed. Names the header at fault.
@@ -105,6 +109,9 @@ impl JobHeader {
         }
         if let Some(b) = &self.budget {
             put(BUDGET, &format!("{},{}", b.prompt, b.completion));
+        }
+        if self.sealed {
+            put(SEALED, "1");
         }
         if let Some(p) = &self.payment {
             put(CHANNEL, &p.channel.to_string());
@@ -139,6 +146,11 @@ impl JobHeader {
             })
             .transpose()?;
         let budget = get(BUDGET)?.map(read_budget).transpose()?;
+        let sealed = match get(SEALED)? {
+            None => false,
+            Some("1") => true,
+            Some(_) => return Err(HeaderError::Malformed(SEALED)),
+        };
         let payment = match get(CHANNEL)? {
             None => None,
             Some(ch) => {
@@ -154,6 +166,7 @@ impl JobHeader {
             max_price_milli,
             budget,
             payment,
+            sealed,
         })
     }
 
@@ -184,6 +197,37 @@ impl JobHeader {
         h.update([scope.channel.workchain as u8]);
         h.update(scope.channel.hash);
         h.update(scope.expires_unix.to_be_bytes());
+        h.finalize().into()
+    }
+
+    /// What a sealed job and every chunk of its response are bound to: the
+    /// header as the worker gets it (request id, model, kind, price cap,
+    /// budget). A proxy that alters any of it on the way to the worker, or
+    /// moves a sealed payload under another job's header, gets a job that
+    /// does not open.
+    pub fn binding(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"kokon/job-binding/v1\0");
+        for part in [self.request_id.as_str(), &self.model, self.kind.as_str()] {
+            h.update((part.len() as u32).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        match self.max_price_milli {
+            None => h.update([0]),
+            Some(p) => {
+                h.update([1]);
+                h.update(p.to_be_bytes());
+            }
+        }
+        match self.budget {
+            None => h.update([0]),
+            Some(b) => {
+                h.update([1]);
+                h.update(b.prompt.to_be_bytes());
+                h.update(b.completion.to_be_bytes());
+            }
+        }
         h.finalize().into()
     }
 
@@ -279,6 +323,60 @@ mod tests {
                 expires_unix: 1_900_000_000,
                 signature: Signature([9; 64]),
             }),
+            sealed: true,
+        }
+    }
+
+    #[test]
+    fn the_sealed_flag_round_trips_and_is_strict() {
+        let mut h = http_headers::HeaderMap::new();
+        let plain = JobHeader {
+            sealed: false,
+            ..sample()
+        };
+        plain.write(&mut h);
+        assert!(h.get(SEALED).is_none());
+        assert!(!JobHeader::read(&h).unwrap().sealed);
+        h.insert(SEALED, "yes".parse().unwrap());
+        assert_eq!(JobHeader::read(&h), Err(HeaderError::Malformed(SEALED)));
+    }
+
+    #[test]
+    fn the_binding_covers_what_the_worker_gets_and_not_the_payment() {
+        let h = sample();
+        let base = h.binding();
+        assert_eq!(h.for_worker().binding(), base, "the payment is not bound");
+        let changed = [
+            JobHeader {
+                request_id: "req-2".into(),
+                ..h.clone()
+            },
+            JobHeader {
+                model: "other".into(),
+                ..h.clone()
+            },
+            JobHeader {
+                kind: JobKind::Completion,
+                ..h.clone()
+            },
+            JobHeader {
+                max_price_milli: None,
+                ..h.clone()
+            },
+            JobHeader {
+                budget: Some(Budget {
+                    prompt: 300,
+                    completion: 65,
+                }),
+                ..h.clone()
+            },
+            JobHeader {
+                budget: None,
+                ..h.clone()
+            },
+        ];
+        for (i, c) in changed.iter().enumerate() {
+            assert_ne!(c.binding(), base, "change {i} must change the binding");
         }
     }
 

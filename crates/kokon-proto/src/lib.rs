@@ -9,7 +9,9 @@
 //!   chunks, a final `End`, or a typed `Error`), with a bounded decoder.
 //! * [`announce::Announce`]: what a worker offers when it joins a proxy.
 //! * [`job`]: the end-to-end payload between the client gateway and the worker
-//!   (the proxy never parses it; it will be encrypted end to end).
+//!   (the proxy never parses it), and [`sealed`]: the same payload end-to-end
+//!   encrypted to candidate workers, of which the proxy reads the candidate
+//!   set only.
 //!
 //! Everything here is pure: no I/O, and every decoder bounds its input.
 
@@ -20,6 +22,7 @@ pub mod frame;
 pub mod header;
 pub mod job;
 pub mod meter;
+pub mod sealed;
 
 /// Version of the Kokon link protocol. Peers with a different version are
 /// refused during the TLS handshake (ALPN) and again in the announce.
@@ -102,3 +105,4 @@ pub use frame::{Frame, FrameDecoder, FrameError};
 pub use header::{AuthScope, HeaderError, JobHeader, JobKind, Payment};
 pub use job::{ChatMessage, Chunk, FinishReason, JobEnd, JobRequest, ReceiptEnvelope, Usage};
 pub use meter::OutputMeter;
+pub use sealed::{SealedError, SealedJob};

@@ -10,26 +10,52 @@
 /// Longest stop sequence a job may carry, in bytes.
 pub const MAX_STOP_BYTES: u64 = 64;
 
-/// Bytes of a `Data` frame's payload that are not text (the JSON chunk
-/// `{"text":""}` around it).
+/// Bytes of a plaintext `Data` frame's payload that are not text (the
+/// JSON chunk `{"text":""}` around it).
 pub const CHUNK_OVERHEAD: u64 = 11;
 
+/// Bytes of a sealed `Data` frame's payload that are not text: a sealed
+/// chunk is the text itself and its AEAD tag.
+pub const SEALED_CHUNK_OVERHEAD: u64 = crate::sealed::TAG_LEN as u64;
+
 /// Output delivered so far: `Data` frames, their payload bytes, and the
-/// text bytes they can carry (each frame's payload less the chunk around it).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// text bytes they can carry (each frame's payload less what wraps the
+/// text: the JSON chunk, or for a sealed job the tag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutputMeter {
     pub frames: u64,
     pub bytes: u64,
     pub text: u64,
+    overhead: u64,
+}
+
+impl Default for OutputMeter {
+    fn default() -> Self {
+        Self::for_job(false)
+    }
 }
 
 impl OutputMeter {
+    /// The meter of a job's output, sealed end to end or not.
+    pub fn for_job(sealed: bool) -> Self {
+        Self {
+            frames: 0,
+            bytes: 0,
+            text: 0,
+            overhead: if sealed {
+                SEALED_CHUNK_OVERHEAD
+            } else {
+                CHUNK_OVERHEAD
+            },
+        }
+    }
+
     /// Counts one delivered `Data` frame of `len` payload bytes.
     pub fn add(&mut self, len: usize) {
         let len = len as u64;
         self.frames = self.frames.saturating_add(1);
         self.bytes = self.bytes.saturating_add(len);
-        self.text = self.text.saturating_add(len.saturating_sub(CHUNK_OVERHEAD));
+        self.text = self.text.saturating_add(len.saturating_sub(self.overhead));
     }
 
     /// The most tokens a worker can have generated for this output. It
@@ -57,6 +83,15 @@ mod tests {
             assert_eq!(chunk.len() as u64, text.len() as u64 + CHUNK_OVERHEAD);
             m.add(chunk.len());
         }
+        assert_eq!(m.completion_bound(), 5 + 1 + MAX_STOP_BYTES);
+    }
+
+    #[test]
+    fn a_sealed_chunk_counts_its_text_only() {
+        let mut m = OutputMeter::for_job(true);
+        m.add(5 + SEALED_CHUNK_OVERHEAD as usize);
+        m.add(SEALED_CHUNK_OVERHEAD as usize); // the final, empty chunk
+        assert_eq!((m.frames, m.text), (2, 5));
         assert_eq!(m.completion_bound(), 5 + 1 + MAX_STOP_BYTES);
     }
 

@@ -196,7 +196,8 @@ enum AfterBill {
 
 /// Output a worker may send for a job whose completion budget is known:
 /// a piece of text is one or more tokens, so `Data` frames are at most the
-/// budget plus two (a held-back tail and the stop-string remainder), and a
+/// budget plus three (a held-back tail, the stop-string remainder and a
+/// sealed stream's final chunk), and a
 /// frame carries at most [`MAX_BYTES_PER_FRAME`] on average. A worker that
 /// sends more is ended: it cannot flood a client with output nobody pays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,7 +211,8 @@ pub const MAX_BYTES_PER_FRAME: u64 = 1024;
 
 impl OutputBound {
     pub fn for_completion_budget(tokens: u64) -> Self {
-        let frames = tokens.saturating_add(2);
+        // A sealed stream adds its final, empty chunk.
+        let frames = tokens.saturating_add(3);
         Self {
             frames,
             bytes: frames.saturating_mul(MAX_BYTES_PER_FRAME),
@@ -222,6 +224,8 @@ impl OutputBound {
 pub struct JobFlow<R> {
     cfg: FlowConfig,
     bound: Option<OutputBound>,
+    /// The output is sealed end to end (metered as sealed chunks).
+    sealed: bool,
     /// `Data` frames and bytes received from the current attempt's worker.
     received: OutputMeter,
     /// …and relayed to the client (fewer once it has gone).
@@ -241,6 +245,7 @@ impl<R> JobFlow<R> {
         let mut flow = Self {
             cfg,
             bound: None,
+            sealed: false,
             received: OutputMeter::default(),
             relayed: OutputMeter::default(),
             client_left: false,
@@ -262,6 +267,12 @@ impl<R> JobFlow<R> {
     /// signed completion budget).
     pub fn bound_output(&mut self, bound: OutputBound) {
         self.bound = Some(bound);
+    }
+
+    /// The job is sealed end to end: its `Data` frames are sealed chunks,
+    /// metered as such (see [`OutputMeter::for_job`]).
+    pub fn sealed_output(&mut self) {
+        self.sealed = true;
     }
 
     /// The result of [`Action::Register`]: routing starts only after it.
@@ -671,8 +682,8 @@ impl<R> JobFlow<R> {
     }
 
     fn start(&mut self, worker: WorkerId, reservation: Option<R>, now: Instant) {
-        self.received = OutputMeter::default();
-        self.relayed = OutputMeter::default();
+        self.received = OutputMeter::for_job(self.sealed);
+        self.relayed = OutputMeter::for_job(self.sealed);
         self.phase = Phase::Running {
             worker,
             reservation,

@@ -193,6 +193,18 @@ impl ResponseOpener {
         Err(self.diagnose(chunk, expected))
     }
 
+    /// Opens `chunk` if it is the next chunk, without diagnosing a refusal.
+    pub(crate) fn try_next(&mut self, chunk: &[u8]) -> Option<Opened> {
+        let s = &mut self.0;
+        if s.done || chunk.len() < TAG_LEN {
+            return None;
+        }
+        let (plaintext, last) = s.try_open(chunk, s.next)?;
+        s.next = s.next.checked_add(1)?;
+        s.done = last;
+        Some(Opened { plaintext, last })
+    }
+
     /// Why `chunk` is not chunk `expected`: an earlier one again, a later
     /// one early, or none of this stream's.
     fn diagnose(&self, chunk: &[u8], expected: u64) -> ChunkError {

@@ -11,11 +11,10 @@
 use hpke::{OpModeR, OpModeS, Serializable};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
-use crate::chunks::{ResponseKeys, ResponseOpener, ResponseSealer};
+use crate::chunks::{ChunkError, Opened, ResponseKeys, ResponseOpener, ResponseSealer};
 use crate::suite::{self, Aead, Kdf, Kem, PUBLIC_KEY_LEN, WorkerKey};
 
-/// Most candidates one job is sealed to.
-pub const MAX_CANDIDATES: usize = 8;
+pub use kokon_proto::sealed::{MAX_CANDIDATES, SealedJob, WrappedKey};
 
 const INFO: &[u8] = b"kokon/job/v1\0";
 const BODY_AAD: &[u8] = b"kokon/job-body/v1\0";
@@ -27,30 +26,6 @@ const BODY_AAD: &[u8] = b"kokon/job-body/v1\0";
 pub struct Candidate {
     pub id: [u8; 32],
     pub public: [u8; PUBLIC_KEY_LEN],
-}
-
-/// The content key wrapped for one candidate.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WrappedKey {
-    pub candidate: [u8; 32],
-    /// HPKE's encapsulated key.
-    pub enc: [u8; PUBLIC_KEY_LEN],
-    /// The content key, sealed in the candidate's HPKE context.
-    pub key: Vec<u8>,
-}
-
-/// A job as it travels: one body, one wrapped key per candidate.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SealedJob {
-    pub keys: Vec<WrappedKey>,
-    pub body: Vec<u8>,
-}
-
-impl SealedJob {
-    /// The candidates it can go to (what the proxy picks from).
-    pub fn candidates(&self) -> impl Iterator<Item = &[u8; 32]> {
-        self.keys.iter().map(|k| &k.candidate)
-    }
 }
 
 /// Why a job could not be sealed.
@@ -95,6 +70,17 @@ impl std::fmt::Debug for ClientJob {
 }
 
 impl ClientJob {
+    /// The reader of the response, from whichever candidate the proxy
+    /// picked.
+    pub fn reader(&self) -> ResponseReader {
+        ResponseReader::Unknown(
+            self.responses
+                .iter()
+                .map(|(id, keys)| (*id, ResponseOpener::new(keys, &self.binding)))
+                .collect(),
+        )
+    }
+
     /// The opener of the response from `candidate`, if the job was sealed
     /// to it.
     pub fn response_opener(&self, candidate: &[u8; 32]) -> Option<ResponseOpener> {
@@ -102,6 +88,70 @@ impl ClientJob {
             .iter()
             .find(|(id, _)| id == candidate)
             .map(|(_, keys)| ResponseOpener::new(keys, &self.binding))
+    }
+}
+
+/// The client's end of a response: the first chunk says which candidate
+/// ran the job (only that candidate's keys open it), and every chunk after
+/// must come from the same one, in order.
+pub enum ResponseReader {
+    /// No chunk yet: any candidate may have run the job.
+    Unknown(Vec<([u8; 32], ResponseOpener)>),
+    /// The candidate that ran the job, and its stream.
+    Known([u8; 32], ResponseOpener),
+}
+
+impl std::fmt::Debug for ResponseReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unknown(c) => write!(f, "ResponseReader(one of {})", c.len()),
+            Self::Known(..) => f.write_str("ResponseReader(known worker)"),
+        }
+    }
+}
+
+impl ResponseReader {
+    /// Opens the next chunk (see [`ResponseOpener::open`]).
+    pub fn open(&mut self, chunk: &[u8]) -> Result<Opened, ChunkError> {
+        let candidates = match self {
+            Self::Known(_, opener) => return opener.open(chunk),
+            Self::Unknown(candidates) => candidates,
+        };
+        let found = candidates
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, (_, o))| o.try_next(chunk).map(|opened| (i, opened)));
+        let Some((i, opened)) = found else {
+            // A chunk none opens as the first: say how it is bad, as the
+            // candidate whose stream it belongs to (if any) sees it.
+            let mut errors = candidates.iter_mut().map(|(_, o)| o.open(chunk));
+            let first = errors.next();
+            let telling = errors
+                .filter_map(Result::err)
+                .find(|e| !matches!(e, ChunkError::Forged { .. }));
+            return Err(telling
+                .or(first.and_then(Result::err))
+                .unwrap_or(ChunkError::Forged { expected: 0 }));
+        };
+        let (id, opener) = candidates.swap_remove(i);
+        *self = Self::Known(id, opener);
+        Ok(opened)
+    }
+
+    /// The candidate that ran the job, once its first chunk was opened.
+    pub fn worker(&self) -> Option<&[u8; 32]> {
+        match self {
+            Self::Known(id, _) => Some(id),
+            Self::Unknown(_) => None,
+        }
+    }
+
+    /// The stream ended: complete only if its final chunk came.
+    pub fn finish(&self) -> Result<(), ChunkError> {
+        match self {
+            Self::Known(_, opener) => opener.finish(),
+            Self::Unknown(_) => Err(ChunkError::Cut(0)),
+        }
     }
 }
 
@@ -131,7 +181,9 @@ pub fn seal_job(
             .map_err(|e| SealError::Hpke(e.to_string()))?;
         let key = ctx
             .seal(&content_key, b"")
-            .map_err(|e| SealError::Hpke(e.to_string()))?;
+            .map_err(|e| SealError::Hpke(e.to_string()))?
+            .try_into()
+            .map_err(|_| SealError::Hpke("a wrapped key of unexpected length".into()))?;
         let response = ResponseKeys::export(|label, out| ctx.export(label, out))
             .map_err(|e| SealError::Hpke(e.to_string()))?;
         let mut enc_bytes = [0u8; PUBLIC_KEY_LEN];

@@ -22,6 +22,7 @@ pub mod suite;
 
 pub use chunks::{ChunkError, Opened, ResponseOpener, ResponseSealer};
 pub use job::{
-    Candidate, ClientJob, OpenError, SealError, SealedJob, WrappedKey, open_job, seal_job,
+    Candidate, ClientJob, MAX_CANDIDATES, OpenError, ResponseReader, SealError, SealedJob,
+    WrappedKey, open_job, seal_job,
 };
 pub use suite::{PUBLIC_KEY_LEN, WorkerKey};

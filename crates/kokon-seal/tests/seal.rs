@@ -216,3 +216,47 @@ proptest::proptest! {
         proptest::prop_assert!(opener.finish().is_ok());
     }
 }
+
+#[test]
+fn the_reader_follows_whichever_candidate_ran_the_job_through_the_wire() {
+    let ws = workers(4);
+    let (sealed, client) = seal_job(&candidates(&ws), &JOB, BODY).unwrap();
+    // As the proxy forwards it: the wire encoding, parsed at the worker.
+    let wire = kokon_seal::SealedJob::parse(&sealed.encode()).unwrap();
+    let w = &ws[2];
+    let (_, mut sealer) = open_job(&w.key, &w.id, &wire, &JOB).unwrap();
+    let chunks = [
+        sealer.seal(b"a", false).unwrap(),
+        sealer.seal(b"b", false).unwrap(),
+        sealer.seal(b"", true).unwrap(),
+    ];
+    let mut reader = client.reader();
+    assert_eq!(reader.finish(), Err(ChunkError::Cut(0)), "nothing yet");
+    assert_eq!(reader.open(&chunks[0]).unwrap().plaintext, b"a");
+    assert_eq!(reader.worker(), Some(&w.id));
+    assert_eq!(
+        reader.open(&chunks[0]),
+        Err(ChunkError::Replayed {
+            got: 0,
+            expected: 1
+        })
+    );
+    // A fresh reader that gets the second chunk first says it is early.
+    let mut early = client.reader();
+    assert_eq!(
+        early.open(&chunks[1]),
+        Err(ChunkError::OutOfOrder {
+            got: 1,
+            expected: 0
+        })
+    );
+    reader.open(&chunks[1]).unwrap();
+    assert!(reader.open(&chunks[2]).unwrap().last);
+    reader.finish().expect("complete");
+    // Another job's chunk is forged to this one's reader.
+    let (_, other) = seal_job(&candidates(&ws), &[7; 32], BODY).unwrap();
+    assert_eq!(
+        other.reader().open(&chunks[0]),
+        Err(ChunkError::Forged { expected: 0 })
+    );
+}

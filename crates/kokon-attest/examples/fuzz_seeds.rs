@@ -15,6 +15,7 @@ fn main() -> std::io::Result<()> {
     for role in [Role::Worker, Role::Proxy, Role::Client] {
         let params = IdentityParams {
             role,
+            hpke_public: None,
             config_sha256: [3; 32],
             models: vec![[5; 32]],
             lifetime_secs: 3600,

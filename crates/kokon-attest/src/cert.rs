@@ -17,6 +17,8 @@ pub struct IdentityParams {
     pub config_sha256: [u8; 32],
     /// SHA-256 of each model file the node serves (workers).
     pub models: Vec<[u8; 32]>,
+    /// The HPKE public key clients seal jobs to (workers).
+    pub hpke_public: Option<[u8; 32]>,
     /// Certificate lifetime in seconds.
     pub lifetime_secs: u64,
     /// Unix seconds now (the caller's clock).
@@ -85,6 +87,7 @@ impl Identity {
             issued_at: p.now,
             config_sha256: hex::encode(p.config_sha256),
             models: p.models.iter().map(hex::encode).collect(),
+            hpke_key: p.hpke_public.map(hex::encode),
         };
         let claims_bytes = claims.to_bytes();
         let quote = source

@@ -42,6 +42,11 @@ pub struct Claims {
     /// Hex SHA-256 of each model file a worker serves (empty for others).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
+    /// Hex X25519 public key of the worker's HPKE key pair (RFC 9180
+    /// DHKEM(X25519, HKDF-SHA256)), generated inside its TEE with this
+    /// certificate: clients seal jobs to it end to end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpke_key: Option<String>,
 }
 
 /// Most models a certificate may name.
@@ -79,7 +84,17 @@ impl Claims {
         if let Some(bad) = c.models.iter().find(|m| !is_hex32(m)) {
             return Err(AttestError::ModelHashMalformed(bad.clone()));
         }
+        if c.hpke_key.as_deref().is_some_and(|k| !is_hex32(k)) {
+            return Err(AttestError::ClaimsMalformed(
+                "hpke_key is not 32 hex bytes".into(),
+            ));
+        }
         Ok(c)
+    }
+
+    /// The worker's HPKE public key (validated by [`Claims::parse`]).
+    pub fn hpke_public(&self) -> Option<[u8; 32]> {
+        hex::decode(self.hpke_key.as_deref()?).ok()?.try_into().ok()
     }
 
     /// The model hashes the claims name (validated by [`Claims::parse`]).

@@ -85,6 +85,7 @@ impl Forge {
                 Role::Worker => vec![hex::encode(MODEL)],
                 _ => vec![],
             },
+            hpke_key: None,
         };
         Self {
             key_seed,

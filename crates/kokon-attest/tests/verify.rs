@@ -20,6 +20,7 @@ fn dev_policy() -> Policy {
 fn params(role: Role) -> IdentityParams {
     IdentityParams {
         role,
+        hpke_public: None,
         config_sha256: [7; 32],
         models: vec![],
         lifetime_secs: 3600,
@@ -44,6 +45,7 @@ impl Forge {
             issued_at: NOW,
             config_sha256: hex::encode([1u8; 32]),
             models: vec![],
+            hpke_key: None,
         };
         Self {
             key,

@@ -71,7 +71,7 @@ impl From<JobError> for ApiError {
             ErrorCode::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error"),
             ErrorCode::Busy => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
             ErrorCode::OverPrice => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
-            ErrorCode::Unavailable | ErrorCode::WorkerUnavailable => {
+            ErrorCode::Unavailable | ErrorCode::WorkerUnavailable | ErrorCode::StaleCandidates => {
                 (StatusCode::SERVICE_UNAVAILABLE, "server_error")
             }
             ErrorCode::WorkerFailedMidStream | ErrorCode::EngineFailed => {

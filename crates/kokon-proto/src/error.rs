@@ -37,13 +37,20 @@ pub enum ErrorCode {
     /// The prompt is longer than the budget the client signed: refused
     /// before any work, nothing was charged.
     OverBudget,
+    /// None of the workers a sealed job is sealed to can take it (they
+    /// left, or rotated their keys): fetch fresh candidates and seal again.
+    /// Nothing ran, nothing was charged.
+    StaleCandidates,
 }
 
 impl ErrorCode {
     /// True when the proxy may safely send the same job to another worker
     /// (nothing was delivered and the failure is the worker's).
     pub fn retry_elsewhere(self) -> bool {
-        matches!(self, ErrorCode::WorkerUnavailable | ErrorCode::Busy)
+        matches!(
+            self,
+            ErrorCode::WorkerUnavailable | ErrorCode::Busy | ErrorCode::StaleCandidates
+        )
     }
 
     /// Stable snake_case name, used in metrics labels and OpenAI error codes.
@@ -63,6 +70,7 @@ impl ErrorCode {
             ErrorCode::ReceiptRejected => "receipt_rejected",
             ErrorCode::DuplicateRequest => "duplicate_request",
             ErrorCode::OverBudget => "over_budget",
+            ErrorCode::StaleCandidates => "stale_candidates",
         }
     }
 }

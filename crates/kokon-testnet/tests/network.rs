@@ -229,6 +229,7 @@ fn worker_with_bad_binding(policy: Arc<kokon_attest::Policy>) -> RaTls {
         issued_at: now,
         config_sha256: hex(&[0; 32]),
         models: vec![],
+        hpke_key: None,
     };
     let mut other = claims.clone();
     other.config_sha256 = hex(&[1; 32]);

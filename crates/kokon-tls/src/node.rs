@@ -23,6 +23,19 @@ pub struct NodeParams {
     pub models: Vec<[u8; 32]>,
     pub config_sha256: [u8; 32],
     pub lifetime: Duration,
+    /// A worker's HPKE keys: each certificate carries a fresh public key.
+    pub sealing: Option<Arc<dyn SealingKeys>>,
+}
+
+/// Where a worker keeps the HPKE keys its certificates carry (one fresh
+/// key pair per certificate, rotated with it). The secret halves stay with
+/// the implementor: this crate sees public keys only.
+pub trait SealingKeys: Send + Sync + std::fmt::Debug {
+    /// Makes the key pair of the next certificate; its public key.
+    fn next_public(&self) -> [u8; 32];
+    /// The certificate carrying `public` was issued (`cert_sha256`: the
+    /// SHA-256 of its DER, how clients name the worker they seal to).
+    fn issued(&self, public: [u8; 32], cert_sha256: [u8; 32]);
 }
 
 impl NodeParams {
@@ -36,6 +49,7 @@ impl NodeParams {
             models: Vec::new(),
             config_sha256,
             lifetime: CERT_LIFETIME,
+            sealing: None,
         }
     }
 }
@@ -48,14 +62,21 @@ pub enum NodeError {
 }
 
 fn issue(p: &NodeParams, now: u64) -> Result<Identity, NodeError> {
+    let hpke_public = p.sealing.as_ref().map(|s| s.next_public());
     let params = IdentityParams {
         role: p.role,
+        hpke_public,
         config_sha256: p.config_sha256,
         models: p.models.clone(),
         lifetime_secs: p.lifetime.as_secs(),
         now,
     };
-    Identity::issue(&params, p.evidence.as_ref()).map_err(|e| NodeError::Cert(e.to_string()))
+    let id = Identity::issue(&params, p.evidence.as_ref())
+        .map_err(|e| NodeError::Cert(e.to_string()))?;
+    if let (Some(s), Some(public)) = (&p.sealing, hpke_public) {
+        s.issued(public, kokon_attest::sha256(&id.cert_der));
+    }
+    Ok(id)
 }
 
 /// SHA-256 of a node's effective configuration, bound into its certificate

@@ -32,6 +32,7 @@ fn node(role: Role, label: &str) -> RaTls {
     let id = Identity::simulated(
         &IdentityParams {
             role,
+            hpke_public: None,
             config_sha256: [0; 32],
             models: vec![],
             lifetime_secs: 3600,

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kokon_proto::job::Chunk;
 use kokon_proto::{ErrorCode, Frame, JobEnd, JobError, JobHeader, JobRequest, Usage};
+use kokon_seal::ResponseSealer;
 
 /// How a job ended, for stats and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,11 +133,14 @@ pub struct WorkerFlow {
     /// What the last receipt sent covered, and when it went.
     receipted: Usage,
     receipted_at: Instant,
+    /// A sealed job's response sealer: each piece of text goes out as a
+    /// sealed chunk, and a final, empty one before the `End`.
+    sealer: Option<ResponseSealer>,
 }
 
 impl WorkerFlow {
-    /// A job whose engine was started at `now`.
-    pub fn new(cfg: FlowConfig, now: Instant) -> Self {
+    /// A job whose engine was started at `now`; `sealer` for a sealed job.
+    pub fn new(cfg: FlowConfig, now: Instant, sealer: Option<ResponseSealer>) -> Self {
         Self {
             cfg,
             phase: Phase::Running {
@@ -147,6 +151,7 @@ impl WorkerFlow {
             usage: Usage::default(),
             receipted: Usage::default(),
             receipted_at: now,
+            sealer,
         }
     }
 
@@ -177,9 +182,10 @@ impl WorkerFlow {
             self.usage = usage;
             return;
         }
-        let chunk = serde_json::to_vec(&Chunk { text }).expect("a chunk serializes");
-        self.actions
-            .push_back(Action::Send(Frame::Data(Bytes::from(chunk))));
+        let Some(chunk) = self.chunk(text) else {
+            return self.sealing_failed();
+        };
+        self.actions.push_back(Action::Send(Frame::Data(chunk)));
         self.usage = usage;
         let every = self.cfg.receipt_every_tokens;
         let new_tokens = usage
@@ -190,6 +196,41 @@ impl WorkerFlow {
         if self.cfg.paid && due {
             self.send_receipt(now);
         }
+    }
+
+    /// A piece of text as a `Data` frame's payload: a JSON chunk, or for a
+    /// sealed job the text sealed as the stream's next chunk.
+    fn chunk(&mut self, text: String) -> Option<Bytes> {
+        match &mut self.sealer {
+            None => Some(Bytes::from(
+                serde_json::to_vec(&Chunk { text }).expect("a chunk serializes"),
+            )),
+            Some(s) => s.seal(text.as_bytes(), false).ok().map(Bytes::from),
+        }
+    }
+
+    /// The `End` goes out: for a sealed job, after the stream's final chunk
+    /// (so a client sees a response cut before it as cut).
+    fn send_end(&mut self, end: JobEnd) -> bool {
+        if let Some(s) = &mut self.sealer {
+            let Ok(last) = s.seal(b"", true) else {
+                return false;
+            };
+            self.actions
+                .push_back(Action::Send(Frame::Data(Bytes::from(last))));
+        }
+        self.actions.push_back(Action::Send(Frame::End(end)));
+        true
+    }
+
+    /// The response stream cannot be sealed further (its sequence numbers
+    /// are used up): the job fails, paid for what was sent.
+    fn sealing_failed(&mut self) {
+        self.actions.push_back(Action::CancelEngine);
+        self.fail(JobError::new(
+            ErrorCode::EngineFailed,
+            "the response cannot be sealed further",
+        ));
     }
 
     /// A receipt for everything sent so far, if anything is not covered.
@@ -212,8 +253,11 @@ impl WorkerFlow {
                 self.actions.push_back(Action::Sign(end));
             }
             Ok(end) => {
-                self.actions.push_back(Action::Send(Frame::End(end)));
-                self.finish(Outcome::Completed);
+                if self.send_end(end) {
+                    self.finish(Outcome::Completed);
+                } else {
+                    self.sealing_failed();
+                }
             }
             Err(_) if self.cancelling() => self.fail(JobError::new(
                 ErrorCode::Cancelled,
@@ -252,8 +296,13 @@ impl WorkerFlow {
         }
         match r {
             Ok(end) => {
-                self.actions.push_back(Action::Send(Frame::End(end)));
-                self.finish(Outcome::Completed);
+                if self.send_end(end) {
+                    self.finish(Outcome::Completed);
+                } else {
+                    let e = JobError::new(ErrorCode::EngineFailed, "the response cannot be sealed");
+                    self.actions.push_back(Action::Send(Frame::Error(e)));
+                    self.finish(Outcome::Failed(ErrorCode::EngineFailed));
+                }
             }
             Err(_) => {
                 let e = JobError::new(ErrorCode::EngineFailed, "worker could not sign its receipt");

@@ -65,7 +65,7 @@ fn finished(actions: &[Action]) -> Option<Outcome> {
 #[test]
 fn a_paid_job_sends_a_receipt_every_n_tokens_and_after_a_pause() {
     let t0 = Instant::now();
-    let mut f = WorkerFlow::new(cfg(true), t0);
+    let mut f = WorkerFlow::new(cfg(true), t0, None);
     for n in 1..=9 {
         f.text("w ".into(), used(n), t0);
     }
@@ -83,7 +83,7 @@ fn a_paid_job_sends_a_receipt_every_n_tokens_and_after_a_pause() {
 #[test]
 fn an_unpaid_job_sends_no_receipts() {
     let t0 = Instant::now();
-    let mut f = WorkerFlow::new(cfg(false), t0);
+    let mut f = WorkerFlow::new(cfg(false), t0, None);
     for n in 1..=9 {
         f.text("w ".into(), used(n), t0 + Duration::from_secs(n.into()));
     }
@@ -93,7 +93,7 @@ fn an_unpaid_job_sends_no_receipts() {
 #[test]
 fn a_job_that_fails_after_output_sends_a_last_receipt_first() {
     let t0 = Instant::now();
-    let mut f = WorkerFlow::new(cfg(true), t0);
+    let mut f = WorkerFlow::new(cfg(true), t0, None);
     for n in 1..=6 {
         f.text("w ".into(), used(n), t0);
     }
@@ -107,7 +107,7 @@ fn a_job_that_fails_after_output_sends_a_last_receipt_first() {
         .position(|a| matches!(a, Action::Send(Frame::Error(_))));
     assert!(receipt_at < error_at, "{a:?}");
     // Silence fails the same way, with nothing new to receipt.
-    let mut g = WorkerFlow::new(cfg(true), t0);
+    let mut g = WorkerFlow::new(cfg(true), t0, None);
     g.text("w ".into(), used(4), t0);
     drain(&mut g);
     g.handle_timeout(t0 + IDLE);
@@ -120,7 +120,7 @@ fn a_job_that_fails_after_output_sends_a_last_receipt_first() {
 #[test]
 fn unpaid_job_streams_text_then_ends() {
     let t0 = Instant::now();
-    let mut f = WorkerFlow::new(cfg(false), t0);
+    let mut f = WorkerFlow::new(cfg(false), t0, None);
     f.text("Hel".into(), used(1), t0);
     f.text("lo".into(), used(1), t0);
     f.engine_done(Ok(end()));
@@ -134,7 +134,7 @@ fn unpaid_job_streams_text_then_ends() {
 #[test]
 fn paid_job_signs_before_the_end_goes_out() {
     let t0 = Instant::now();
-    let mut f = WorkerFlow::new(cfg(true), t0);
+    let mut f = WorkerFlow::new(cfg(true), t0, None);
     f.text("x".into(), used(1), t0);
     f.engine_done(Ok(end()));
     let a = drain(&mut f);
@@ -150,7 +150,7 @@ fn paid_job_signs_before_the_end_goes_out() {
 #[test]
 fn a_receipt_that_cannot_be_signed_ends_the_job_with_an_error() {
     let t0 = Instant::now();
-    let mut f = WorkerFlow::new(cfg(true), t0);
+    let mut f = WorkerFlow::new(cfg(true), t0, None);
     f.engine_done(Ok(end()));
     drain(&mut f);
     f.signed(Err("disk full".into()));
@@ -162,7 +162,7 @@ fn a_receipt_that_cannot_be_signed_ends_the_job_with_an_error() {
 #[test]
 fn engine_failure_goes_out_as_the_error() {
     let t0 = Instant::now();
-    let mut f = WorkerFlow::new(cfg(true), t0);
+    let mut f = WorkerFlow::new(cfg(true), t0, None);
     f.engine_done(Err(JobError::new(ErrorCode::BadRequest, "too long")));
     let a = drain(&mut f);
     assert!(matches!(&a[0], Action::Send(Frame::Error(e)) if e.code == ErrorCode::BadRequest));
@@ -176,7 +176,7 @@ fn engine_failure_goes_out_as_the_error() {
 #[test]
 fn requester_gone_cancels_the_engine() {
     let t0 = Instant::now();
-    let mut f = WorkerFlow::new(cfg(true), t0);
+    let mut f = WorkerFlow::new(cfg(true), t0, None);
     f.text("x".into(), used(1), t0);
     f.requester_gone();
     let a = drain(&mut f);
@@ -189,7 +189,7 @@ fn requester_gone_cancels_the_engine() {
 #[test]
 fn a_cancel_during_prefill_ends_with_a_receipt_for_the_prompt_processed() {
     let t0 = Instant::now();
-    let mut f = WorkerFlow::new(cfg(true), t0);
+    let mut f = WorkerFlow::new(cfg(true), t0, None);
     let prefilled = Usage {
         prompt_tokens: 128,
         completion_tokens: 0,
@@ -214,7 +214,7 @@ fn a_cancel_during_prefill_ends_with_a_receipt_for_the_prompt_processed() {
 #[test]
 fn an_engine_that_finishes_despite_a_cancel_ends_as_usual() {
     let t0 = Instant::now();
-    let mut f = WorkerFlow::new(cfg(true), t0);
+    let mut f = WorkerFlow::new(cfg(true), t0, None);
     f.text("x".into(), used(1), t0);
     f.cancel_requested();
     drain(&mut f);
@@ -225,7 +225,7 @@ fn an_engine_that_finishes_despite_a_cancel_ends_as_usual() {
 #[test]
 fn requester_gone_while_signing_still_records_the_receipt() {
     let t0 = Instant::now();
-    let mut f = WorkerFlow::new(cfg(true), t0);
+    let mut f = WorkerFlow::new(cfg(true), t0, None);
     f.engine_done(Ok(end()));
     drain(&mut f);
     f.requester_gone();
@@ -237,7 +237,7 @@ fn requester_gone_while_signing_still_records_the_receipt() {
 #[test]
 fn a_silent_engine_is_stopped_at_its_deadline_and_not_before() {
     let t0 = Instant::now();
-    let mut f = WorkerFlow::new(cfg(false), t0);
+    let mut f = WorkerFlow::new(cfg(false), t0, None);
     f.text("x".into(), used(1), t0 + Duration::from_secs(100));
     assert_eq!(f.poll_timeout(), Some(t0 + Duration::from_secs(100) + IDLE));
     f.handle_timeout(t0 + IDLE); // past the first deadline, not the moved one
@@ -326,7 +326,7 @@ proptest! {
     ) {
         let t0 = Instant::now();
         let mut now = t0;
-        let mut f = WorkerFlow::new(cfg(paid), now);
+        let mut f = WorkerFlow::new(cfg(paid), now, None);
         let mut all = Vec::new();
         let mut signing = false;
         for e in events {

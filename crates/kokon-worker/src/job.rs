@@ -7,6 +7,7 @@ use http::Response;
 use kokon_engine::EngineError;
 use kokon_link::{Body, error_body, frames_body};
 use kokon_proto::{ErrorCode, Frame, JobError, JobHeader, JobRequest};
+use kokon_seal::ResponseSealer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +19,14 @@ const FRAME_BUFFER: usize = 16;
 
 /// Accepts a job: validates it, takes a slot, and streams the response.
 pub(crate) async fn accept(worker: Worker, header: JobHeader, payload: Bytes) -> Response<Body> {
-    let job = match flow::accept(&header, &payload, worker.pay.is_some()) {
+    let opened = match header.sealed {
+        true => worker.keys.open(&header, &payload).map(|(b, s)| (b, Some(s))),
+        false => Ok((payload.to_vec(), None)),
+    };
+    let job = opened.and_then(|(body, sealer)| {
+        flow::accept(&header, &body, worker.pay.is_some()).map(|job| (job, sealer))
+    });
+    let (job, sealer) = match job {
         Ok(job) => job,
         Err(e) => return one_frame(e),
     };
@@ -34,7 +42,7 @@ pub(crate) async fn accept(worker: Worker, header: JobHeader, payload: Bytes) ->
     };
     let (tx, rx) = mpsc::channel::<Bytes>(FRAME_BUFFER);
     tokio::spawn(async move {
-        run(&worker, header, job, tx, stop.token()).await;
+        run(&worker, header, (job, sealer), tx, stop.token()).await;
         drop(stop);
         drop(permit);
     });
@@ -46,7 +54,7 @@ pub(crate) async fn accept(worker: Worker, header: JobHeader, payload: Bytes) ->
 async fn run(
     worker: &Worker,
     header: JobHeader,
-    job: JobRequest,
+    (job, sealer): (JobRequest, Option<ResponseSealer>),
     tx: mpsc::Sender<Bytes>,
     stop: CancellationToken,
 ) {
@@ -57,7 +65,7 @@ async fn run(
         receipt_every_tokens: worker.cfg.receipt_every_tokens,
         receipt_every: worker.cfg.receipt_every,
     };
-    let mut flow = WorkerFlow::new(cfg, Instant::now());
+    let mut flow = WorkerFlow::new(cfg, Instant::now(), sealer);
     let cancel = CancellationToken::new();
     let (text_tx, mut text_rx) = mpsc::channel::<kokon_engine::Piece>(FRAME_BUFFER);
     let mut engine = tokio::spawn(worker.engine.run(job, text_tx, cancel.clone()));

@@ -6,10 +6,21 @@
 
 pub mod flow;
 mod job;
+pub mod keys;
 mod link;
 mod pay;
 
+pub use keys::JobKeys;
 pub use pay::WorkerPay;
+
+/// Gives `node` (a worker's certificate parameters) a fresh HPKE key pair
+/// per certificate; the worker built with the returned keys opens the jobs
+/// clients seal to them ([`Worker::with_keys`]).
+pub fn seal_to(node: &mut kokon_tls::node::NodeParams) -> Arc<JobKeys> {
+    let keys = Arc::new(JobKeys::new());
+    node.sealing = Some(keys.clone());
+    keys
+}
 
 /// The hashes a worker's certificate claims for the models `engine` serves:
 /// the model file's SHA-256 where the engine knows it, else a hash of the
@@ -142,6 +153,9 @@ pub struct Worker {
     pub(crate) pay: Option<Arc<WorkerPay>>,
     /// Running jobs by request id, for the proxy's cancels (at most one per slot).
     pub(crate) running: Arc<kokon_link::Cancels>,
+    /// The HPKE keys of this worker's certificates (none: sealed jobs are
+    /// refused as sealed to someone else).
+    pub(crate) keys: Arc<JobKeys>,
 }
 
 impl Worker {
@@ -155,7 +169,15 @@ impl Worker {
             stats: Arc::default(),
             pay: None,
             running: Arc::default(),
+            keys: Arc::default(),
         }
+    }
+
+    /// Opens the sealed jobs addressed to the certificates these keys were
+    /// made for (see [`seal_to`]).
+    pub fn with_keys(mut self, keys: Arc<JobKeys>) -> Self {
+        self.keys = keys;
+        self
     }
 
     /// Makes this a paid worker: it signs receipts and keeps vault vouchers.

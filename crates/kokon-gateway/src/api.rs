@@ -195,7 +195,7 @@ fn finish(s: &AppState, endpoint: &'static str, r: Result<Response, ApiError>) -
 }
 
 async fn run_job(
-    s: &AppState,
+    s: &Arc<AppState>,
     header: kokon_proto::JobHeader,
     job: kokon_proto::JobRequest,
     shape: Shape,
@@ -207,20 +207,32 @@ async fn run_job(
             s.cfg.max_concurrent_jobs
         ))
     })?;
-    let payload =
-        serde_json::to_vec(&job).map_err(|_| ApiError::bad_request(None, "cannot encode job"))?;
+    let plain = Bytes::from(
+        serde_json::to_vec(&job).map_err(|_| ApiError::bad_request(None, "cannot encode job"))?,
+    );
+    let mut header = header;
+    if let Some(pay) = &s.pay {
+        // The seal binds the budget: it is fixed first.
+        header.budget = Some(crate::pay::budget(pay, &job, plain.len()));
+    }
+    header.sealed = true;
+    let sealed = crate::seal::seal(s, &header, &plain, false).await?;
     let meta = Meta {
         id: format!("{prefix}-{}", header.request_id),
         created: SystemClock.now_unix(),
         shape,
     };
     let mut run = Run {
-        flow: GatewayFlow::new(s.pay.is_some()),
+        flow: GatewayFlow::new(s.pay.is_some(), true),
+        state: s.clone(),
         link: s.link.clone(),
         pay: s.pay.clone(),
         header,
         job,
-        payload: payload.into(),
+        payload: sealed.payload,
+        sealed: sealed.client,
+        plain,
+        resealed: 0,
         paid: None,
         frames: None,
         submitted_on: None,
@@ -276,6 +288,10 @@ async fn collect(run: &mut Run) -> Whole {
     ))
 }
 
+/// Times a job is sealed again to fresh candidates before its stale
+/// candidates are reported to the client.
+const MAX_RESEALS: u8 = 2;
+
 /// Longest wait, once the HTTP client has left, for the cancelled job's
 /// stream to end (the proxy waits 10 s for its worker).
 const LEAVE_DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
@@ -291,11 +307,19 @@ enum Out {
 /// (authorise, submit, read, settle) and hands out what the client gets.
 struct Run {
     flow: GatewayFlow,
+    state: Arc<AppState>,
     link: Arc<crate::ProxyLink>,
     pay: Option<Arc<crate::ClientPay>>,
     header: kokon_proto::JobHeader,
     job: kokon_proto::JobRequest,
+    /// The job as sent: sealed to its candidates.
     payload: Bytes,
+    /// What reads the candidates' answer.
+    sealed: kokon_seal::ClientJob,
+    /// The job in plaintext, to seal again to fresh candidates.
+    plain: Bytes,
+    /// Times the job was sealed again because its candidates went stale.
+    resealed: u8,
     paid: Option<Paid>,
     frames: Option<Frames>,
     /// The link the job was sent on.
@@ -334,6 +358,13 @@ impl Run {
                     Some(f) => f.next().await,
                     None => None,
                 };
+                if let Some(Err(e)) = &ev
+                    && e.code == kokon_proto::ErrorCode::StaleCandidates
+                    && self.resealed < MAX_RESEALS
+                {
+                    self.reseal().await;
+                    continue;
+                }
                 self.flow.event(ev);
             }
         }
@@ -346,11 +377,7 @@ impl Run {
                 self.flow.authorised(r);
             }
             Action::Submit => {
-                let r = self.link.submit(&self.header, self.payload.clone()).await;
-                let r = r.map(|(body, on)| {
-                    self.frames = Some(Frames::new(body));
-                    self.submitted_on = Some(on);
-                });
+                let r = self.submit().await;
                 self.flow.submitted(r);
             }
             Action::Settle { receipt, delivered } => {
@@ -380,6 +407,38 @@ impl Run {
             }
         }
         None
+    }
+
+    async fn submit(&mut self) -> Result<(), kokon_proto::JobError> {
+        let (body, on) = self.link.submit(&self.header, self.payload.clone()).await?;
+        self.frames = Some(Frames::new(body, Some(self.sealed.reader())));
+        self.submitted_on = Some(on);
+        Ok(())
+    }
+
+    /// The proxy could route the job to none of its candidates (they left
+    /// or rotated their keys), before any work: it is sealed again to
+    /// fresh, verified candidates, authorised again for the new payload,
+    /// and sent again — never in plaintext. A failure here ends the job as
+    /// a failed submission.
+    async fn reseal(&mut self) {
+        self.resealed += 1;
+        self.frames = None;
+        let resealed = crate::seal::seal(&self.state, &self.header, &self.plain, true).await;
+        let r = match resealed {
+            Ok(sealed) => {
+                self.payload = sealed.payload;
+                self.sealed = sealed.client;
+                match self.authorise().await {
+                    Ok(()) => self.submit().await,
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            self.flow.event(Some(Err(e)));
+        }
     }
 
     async fn authorise(&mut self) -> Result<(), kokon_proto::JobError> {

@@ -103,8 +103,9 @@ pub struct GatewayFlow {
 
 impl GatewayFlow {
     /// A new flow; its first action is [`Action::Authorise`] on a paid
-    /// network, [`Action::Submit`] otherwise.
-    pub fn new(paid: bool) -> Self {
+    /// network, [`Action::Submit`] otherwise. `sealed`: the job's output
+    /// comes as sealed chunks (metered as such).
+    pub fn new(paid: bool, sealed: bool) -> Self {
         let (phase, first) = if paid {
             (Phase::Authorising, Action::Authorise)
         } else {
@@ -112,7 +113,7 @@ impl GatewayFlow {
         };
         Self {
             paid,
-            delivered: OutputMeter::default(),
+            delivered: OutputMeter::for_job(sealed),
             latest: None,
             phase,
             actions: VecDeque::from([first]),
@@ -173,7 +174,8 @@ impl GatewayFlow {
         match ev {
             Some(Ok(Event::Text(t, len))) => {
                 self.delivered.add(len);
-                if !leaving {
+                // A sealed stream's final chunk carries no text.
+                if !leaving && !t.is_empty() {
                     self.actions.push_back(Action::Emit(t));
                 }
             }

@@ -37,7 +37,7 @@ fn text(t: &str) -> Option<Result<Event, JobError>> {
 
 #[test]
 fn paid_request_authorises_submits_settles_then_answers() {
-    let mut f = GatewayFlow::new(true);
+    let mut f = GatewayFlow::new(true, false);
     assert!(matches!(drain(&mut f)[..], [Action::Authorise]));
     f.authorised(Ok(()));
     assert!(matches!(drain(&mut f)[..], [Action::Submit]));
@@ -65,7 +65,7 @@ fn paid_request_authorises_submits_settles_then_answers() {
 
 #[test]
 fn unpaid_request_skips_authorise_and_settle() {
-    let mut f = GatewayFlow::new(false);
+    let mut f = GatewayFlow::new(false, false);
     assert!(matches!(drain(&mut f)[..], [Action::Submit]));
     f.submitted(Ok(()));
     f.event(Some(Ok(Event::End(end()))));
@@ -76,7 +76,7 @@ fn unpaid_request_skips_authorise_and_settle() {
 
 #[test]
 fn a_refused_authorisation_never_reaches_the_proxy() {
-    let mut f = GatewayFlow::new(true);
+    let mut f = GatewayFlow::new(true, false);
     drain(&mut f);
     f.authorised(Err(JobError::new(ErrorCode::PaymentRequired, "top up")));
     let a = drain(&mut f);
@@ -89,7 +89,7 @@ fn a_refused_authorisation_never_reaches_the_proxy() {
 
 #[test]
 fn a_stream_cut_before_its_end_pays_nothing_and_says_so() {
-    let mut f = GatewayFlow::new(true);
+    let mut f = GatewayFlow::new(true, false);
     drain(&mut f);
     f.authorised(Ok(()));
     f.submitted(Ok(()));
@@ -132,7 +132,7 @@ fn settled_receipt(actions: &[Action]) -> Option<u64> {
 
 #[test]
 fn a_stream_cut_after_a_receipt_pays_the_latest_then_fails() {
-    let mut f = GatewayFlow::new(true);
+    let mut f = GatewayFlow::new(true, false);
     drain(&mut f);
     f.authorised(Ok(()));
     f.submitted(Ok(()));
@@ -156,7 +156,7 @@ fn a_stream_cut_after_a_receipt_pays_the_latest_then_fails() {
 
 #[test]
 fn a_client_that_leaves_after_a_receipt_pays_it() {
-    let mut f = GatewayFlow::new(true);
+    let mut f = GatewayFlow::new(true, false);
     drain(&mut f);
     f.authorised(Ok(()));
     f.submitted(Ok(()));
@@ -185,7 +185,7 @@ fn a_client_that_leaves_after_a_receipt_pays_it() {
     f.settled(Err(JobError::new(ErrorCode::ReceiptRejected, "bad")));
     assert_eq!(finished(&drain(&mut f)), Some(Outcome::Cancelled));
     // Unpaid networks carry no receipts to pay.
-    let mut g = GatewayFlow::new(false);
+    let mut g = GatewayFlow::new(false, false);
     drain(&mut g);
     g.submitted(Ok(()));
     g.event(text("one "));
@@ -197,7 +197,7 @@ fn a_client_that_leaves_after_a_receipt_pays_it() {
 
 #[test]
 fn a_refused_receipt_is_the_answer() {
-    let mut f = GatewayFlow::new(true);
+    let mut f = GatewayFlow::new(true, false);
     drain(&mut f);
     f.authorised(Ok(()));
     f.submitted(Ok(()));
@@ -213,7 +213,7 @@ fn a_refused_receipt_is_the_answer() {
 
 #[test]
 fn client_gone_mid_stream_cancels_but_a_payment_under_way_completes() {
-    let mut f = GatewayFlow::new(true);
+    let mut f = GatewayFlow::new(true, false);
     drain(&mut f);
     f.authorised(Ok(()));
     f.submitted(Ok(()));
@@ -229,7 +229,7 @@ fn client_gone_mid_stream_cancels_but_a_payment_under_way_completes() {
     f.settled(Ok(1));
     assert_eq!(finished(&drain(&mut f)), Some(Outcome::Cancelled));
 
-    let mut g = GatewayFlow::new(true);
+    let mut g = GatewayFlow::new(true, false);
     drain(&mut g);
     g.authorised(Ok(()));
     g.submitted(Ok(()));
@@ -274,7 +274,7 @@ proptest! {
         paid in any::<bool>(),
         events in proptest::collection::vec(ev(), 0..30),
     ) {
-        let mut f = GatewayFlow::new(paid);
+        let mut f = GatewayFlow::new(paid, false);
         let mut all = drain(&mut f);
         let mut saw_end = false;
         for e in events {

@@ -4,12 +4,14 @@
 //! server-sent events.
 
 mod api;
+pub mod candidates;
 mod error;
 pub mod flow;
 mod guard;
 mod link;
 mod openai;
 mod pay;
+mod seal;
 mod stream;
 
 use std::net::SocketAddr;
@@ -109,6 +111,8 @@ pub(crate) struct AppState {
     pub(crate) pay: Option<Arc<ClientPay>>,
     pub(crate) guard: Guard,
     pub(crate) jobs: Arc<Semaphore>,
+    /// Verified candidate workers, per model.
+    pub(crate) candidates: candidates::Candidates,
 }
 
 /// The axum application (exposed so tests can drive it with `oneshot`).
@@ -134,6 +138,7 @@ pub fn app_with(cfg: GatewayConfig, tls: RaTls, pay: Option<ClientPay>) -> Route
         link,
         metrics: api::Metrics::new(),
         pay,
+        candidates: Default::default(),
     }))
 }
 

@@ -249,6 +249,19 @@ impl ProxyLink {
             .await
     }
 
+    /// The proxy's candidate workers for a model (certificates, unverified).
+    pub async fn candidates(
+        &self,
+        req: &kokon_proto::CandidatesRequest,
+    ) -> Result<kokon_proto::CandidatesReply, JobError> {
+        self.call(|c| async move { c.candidates(req).await }).await
+    }
+
+    /// The registry policy this gateway verifies peers (and candidates) by.
+    pub fn policy(&self) -> &Arc<kokon_attest::Policy> {
+        self.inner.tls.policy()
+    }
+
     /// Models served by attested workers behind the proxy.
     pub async fn models(&self) -> Result<ModelsReply, JobError> {
         self.call(|c| async move { c.models().await }).await

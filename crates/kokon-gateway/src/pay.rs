@@ -66,13 +66,10 @@ pub(crate) struct Authorised {
     budget: Budget,
 }
 
-/// Signs the job onto the channel, after checking the channel can cover it.
-pub(crate) async fn authorise(
-    pay: &ClientPay,
-    header: &mut JobHeader,
-    job: &JobRequest,
-    payload: &[u8],
-) -> Result<Authorised, JobError> {
+/// What a job may use at most: its prompt (the plaintext job's size bounds
+/// its tokens, the chat template added) and its completion (`max_tokens`),
+/// each within the registry's maximum context.
+pub(crate) fn budget(pay: &ClientPay, job: &JobRequest, plain_len: usize) -> Budget {
     let completion = job
         .params
         .max_tokens
@@ -80,10 +77,24 @@ pub(crate) async fn authorise(
     // No job is larger than the registry's maximum context (the proxy
     // refuses a budget above it; a longer prompt is refused as over budget).
     let most = u64::from(pay.policy.routing.max_context);
-    let budget = Budget {
-        prompt: (payload.len() as u64 + TEMPLATE_TOKENS).min(most),
+    Budget {
+        prompt: (plain_len as u64 + TEMPLATE_TOKENS).min(most),
         completion: u64::from(completion).min(most),
-    };
+    }
+}
+
+/// Signs the job onto the channel: its budget (set on `header` before the
+/// job was sealed, since the seal binds it; else from the payload) priced
+/// within the price cap, against what the channel has left.
+pub(crate) async fn authorise(
+    pay: &ClientPay,
+    header: &mut JobHeader,
+    job: &JobRequest,
+    payload: &[u8],
+) -> Result<Authorised, JobError> {
+    let budget = header
+        .budget
+        .unwrap_or_else(|| self::budget(pay, job, payload.len()));
     let coef = header.max_price_milli.unwrap_or(1000);
     let max_cost = budget
         .max_cost(&pay.prices, &header.model, coef)

@@ -4,22 +4,51 @@ use bytes::Bytes;
 use kokon_link::{FrameStream, StreamError};
 use kokon_proto::job::Chunk;
 use kokon_proto::{ErrorCode, FinishReason, Frame, JobEnd, JobError, JobKind, Usage};
+use kokon_seal::ResponseReader;
 use serde_json::{Value, json};
 
 use crate::flow::Event;
 use crate::openai::Shape;
 
-/// Decodes the frame stream from the proxy into [`Event`]s.
+/// Decodes the frame stream from the proxy into [`Event`]s, opening a
+/// sealed job's chunks.
 pub(crate) struct Frames {
     frames: FrameStream,
     done: bool,
+    /// A sealed job's response reader.
+    reader: Option<ResponseReader>,
 }
 
 impl Frames {
-    pub fn new(frames: FrameStream) -> Self {
+    pub fn new(frames: FrameStream, reader: Option<ResponseReader>) -> Self {
         Self {
             frames,
             done: false,
+            reader,
+        }
+    }
+
+    /// A `Data` frame's text: its JSON chunk, or for a sealed job its chunk
+    /// opened (refused if it was altered, replayed, reordered or moved from
+    /// another job).
+    fn text(&mut self, b: &Bytes) -> Result<String, JobError> {
+        let Some(reader) = &mut self.reader else {
+            return chunk_text(b);
+        };
+        let opened = reader.open(b).map_err(tampered)?;
+        String::from_utf8(opened.plaintext).map_err(|_| {
+            JobError::new(
+                ErrorCode::EngineFailed,
+                "worker sent text that is not UTF-8",
+            )
+        })
+    }
+
+    /// A sealed response is complete at its `End` only if its final chunk came.
+    fn complete(&self) -> Result<(), JobError> {
+        match &self.reader {
+            Some(r) => r.finish().map_err(tampered),
+            None => Ok(()),
         }
     }
 
@@ -33,9 +62,9 @@ impl Frames {
         let next = self.frames.next().await?;
         self.done = !matches!(&next, Ok(f) if !f.is_final());
         let ev = match next {
-            Ok(Frame::Data(b)) => chunk_text(&b).map(|t| Event::Text(t, b.len())),
+            Ok(Frame::Data(b)) => self.text(&b).map(|t| Event::Text(t, b.len())),
             Ok(Frame::Receipt(r)) => Ok(Event::Receipt(r)),
-            Ok(Frame::End(end)) => Ok(Event::End(end)),
+            Ok(Frame::End(end)) => self.complete().map(|()| Event::End(end)),
             Ok(Frame::Error(e)) => Err(e),
             Err(e) => Err(broke(e)),
         };
@@ -43,6 +72,13 @@ impl Frames {
         self.done |= ev.is_err();
         Some(ev)
     }
+}
+
+fn tampered(e: kokon_seal::ChunkError) -> JobError {
+    JobError::new(
+        ErrorCode::WorkerFailedMidStream,
+        format!("the sealed response was refused: {e}"),
+    )
 }
 
 fn chunk_text(b: &Bytes) -> Result<String, JobError> {

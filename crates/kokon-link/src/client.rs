@@ -11,13 +11,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_money::{ChannelVoucher, Signed, WorkerVoucher};
 use kokon_proto::announce::MAX_ANNOUNCE;
 use kokon_proto::{
-    Announce, CancelRequest, CloseReply, CloseRequest, DisputeRequest, ErrorCode, JobError,
-    JobHeader, ModelsReply, PROTOCOL_VERSION, ReconcileReply, ReconcileRequest, paths,
+    Announce, CancelRequest, CandidatesReply, CandidatesRequest, CloseReply, CloseRequest,
+    DisputeRequest, ErrorCode, JobError, JobHeader, ModelsReply, PROTOCOL_VERSION, ReconcileReply,
+    ReconcileRequest, paths,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::frames::FrameStream;
-use crate::limits::{LinkLimits, MAX_CALL_BODY, MAX_MODELS_REPLY, MAX_RECONCILE_REPLY};
+use crate::limits::{
+    LinkLimits, MAX_CALL_BODY, MAX_CANDIDATES_REPLY, MAX_MODELS_REPLY, MAX_RECONCILE_REPLY,
+};
 
 /// The calling end of a link (cheap to clone: calls multiplex over it).
 #[derive(Clone, Debug)]
@@ -117,6 +120,16 @@ impl LinkClient {
     /// Tells the proxy the client refuses a billed receipt.
     pub async fn dispute(&self, req: &DisputeRequest) -> Result<(), JobError> {
         self.post(paths::DISPUTE, req).await.map(|_| ())
+    }
+
+    /// Asks the proxy for its candidate workers for a model.
+    pub async fn candidates(&self, req: &CandidatesRequest) -> Result<CandidatesReply, JobError> {
+        let body = serde_json::to_vec(req).unwrap_or_default();
+        let req = Request::post(paths::CANDIDATES)
+            .body(Full::new(Bytes::from(body)))
+            .expect("static request parts");
+        let body = self.exchange(req, MAX_CANDIDATES_REPLY).await?;
+        serde_json::from_slice(&body).map_err(|e| link_failed(format!("bad candidates reply: {e}")))
     }
 
     /// Asks the proxy for the channel's billed jobs (to pay any whose `End`

@@ -24,6 +24,6 @@ pub use body::{Body, error_body, error_reply, frames_body, full_body, json_reply
 pub use cancels::{Cancellable, Cancels};
 pub use client::{LinkClient, dial};
 pub use frames::{FrameStream, StreamError};
-pub use limits::{LinkLimits, MAX_RECONCILE_REPLY, PublicLimits};
+pub use limits::{LinkLimits, MAX_CANDIDATES_REPLY, MAX_RECONCILE_REPLY, PublicLimits};
 pub use public::serve_public;
 pub use server::{Call, CallError, read_body, read_call, serve_link};

@@ -32,6 +32,10 @@ pub const MAX_CALL_BODY: usize = 64 * 1024;
 /// Largest models list accepted from a proxy.
 pub const MAX_MODELS_REPLY: usize = 1 << 20;
 
+/// Largest candidates reply a client reads: eight certificates of at most
+/// 32 KiB each, hex-encoded.
+pub const MAX_CANDIDATES_REPLY: usize = 8 * 2 * 32 * 1024 + 1024;
+
 /// Largest reconcile reply a client reads, in bytes (the proxy keeps its
 /// replies below it).
 pub const MAX_RECONCILE_REPLY: usize = 1 << 20;

@@ -13,8 +13,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kokon_money::{ChannelVoucher, Signed, WorkerVoucher};
 use kokon_proto::{
-    CancelRequest, CloseRequest, DisputeRequest, ErrorCode, JobError, JobHeader, ReconcileRequest,
-    paths,
+    CancelRequest, CandidatesRequest, CloseRequest, DisputeRequest, ErrorCode, JobError, JobHeader,
+    ReconcileRequest, paths,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -82,6 +82,9 @@ pub enum Call {
     /// `POST reconcile` (client → proxy): the channel's billed jobs, to pay
     /// any whose `End` the client missed.
     Reconcile(ReconcileRequest),
+    /// `POST candidates` (client → proxy): the workers a sealed job for a
+    /// model may go to.
+    Candidates(CandidatesRequest),
 }
 
 impl Call {
@@ -98,6 +101,7 @@ impl Call {
             Call::Cancel(_) => "cancel",
             Call::Dispute(_) => "dispute",
             Call::Reconcile(_) => "reconcile",
+            Call::Candidates(_) => "candidates",
         }
     }
 }
@@ -137,6 +141,7 @@ pub async fn read_call(req: Request<Incoming>, limits: &LinkLimits) -> Result<Ca
         (&Method::POST, paths::CANCEL) => "cancel",
         (&Method::POST, paths::DISPUTE) => "dispute",
         (&Method::POST, paths::RECONCILE) => "reconcile",
+        (&Method::POST, paths::CANDIDATES) => "candidates",
         _ => {
             return Err(CallError::new(
                 StatusCode::NOT_FOUND,
@@ -160,6 +165,7 @@ pub async fn read_call(req: Request<Incoming>, limits: &LinkLimits) -> Result<Ca
         "cancel" => Call::Cancel(serde_json::from_slice(&body).map_err(bad)?),
         "dispute" => Call::Dispute(serde_json::from_slice(&body).map_err(bad)?),
         "reconcile" => Call::Reconcile(serde_json::from_slice(&body).map_err(bad)?),
+        "candidates" => Call::Candidates(serde_json::from_slice(&body).map_err(bad)?),
         _ => Call::VaultVoucher(serde_json::from_slice(&body).map_err(bad)?),
     })
 }

@@ -261,8 +261,9 @@ impl LocalNet {
         node.models = w
             .claimed_models
             .unwrap_or_else(|| model_hashes(w.engine.as_ref()));
+        let keys = kokon_worker::seal_to(&mut node);
         let tls = start_node(node, self.policy.clone(), &stop)?;
-        let mut worker = Worker::new(cfg, w.engine, tls);
+        let mut worker = Worker::new(cfg, w.engine, tls).with_keys(keys);
         if let Some((spec, ledger)) = &self.pay {
             let books = pay::worker_books(spec, name)?;
             let ledger = pay::daemon_ledger(spec, ledger);

@@ -165,6 +165,45 @@ pub struct ReconcileReply {
     pub jobs: Vec<BilledJob>,
 }
 
+/// A client asking its proxy which workers it may seal a job for `model`
+/// to (see [`crate::sealed`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidatesRequest {
+    pub model: String,
+    /// The client's price cap: workers above it are not offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_price_milli: Option<u32>,
+}
+
+/// The proxy's current candidate workers for a model: their RA-TLS
+/// certificates (DER, hex), at most [`crate::sealed::MAX_CANDIDATES`]. The
+/// client verifies each one itself before it seals a job to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidatesReply {
+    pub certs: Vec<String>,
+}
+
+impl CandidatesReply {
+    /// The certificates, decoded; a reply with more than
+    /// [`crate::sealed::MAX_CANDIDATES`] or with one that is not hex is
+    /// refused whole.
+    pub fn decode(&self) -> Result<Vec<Vec<u8>>, String> {
+        if self.certs.len() > crate::sealed::MAX_CANDIDATES {
+            return Err(format!(
+                "{} candidates, at most {}",
+                self.certs.len(),
+                crate::sealed::MAX_CANDIDATES
+            ));
+        }
+        self.certs
+            .iter()
+            .map(|c| hex::decode(c).map_err(|e| format!("a candidate is not hex: {e}")))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,9 @@ pub mod paths {
     /// Client → proxy: the channel's billed jobs, to pay any whose `End`
     /// the client missed (JSON [`crate::ReconcileRequest`]).
     pub const RECONCILE: &str = "/kokon/v1/reconcile";
+    /// Client → proxy: the certificates of the workers a job for a model
+    /// may be sealed to (JSON [`crate::CandidatesRequest`]).
+    pub const CANDIDATES: &str = "/kokon/v1/candidates";
 }
 
 pub use announce::{Announce, ModelOffer, ModelsReply};
@@ -98,7 +101,8 @@ pub struct CloseReply {
     pub refunded: u128,
 }
 pub use control::{
-    BilledJob, CancelRequest, DisputeRequest, JobAuth, ReconcileReply, ReconcileRequest,
+    BilledJob, CancelRequest, CandidatesReply, CandidatesRequest, DisputeRequest, JobAuth,
+    ReconcileReply, ReconcileRequest,
 };
 pub use error::{ErrorCode, JobError};
 pub use frame::{Frame, FrameDecoder, FrameError};

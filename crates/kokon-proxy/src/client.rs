@@ -40,6 +40,15 @@ async fn route(state: Arc<State>, cancels: Arc<Cancels>, req: Request<Incoming>)
             models: workers::offers(&state),
         }),
         Call::Job(header, payload) => job::start(state, header, payload, &cancels),
+        Call::Candidates(req) => {
+            let listed = workers::candidates(&state, &req);
+            let outcome = listed.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
+            state.metrics.candidate_list(&req.model, outcome);
+            match listed {
+                Ok(reply) => json_reply(&reply),
+                Err(e) => error_reply(StatusCode::SERVICE_UNAVAILABLE, e),
+            }
+        }
         Call::Cancel(c) if cancels.cancel(&c.request_id) => json_reply(&"ok"),
         Call::Cancel(_) => error_reply(
             StatusCode::NOT_FOUND,

@@ -786,12 +786,13 @@ fn unavailable() -> JobError {
     JobError::new(ErrorCode::WorkerUnavailable, "no worker could take the job")
 }
 
-fn route_error(e: RouteError) -> JobError {
+pub(crate) fn route_error(e: RouteError) -> JobError {
     let code = match e {
         RouteError::NoWorkerForModel => ErrorCode::ModelNotFound,
         RouteError::NoWorkerNow => ErrorCode::WorkerUnavailable,
         RouteError::AllBusy => ErrorCode::Busy,
         RouteError::OverPrice => ErrorCode::OverPrice,
+        RouteError::NoCandidate => ErrorCode::StaleCandidates,
     };
     JobError::new(code, e.to_string())
 }

@@ -395,14 +395,16 @@ fn a_worker_that_floods_past_the_budget_is_ended_and_billed_its_receipt_only() {
     s.flow.bound_output(OutputBound::for_completion_budget(4));
     s.pick(Ok(1));
     s.admit(true);
-    for _ in 0..6 {
+    // Four tokens, a chat role chunk, a finish chunk and a sealed
+    // stream's final chunk.
+    for _ in 0..7 {
         s.frame(data());
     }
     s.frame(receipt(4));
     s.part(true);
-    assert!(s.billed.is_empty(), "six frames fit a 4-token budget");
+    assert!(s.billed.is_empty(), "seven frames fit a 4-token budget");
     s.frame(data());
-    assert_eq!(s.abandoned, vec![1], "the seventh ends the stream");
+    assert_eq!(s.abandoned, vec![1], "the eighth ends the stream");
     assert_eq!(s.billed_receipts, vec![Some(4)]);
     s.bill(Ok(()));
     assert_eq!(s.final_code(), Some(ErrorCode::WorkerFailedMidStream));
@@ -411,7 +413,7 @@ fn a_worker_that_floods_past_the_budget_is_ended_and_billed_its_receipt_only() {
         .iter()
         .filter(|f| matches!(f, Frame::Data(_)))
         .count();
-    assert_eq!(relayed, 6, "the frame past the bound is not relayed");
+    assert_eq!(relayed, 7, "the frame past the bound is not relayed");
     s.assert_clean();
 
     // Bytes count too: one huge frame is as bad as many.

@@ -28,6 +28,17 @@ pub(crate) fn start(
     cancels: &Arc<Cancels>,
 ) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let candidates = match header.sealed {
+        false => None,
+        true => match kokon_proto::SealedJob::candidates_of(&payload) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let e = JobError::new(ErrorCode::BadRequest, format!("not a sealed job: {e}"));
+                let _ = tx.try_send(kokon_proto::Frame::Error(e).encode());
+                return Response::new(frames_body(rx));
+            }
+        },
+    };
     let Some(cancel) = cancels.start(&header.request_id) else {
         let e = JobError::new(
             ErrorCode::DuplicateRequest,
@@ -37,7 +48,7 @@ pub(crate) fn start(
         return Response::new(frames_body(rx));
     };
     tokio::spawn(async move {
-        drive(state, header, payload, tx, cancel.token()).await;
+        drive(state, (header, candidates), payload, tx, cancel.token()).await;
         drop(cancel);
     });
     Response::new(frames_body(rx))
@@ -69,13 +80,16 @@ struct Job {
     registered: bool,
     /// The job was sent to a worker at least once.
     sent: bool,
+    /// A sealed job's candidates (certificate hashes): it goes to one of
+    /// them or nowhere.
+    candidates: Option<Vec<[u8; 32]>>,
 }
 
 type PartBill = tokio::task::JoinHandle<(Admitted, Result<(), JobError>)>;
 
 async fn drive(
     state: Arc<State>,
-    header: JobHeader,
+    (header, candidates): (JobHeader, Option<Vec<[u8; 32]>>),
     payload: Bytes,
     tx: mpsc::Sender<Bytes>,
     cancel: CancellationToken,
@@ -93,6 +107,9 @@ async fn drive(
             b.completion,
         ));
     }
+    if candidates.is_some() {
+        flow.sealed_output();
+    }
     let signed = kokon_proto::JobAuth::of(&header, &payload);
     let auth = signed
         .as_ref()
@@ -103,6 +120,7 @@ async fn drive(
         auth: auth.into(),
         registered: false,
         sent: false,
+        candidates,
         state,
         to_worker: header.for_worker(),
         header,
@@ -271,15 +289,15 @@ impl Job {
 
     fn pick(&self, exclude: &[WorkerId]) -> Result<WorkerId, RouteError> {
         let s = &self.state;
-        let picked = lock(&s.router).pick(&self.header.model, self.header.max_price_milli, exclude);
-        match picked {
-            // A model the registry lists is not "unknown" while no worker
-            // serves it (after a restart, workers are still re-linking).
-            Err(RouteError::NoWorkerForModel) if registry_lists(s, &self.header.model) => {
-                Err(RouteError::NoWorkerNow)
+        let (model, cap) = (&self.header.model, self.header.max_price_milli);
+        let picked = match &self.candidates {
+            None => lock(&s.router).pick(model, cap, exclude),
+            Some(certs) => {
+                let among = workers::by_cert(s, certs);
+                lock(&s.router).pick_among(model, cap, exclude, &among)
             }
-            other => other,
-        }
+        };
+        picked.map_err(|e| as_the_registry_sees(s, model, e))
     }
 
     async fn register(&self) -> Result<(), JobError> {
@@ -445,6 +463,15 @@ fn no_payments() -> JobError {
 }
 
 /// Whether `model` names a catalog model whose hash the registry allows.
+/// A model the registry lists is not "unknown" while no worker serves it
+/// (after a restart, workers are still re-linking): no worker *now*.
+pub(crate) fn as_the_registry_sees(state: &State, model: &str, e: RouteError) -> RouteError {
+    match e {
+        RouteError::NoWorkerForModel if registry_lists(state, model) => RouteError::NoWorkerNow,
+        other => other,
+    }
+}
+
 fn registry_lists(state: &State, model: &str) -> bool {
     kokon_models::find(model)
         .and_then(|e| hex::decode(e.sha256).ok())

@@ -26,6 +26,7 @@ struct JobLabels {
 pub struct Metrics {
     registry: Registry,
     jobs: Family<JobLabels, Counter>,
+    candidate_lists: Family<JobLabels, Counter>,
     retries: Counter,
     workers: Gauge,
     refused: Family<RefusalLabels, Counter>,
@@ -43,12 +44,18 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let jobs = Family::<JobLabels, Counter>::default();
+        let candidate_lists = Family::<JobLabels, Counter>::default();
         let (retries, workers) = (Counter::default(), Gauge::default());
         let refused = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "kokon_proxy_jobs",
             "Jobs finished, by model and outcome",
             jobs.clone(),
+        );
+        registry.register(
+            "kokon_proxy_candidate_lists",
+            "Candidate lists asked for (to seal jobs to), by model and outcome",
+            candidate_lists.clone(),
         );
         registry.register(
             "kokon_proxy_retries",
@@ -64,6 +71,7 @@ impl Metrics {
         Self {
             registry,
             jobs,
+            candidate_lists,
             retries,
             workers,
             refused,
@@ -96,6 +104,25 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    pub(crate) fn candidate_list(&self, model: &str, outcome: &'static str) {
+        self.candidate_lists
+            .get_or_create(&JobLabels {
+                model: self.model_label(model),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Count of candidate lists asked for this model (label) with this outcome.
+    pub fn candidate_lists(&self, model: &str, outcome: &str) -> u64 {
+        self.candidate_lists
+            .get_or_create(&JobLabels {
+                model: self.model_label(model),
+                outcome: outcome.into(),
+            })
+            .get()
     }
 
     pub(crate) fn retry(&self) {

@@ -26,6 +26,30 @@ pub(crate) struct WorkerLink {
     pub(crate) models: Vec<ModelOffer>,
     pub(crate) price_milli: u32,
     pub(crate) payout: Option<kokon_money::PublicKey>,
+    /// The certificate the worker linked with, if it carries an HPKE key:
+    /// what clients verify and seal jobs to.
+    pub(crate) sealing: Option<SealingCert>,
+}
+
+/// A worker's certificate as a candidate for sealed jobs.
+#[derive(Clone)]
+pub(crate) struct SealingCert {
+    pub(crate) der: Arc<[u8]>,
+    /// SHA-256 of the DER: how sealed jobs name the worker.
+    pub(crate) id: [u8; 32],
+}
+
+/// The certificate `peer` linked with, if clients can seal jobs to it.
+fn sealing_cert(
+    tls: &kokon_tls::ServerStream<TcpStream>,
+    peer: &VerifiedPeer,
+) -> Option<SealingCert> {
+    peer.claims().hpke_key.as_ref()?;
+    let der = tls.get_ref().1.peer_certificates()?.first()?.to_vec();
+    Some(SealingCert {
+        id: kokon_attest::sha256(&der),
+        der: der.into(),
+    })
 }
 
 /// Runs a worker link until it closes (or this future is dropped, which
@@ -35,6 +59,7 @@ pub(crate) async fn attach(
     tls: kokon_tls::ServerStream<TcpStream>,
     peer: VerifiedPeer,
 ) {
+    let sealing = sealing_cert(&tls, &peer);
     let (client, conn) = match kokon_link::dial(tls, state.cfg.worker_link).await {
         Ok(x) => x,
         Err(e) => {
@@ -79,7 +104,7 @@ pub(crate) async fn attach(
         }
     }
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    let _registered = Registration::new(&state, id, client, vouchers, &announce);
+    let _registered = Registration::new(&state, id, (client, sealing), vouchers, &announce);
     tracing::info!(worker = id, peer = peer.short_id(), models = ?announce.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
         max_jobs = announce.max_jobs, "worker joined");
     let _ = conn.await;
@@ -183,7 +208,7 @@ impl<'a> Registration<'a> {
     fn new(
         state: &'a State,
         id: WorkerId,
-        client: LinkClient,
+        (client, sealing): (LinkClient, Option<SealingCert>),
         vouchers: watch::Sender<Option<Signed<WorkerVoucher>>>,
         a: &Announce,
     ) -> Self {
@@ -199,6 +224,7 @@ impl<'a> Registration<'a> {
                 models: a.models.clone(),
                 price_milli: a.price_milli,
                 payout: a.payout,
+                sealing,
             },
         );
         state.metrics.set_workers(links.len());
@@ -225,6 +251,58 @@ pub(crate) fn offers(state: &State) -> Vec<ModelOffer> {
     all.sort_by(|a, b| a.name.cmp(&b.name));
     all.dedup_by(|a, b| a.name == b.name);
     all
+}
+
+/// The certificates of up to [`kokon_proto::sealed::MAX_CANDIDATES`]
+/// linked workers serving `req.model` within its price cap, that clients
+/// can seal jobs to: the least loaded first, then the cheaper. None is
+/// refused with the reason a job would be (no such model, over the price
+/// cap, no worker linked now).
+pub(crate) fn candidates(
+    state: &State,
+    req: &kokon_proto::CandidatesRequest,
+) -> Result<kokon_proto::CandidatesReply, JobError> {
+    let mut offered: Vec<(WorkerId, u32, Arc<[u8]>)> = lock(&state.links)
+        .iter()
+        .filter(|(_, l)| l.models.iter().any(|m| m.name == req.model))
+        .filter(|(_, l)| req.max_price_milli.is_none_or(|cap| l.price_milli <= cap))
+        .filter_map(|(id, l)| Some((*id, l.price_milli, l.sealing.as_ref()?.der.clone())))
+        .collect();
+    {
+        let router = lock(&state.router);
+        if offered.is_empty() {
+            return Err(match router.unavailable(&req.model, req.max_price_milli) {
+                Some(e) => {
+                    crate::flow::route_error(crate::job::as_the_registry_sees(state, &req.model, e))
+                }
+                None => JobError::new(
+                    ErrorCode::WorkerUnavailable,
+                    format!(
+                        "no worker linked for `{}` has a sealing key: a job cannot be \
+                         sealed to any",
+                        req.model
+                    ),
+                ),
+            });
+        }
+        offered.sort_by_key(|(id, price, _)| (router.active(*id).unwrap_or(u32::MAX), *price));
+    }
+    Ok(kokon_proto::CandidatesReply {
+        certs: offered
+            .iter()
+            .take(kokon_proto::sealed::MAX_CANDIDATES)
+            .map(|(_, _, der)| hex::encode(der))
+            .collect(),
+    })
+}
+
+/// The linked workers among the certificates a sealed job names.
+pub(crate) fn by_cert(state: &State, certs: &[[u8; 32]]) -> Vec<WorkerId> {
+    lock(&state.links)
+        .iter()
+        .filter(|(_, l)| l.sealing.as_ref().is_some_and(|c| certs.contains(&c.id)))
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 /// What billing needs to know about worker `id` serving `model`.

@@ -28,6 +28,8 @@ pub enum RouteError {
     AllBusy,
     #[error("no worker serves this model at or below the requested price")]
     OverPrice,
+    #[error("none of the workers this job is sealed to is linked here now")]
+    NoCandidate,
 }
 
 #[derive(Clone, Debug)]
@@ -81,27 +83,42 @@ impl Router {
         max_price: Option<u32>,
         exclude: &[WorkerId],
     ) -> Result<WorkerId, RouteError> {
+        self.pick_where(model, max_price, |id| !exclude.contains(&id))
+    }
+
+    /// [`Router::pick`] among `among` only (the workers a sealed job can
+    /// go to): [`RouteError::NoCandidate`] when none of them serves it.
+    pub fn pick_among(
+        &mut self,
+        model: &str,
+        max_price: Option<u32>,
+        exclude: &[WorkerId],
+        among: &[WorkerId],
+    ) -> Result<WorkerId, RouteError> {
+        let allowed = |id| among.contains(&id) && !exclude.contains(&id);
+        let serves =
+            |(id, e): (&WorkerId, &Entry)| allowed(*id) && e.models.iter().any(|m| m == model);
+        if !self.workers.iter().any(serves) {
+            return Err(RouteError::NoCandidate);
+        }
+        self.pick_where(model, max_price, allowed)
+    }
+
+    fn pick_where(
+        &mut self,
+        model: &str,
+        max_price: Option<u32>,
+        allowed: impl Fn(WorkerId) -> bool,
+    ) -> Result<WorkerId, RouteError> {
+        if let Some(e) = self.unavailable_where(model, max_price, &allowed) {
+            return Err(e);
+        }
+        let affordable = |e: &Entry| max_price.is_none_or(|cap| e.price_milli <= cap);
         let serving = || {
             self.workers
                 .iter()
-                .filter(|(id, e)| !exclude.contains(id) && e.models.iter().any(|m| m == model))
+                .filter(|(id, e)| allowed(**id) && e.models.iter().any(|m| m == model))
         };
-        if serving().next().is_none() {
-            let linked = self
-                .workers
-                .values()
-                .any(|e| e.models.iter().any(|m| m == model));
-            return Err(if linked || self.seen.contains(model) {
-                // Tried them all, or they left a moment ago.
-                RouteError::NoWorkerNow
-            } else {
-                RouteError::NoWorkerForModel
-            });
-        }
-        let affordable = |e: &Entry| max_price.is_none_or(|cap| e.price_milli <= cap);
-        if !serving().any(|(_, e)| affordable(e)) {
-            return Err(RouteError::OverPrice);
-        }
         let best = serving()
             .filter(|(_, e)| affordable(e) && e.active < e.max_jobs)
             .min_by(|(_, a), (_, b)| {
@@ -117,6 +134,41 @@ impl Router {
             e.served += 1;
         }
         Ok(best)
+    }
+
+    /// Why no job for `model` within `max_price` could be routed now, short
+    /// of every worker being busy: [`RouteError::NoWorkerForModel`],
+    /// [`RouteError::NoWorkerNow`] or [`RouteError::OverPrice`]. `None`
+    /// when some worker serves it within the cap.
+    pub fn unavailable(&self, model: &str, max_price: Option<u32>) -> Option<RouteError> {
+        self.unavailable_where(model, max_price, &|_| true)
+    }
+
+    fn unavailable_where(
+        &self,
+        model: &str,
+        max_price: Option<u32>,
+        allowed: &impl Fn(WorkerId) -> bool,
+    ) -> Option<RouteError> {
+        let mut serving = self
+            .workers
+            .iter()
+            .filter(|(id, e)| allowed(**id) && e.models.iter().any(|m| m == model))
+            .peekable();
+        if serving.peek().is_none() {
+            let linked = self
+                .workers
+                .values()
+                .any(|e| e.models.iter().any(|m| m == model));
+            return Some(if linked || self.seen.contains(model) {
+                // Tried them all, or they left a moment ago.
+                RouteError::NoWorkerNow
+            } else {
+                RouteError::NoWorkerForModel
+            });
+        }
+        let affordable = |e: &Entry| max_price.is_none_or(|cap| e.price_milli <= cap);
+        (!serving.any(|(_, e)| affordable(e))).then_some(RouteError::OverPrice)
     }
 
     /// Frees the slot a [`Router::pick`] reserved.
@@ -188,6 +240,32 @@ mod tests {
         let second = r.pick("a", None, &[first]).unwrap();
         assert_ne!(first, second);
         assert_eq!(r.pick("a", None, &[1, 2]), Err(RouteError::NoWorkerNow));
+    }
+
+    #[test]
+    fn a_sealed_job_goes_to_one_of_its_candidates_or_nowhere() {
+        let mut r = Router::new();
+        for id in 1..=3 {
+            r.add(id, m("a"), 1, 1000);
+        }
+        assert_eq!(
+            r.pick_among("a", None, &[], &[3]),
+            Ok(3),
+            "the only candidate"
+        );
+        assert_eq!(r.pick_among("a", None, &[], &[3]), Err(RouteError::AllBusy));
+        assert_eq!(
+            r.pick_among("a", None, &[2], &[2]),
+            Err(RouteError::NoCandidate)
+        );
+        assert_eq!(
+            r.pick_among("a", None, &[], &[7]),
+            Err(RouteError::NoCandidate)
+        );
+        assert_eq!(
+            r.pick_among("b", None, &[], &[1]),
+            Err(RouteError::NoCandidate)
+        );
     }
 
     #[test]

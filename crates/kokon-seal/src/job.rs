@@ -98,7 +98,7 @@ pub enum ResponseReader {
     /// No chunk yet: any candidate may have run the job.
     Unknown(Vec<([u8; 32], ResponseOpener)>),
     /// The candidate that ran the job, and its stream.
-    Known([u8; 32], ResponseOpener),
+    Known([u8; 32], Box<ResponseOpener>),
 }
 
 impl std::fmt::Debug for ResponseReader {
@@ -134,7 +134,7 @@ impl ResponseReader {
                 .unwrap_or(ChunkError::Forged { expected: 0 }));
         };
         let (id, opener) = candidates.swap_remove(i);
-        *self = Self::Known(id, opener);
+        *self = Self::Known(id, Box::new(opener));
         Ok(opened)
     }
 

@@ -42,11 +42,16 @@ fn worker_to(proxy: std::net::SocketAddr, model: &str, ms: u64) -> CancellationT
     let engine = echo(model, ms);
     let mut params = kokon_tls::node::NodeParams::simulated(Role::Worker, None, [0; 32]);
     params.models = kokon_worker::model_hashes(engine.as_ref());
+    let keys = kokon_worker::seal_to(&mut params);
     let tls = kokon_tls::node::start_node(params, policy(), &Default::default()).unwrap();
     let mut cfg = WorkerConfig::new(proxy);
     cfg.backoff_max = Duration::from_millis(300);
     let stop = CancellationToken::new();
-    tokio::spawn(Worker::new(cfg, engine, tls).serve(stop.clone()));
+    tokio::spawn(
+        Worker::new(cfg, engine, tls)
+            .with_keys(keys)
+            .serve(stop.clone()),
+    );
     stop
 }
 
@@ -290,6 +295,13 @@ async fn model_names_clients_make_up_never_become_metric_labels() {
         );
     }
     assert!(text.contains(r#"model="other""#), "{text}");
+    assert_eq!(
+        net.proxy
+            .metrics()
+            .candidate_lists("made-up-0-0", "model_not_found"),
+        20,
+        "each refusal counted, under `other`"
+    );
     assert!(text.contains(r#"model="m""#), "{text}");
 }
 

@@ -444,9 +444,10 @@ async fn workers_redial_a_restarted_proxy() {
     let engine = echo("m", 0);
     let mut node = kokon_tls::node::NodeParams::simulated(Role::Worker, None, [0; 32]);
     node.models = kokon_worker::model_hashes(engine.as_ref());
+    let keys = kokon_worker::seal_to(&mut node);
     let worker_tls =
         kokon_tls::node::start_node(node, policy.clone(), &Default::default()).unwrap();
-    let worker = Worker::new(WorkerConfig::new(addr), engine, worker_tls);
+    let worker = Worker::new(WorkerConfig::new(addr), engine, worker_tls).with_keys(keys);
     let stats = worker.stats();
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(worker.serve(stop.clone()));

@@ -160,7 +160,7 @@ impl World {
     fn submit(&mut self, leave_after: Option<usize>) -> usize {
         let j = self.jobs.len();
         self.jobs.push(Job {
-            gw: GatewayFlow::new(true),
+            gw: GatewayFlow::new(true, false),
             px: None,
             wk: HashMap::new(),
             text: String::new(),
@@ -548,7 +548,9 @@ impl World {
             receipt_every_tokens: RECEIPT_EVERY,
             receipt_every: Duration::from_secs(3600),
         };
-        self.jobs[j].wk.insert(w, WorkerFlow::new(cfg, self.now));
+        self.jobs[j]
+            .wk
+            .insert(w, WorkerFlow::new(cfg, self.now, None));
         self.engines_running.insert((j, w));
         self.at(TOKEN_EVERY, Ev::WkToken(j, w, 0));
     }

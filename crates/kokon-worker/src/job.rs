@@ -20,7 +20,10 @@ const FRAME_BUFFER: usize = 16;
 /// Accepts a job: validates it, takes a slot, and streams the response.
 pub(crate) async fn accept(worker: Worker, header: JobHeader, payload: Bytes) -> Response<Body> {
     let opened = match header.sealed {
-        true => worker.keys.open(&header, &payload).map(|(b, s)| (b, Some(s))),
+        true => worker
+            .keys
+            .open(&header, &payload)
+            .map(|(b, s)| (b, Some(s))),
         false => Ok((payload.to_vec(), None)),
     };
     let job = opened.and_then(|(body, sealer)| {

@@ -43,9 +43,8 @@ impl JobKeys {
         header: &JobHeader,
         payload: &[u8],
     ) -> Result<(Vec<u8>, ResponseSealer), JobError> {
-        let job = SealedJob::parse(payload).map_err(|e| {
-            JobError::new(ErrorCode::BadRequest, format!("not a sealed job: {e}"))
-        })?;
+        let job = SealedJob::parse(payload)
+            .map_err(|e| JobError::new(ErrorCode::BadRequest, format!("not a sealed job: {e}")))?;
         let keys = self.lock();
         let mine = keys
             .issued
@@ -58,9 +57,7 @@ impl JobKeys {
             ));
         };
         kokon_seal::open_job(key, cert, &job, &header.binding()).map_err(|e| match e {
-            OpenError::NotForThisWorker => {
-                JobError::new(ErrorCode::StaleCandidates, e.to_string())
-            }
+            OpenError::NotForThisWorker => JobError::new(ErrorCode::StaleCandidates, e.to_string()),
             _ => JobError::new(
                 ErrorCode::BadRequest,
                 format!("the sealed job does not open for its header: {e}"),
@@ -202,7 +199,10 @@ mod tests {
         let [Frame::Data(text), Frame::Data(last), Frame::End(_)] = &frames[..] else {
             panic!("data, final chunk, end: {frames:?}");
         };
-        assert!(!text.windows(6).any(|w| w == b"canary"), "sealed on the wire");
+        assert!(
+            !text.windows(6).any(|w| w == b"canary"),
+            "sealed on the wire"
+        );
         assert_eq!(reader.open(text).unwrap().plaintext, b"canary");
         assert!(reader.open(last).unwrap().last);
         reader.finish().expect("complete before the End");

@@ -159,7 +159,8 @@ async fn route(
         | Call::Voucher(_)
         | Call::Close(_)
         | Call::Dispute(_)
-        | Call::Reconcile(_)) => error_reply(
+        | Call::Reconcile(_)
+        | Call::Candidates(_)) => error_reply(
             StatusCode::NOT_FOUND,
             JobError::new(
                 ErrorCode::BadRequest,

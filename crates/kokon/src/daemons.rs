@@ -511,10 +511,11 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
     }
     let mut node = node_params(&a.common, Role::Worker, config_sha256(&cfg))?;
     node.models = kokon_worker::model_hashes(engine.as_ref());
+    let keys = kokon_worker::seal_to(&mut node);
     let tls = start_node(node, policy(&a.common)?, &shutdown)?;
     let models: Vec<String> = engine.models().into_iter().map(|m| m.name).collect();
     eprintln!("worker serving {models:?}, dialing proxy {}", cfg.proxy);
-    let mut w = kokon_worker::Worker::new(cfg, engine, tls);
+    let mut w = kokon_worker::Worker::new(cfg, engine, tls).with_keys(keys);
     if let Some((spec, ledger)) = a.common.devnet()? {
         let books = pay::worker_books(&spec, &a.common.wallet_or("dev-worker-0"))?;
         eprintln!(

@@ -1,0 +1,174 @@
+//! The workers a job is sealed to: the proxy says which workers it would
+//! route to (their RA-TLS certificates), and the gateway verifies each one
+//! itself against its own registry policy — the image, the model, the TCB,
+//! freshness — and takes the HPKE key from the verified evidence. The
+//! proxy's word is never taken: a certificate it altered, or one of its
+//! own, fails here, and a job is never sent in plaintext instead.
+//!
+//! Verdicts are kept per certificate (a TDX quote costs about a
+//! millisecond to verify) until the certificate or its claims expire; each
+//! model's candidate list is asked again after [`LIST_TTL_SECS`], or at
+//! once when the proxy says the list went stale.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kokon_attest::{AttestError, Policy, Role, verify_certificate};
+use kokon_proto::{CandidatesRequest, ErrorCode, JobError};
+use kokon_seal::Candidate;
+
+/// A model's candidate list is reused for this long.
+pub const LIST_TTL_SECS: u64 = 5;
+
+/// Verdicts kept (certificates seen); the oldest go first.
+const MAX_VERDICTS: usize = 256;
+
+/// Candidate lists kept (models × price caps).
+const MAX_LISTS: usize = 64;
+
+/// Why a certificate the proxy offered is not a candidate.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum CandidateError {
+    #[error("its attestation is refused: {0}")]
+    Attestation(#[from] AttestError),
+    #[error("its certificate carries no HPKE key to seal jobs to")]
+    NoSealingKey,
+    #[error("it attests no model the registry allows as `{0}`")]
+    ModelNotAttested(String),
+}
+
+/// Verifies `der` as a worker that may run `model`: the candidate entry
+/// (its certificate hash and attested HPKE key) and until when it holds.
+pub fn verify(
+    der: &[u8],
+    model: &str,
+    policy: &Policy,
+    now: u64,
+) -> Result<(Candidate, u64), CandidateError> {
+    let peer = verify_certificate(der, policy, &[Role::Worker], now)?;
+    let claims = peer.claims();
+    let public = claims.hpke_public().ok_or(CandidateError::NoSealingKey)?;
+    if !claims
+        .model_hashes()
+        .iter()
+        .any(|h| policy.allows_model_named(model, h))
+    {
+        return Err(CandidateError::ModelNotAttested(model.into()));
+    }
+    let id = kokon_attest::sha256(der);
+    Ok((Candidate { id, public }, peer.valid_until()))
+}
+
+/// What the gateway knows of candidates: verdicts per certificate and
+/// model, and each model's latest list.
+#[derive(Default)]
+pub struct Candidates {
+    verdicts: Mutex<HashMap<VerdictKey, (Candidate, u64)>>,
+    lists: Mutex<HashMap<ListKey, (Vec<Candidate>, u64)>>,
+}
+
+/// A certificate's hash and the model it was judged for.
+type VerdictKey = ([u8; 32], String);
+/// A model and the price cap its list was asked with.
+type ListKey = (String, Option<u32>);
+
+impl std::fmt::Debug for Candidates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Candidates").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Candidates {
+    /// The list for `req` asked at most [`LIST_TTL_SECS`] ago, if any.
+    pub fn cached(&self, req: &CandidatesRequest, now: u64) -> Option<Vec<Candidate>> {
+        let lists = lock(&self.lists);
+        let (list, at) = lists.get(&(req.model.clone(), req.max_price_milli))?;
+        (now < at.saturating_add(LIST_TTL_SECS)).then(|| list.clone())
+    }
+
+    /// Forgets the list for `req` (the proxy said it went stale).
+    pub fn forget(&self, req: &CandidatesRequest) {
+        lock(&self.lists).remove(&(req.model.clone(), req.max_price_milli));
+    }
+
+    /// Verifies the certificates the proxy offered for `req` (each once
+    /// while its verdict holds) and keeps the list of those that pass.
+    /// Refusals are logged with their reason and are never cached.
+    pub fn judge(
+        &self,
+        req: &CandidatesRequest,
+        certs: &[Vec<u8>],
+        policy: &Policy,
+        now: u64,
+    ) -> Result<Vec<Candidate>, JobError> {
+        let mut list = Vec::new();
+        let mut refused = Vec::new();
+        for der in certs.iter().take(kokon_seal::MAX_CANDIDATES) {
+            match self.verdict(der, &req.model, policy, now) {
+                Ok(c) if !list.contains(&c) => list.push(c),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(model = %req.model, error = %e, "candidate worker refused");
+                    refused.push(e);
+                }
+            }
+        }
+        if list.is_empty() {
+            return Err(none_verified(&req.model, certs.len(), refused.first()));
+        }
+        let mut lists = lock(&self.lists);
+        if lists.len() >= MAX_LISTS {
+            lists.clear();
+        }
+        lists.insert(
+            (req.model.clone(), req.max_price_milli),
+            (list.clone(), now),
+        );
+        Ok(list)
+    }
+
+    fn verdict(
+        &self,
+        der: &[u8],
+        model: &str,
+        policy: &Policy,
+        now: u64,
+    ) -> Result<Candidate, CandidateError> {
+        let key = (kokon_attest::sha256(der), model.to_string());
+        if let Some((c, until)) = lock(&self.verdicts).get(&key)
+            && now < *until
+        {
+            return Ok(*c);
+        }
+        let (c, until) = verify(der, model, policy, now)?;
+        let mut verdicts = lock(&self.verdicts);
+        if verdicts.len() >= MAX_VERDICTS {
+            verdicts.retain(|_, (_, u)| now < *u);
+            if verdicts.len() >= MAX_VERDICTS {
+                verdicts.clear();
+            }
+        }
+        verdicts.insert(key, (c, until));
+        Ok(c)
+    }
+}
+
+fn none_verified(model: &str, offered: usize, first: Option<&CandidateError>) -> JobError {
+    match first {
+        None => JobError::new(
+            ErrorCode::WorkerUnavailable,
+            format!("the proxy offers no worker for `{model}` that jobs can be sealed to"),
+        ),
+        Some(e) => JobError::new(
+            ErrorCode::WorkerUnavailable,
+            format!(
+                "none of the {offered} workers the proxy offers for `{model}` passed this \
+                 gateway's verification (the first: {e}); the job was not sent"
+            ),
+        ),
+    }
+}

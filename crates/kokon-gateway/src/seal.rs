@@ -1,0 +1,53 @@
+//! Sealing a job end to end to verified candidate workers (the shell of
+//! [`crate::candidates`]): the proxy relays ciphertext it cannot open.
+
+use bytes::Bytes;
+use kokon_attest::{Clock, SystemClock};
+use kokon_proto::{CandidatesRequest, ErrorCode, JobError, JobHeader};
+use kokon_seal::ClientJob;
+
+use crate::AppState;
+
+/// A job sealed to its candidates, and what reads their answer.
+pub(crate) struct Sealed {
+    pub payload: Bytes,
+    pub client: ClientJob,
+}
+
+/// Seals `plain` (the job) for `header` (whose budget and price cap it
+/// binds) to the candidates the proxy offers for its model, each verified
+/// here. `fresh`: ask the proxy again rather than reuse a recent list.
+pub(crate) async fn seal(
+    s: &AppState,
+    header: &JobHeader,
+    plain: &[u8],
+    fresh: bool,
+) -> Result<Sealed, JobError> {
+    let req = CandidatesRequest {
+        model: header.model.clone(),
+        max_price_milli: header.max_price_milli,
+    };
+    let now = SystemClock.now_unix();
+    if fresh {
+        s.candidates.forget(&req);
+    }
+    let list = match s.candidates.cached(&req, now) {
+        Some(list) => list,
+        None => {
+            let reply = s.link.candidates(&req).await?;
+            let certs = reply.decode().map_err(|e| {
+                JobError::new(
+                    ErrorCode::Unavailable,
+                    format!("the proxy's candidates are malformed: {e}"),
+                )
+            })?;
+            s.candidates.judge(&req, &certs, s.link.policy(), now)?
+        }
+    };
+    let (job, client) = kokon_seal::seal_job(&list, &header.binding(), plain)
+        .map_err(|e| JobError::new(ErrorCode::Unavailable, format!("cannot seal the job: {e}")))?;
+    Ok(Sealed {
+        payload: Bytes::from(job.encode()),
+        client,
+    })
+}

@@ -37,6 +37,18 @@ pub enum CandidateError {
     ModelNotAttested(String),
 }
 
+impl CandidateError {
+    /// A stable code for the refusal (the attestation check that failed,
+    /// `no_sealing_key`, `model_not_attested`): for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Attestation(e) => e.reason(),
+            Self::NoSealingKey => "no_sealing_key",
+            Self::ModelNotAttested(_) => "model_not_attested",
+        }
+    }
+}
+
 /// Verifies `der` as a worker that may run `model`: the candidate entry
 /// (its certificate hash and attested HPKE key) and until when it holds.
 pub fn verify(
@@ -112,7 +124,10 @@ impl Candidates {
                 Ok(c) if !list.contains(&c) => list.push(c),
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(model = %req.model, error = %e, "candidate worker refused");
+                    tracing::warn!(
+                        model = %req.model, reason = e.reason(), error = %e,
+                        "candidate worker refused"
+                    );
                     refused.push(e);
                 }
             }

@@ -22,6 +22,8 @@ use kokon_gateway::GatewayConfig;
 use kokon_gateway::candidates::{CandidateError, verify};
 use kokon_link::{Call, LinkLimits, error_reply, json_reply, read_call, serve_link};
 use kokon_proto::{CandidatesReply, ErrorCode, JobError, ModelOffer, ModelsReply, SealedJob};
+use kokon_testnet::pay::PaySpec;
+use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
 use tokio_util::sync::CancellationToken;
 
 const MODEL: &str = "m";
@@ -140,10 +142,13 @@ fn every_certificate_a_proxy_can_make_is_refused_with_its_reason() {
     let mut listing = kokon_attest::Registry::local_test_network();
     let other = kokon_worker::model_hashes(echo("another-model", 0).as_ref());
     listing.models = Some(
-        [(MODEL, params(Role::Worker, None).models), ("another-model", other)]
-            .into_iter()
-            .map(|(name, hashes)| (name.to_string(), hashes.iter().map(hex::encode).collect()))
-            .collect(),
+        [
+            (MODEL, params(Role::Worker, None).models),
+            ("another-model", other),
+        ]
+        .into_iter()
+        .map(|(name, hashes)| (name.to_string(), hashes.iter().map(hex::encode).collect()))
+        .collect(),
     );
     let listing = listing.policy().unwrap();
     assert_eq!(
@@ -294,4 +299,47 @@ async fn a_job_is_sealed_only_to_the_honest_candidate_among_forgeries() {
             "ciphertext only"
         );
     }
+}
+
+#[tokio::test]
+async fn a_worker_restarted_with_a_new_key_gets_the_job_sealed_again_and_paid_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = NetSpec::new(vec![WorkerSpec::new(echo(MODEL, 0))]);
+    spec.payments = Some(PaySpec::dev(dir.path().to_path_buf()));
+    let mut net = LocalNet::start(spec).await.unwrap();
+    let cost = |v: &serde_json::Value| v["usage"]["cost_nanoton"].as_u64().unwrap();
+    let first: serde_json::Value = chat(&net.base_url(), MODEL, "first", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let lists = || net.proxy.metrics().candidate_lists(MODEL, "ok");
+    assert_eq!(lists(), 1);
+
+    // The gateway still holds the list naming the old certificate (its
+    // TTL has not run out); the restarted worker has a new one, new keys.
+    net.restart_worker(0, WorkerSpec::new(echo(MODEL, 0)))
+        .unwrap();
+    let stats = net.workers[0].stats.clone();
+    eventually("the new worker alone is linked", || {
+        kokon_worker::WorkerStats::get(&stats.links_established) >= 1
+            && net.proxy.worker_count() == 1
+    })
+    .await;
+    let second: serde_json::Value = chat(&net.base_url(), MODEL, "second", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["choices"][0]["message"]["content"], "second ");
+    let lists = net.proxy.metrics().candidate_lists(MODEL, "ok");
+    assert_eq!(lists, 2, "sealed again to a fresh list");
+    assert_eq!(
+        net.proxy.metrics().jobs(MODEL, "stale_candidates"),
+        1,
+        "the stale job reached no worker"
+    );
+    let totals = proxy_totals(&net).await;
+    assert_eq!(totals.receipts, 2, "one receipt per answered job");
+    assert_eq!(totals.billed, u128::from(cost(&first) + cost(&second)));
 }

@@ -5,8 +5,9 @@ A prompt carrying a random canary is answered (the echo engine repeats it, so
 the answer carries it too), and afterwards the canary is nowhere in the proxy:
 not in its memory (every readable mapping of the live process, read through
 /proc/PID/mem), not in its log at debug level, not in any file under its
-home. The same memory scan finds the canary in the client gateway, which did
-hold the plaintext: the scan can see what it looks for.
+home. The same memory scan finds the canary in the client gateway and the
+worker, which did hold the plaintext, and finds the proxy's own strings in
+the proxy: the scan can see what it looks for.
 """
 
 import os
@@ -85,10 +86,14 @@ def test_the_proxy_relays_a_job_it_cannot_read():
             r = httpx.post(f"{base}/chat/completions", json=body, timeout=60)
             assert r.status_code == 200, r.text
             assert canary in r.text, "the worker got the prompt and the client its answer"
+            if not stream:
+                assert r.json()["usage"]["cost_nanoton"] > 0, "a paid job"
         assert "kokon_proxy_jobs_total{model=\"echo\",outcome=\"ok\"} 2" in httpx.get(metrics).text
 
         needle = canary.encode()
         assert memory_holds(gateway.pid, needle), "the scan finds the canary where the plaintext was"
+        assert memory_holds(procs[1].pid, needle), "and in the worker, which ran the job"
+        assert memory_holds(procs[0].pid, b"kokon_proxy_jobs_total"), "the scan reads the proxy's heap"
         assert not memory_holds(procs[0].pid, needle), "the proxy's memory never held the content"
         assert files_holding(proxy_home, needle) == [], "nor its log (debug level) or files"
         assert proxy_log.stat().st_size > 0

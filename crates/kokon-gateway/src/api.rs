@@ -382,7 +382,10 @@ impl Run {
             }
             Action::Settle { receipt, delivered } => {
                 let r = match &self.paid {
-                    Some(p) => p.settle(receipt.as_deref(), delivered).await,
+                    Some(p) => {
+                        let answered = self.frames.as_ref().and_then(|f| f.reader());
+                        p.settle(receipt.as_deref(), delivered, answered).await
+                    }
                     None => Err(kokon_proto::JobError::new(
                         kokon_proto::ErrorCode::PaymentRequired,
                         "job was not authorised",

@@ -12,6 +12,7 @@ use kokon_pay::books::client::ClientBooks;
 use kokon_proto::{
     AuthScope, ErrorCode, JobError, JobHeader, JobRequest, OutputMeter, Payment, ReceiptEnvelope,
 };
+use kokon_seal::ResponseReader;
 use tokio::sync::Mutex;
 
 use crate::ProxyLink;
@@ -144,18 +145,21 @@ impl Paid {
         &self,
         receipt: Option<&ReceiptEnvelope>,
         delivered: OutputMeter,
+        answered: Option<&ResponseReader>,
     ) -> Result<Nanotons, JobError> {
-        settle(&self.pay, &self.header, &self.auth, receipt, delivered).await
+        let job = (&self.header, &self.auth, answered);
+        settle(&self.pay, job, receipt, delivered).await
     }
 }
 
 /// Verifies a receipt (the `End`'s, or the latest of a job cut short)
 /// against what this gateway saw, pays for it (voucher on disk first), and
-/// sends the voucher to the proxy. Returns the cost.
+/// sends the voucher to the proxy. Returns the cost. `answered`: a sealed
+/// job's reader — the receipt must be signed by the candidate whose keys
+/// answered (or, before any chunk, by one of its candidates).
 pub(crate) async fn settle(
     pay: &Arc<ClientPay>,
-    header: &JobHeader,
-    auth: &Authorised,
+    (header, auth, answered): (&JobHeader, &Authorised, Option<&ResponseReader>),
     receipt: Option<&ReceiptEnvelope>,
     delivered: OutputMeter,
 ) -> Result<Nanotons, JobError> {
@@ -167,6 +171,14 @@ pub(crate) async fn settle(
         )
     };
     let env = receipt.ok_or_else(|| rejected("no receipt".into()))?;
+    if let Some(r) = answered {
+        let cert = hex::decode(&env.cert).unwrap_or_default();
+        if !r.may_have_run(&kokon_attest::sha256(&cert)) {
+            return Err(rejected(
+                "it is signed by a worker that did not answer this sealed job".into(),
+            ));
+        }
+    }
     let now = SystemClock.now_unix();
     let worker = pay
         .signers

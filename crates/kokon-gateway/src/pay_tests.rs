@@ -218,3 +218,49 @@ async fn a_receipt_refused_when_it_came_is_refused_when_offered_again() {
     f.pay.books().await.refuse("refused-before").unwrap();
     assert!(refused(f.check(&job).await).contains("refused when it was received"));
 }
+
+#[tokio::test]
+async fn a_receipt_signed_by_a_worker_that_did_not_answer_is_not_paid() {
+    let f = fixture();
+    let env = f.receipt("sealed-1", usage(10, 0), 1000);
+    let signer = kokon_attest::sha256(&hex::decode(&env.cert).unwrap());
+    let header = JobHeader {
+        request_id: "sealed-1".into(),
+        model: "echo".into(),
+        kind: JobKind::Chat,
+        max_price_milli: Some(1500),
+        budget: Some(BUDGET),
+        payment: None,
+        sealed: true,
+    };
+    let auth = super::Authorised { budget: BUDGET };
+    // The job sealed to `id` alone (no chunk opened yet: any candidate may have run it).
+    let reader = |id: [u8; 32]| {
+        let c = kokon_seal::Candidate {
+            id,
+            public: kokon_seal::WorkerKey::generate().public(),
+        };
+        let (_, client) = kokon_seal::seal_job(&[c], &header.binding(), b"job").unwrap();
+        client.reader()
+    };
+    let pay = Arc::new(f.pay);
+    let meter = || kokon_proto::OutputMeter::for_job(true);
+    let spent = || async { pay.books().await.channel().spent };
+
+    // A proxy hands the receipt of another attested worker for this job:
+    // refused, nothing paid.
+    let other = reader([5; 32]);
+    let r = super::settle(&pay, (&header, &auth, Some(&other)), Some(&env), meter()).await;
+    let e = r.unwrap_err();
+    assert_eq!(e.code, kokon_proto::ErrorCode::ReceiptRejected);
+    assert!(e.message.contains("did not answer"), "{}", e.message);
+    assert_eq!(spent().await, 0);
+
+    // Signed by the candidate the job was sealed to: paid its cost.
+    let own = reader(signer);
+    let cost = super::settle(&pay, (&header, &auth, Some(&own)), Some(&env), meter())
+        .await
+        .unwrap();
+    assert!(cost > 0);
+    assert_eq!(spent().await, cost);
+}

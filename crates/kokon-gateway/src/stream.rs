@@ -44,6 +44,11 @@ impl Frames {
         })
     }
 
+    /// A sealed job's response reader (which candidate answered).
+    pub fn reader(&self) -> Option<&ResponseReader> {
+        self.reader.as_ref()
+    }
+
     /// A sealed response is complete at its `End` only if its final chunk came.
     fn complete(&self) -> Result<(), JobError> {
         match &self.reader {

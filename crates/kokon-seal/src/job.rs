@@ -146,6 +146,16 @@ impl ResponseReader {
         }
     }
 
+    /// Whether the candidate `id` may have run the job: the one whose keys
+    /// opened its first chunk, or, before any chunk, any of its candidates.
+    /// A receipt signed by any other worker is not for this job's work.
+    pub fn may_have_run(&self, id: &[u8; 32]) -> bool {
+        match self {
+            Self::Known(known, _) => known == id,
+            Self::Unknown(candidates) => candidates.iter().any(|(c, _)| c == id),
+        }
+    }
+
     /// The stream ended: complete only if its final chunk came.
     pub fn finish(&self) -> Result<(), ChunkError> {
         match self {

@@ -232,8 +232,18 @@ fn the_reader_follows_whichever_candidate_ran_the_job_through_the_wire() {
     ];
     let mut reader = client.reader();
     assert_eq!(reader.finish(), Err(ChunkError::Cut(0)), "nothing yet");
+    assert!(
+        ws.iter().all(|c| reader.may_have_run(&c.id)),
+        "any candidate, yet"
+    );
+    assert!(!reader.may_have_run(&[0xee; 32]), "never a stranger");
     assert_eq!(reader.open(&chunks[0]).unwrap().plaintext, b"a");
     assert_eq!(reader.worker(), Some(&w.id));
+    assert!(reader.may_have_run(&w.id));
+    assert!(
+        !reader.may_have_run(&ws[1].id),
+        "only the one that answered"
+    );
     assert_eq!(
         reader.open(&chunks[0]),
         Err(ChunkError::Replayed {

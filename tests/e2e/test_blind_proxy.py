@@ -10,6 +10,7 @@ worker, which did hold the plaintext, and finds the proxy's own strings in
 the proxy: the scan can see what it looks for.
 """
 
+import json
 import os
 import secrets
 import signal
@@ -80,6 +81,7 @@ def test_the_proxy_relays_a_job_it_cannot_read():
         wait_until("gateway up", lambda: httpx_ok(f"{base}/models"), timeout=60)
 
         canary = "canary" + secrets.token_hex(16)
+        request_ids = []
         for stream in (False, True):
             body = {"model": "echo", "stream": stream,
                     "messages": [{"role": "user", "content": f"say {canary} back"}]}
@@ -88,6 +90,10 @@ def test_the_proxy_relays_a_job_it_cannot_read():
             assert canary in r.text, "the worker got the prompt and the client its answer"
             if not stream:
                 assert r.json()["usage"]["cost_nanoton"] > 0, "a paid job"
+                request_ids.append(r.json()["id"].removeprefix("chatcmpl-"))
+            else:
+                first = next(line for line in r.text.splitlines() if line.startswith("data: {"))
+                request_ids.append(json.loads(first[6:])["id"].removeprefix("chatcmpl-"))
         assert "kokon_proxy_jobs_total{model=\"echo\",outcome=\"ok\"} 2" in httpx.get(metrics).text
 
         needle = canary.encode()
@@ -98,6 +104,12 @@ def test_the_proxy_relays_a_job_it_cannot_read():
         assert files_holding(proxy_home, needle) == [], "nor its log (debug level) or files"
         assert proxy_log.stat().st_size > 0
         assert files_holding(home, needle) == [], "no daemon logs or stores content"
+        # At the default level (info) the worker's and the gateway's logs carry
+        # no per-job line: nothing that links a request to its timing.
+        text = log.read_text(errors="replace")
+        assert "linked" in text, "the log was written"
+        for rid in request_ids:
+            assert len(rid) >= 16 and rid not in text, f"request id {rid} logged at info level"
     finally:
         for p in procs:
             p.send_signal(signal.SIGKILL)

@@ -225,8 +225,6 @@ async fn run_job(
     let mut run = Run {
         flow: GatewayFlow::new(s.pay.is_some(), true),
         state: s.clone(),
-        link: s.link.clone(),
-        pay: s.pay.clone(),
         header,
         job,
         payload: sealed.payload,
@@ -307,9 +305,8 @@ enum Out {
 /// (authorise, submit, read, settle) and hands out what the client gets.
 struct Run {
     flow: GatewayFlow,
+    /// The gateway's link to the proxy, its payments and candidates.
     state: Arc<AppState>,
-    link: Arc<crate::ProxyLink>,
-    pay: Option<Arc<crate::ClientPay>>,
     header: kokon_proto::JobHeader,
     job: kokon_proto::JobRequest,
     /// The job as sent: sealed to its candidates.
@@ -413,7 +410,11 @@ impl Run {
     }
 
     async fn submit(&mut self) -> Result<(), kokon_proto::JobError> {
-        let (body, on) = self.link.submit(&self.header, self.payload.clone()).await?;
+        let (body, on) = self
+            .state
+            .link
+            .submit(&self.header, self.payload.clone())
+            .await?;
         self.frames = Some(Frames::new(body, Some(self.sealed.reader())));
         self.submitted_on = Some(on);
         Ok(())
@@ -427,25 +428,21 @@ impl Run {
     async fn reseal(&mut self) {
         self.resealed += 1;
         self.frames = None;
-        let resealed = crate::seal::seal(&self.state, &self.header, &self.plain, true).await;
-        let r = match resealed {
-            Ok(sealed) => {
-                self.payload = sealed.payload;
-                self.sealed = sealed.client;
-                match self.authorise().await {
-                    Ok(()) => self.submit().await,
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = r {
+        if let Err(e) = self.seal_again_and_submit().await {
             self.flow.event(Some(Err(e)));
         }
     }
 
+    async fn seal_again_and_submit(&mut self) -> Result<(), kokon_proto::JobError> {
+        let sealed = crate::seal::seal(&self.state, &self.header, &self.plain, true).await?;
+        self.payload = sealed.payload;
+        self.sealed = sealed.client;
+        self.authorise().await?;
+        self.submit().await
+    }
+
     async fn authorise(&mut self) -> Result<(), kokon_proto::JobError> {
-        let Some(pay) = self.pay.clone() else {
+        let Some(pay) = self.state.pay.clone() else {
             return Ok(());
         };
         let auth = crate::pay::authorise(&pay, &mut self.header, &self.job, &self.payload).await?;
@@ -476,7 +473,7 @@ impl Run {
     /// Disputes the job's receipt at the proxy, in the background.
     fn dispute(&self, pay: Arc<crate::ClientPay>, why: &str) {
         let (link, id, why) = (
-            self.link.clone(),
+            self.state.link.clone(),
             self.header.request_id.clone(),
             why.to_string(),
         );
@@ -490,7 +487,7 @@ impl Run {
             request_id: self.header.request_id.clone(),
         };
         let cancelled = match &self.submitted_on {
-            Some(on) => self.link.cancel(on, &req).await,
+            Some(on) => self.state.link.cancel(on, &req).await,
             None => Err(kokon_proto::JobError::new(
                 kokon_proto::ErrorCode::Unavailable,
                 "not submitted",

@@ -272,4 +272,17 @@ mod tests {
             "an unpaid job has none"
         );
     }
+
+    #[test]
+    fn a_proxys_candidates_reply_beyond_its_bounds_is_refused_whole() {
+        let reply = |certs: Vec<String>| CandidatesReply { certs };
+        let eight = vec!["ab".to_string(); crate::sealed::MAX_CANDIDATES];
+        assert_eq!(reply(eight.clone()).decode().unwrap().len(), 8);
+        let mut nine = eight.clone();
+        nine.push("ab".into());
+        assert!(reply(nine).decode().unwrap_err().contains("at most 8"));
+        let mut bad = eight;
+        bad[3] = "not hex".into();
+        assert!(reply(bad).decode().unwrap_err().contains("not hex"));
+    }
 }

@@ -15,7 +15,7 @@ const OP = {
   open: 0x4b4f0201, topUp: 0x4b4f0202, claim: 0x4b4f0203, closeCooperative: 0x4b4f0204,
   startClose: 0x4b4f0205, finishClose: 0x4b4f0206,
   setEconomics: 0x4b4f0301, setImage: 0x4b4f0302, setModel: 0x4b4f0303,
-  setProxy: 0x4b4f0304, transferOwnership: 0x4b4f0305,
+  setProxy: 0x4b4f0304, transferOwnership: 0x4b4f0305, setTdPolicy: 0x4b4f0306,
 };
 
 const ERR = {
@@ -76,9 +76,10 @@ function economicsCell(e = {}) {
 }
 
 function registryData({ owner, economics }) {
+  const trust = beginCell().storeDict(null).storeDict(null).storeRef(beginCell().endCell()).endCell();
   return beginCell()
     .storeAddress(owner).storeUint(0, 32).storeRef(economics ?? economicsCell())
-    .storeDict(null).storeDict(null).storeDict(null)
+    .storeRef(trust).storeDict(null)
     .endCell();
 }
 
@@ -128,6 +129,7 @@ const body = {
       .storeRef(beginCell().storeStringTail(entry.endpoint).endCell()).endCell() : null)
     .endCell(),
   transferOwnership: (newOwner) => head(OP.transferOwnership).storeAddress(newOwner).endCell(),
+  setTdPolicy: (td) => head(OP.setTdPolicy).storeRef(td).endCell(),
 };
 
 module.exports = {

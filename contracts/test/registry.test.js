@@ -1,5 +1,6 @@
 'use strict';
 const { test } = require('node:test');
+const { beginCell } = require('@ton/core');
 const assert = require('node:assert/strict');
 const { Dictionary } = require('@ton/core');
 const k = require('../lib/kokon');
@@ -63,6 +64,7 @@ test('every owner operation refuses other senders', async () => {
     k.body.setImage(hash(1), 1), k.body.setModel(hash(1), 'm'), k.body.setEconomics(k.economicsCell()),
     k.body.setProxy(hash(1), { wallet: w.stranger.address, endpoint: 'x:1' }),
     k.body.transferOwnership(w.stranger.address),
+    k.body.setTdPolicy(beginCell().storeUint(1, 8).endCell()),
   ];
   for (const body of bodies) {
     h.expectFail(await w.stranger.send({ to: registry, value: toNano('0.05'), body }), registry, k.ERR.wrongSender);
@@ -87,4 +89,17 @@ test('unknown op fails; the owner gets the unused value back', async () => {
   const back = h.txTo(r, owner.address).map(h.flattenTransaction).filter((f) => f.from?.equals(registry));
   assert.equal(back.length, 1);
   assert.ok(back[0].value > toNano('0.99'));
+});
+
+test('the owner pins a TD policy; it comes back as set and images and models are untouched', async () => {
+  const { w, registry, owner } = await setup();
+  const send = (body) => owner.send({ to: registry, value: toNano('0.05'), body });
+  assert.equal((await h.get(w.chain, registry, 'tdPolicy')).readCell().bits.length, 0, 'default rules');
+  h.expectOk(await send(k.body.setImage(hash(1), k.ROLE.worker)), registry);
+  const td = beginCell().storeBit(true).storeBuffer(Buffer.alloc(16, 3))
+    .storeRef(beginCell().storeBuffer(Buffer.from('e702060000000000', 'hex')).endCell()).endCell();
+  h.expectOk(await send(k.body.setTdPolicy(td)), registry);
+  assert.ok((await h.get(w.chain, registry, 'tdPolicy')).readCell().equals(td));
+  assert.equal((await h.get(w.chain, registry, 'imageRoles', [num(hash(1))])).readNumber(), 2);
+  assert.equal((await h.get(w.chain, registry, 'version')).readNumber(), 2);
 });

@@ -142,6 +142,39 @@ def test_measure_fetch_collateral_and_verify_offline(home):
     # Today the sample collateral has long expired: refused, with the reason.
     r = json.loads(kokon("attest", "measure", quote, "--json", env=env).stdout)
     assert r["verified"] is False and "validity window" in r["error"]
+    assert r["accepted"] is False and r["reason"] == "collateral_expired"
+
+    # Judged by a registry: the verdict is the registry's, and so is the exit code.
+    image, td = r["image_hash"], r["td"]
+    assert td["xfam"] == "e702060000000000" and td["td_attributes"] == "0000001000000000"
+
+    def measure(registry_text):
+        path = h / "judge.toml"
+        path.write_text(registry_text)
+        m = kokon("attest", "measure", quote, "--json", "--at", SAMPLE_TIME, "--registry", str(path), env=env)
+        return m.returncode, json.loads(m.stdout)
+
+    listed = f'network = "production"\nproxy_images = []\nworker_images = ["{image}"]\n'
+    pins = (f'[attestation.td]\nxfam = ["{td["xfam"]}"]\ntd_attributes = ["{td["td_attributes"]}"]\n'
+            f'mr_seam = ["{td["mr_seam"]}"]\nmin_tee_tcb_svn = "{td["tee_tcb_svn"]}"\n')
+    code, r = measure(listed + pins)
+    assert code == 0 and r["accepted"] is True and r["roles"] == ["worker"], r
+    code, r = measure(listed)
+    assert code == 0 and r["accepted"] is True, "the default TD rules accept this TD"
+    # `verified: true` no longer stands for the registry's word.
+    for text, reason in [
+        (listed.replace(image, "cd" * 32), "image_not_allowed"),
+        (listed + pins.replace(td["mr_seam"], "00" * 48), "mr_seam_not_allowed"),
+        (listed + pins.replace(td["xfam"], "0300000000000000"), "xfam_refused"),
+        (listed + pins + f'mr_owner = "{"11" * 48}"\n', "mr_owner_mismatch"),
+        (listed + pins.replace(td["tee_tcb_svn"], "ff" + "00" * 15), "tee_tcb_svn_too_low"),
+        (listed + '[attestation]\ntcb_statuses = ["SWHardeningNeeded"]\n', "tcb_status_not_allowed"),
+    ]:
+        code, r = measure(text)
+        assert code == 1 and r["verified"] is True and r["accepted"] is False, (reason, r)
+        assert r["reason"] == reason, r
+    human = kokon("attest", "measure", quote, "--at", SAMPLE_TIME, "--registry", str(h / "judge.toml"), env=env)
+    assert human.returncode == 1 and "registry      REFUSED" in human.stdout and "XFAM          e702" in human.stdout
 
 
 def test_measure_on_a_machine_that_is_not_a_td(home):

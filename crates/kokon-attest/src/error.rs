@@ -100,6 +100,20 @@ pub enum AttestError {
     TdAttributesRefused(String),
     #[error("quote rejected by the DCAP verifier: {0}")]
     QuoteRejected(String),
+    #[error("XFAM {xfam} refused: {why}")]
+    XfamRefused { xfam: String, why: String },
+    #[error("TD attributes {0} are not among those the registry pins")]
+    TdAttributesNotAllowed(String),
+    #[error("TDX module MRSEAM {0} is not one the registry allows")]
+    MrSeamNotAllowed(String),
+    #[error("MRCONFIGID {0} differs from the registry's (all zero unless it says otherwise)")]
+    MrConfigIdMismatch(String),
+    #[error("MROWNER {0} differs from the registry's (all zero unless it says otherwise)")]
+    MrOwnerMismatch(String),
+    #[error("MROWNERCONFIG {0} differs from the registry's (all zero unless it says otherwise)")]
+    MrOwnerConfigMismatch(String),
+    #[error("TEE_TCB_SVN {svn} is below the registry's minimum {min} (update the TDX module)")]
+    TeeTcbSvnTooLow { svn: String, min: String },
 }
 
 impl AttestError {
@@ -149,6 +163,13 @@ impl AttestError {
             DebugTdRefused => "debug_td_refused",
             TdAttributesRefused(_) => "td_attributes_refused",
             QuoteRejected(_) => "quote_rejected",
+            XfamRefused { .. } => "xfam_refused",
+            TdAttributesNotAllowed(_) => "td_attributes_not_allowed",
+            MrSeamNotAllowed(_) => "mr_seam_not_allowed",
+            MrConfigIdMismatch(_) => "mr_config_id_mismatch",
+            MrOwnerMismatch(_) => "mr_owner_mismatch",
+            MrOwnerConfigMismatch(_) => "mr_owner_config_mismatch",
+            TeeTcbSvnTooLow { .. } => "tee_tcb_svn_too_low",
         }
     }
 }

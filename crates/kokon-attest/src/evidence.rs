@@ -3,11 +3,12 @@
 //! * `tdx` (kind 2): an Intel TDX quote (v4 or v5), verified with DCAP
 //!   against Intel's root and cached collateral ([`crate::tdx`]).
 //! * `simulated` (kind 1): a software quote with the TDX report's fields
-//!   (TD attributes, MRTD, RTMR0–3, report data) and no hardware signature.
+//!   (TD configuration, MRTD, RTMR0–3, report data) and no hardware signature.
 //!   Anyone can make one, so it proves only the binding to the certificate; a
 //!   verifier accepts it only under a policy that explicitly allows it (test
 //!   networks).
 
+use crate::td::TdConfig;
 use crate::{AttestError, sha256};
 
 /// Largest evidence extension accepted (a TDX quote is ~5 KiB, at most ~8 KiB).
@@ -96,20 +97,33 @@ impl Measurements {
 
 /// A software quote with the fields of a TDX TD report.
 ///
-/// Layout (322 bytes): `"KOKONSIM"` ‖ version u16 BE (2) ‖ TD attributes (8,
-/// as in a TD report: bit 0 of byte 0 is debug) ‖ MRTD (48) ‖ RTMR0..3
-/// (4 × 48) ‖ report data (64).
+/// Layout (538 bytes): `"KOKONSIM"` ‖ version u16 BE (3) ‖ TD attributes (8,
+/// as in a TD report: bit 0 of byte 0 is debug) ‖ XFAM (8) ‖ TEE_TCB_SVN (16)
+/// ‖ MRSEAM, MRCONFIGID, MROWNER, MROWNERCONFIG (4 × 48) ‖ MRTD (48) ‖
+/// RTMR0..3 (4 × 48) ‖ report data (64).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimulatedQuote {
-    pub td_attributes: [u8; 8],
+    pub td: TdConfig,
     pub measurements: Measurements,
     pub report_data: [u8; 64],
 }
 
 const SIM_MAGIC: &[u8; 8] = b"KOKONSIM";
-const SIM_VERSION: u16 = 2;
-const SIM_HEAD: usize = 8 + 2 + 8;
-const SIM_LEN: usize = SIM_HEAD + 48 * 5 + 64;
+const SIM_VERSION: u16 = 3;
+const SIM_HEAD: usize = 8 + 2;
+const SIM_TD: usize = 8 + 8 + 16 + 48 * 4;
+const SIM_LEN: usize = SIM_HEAD + SIM_TD + 48 * 5 + 64;
+
+/// Reads fixed-size fields one after another (lengths are checked first).
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let (head, rest) = self.0.split_at(N.min(self.0.len()));
+        self.0 = rest;
+        head.try_into().unwrap_or([0; N])
+    }
+}
 
 impl SimulatedQuote {
     /// Measurements of a simulated image. `label` names the image (for example
@@ -131,10 +145,21 @@ impl SimulatedQuote {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
+        let td = &self.td;
         let mut out = Vec::with_capacity(SIM_LEN);
         out.extend_from_slice(SIM_MAGIC);
         out.extend_from_slice(&SIM_VERSION.to_be_bytes());
-        out.extend_from_slice(&self.td_attributes);
+        for field in [&td.td_attributes[..], &td.xfam, &td.tee_tcb_svn] {
+            out.extend_from_slice(field);
+        }
+        for field in [
+            &td.mr_seam,
+            &td.mr_config_id,
+            &td.mr_owner,
+            &td.mr_owner_config,
+        ] {
+            out.extend_from_slice(field);
+        }
         out.extend_from_slice(&self.measurements.mrtd);
         self.measurements
             .rtmr
@@ -155,21 +180,24 @@ impl SimulatedQuote {
         if bytes[8..10] != SIM_VERSION.to_be_bytes() {
             return Err(bad("unsupported version"));
         }
-        let take48 = |i: usize| -> [u8; 48] {
-            let start = SIM_HEAD + 48 * i;
-            bytes[start..start + 48].try_into().unwrap_or([0; 48])
+        let mut f = Fields(&bytes[SIM_HEAD..]);
+        let td = TdConfig {
+            td_attributes: f.take(),
+            xfam: f.take(),
+            tee_tcb_svn: f.take(),
+            mr_seam: f.take(),
+            mr_config_id: f.take(),
+            mr_owner: f.take(),
+            mr_owner_config: f.take(),
         };
-        let mut report_data = [0u8; 64];
-        report_data.copy_from_slice(&bytes[SIM_LEN - 64..]);
-        let mut td_attributes = [0u8; 8];
-        td_attributes.copy_from_slice(&bytes[10..SIM_HEAD]);
+        let measurements = Measurements {
+            mrtd: f.take(),
+            rtmr: [f.take(), f.take(), f.take(), f.take()],
+        };
         Ok(Self {
-            td_attributes,
-            measurements: Measurements {
-                mrtd: take48(0),
-                rtmr: [take48(1), take48(2), take48(3), take48(4)],
-            },
-            report_data,
+            td,
+            measurements,
+            report_data: f.take(),
         })
     }
 }
@@ -195,14 +223,14 @@ pub trait EvidenceSource: Send + Sync + std::fmt::Debug {
 #[derive(Clone, Debug)]
 pub struct SimulatedSource {
     pub measurements: Measurements,
-    pub td_attributes: [u8; 8],
+    pub td: TdConfig,
 }
 
 impl SimulatedSource {
     pub fn new(label: &str) -> Self {
         Self {
             measurements: SimulatedQuote::measurements_for(label),
-            td_attributes: [0; 8],
+            td: TdConfig::simulated(),
         }
     }
 }
@@ -214,7 +242,7 @@ impl EvidenceSource for SimulatedSource {
 
     fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, String> {
         let q = SimulatedQuote {
-            td_attributes: self.td_attributes,
+            td: self.td.clone(),
             measurements: self.measurements.clone(),
             report_data: *report_data,
         };

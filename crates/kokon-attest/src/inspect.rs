@@ -6,6 +6,7 @@ use serde::Serialize;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
+use crate::td::TdConfigView;
 use crate::{AttestError, Claims, Evidence, EvidenceKind, Policy, Role, SimulatedQuote, tdx};
 
 /// What a certificate says about its holder, and what the policy says of it.
@@ -19,6 +20,8 @@ pub struct Inspection {
     pub image_hash: Option<String>,
     pub models: Vec<String>,
     pub debug_td: Option<bool>,
+    /// The TD's configuration as the evidence states it (unverified).
+    pub td: Option<TdConfigView>,
     /// Intel's TCB status, or why it could not be had.
     pub tcb_status: Option<String>,
     pub not_before: Option<i64>,
@@ -42,6 +45,7 @@ pub fn inspect(der: &[u8], policy: &Policy, expected: &[Role], now: u64) -> Insp
         image_hash: None,
         models: Vec::new(),
         debug_td: None,
+        td: None,
         tcb_status: None,
         not_before: None,
         not_after: None,
@@ -93,18 +97,57 @@ fn fill_claims(out: &mut Inspection, c: Claims) {
 
 fn fill_evidence(out: &mut Inspection, ev: &Evidence) {
     out.evidence = Some(ev.kind.to_string());
-    let (m, attrs) = match ev.kind {
+    let (m, td) = match ev.kind {
         EvidenceKind::Simulated => match SimulatedQuote::parse(&ev.quote) {
-            Ok(q) => (q.measurements, q.td_attributes),
+            Ok(q) => (q.measurements, q.td),
             Err(_) => return,
         },
         EvidenceKind::Tdx => match tdx::parse_quote(&ev.quote) {
-            Ok(q) => (q.measurements, q.td_attributes),
+            Ok(q) => (q.measurements, q.td),
             Err(_) => return,
         },
     };
     out.mrtd = Some(hex::encode(m.mrtd));
     out.rtmr = m.rtmr.iter().map(hex::encode).collect();
     out.image_hash = Some(hex::encode(m.image_hash()));
-    out.debug_td = Some(crate::evidence::td_is_debug(&attrs));
+    out.debug_td = Some(td.is_debug());
+    out.td = Some(TdConfigView::from(&td));
+}
+
+/// What the registry's policy says of a bare TDX quote (`kokon attest
+/// measure`): no certificate, so no binding or claims, but everything about
+/// the TD and its platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuoteJudgement {
+    /// Intel's TCB status of the platform.
+    pub tcb_status: String,
+    /// The roles whose registry image list holds the quote's image.
+    pub roles: Vec<Role>,
+}
+
+/// Verifies `quote` with DCAP against `policy`'s collateral and judges its
+/// TD with `policy` at `now`. An image listed for no role is not an error
+/// here (a TD is measured before it is listed); the caller decides.
+pub fn judge_quote(quote: &[u8], policy: &Policy, now: u64) -> Result<QuoteJudgement, AttestError> {
+    let trust = policy.tdx.as_ref().ok_or(AttestError::TdxNotConfigured)?;
+    let report = tdx::verify_quote(quote, trust, now)?;
+    let facts = crate::TdFacts {
+        config: report.body.td.clone(),
+        tcb_status: Some(report.tcb_status.clone()),
+        advisory_ids: report.advisory_ids,
+    };
+    crate::verify::check_td(&facts, policy)?;
+    let image = report.body.measurements.image_hash();
+    let roles = [Role::Worker, Role::Proxy]
+        .into_iter()
+        .filter(|r| {
+            policy
+                .role(*r)
+                .is_some_and(|p| p.images.as_ref().is_some_and(|l| l.contains(&image)))
+        })
+        .collect();
+    Ok(QuoteJudgement {
+        tcb_status: report.tcb_status,
+        roles,
+    })
 }

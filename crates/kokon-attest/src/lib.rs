@@ -27,6 +27,7 @@ pub mod inspect;
 pub mod policy;
 pub mod qgs;
 pub mod registry;
+pub mod td;
 pub mod tdx;
 pub mod tdx_guest;
 pub mod tsm;
@@ -40,7 +41,8 @@ pub use evidence::{
     Evidence, EvidenceKind, EvidenceSource, Measurements, SimulatedQuote, SimulatedSource,
 };
 pub use policy::{ModelRules, Policy, RolePolicy, RoutingBounds};
-pub use registry::{Network, Registry, RegistryError, RoutingRules};
+pub use registry::{Network, Registry, RegistryError, RoutingRules, TdRules};
+pub use td::{TdConfig, TdPolicy};
 pub use verify::{TdFacts, VerifiedPeer, verify_certificate};
 
 /// Object identifiers of Kokon's certificate extensions.

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use crate::Role;
+use crate::td::TdPolicy;
 use crate::tdx::TdxTrust;
 
 /// TCB statuses accepted when the registry names none.
@@ -76,6 +77,8 @@ pub struct Policy {
     pub tdx: Option<TdxTrust>,
     /// Accepted Intel TCB statuses ("UpToDate", "SWHardeningNeeded", …).
     pub tcb_statuses: Vec<String>,
+    /// Rules for the TD's configuration (XFAM, attributes, MRSEAM, …).
+    pub td: TdPolicy,
     /// Allowed model hashes for workers, by served name; `None` accepts
     /// any model under any name.
     pub models: Option<ModelRules>,
@@ -99,6 +102,7 @@ impl Policy {
             allow_debug: false,
             tdx: None,
             tcb_statuses: DEFAULT_TCB_STATUSES.iter().map(|s| s.to_string()).collect(),
+            td: TdPolicy::default(),
             models: None,
             routing: RoutingBounds::default(),
             max_age_secs: 48 * 3600,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{ModelRules, RoutingBounds};
-use crate::{Policy, Role, RolePolicy, SimulatedQuote};
+use crate::{Policy, Role, RolePolicy, SimulatedQuote, TdPolicy};
 
 /// Which kind of network the registry describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +80,119 @@ pub struct AttestationRules {
     /// network may say so [default: false].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_debug_tds: bool,
+    /// Rules for the TD's own configuration; defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub td: Option<TdRules>,
+}
+
+/// What the registry pins of a TD beyond its image (the `[attestation.td]`
+/// table), in hex as `kokon attest show` and `measure` print it. A list
+/// left out pins nothing; the three host-chosen IDs default to all zero.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdRules {
+    /// Accepted XFAM values (8 bytes each) [default: any the TDX module allows].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xfam: Option<Vec<String>>,
+    /// Accepted TD attributes (8 bytes each) [default: any without debug bits].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub td_attributes: Option<Vec<String>>,
+    /// Accepted TDX modules, by MRSEAM (48 bytes each) [default: any].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mr_seam: Option<Vec<String>>,
+    /// MRCONFIGID (48 bytes) [default: all zero].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mr_config_id: Option<String>,
+    /// MROWNER (48 bytes) [default: all zero].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mr_owner: Option<String>,
+    /// MROWNERCONFIG (48 bytes) [default: all zero].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mr_owner_config: Option<String>,
+    /// Lowest TEE_TCB_SVN (16 bytes), compared byte by byte [default: none].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tee_tcb_svn: Option<String>,
+}
+
+impl TdRules {
+    /// The verifier's form of these rules; a bad value names its field.
+    pub fn policy(&self) -> Result<TdPolicy, RegistryError> {
+        let one = |field: &'static str, v: &Option<String>| -> Result<[u8; 48], RegistryError> {
+            v.as_ref().map_or(Ok([0; 48]), |h| fixed(field, h))
+        };
+        Ok(TdPolicy {
+            xfam: list("attestation.td.xfam", &self.xfam)?,
+            td_attributes: list("attestation.td.td_attributes", &self.td_attributes)?,
+            mr_seam: list("attestation.td.mr_seam", &self.mr_seam)?,
+            mr_config_id: one("attestation.td.mr_config_id", &self.mr_config_id)?,
+            mr_owner: one("attestation.td.mr_owner", &self.mr_owner)?,
+            mr_owner_config: one("attestation.td.mr_owner_config", &self.mr_owner_config)?,
+            min_tee_tcb_svn: self
+                .min_tee_tcb_svn
+                .as_ref()
+                .map(|h| fixed("attestation.td.min_tee_tcb_svn", h))
+                .transpose()?,
+        })
+    }
+}
+
+impl From<&TdPolicy> for TdRules {
+    /// The table that states `p` (zero host IDs and absent lists left out).
+    fn from(p: &TdPolicy) -> Self {
+        let hexes = |l: &[[u8; 8]]| l.iter().map(hex::encode).collect();
+        let id = |v: &[u8; 48]| (v.iter().any(|b| *b != 0)).then(|| hex::encode(v));
+        Self {
+            xfam: p.xfam.as_deref().map(hexes),
+            td_attributes: p.td_attributes.as_deref().map(hexes),
+            mr_seam: p
+                .mr_seam
+                .as_ref()
+                .map(|l| l.iter().map(hex::encode).collect()),
+            mr_config_id: id(&p.mr_config_id),
+            mr_owner: id(&p.mr_owner),
+            mr_owner_config: id(&p.mr_owner_config),
+            min_tee_tcb_svn: p.min_tee_tcb_svn.map(hex::encode),
+        }
+    }
+}
+
+impl Registry {
+    /// The TD policy this registry sets (the default if it says nothing).
+    pub fn td_policy(&self) -> Result<TdPolicy, RegistryError> {
+        let rules = self.attestation.as_ref().and_then(|a| a.td.as_ref());
+        rules.map_or_else(|| Ok(TdPolicy::default()), TdRules::policy)
+    }
+
+    /// This registry with its `[attestation.td]` table replaced by `p`.
+    pub fn with_td_policy(mut self, p: &TdPolicy) -> Self {
+        let rules = (*p != TdPolicy::default()).then(|| TdRules::from(p));
+        if rules.is_some() || self.attestation.is_some() {
+            self.attestation.get_or_insert_with(Default::default).td = rules;
+        }
+        self
+    }
+}
+
+fn list<const N: usize>(
+    field: &'static str,
+    values: &Option<Vec<String>>,
+) -> Result<Option<Vec<[u8; N]>>, RegistryError> {
+    values
+        .as_ref()
+        .map(|l| l.iter().map(|h| fixed(field, h)).collect())
+        .transpose()
+}
+
+fn fixed<const N: usize>(field: &'static str, h: &str) -> Result<[u8; N], RegistryError> {
+    let bad = || RegistryError::BadHex {
+        field,
+        value: h.to_string(),
+        bytes: N,
+    };
+    hex::decode(h)
+        .map_err(|_| bad())?
+        .try_into()
+        .map_err(|_| bad())
 }
 
 /// The TCB statuses Intel's TCB info can give a platform.
@@ -101,6 +214,12 @@ pub enum RegistryError {
     Parse(String),
     #[error("registry field `{field}` holds `{value}`, which is not a 32-byte hex hash")]
     BadHash { field: &'static str, value: String },
+    #[error("registry field `{field}` holds `{value}`, which is not {bytes} bytes of hex")]
+    BadHex {
+        field: &'static str,
+        value: String,
+        bytes: usize,
+    },
     #[error("`{0}` is not a TCB status (known: {TCB_STATUSES:?})")]
     BadTcbStatus(String),
     #[error("`{0}` weakens security and is only accepted when network = \"test\"")]
@@ -197,6 +316,9 @@ impl Registry {
         }
         if let Some(skew) = rules.max_clock_skew_secs {
             policy.max_skew_secs = skew;
+        }
+        if let Some(td) = &rules.td {
+            policy.td = td.policy()?;
         }
         let test = self.network == Network::Test;
         if rules.allow_debug_tds && !test {
@@ -315,6 +437,54 @@ mod tests {
         assert!(!d.allows_debug() && d.allows_model(&[0x22; 32]));
         assert!(d.allows_model_named("any", &[0x22; 32]));
         assert_eq!(d.routing, RoutingBounds::default());
+    }
+
+    #[test]
+    fn td_rules_reach_the_policy_and_bad_values_name_their_field() {
+        let text = r#"
+            network = "production"
+            proxy_images = []
+            worker_images = []
+            [attestation.td]
+            xfam = ["e702060000000000"]
+            td_attributes = ["0000001000000000"]
+            mr_seam = ["%seam%"]
+            mr_owner = "%owner%"
+            min_tee_tcb_svn = "03010200000000000000000000000000"
+        "#
+        .replace("%seam%", &"ab".repeat(48))
+        .replace("%owner%", &"01".repeat(48));
+        let p = Registry::parse(&text).unwrap().policy().unwrap().td;
+        assert_eq!(p.xfam, Some(vec![crate::td::COMMON_XFAM]));
+        assert_eq!(p.td_attributes, Some(vec![[0, 0, 0, 0x10, 0, 0, 0, 0]]));
+        assert_eq!(p.mr_seam, Some(vec![[0xab; 48]]));
+        assert_eq!((p.mr_owner, p.mr_config_id), ([1; 48], [0; 48]));
+        assert_eq!(p.min_tee_tcb_svn.unwrap()[..3], [3, 1, 2]);
+        let d = Registry::local_test_network().policy().unwrap().td;
+        assert_eq!(d, TdPolicy::default());
+        for (from, to, field) in [
+            ("e702060000000000", "e70206", "attestation.td.xfam"),
+            ("0000001000000000", "zz", "attestation.td.td_attributes"),
+            (
+                "03010200000000000000000000000000",
+                "0301",
+                "min_tee_tcb_svn",
+            ),
+        ] {
+            let err = Registry::parse(&text.replace(from, to))
+                .unwrap()
+                .policy()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field) && err.contains(to), "{err}");
+        }
+        assert!(Registry::parse(&text.replace("xfam", "xfm")).is_err());
+        // The table back from a policy states the same policy.
+        let r = Registry::local_test_network().with_td_policy(&p);
+        assert_eq!(
+            Registry::parse(&r.to_toml()).unwrap().td_policy().unwrap(),
+            p
+        );
     }
 
     #[test]

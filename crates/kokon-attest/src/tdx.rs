@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use dcap_qvl::QuoteCollateralV3;
 use dcap_qvl::quote::{Quote, Report, TDReport10};
 
+use crate::td::TdConfig;
 use crate::{AttestError, Measurements};
 
 /// Largest TDX quote accepted (quotes are ~5 KiB; v5 with extensions ~8 KiB).
@@ -47,7 +48,7 @@ pub struct QuoteBody {
     pub version: u16,
     pub measurements: Measurements,
     pub report_data: [u8; 64],
-    pub td_attributes: [u8; 8],
+    pub td: TdConfig,
 }
 
 /// Parses a TDX quote without verifying it.
@@ -62,7 +63,15 @@ fn body(version: u16, report: &Report) -> Result<QuoteBody, AttestError> {
         version,
         measurements: measurements(td),
         report_data: td.report_data,
-        td_attributes: td.td_attributes,
+        td: TdConfig {
+            tee_tcb_svn: td.tee_tcb_svn,
+            mr_seam: td.mr_seam,
+            td_attributes: td.td_attributes,
+            xfam: td.xfam,
+            mr_config_id: td.mr_config_id,
+            mr_owner: td.mr_owner,
+            mr_owner_config: td.mr_owner_config,
+        },
     })
 }
 

@@ -7,7 +7,8 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::prelude::FromDer;
 
-use crate::evidence::{binding, td_is_debug};
+use crate::evidence::binding;
+use crate::td::TdConfig;
 use crate::{
     AttestError, Claims, Evidence, EvidenceKind, Measurements, Policy, Role, SimulatedQuote, oids,
     sha256, tdx,
@@ -29,7 +30,7 @@ pub struct VerifiedPeer {
 /// What the evidence says about the TD beyond its measurements.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TdFacts {
-    pub td_attributes: [u8; 8],
+    pub config: TdConfig,
     /// Intel's TCB status (`None` for simulated evidence, which has no TCB).
     pub tcb_status: Option<String>,
     pub advisory_ids: Vec<String>,
@@ -37,7 +38,7 @@ pub struct TdFacts {
 
 impl TdFacts {
     pub fn is_debug(&self) -> bool {
-        td_is_debug(&self.td_attributes)
+        self.config.is_debug()
     }
 }
 
@@ -277,7 +278,7 @@ fn open_evidence(
             }
             let q = SimulatedQuote::parse(&ev.quote)?;
             let td = TdFacts {
-                td_attributes: q.td_attributes,
+                config: q.td,
                 tcb_status: None,
                 advisory_ids: Vec::new(),
             };
@@ -287,7 +288,7 @@ fn open_evidence(
             let trust = policy.tdx.as_ref().ok_or(AttestError::TdxNotConfigured)?;
             let r = tdx::verify_quote(&ev.quote, trust, now)?;
             let td = TdFacts {
-                td_attributes: r.body.td_attributes,
+                config: r.body.td,
                 tcb_status: Some(r.tcb_status),
                 advisory_ids: r.advisory_ids,
             };
@@ -296,11 +297,10 @@ fn open_evidence(
     }
 }
 
-/// The registry's judgement of the TD itself: debug mode and TCB status.
+/// The registry's judgement of the TD itself: its configuration
+/// ([`crate::td::TdPolicy`]) and its platform's TCB status.
 pub fn check_td(td: &TdFacts, policy: &Policy) -> Result<(), AttestError> {
-    if td.is_debug() && !policy.allow_debug {
-        return Err(AttestError::DebugTdRefused);
-    }
+    policy.td.check(&td.config, policy.allow_debug)?;
     match &td.tcb_status {
         Some(status) if !policy.tcb_statuses.contains(status) => {
             Err(AttestError::TcbStatusNotAllowed {

@@ -58,7 +58,7 @@ struct Forge {
     key_seed: u8,
     claims: Claims,
     label: String,
-    td_attributes: [u8; 8],
+    td: TdConfig,
     now: u64,
 }
 
@@ -91,7 +91,7 @@ impl Forge {
             key_seed,
             claims,
             label: label.into(),
-            td_attributes: [0; 8],
+            td: TdConfig::simulated(),
             now,
         }
     }
@@ -102,7 +102,7 @@ impl Forge {
 
     fn sim_quote(&self) -> SimulatedQuote {
         SimulatedQuote {
-            td_attributes: self.td_attributes,
+            td: self.td.clone(),
             measurements: SimulatedQuote::measurements_for(&self.label),
             report_data: binding(&self.spki(), &self.claims.to_bytes()),
         }
@@ -538,7 +538,7 @@ fn td_rules(c: &mut Corpus) {
         (0x71, "all"),
     ] {
         let mut f = worker();
-        f.td_attributes[0] = bits;
+        f.td.td_attributes[0] = bits;
         c.add(
             format!("{what} TD attribute set"),
             f.der(),
@@ -680,11 +680,23 @@ fn tdx(c: &mut Corpus) {
         "binding_mismatch",
     );
     let v5 = common::v5();
+    // The v5 sample's host set an MRCONFIGID: refused by the default TD
+    // policy, and past it once the registry pins that value.
+    add(
+        c,
+        "genuine v5 quote with a host-set MRCONFIGID",
+        &v5.quote,
+        trusting(&v5),
+        v5.now,
+        "mr_config_id_mismatch",
+    );
+    let mut pinned = trusting(&v5);
+    pinned.td.mr_config_id = tdx::parse_quote(&v5.quote).unwrap().td.mr_config_id;
     add(
         c,
         "genuine v5 quote moved into our certificate",
         &v5.quote,
-        trusting(&v5),
+        pinned,
         v5.now,
         "binding_mismatch",
     );
@@ -808,6 +820,7 @@ fn tdx(c: &mut Corpus) {
             "tcb_status_not_allowed",
         );
     }
+    td_pins(c, &s, trusting(&s), &add);
     for field in ["tcb_info_signature", "qe_identity_signature"] {
         let mut json: serde_json::Value = serde_json::from_slice(&s.collateral).unwrap();
         let sig = json[field].as_str().unwrap().to_string();
@@ -829,6 +842,123 @@ fn tdx(c: &mut Corpus) {
     }
 }
 
+type AddTdx<'a> = dyn Fn(&mut Corpus, &str, &[u8], Policy, u64, &'static str) + 'a;
+
+/// The genuine v4 quote under registries that pin each TD field to another
+/// value than its own: each refused with that field's variant, before the
+/// binding is looked at. Pinned to its own values, it gets as far as the
+/// binding (so the pins are read from the right bytes).
+fn td_pins(c: &mut Corpus, s: &common::Sample, base: Policy, add: &AddTdx<'_>) {
+    let own = TdPolicy {
+        xfam: Some(vec![hex48::<8>("e702060000000000")]),
+        td_attributes: Some(vec![hex48::<8>("0000001000000000")]),
+        mr_seam: Some(vec![hex48::<48>(V4_MRSEAM)]),
+        min_tee_tcb_svn: Some(hex48::<16>("06010300000000000000000000000000")),
+        ..TdPolicy::default()
+    };
+    let with = |f: &dyn Fn(&mut TdPolicy)| {
+        let mut p = base.clone();
+        p.td = own.clone();
+        f(&mut p.td);
+        p
+    };
+    type Pin<'p> = &'p dyn Fn(&mut TdPolicy);
+    let cases: [(&str, Pin<'_>, &'static str); 9] = [
+        ("its own TD values", &|_| {}, "binding_mismatch"),
+        (
+            "another XFAM",
+            &|p| p.xfam = Some(vec![hex48("0300000000000000")]),
+            "xfam_refused",
+        ),
+        (
+            "other TD attributes",
+            &|p| p.td_attributes = Some(vec![[0; 8]]),
+            "td_attributes_not_allowed",
+        ),
+        (
+            "another TDX module",
+            &|p| p.mr_seam = Some(vec![[0x5b; 48]]),
+            "mr_seam_not_allowed",
+        ),
+        (
+            "an MRCONFIGID",
+            &|p| p.mr_config_id = [1; 48],
+            "mr_config_id_mismatch",
+        ),
+        ("an MROWNER", &|p| p.mr_owner = [1; 48], "mr_owner_mismatch"),
+        (
+            "an MROWNERCONFIG",
+            &|p| p.mr_owner_config = [1; 48],
+            "mr_owner_config_mismatch",
+        ),
+        (
+            "a newer TDX module (first SVN byte)",
+            &|p| p.min_tee_tcb_svn = Some(hex48("07000000000000000000000000000000")),
+            "tee_tcb_svn_too_low",
+        ),
+        (
+            "a newer TDX module (third SVN byte)",
+            &|p| p.min_tee_tcb_svn = Some(hex48("01010400000000000000000000000000")),
+            "tee_tcb_svn_too_low",
+        ),
+    ];
+    for (what, pin, reason) in cases {
+        let name = format!("genuine v4 quote, registry pinning {what}");
+        add(c, &name, &s.quote, with(pin), s.now, reason);
+    }
+}
+
+/// MRSEAM of the v4 sample's TDX module.
+const V4_MRSEAM: &str = "5b38e33a6487958b72c3c12a938eaa5e3fd4510c51aeeab58c7d5ecee41d7c436489d6c8e4f92f160b7cad34207b00c1";
+
+fn hex48<const N: usize>(h: &str) -> [u8; N] {
+    hex::decode(h).unwrap().try_into().unwrap()
+}
+
+/// Simulated TDs whose configuration breaks the TDX module's XFAM rules or
+/// the default TD policy (host IDs all zero).
+fn td_config(c: &mut Corpus) {
+    for (xfam, what) in [
+        (0x1u64, "XFAM without SSE"),
+        (0x2e7 | 1 << 3, "XFAM with MPX"),
+        (0x2e7 | 1 << 40, "XFAM with an undefined bit"),
+        (0x7 | 1 << 5, "XFAM with a third of AVX-512"),
+        (0x3 | 0b111 << 5, "XFAM with AVX-512 but no AVX"),
+        (0x2e7 | 1 << 11, "XFAM with user-mode CET only"),
+        (
+            0x2e7 | 1 << 18,
+            "XFAM with AMX tile data but no tile config",
+        ),
+    ] {
+        let mut f = worker();
+        f.td.xfam = xfam.to_le_bytes();
+        c.add(what, f.der(), "xfam_refused");
+    }
+    type Spoil = fn(&mut TdConfig);
+    let spoils: [(&str, Spoil, &'static str); 3] = [
+        (
+            "MRCONFIGID set by the host",
+            |t| t.mr_config_id[0] = 1,
+            "mr_config_id_mismatch",
+        ),
+        (
+            "MROWNER set by the host",
+            |t| t.mr_owner[47] = 1,
+            "mr_owner_mismatch",
+        ),
+        (
+            "MROWNERCONFIG set",
+            |t| t.mr_owner_config[9] = 1,
+            "mr_owner_config_mismatch",
+        ),
+    ];
+    for (what, spoil, reason) in spoils {
+        let mut f = worker();
+        spoil(&mut f.td);
+        c.add(format!("simulated TD with {what}"), f.der(), reason);
+    }
+}
+
 fn corpus() -> Vec<Case> {
     let mut c = Corpus(Vec::new());
     extensions(&mut c);
@@ -838,6 +968,7 @@ fn corpus() -> Vec<Case> {
     binding_cases(&mut c);
     roles_images_models(&mut c);
     td_rules(&mut c);
+    td_config(&mut c);
     raw_der(&mut c);
     tdx(&mut c);
     c.0

@@ -47,7 +47,7 @@ fn v4_sample_verifies_with_known_measurements() {
             "9a9d48e7f6799642d3d1b34e1e5e1742d4bb02dd6ddd551862c1211d35c304f9eca3efdbb481601c163cf52493d6e44aed55d51ec39b7e518fadb92c2b523f20"
         )
     );
-    assert_eq!(r.body.td_attributes, unhex("0000001000000000"));
+    assert_eq!(r.body.td.td_attributes, unhex("0000001000000000"));
     // The image hash is SHA-256 over MRTD ‖ RTMR0..3 (docs/ATTESTATION.md).
     let mut all = r.body.measurements.mrtd.to_vec();
     r.body

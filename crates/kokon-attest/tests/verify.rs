@@ -57,7 +57,7 @@ impl Forge {
     fn parts(&self) -> CertParts {
         let claims = self.claims.to_bytes();
         let quote = SimulatedQuote {
-            td_attributes: [0; 8],
+            td: TdConfig::simulated(),
             measurements: SimulatedQuote::measurements_for(&self.label),
             report_data: binding(&self.key.subject_public_key_info(), &claims),
         };

@@ -234,7 +234,7 @@ fn worker_with_bad_binding(policy: Arc<kokon_attest::Policy>) -> RaTls {
     let mut other = claims.clone();
     other.config_sha256 = hex(&[1; 32]);
     let quote = SimulatedQuote {
-        td_attributes: [0; 8],
+        td: kokon_attest::TdConfig::simulated(),
         measurements: SimulatedQuote::measurements_for(&simulated_label(Role::Worker)),
         report_data: kokon_attest::evidence::binding(&spki, &other.to_bytes()),
     };

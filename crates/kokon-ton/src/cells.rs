@@ -42,6 +42,7 @@ pub mod op {
     pub const SET_IMAGE: u32 = 0x4b4f_0302;
     pub const SET_MODEL: u32 = 0x4b4f_0303;
     pub const SET_PROXY: u32 = 0x4b4f_0304;
+    pub const SET_TD_POLICY: u32 = 0x4b4f_0306;
 }
 
 /// Tag of the worker's payout consent cell ("kvp1").
@@ -171,12 +172,17 @@ pub fn delay(secs: u64) -> u32 {
 }
 
 pub fn registry_data(owner: &Address, economics: &ArcCell) -> R<ArcCell> {
+    // Trust: no images, no models, the default TD policy (an empty cell).
+    let mut trust = CellBuilder::new();
+    trust
+        .store_bit(false)?
+        .store_bit(false)?
+        .store_reference(&arc(CellBuilder::new())?)?;
     let mut b = CellBuilder::new();
     b.store_address(&ton_address(owner))?
         .store_u32(32, 0)?
         .store_reference(economics)?
-        .store_bit(false)?
-        .store_bit(false)?
+        .store_reference(&arc(trust)?)?
         .store_bit(false)?;
     arc(b)
 }
@@ -283,6 +289,13 @@ pub mod body {
     pub fn set_economics(economics: &ArcCell) -> R<ArcCell> {
         let mut b = head(op::SET_ECONOMICS)?;
         b.store_reference(economics)?;
+        arc(b)
+    }
+
+    /// `td`: a [`crate::td_policy::td_policy_cell`].
+    pub fn set_td_policy(td: &ArcCell) -> R<ArcCell> {
+        let mut b = head(op::SET_TD_POLICY)?;
+        b.store_reference(td)?;
         arc(b)
     }
 

@@ -16,6 +16,7 @@ pub mod registry;
 pub mod sandbox;
 mod settlement;
 mod submit;
+pub mod td_policy;
 pub mod wallet;
 
 pub use settlement::{GAS, TonConfig, TonSettlement};

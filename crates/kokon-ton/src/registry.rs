@@ -37,6 +37,8 @@ pub struct RegistryState {
     pub images: Vec<([u8; 32], u8)>,
     /// Allowed model hashes and the name each may be served under, sorted.
     pub models: Vec<([u8; 32], String)>,
+    /// The TD policy (XFAM, TD attributes, MRSEAM, host IDs, minimum SVN).
+    pub td: kokon_attest::TdPolicy,
     pub proxies: Vec<ProxyInfo>,
 }
 
@@ -132,7 +134,11 @@ pub async fn read(api: &TonApi, address: &Address) -> Result<RegistryState, TonE
         endpoint,
     })
     .collect();
+    let td = Stack::new(api.get(address, "tdPolicy", &[]).await?)
+        .cell()?
+        .ok_or_else(|| TonError::BadResponse("no TD policy cell".into()))?;
     Ok(RegistryState {
+        td: crate::td_policy::read_td_policy(&td)?,
         address: *address,
         owner,
         version,
@@ -164,6 +170,7 @@ pub enum Change {
         key: PublicKey,
         entry: Option<(Address, String)>,
     },
+    TdPolicy(kokon_attest::TdPolicy),
 }
 
 impl Change {
@@ -175,6 +182,7 @@ impl Change {
             Change::Proxy { key, entry } => {
                 body::set_proxy(key, entry.as_ref().map(|(w, e)| (w, e.as_str())))?
             }
+            Change::TdPolicy(td) => body::set_td_policy(&crate::td_policy::td_policy_cell(td)?)?,
         })
     }
 }

@@ -395,6 +395,13 @@ async fn registry_round_trip_and_a_durable_chain() {
         .await
         .unwrap();
     let proxy = SecretKey::generate();
+    let td = kokon_attest::TdPolicy {
+        xfam: Some(vec![kokon_attest::td::COMMON_XFAM]),
+        mr_seam: Some(vec![[0x5b; 48], [0x47; 48]]),
+        mr_owner_config: [9; 48],
+        min_tee_tcb_svn: Some([3, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        ..Default::default()
+    };
     let changes = [
         Change::Image {
             hash: [1; 32],
@@ -415,6 +422,7 @@ async fn registry_round_trip_and_a_durable_chain() {
                 "proxy.example:7400".into(),
             )),
         },
+        Change::TdPolicy(td.clone()),
     ];
     for ch in &changes {
         registry::apply(&ton, &owner, &reg, ch).await.unwrap();
@@ -436,7 +444,11 @@ async fn registry_round_trip_and_a_durable_chain() {
         .unwrap();
     let ton = TonSettlement::new(TonConfig::new(Network::Sandbox, sandbox.url()), clock).unwrap();
     let r = registry::read(ton.api(), &reg).await.unwrap();
-    assert_eq!(r.version, 4);
+    assert_eq!(r.version, 5);
+    assert_eq!(
+        r.td, td,
+        "the TD policy comes back from the contract as set"
+    );
     assert_eq!(r.owner, ton.wallet_of(&owner.public()).unwrap());
     assert_eq!(r.commission_bps, 700);
     assert_eq!(r.stakes, stakes);

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
-use kokon_attest::inspect::{Inspection, inspect};
+use kokon_attest::inspect::{Inspection, inspect, judge_quote};
+use kokon_attest::td::TdConfigView;
 use kokon_attest::tdx::{Collateral, TdxTrust, parse_quote, quote_platform, verify_quote};
 use kokon_attest::tsm::{DEFAULT_ROOT, open_tdx};
 use kokon_attest::{Clock, Policy, Role, SystemClock};
@@ -34,9 +35,11 @@ pub enum AttestCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print a TDX quote's measurements and image hash (from a file, or from
-    /// this TD through configfs-tsm or /dev/tdx_guest), and verify it when
-    /// collateral is cached.
+    /// Print a TDX quote's measurements, image hash and TD configuration (from
+    /// a file, or from this TD through configfs-tsm or /dev/tdx_guest), verify
+    /// it with the cached collateral and judge it by the registry (its TD
+    /// rules, TCB statuses and image lists; without a registry file, by the
+    /// default rules). Exits 1 when the registry's policy refuses the quote.
     Measure {
         /// Quote file (raw bytes); omitted: ask this TD for one.
         quote: Option<PathBuf>,
@@ -234,6 +237,12 @@ fn print_inspection(target: &str, v: &Inspection, json: bool) -> anyhow::Result<
             .map(|d| if d { "YES" } else { "no" })
             .unwrap_or("-")
     );
+    if let Some(td) = &v.td {
+        println!("TD attributes {}", td.td_attributes);
+        println!("XFAM          {}", td.xfam);
+        println!("MRSEAM        {}", td.mr_seam);
+        println!("TEE_TCB_SVN   {}", td.tee_tcb_svn);
+    }
     println!(
         "TCB status    {}",
         v.tcb_status
@@ -260,46 +269,99 @@ async fn measure(
         None => local_quote().await?,
     };
     let body = parse_quote(&bytes)?;
-    let dir = collateral_dir(trust.collateral.clone());
-    let coll = Collateral::load_dir(&dir)?;
+    let (policy, registry) = measure_policy(trust)?;
     let now = trust.at.unwrap_or_else(|| SystemClock.now_unix());
-    let verdict = verify_quote(&bytes, &TdxTrust::intel(coll), now);
+    let dcap = verify_quote(
+        &bytes,
+        policy.tdx.as_ref().unwrap_or(&TdxTrust::default()),
+        now,
+    );
+    let judged = judge_quote(&bytes, &policy, now);
+    let refused = match &judged {
+        Err(e) => Some((e.to_string(), e.reason())),
+        Ok(j) if j.roles.is_empty() && registry.is_some() => Some((
+            "the quote's image is listed for no role by the registry".to_string(),
+            "image_not_allowed",
+        )),
+        Ok(_) => None,
+    };
     let out = serde_json::json!({
         "version": body.version,
         "mrtd": hex::encode(body.measurements.mrtd),
         "rtmr": body.measurements.rtmr.iter().map(hex::encode).collect::<Vec<_>>(),
         "image_hash": hex::encode(body.measurements.image_hash()),
         "report_data": hex::encode(body.report_data),
-        "debug_td": kokon_attest::evidence::td_is_debug(&body.td_attributes),
-        "tcb_status": verdict.as_ref().ok().map(|r| r.tcb_status.clone()),
-        "verified": verdict.is_ok(),
-        "error": verdict.as_ref().err().map(|e| e.to_string()),
+        "debug_td": body.td.is_debug(),
+        "td": TdConfigView::from(&body.td),
+        "tcb_status": dcap.as_ref().ok().map(|r| r.tcb_status.clone()),
+        "verified": dcap.is_ok(),
+        "error": dcap.as_ref().err().map(|e| e.to_string()),
+        "registry": registry.as_ref().map(|p| p.display().to_string()),
+        "roles": judged.as_ref().map(|j| j.roles.clone()).unwrap_or_default(),
+        "accepted": refused.is_none(),
+        "refused": refused.as_ref().map(|r| r.0.clone()),
+        "reason": refused.as_ref().map(|r| r.1),
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("quote         v{}", body.version);
-        println!("MRTD          {}", out["mrtd"].as_str().unwrap_or_default());
-        for (i, r) in body.measurements.rtmr.iter().enumerate() {
-            println!("RTMR{i}         {}", hex::encode(r));
-        }
-        println!(
-            "image hash    {}",
-            out["image_hash"].as_str().unwrap_or_default()
-        );
-        println!(
-            "report data   {}",
-            out["report_data"].as_str().unwrap_or_default()
-        );
-        match &verdict {
-            Ok(r) => println!(
-                "verified      yes: TCB {} (FMSPC {})",
-                r.tcb_status, r.fmspc
-            ),
-            Err(e) => println!("verified      no: {e}"),
-        }
+        print_measurement(&body, &out, &dcap);
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(match refused {
+        None => std::process::ExitCode::SUCCESS,
+        Some(_) => std::process::ExitCode::from(1),
+    })
+}
+
+/// The policy `measure` judges by: the registry's if there is one (the
+/// given path must exist), else the default rules with no images listed.
+fn measure_policy(trust: &TrustArgs) -> anyhow::Result<(Policy, Option<PathBuf>)> {
+    let path = registry_path(trust.registry.clone());
+    if trust.registry.is_none() && !path.exists() {
+        let mut policy = Policy::new(Default::default());
+        let dir = collateral_dir(trust.collateral.clone());
+        let coll = Collateral::load_dir(&dir)
+            .with_context(|| format!("collateral cache {}", dir.display()))?;
+        policy.tdx = (!coll.is_empty()).then(|| TdxTrust::intel(coll));
+        return Ok((policy, None));
+    }
+    let policy = policy_with_collateral(Some(path.clone()), trust.collateral.clone())?;
+    Ok((policy, Some(path)))
+}
+
+fn print_measurement(
+    body: &kokon_attest::tdx::QuoteBody,
+    out: &serde_json::Value,
+    dcap: &Result<kokon_attest::tdx::TdReport, kokon_attest::AttestError>,
+) {
+    let field = |k: &str| out[k].as_str().unwrap_or_default().to_string();
+    println!("quote         v{}", body.version);
+    println!("MRTD          {}", field("mrtd"));
+    for (i, r) in body.measurements.rtmr.iter().enumerate() {
+        println!("RTMR{i}         {}", hex::encode(r));
+    }
+    println!("image hash    {}", field("image_hash"));
+    println!("report data   {}", field("report_data"));
+    let td = TdConfigView::from(&body.td);
+    println!("TD attributes {}", td.td_attributes);
+    println!("XFAM          {}", td.xfam);
+    println!("MRSEAM        {}", td.mr_seam);
+    println!("TEE_TCB_SVN   {}", td.tee_tcb_svn);
+    println!("MRCONFIGID    {}", td.mr_config_id);
+    println!("MROWNER       {}", td.mr_owner);
+    println!("MROWNERCONFIG {}", td.mr_owner_config);
+    match dcap {
+        Ok(r) => println!(
+            "verified      yes: TCB {} (FMSPC {})",
+            r.tcb_status, r.fmspc
+        ),
+        Err(e) => println!("verified      no: {e}"),
+    }
+    let registry = out["registry"].as_str().unwrap_or("none (default rules)");
+    match out["refused"].as_str() {
+        None => println!("registry      ACCEPTED by {registry}"),
+        Some(why) => println!("registry      REFUSED by {registry}: {why}"),
+    }
 }
 
 /// A quote from this TD, over all-zero report data (for measuring).

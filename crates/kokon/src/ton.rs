@@ -73,6 +73,10 @@ fn changes(
             }
         }
     }
+    let td = want.td_policy()?;
+    if have.td != td {
+        out.push(Change::TdPolicy(td));
+    }
     if !have.proxies.iter().any(|p| p.key == proxy.0) {
         out.push(Change::Proxy {
             key: proxy.0,
@@ -161,7 +165,7 @@ pub fn registry_from_chain(base: &Registry, r: &RegistryState) -> Registry {
     out.proxy_images = r.images_for(ROLE_PROXY);
     out.worker_images = r.images_for(ROLE_WORKER);
     out.models = (!r.models.is_empty()).then(|| r.models_by_name());
-    out
+    out.with_td_policy(&r.td)
 }
 
 pub fn pay_spec(dir: PathBuf, file: &TonFile) -> PaySpec {
@@ -259,6 +263,14 @@ pub enum RegistrySetCmd {
         #[arg(long)]
         remove: bool,
     },
+    /// Set the TD policy (XFAM, TD attributes, MRSEAM, MRCONFIGID, MROWNER,
+    /// MROWNERCONFIG, minimum TEE_TCB_SVN) to a registry file's
+    /// `[attestation.td]` table; without --from, back to the default rules.
+    Td {
+        /// A registry file (TOML) whose `[attestation.td]` table to publish.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
     /// Set the economics: commission and delays (the price table's base stays
     /// the default unless --base-per-million is given).
     Economics {
@@ -352,6 +364,12 @@ fn change(c: &RegistrySetCmd) -> anyhow::Result<Change> {
             };
             Change::Proxy { key, entry }
         }
+        RegistrySetCmd::Td { from } => Change::TdPolicy(match from {
+            Some(path) => crate::config::load_registry(path)?
+                .td_policy()
+                .with_context(|| format!("{}: [attestation.td]", path.display()))?,
+            None => kokon_attest::TdPolicy::default(),
+        }),
         RegistrySetCmd::Economics {
             commission_bps,
             channel_close_delay_secs,
@@ -413,6 +431,7 @@ fn print_registry(r: &RegistryState, json: bool) {
             "base_per_million_nanoton": r.base_per_million,
             "proxy_images": r.images_for(ROLE_PROXY), "worker_images": r.images_for(ROLE_WORKER),
             "models": r.models_by_name(),
+            "td": kokon_attest::TdRules::from(&r.td),
             "proxies": r.proxies.iter().map(|p| serde_json::json!({"key": p.key, "wallet": p.wallet, "endpoint": p.endpoint})).collect::<Vec<_>>(),
         });
         println!("{v:#}");
@@ -452,6 +471,15 @@ fn print_registry(r: &RegistryState, json: bool) {
         println!(
             "  proxy:       {} at {} (wallet {})",
             p.key, p.endpoint, p.wallet
+        );
+    }
+    if r.td == kokon_attest::TdPolicy::default() {
+        println!("  TD policy:   the default rules");
+    } else {
+        let table = toml::to_string(&kokon_attest::TdRules::from(&r.td)).unwrap_or_default();
+        println!(
+            "  TD policy:   {}",
+            table.trim_end().replace('\n', "\n               ")
         );
     }
 }

@@ -114,40 +114,38 @@ fn fill_evidence(out: &mut Inspection, ev: &Evidence) {
     out.td = Some(TdConfigView::from(&td));
 }
 
-/// What the registry's policy says of a bare TDX quote (`kokon attest
-/// measure`): no certificate, so no binding or claims, but everything about
-/// the TD and its platform.
+/// What the registry's policy says of a bare, verified TDX quote (`kokon
+/// attest measure`): no certificate, so no binding or claims, but everything
+/// about the TD and its platform.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuoteJudgement {
-    /// Intel's TCB status of the platform.
-    pub tcb_status: String,
     /// The roles whose registry image list holds the quote's image.
     pub roles: Vec<Role>,
 }
 
-/// Verifies `quote` with DCAP against `policy`'s collateral and judges its
-/// TD with `policy` at `now`. An image listed for no role is not an error
-/// here (a TD is measured before it is listed); the caller decides.
-pub fn judge_quote(quote: &[u8], policy: &Policy, now: u64) -> Result<QuoteJudgement, AttestError> {
-    let trust = policy.tdx.as_ref().ok_or(AttestError::TdxNotConfigured)?;
-    let report = tdx::verify_quote(quote, trust, now)?;
+/// Judges the TD of a quote [`tdx::verify_quote`] accepted by `policy`'s TD
+/// rules and TCB statuses. An image listed for no role is not an error here
+/// (a TD is measured before it is listed); the caller decides.
+pub fn judge_report(
+    report: &tdx::TdReport,
+    policy: &Policy,
+) -> Result<QuoteJudgement, AttestError> {
     let facts = crate::TdFacts {
         config: report.body.td.clone(),
         tcb_status: Some(report.tcb_status.clone()),
-        advisory_ids: report.advisory_ids,
+        advisory_ids: report.advisory_ids.clone(),
     };
     crate::verify::check_td(&facts, policy)?;
     let image = report.body.measurements.image_hash();
+    let listed = |r: &Role| {
+        policy
+            .role(*r)
+            .and_then(|p| p.images.as_ref())
+            .is_some_and(|l| l.contains(&image))
+    };
     let roles = [Role::Worker, Role::Proxy]
         .into_iter()
-        .filter(|r| {
-            policy
-                .role(*r)
-                .is_some_and(|p| p.images.as_ref().is_some_and(|l| l.contains(&image)))
-        })
+        .filter(listed)
         .collect();
-    Ok(QuoteJudgement {
-        tcb_status: report.tcb_status,
-        roles,
-    })
+    Ok(QuoteJudgement { roles })
 }

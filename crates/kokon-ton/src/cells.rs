@@ -344,7 +344,11 @@ pub mod body {
 
 /// A string as a snake cell (bytes, continued in the first reference).
 pub fn string_cell(s: &str) -> R<ArcCell> {
-    let bytes = s.as_bytes();
+    bytes_cell(s.as_bytes())
+}
+
+/// Bytes as a snake cell (127 per cell, continued in the first reference).
+pub fn bytes_cell(bytes: &[u8]) -> R<ArcCell> {
     let mut tail: Option<ArcCell> = None;
     for chunk in bytes.chunks(127).rev() {
         let mut b = CellBuilder::new();
@@ -357,21 +361,31 @@ pub fn string_cell(s: &str) -> R<ArcCell> {
     tail.map_or_else(|| arc(CellBuilder::new()), Ok)
 }
 
-/// Reads a snake string cell back.
+/// Reads a snake string cell back (at most 4 KiB).
 pub fn read_string(c: &Cell) -> Result<String, TonCellError> {
+    let out = read_bytes(c, 4096)?;
+    String::from_utf8(out).map_err(|_| TonCellError::CellParserError("string is not UTF-8".into()))
+}
+
+/// Reads a snake of whole bytes back, at most `max` of them.
+pub fn read_bytes(c: &Cell, max: usize) -> Result<Vec<u8>, TonCellError> {
+    let bad = |why: String| TonCellError::CellParserError(why);
     let mut out = Vec::new();
     let mut cur = c;
     loop {
-        out.extend_from_slice(&c_data(cur));
-        match cur.references().first() {
-            Some(next) => cur = next,
-            None => break,
+        if !cur.bit_len().is_multiple_of(8) {
+            return Err(bad("a byte string holds a partial byte".into()));
         }
-        if out.len() > 4096 {
-            return Err(TonCellError::CellParserError("string over 4 KiB".into()));
+        out.extend_from_slice(&c_data(cur));
+        if out.len() > max {
+            return Err(bad(format!("a byte string is over {max} bytes")));
+        }
+        match cur.references() {
+            [] => return Ok(out),
+            [next] => cur = next,
+            _ => return Err(bad("a byte string cell has more than one reference".into())),
         }
     }
-    String::from_utf8(out).map_err(|_| TonCellError::CellParserError("string is not UTF-8".into()))
 }
 
 fn c_data(c: &Cell) -> Vec<u8> {

@@ -18,15 +18,14 @@ use tonlib_core::cell::{ArcCell, Cell, CellBuilder};
 
 use crate::TonError;
 use crate::bits::BitReader;
+use crate::cells::{R, bytes_cell};
+
+fn read_bytes(c: &Cell, max: usize) -> R<Vec<u8>> {
+    crate::cells::read_bytes(c, max).map_err(|e| bad(&e.to_string()))
+}
 
 /// Most values one list may hold.
 pub const MAX_PINS: usize = 64;
-
-type R<T> = Result<T, TonError>;
-
-fn cell_err(e: tonlib_core::cell::TonCellError) -> TonError {
-    TonError::BadResponse(format!("building a TD policy cell: {e}"))
-}
 
 fn bad(why: &str) -> TonError {
     TonError::BadResponse(format!("TD policy cell: {why}"))
@@ -35,11 +34,10 @@ fn bad(why: &str) -> TonError {
 /// `policy` as the registry contract stores it.
 pub fn td_policy_cell(policy: &TdPolicy) -> R<ArcCell> {
     let mut b = CellBuilder::new();
-    match &policy.min_tee_tcb_svn {
-        Some(svn) => b.store_bit(true).and_then(|b| b.store_slice(svn)),
-        None => b.store_bit(false),
+    b.store_bit(policy.min_tee_tcb_svn.is_some())?;
+    if let Some(svn) = &policy.min_tee_tcb_svn {
+        b.store_slice(svn)?;
     }
-    .map_err(cell_err)?;
     let lists = [
         flat(&policy.xfam),
         flat(&policy.td_attributes),
@@ -47,19 +45,12 @@ pub fn td_policy_cell(policy: &TdPolicy) -> R<ArcCell> {
         host_ids(policy),
     ];
     for list in lists {
-        match list {
-            Some(bytes) => {
-                let r = bytes_cell(&bytes)?;
-                b.store_bit(true)
-                    .and_then(|b| b.store_reference(&r))
-                    .map_err(cell_err)?;
-            }
-            None => {
-                b.store_bit(false).map_err(cell_err)?;
-            }
+        b.store_bit(list.is_some())?;
+        if let Some(bytes) = list {
+            b.store_reference(&bytes_cell(&bytes)?)?;
         }
     }
-    b.build().map(std::sync::Arc::new).map_err(cell_err)
+    Ok(std::sync::Arc::new(b.build()?))
 }
 
 fn flat<const N: usize>(list: &Option<Vec<[u8; N]>>) -> Option<Vec<u8>> {
@@ -111,48 +102,6 @@ fn maybe_list<const N: usize>(r: &mut BitReader<'_>) -> R<Option<Vec<[u8; N]>>> 
     }
     let values = bytes.chunks(N).map(|c| c.try_into().unwrap_or([0; N]));
     Ok(Some(values.collect()))
-}
-
-/// Bytes as a snake cell (127 per cell, continued in the first reference).
-fn bytes_cell(bytes: &[u8]) -> R<ArcCell> {
-    let mut tail: Option<ArcCell> = None;
-    for chunk in bytes.chunks(127).rev() {
-        let mut b = CellBuilder::new();
-        b.store_slice(chunk).map_err(cell_err)?;
-        if let Some(t) = &tail {
-            b.store_reference(t).map_err(cell_err)?;
-        }
-        tail = Some(b.build().map(std::sync::Arc::new).map_err(cell_err)?);
-    }
-    tail.map_or_else(
-        || {
-            CellBuilder::new()
-                .build()
-                .map(std::sync::Arc::new)
-                .map_err(cell_err)
-        },
-        Ok,
-    )
-}
-
-/// Reads a snake of whole bytes, at most `max` of them.
-fn read_bytes(c: &Cell, max: usize) -> R<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut cur = c;
-    loop {
-        if !cur.bit_len().is_multiple_of(8) {
-            return Err(bad("a byte string holds a partial byte"));
-        }
-        out.extend_from_slice(&cur.data()[..cur.bit_len() / 8]);
-        if out.len() > max {
-            return Err(bad(&format!("a byte string is over {max} bytes")));
-        }
-        match cur.references() {
-            [] => return Ok(out),
-            [next] => cur = next,
-            _ => return Err(bad("a byte string cell has more than one reference")),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
-use kokon_attest::inspect::{Inspection, inspect, judge_quote};
+use kokon_attest::inspect::{Inspection, inspect, judge_report};
 use kokon_attest::td::TdConfigView;
 use kokon_attest::tdx::{Collateral, TdxTrust, parse_quote, quote_platform, verify_quote};
 use kokon_attest::tsm::{DEFAULT_ROOT, open_tdx};
@@ -115,15 +115,18 @@ pub fn policy_with_collateral(
     collateral: Option<PathBuf>,
 ) -> anyhow::Result<Policy> {
     let path = registry_path(registry);
-    let mut policy = load_registry(&path)?
+    let policy = load_registry(&path)?
         .policy()
         .with_context(|| format!("registry {}", path.display()))?;
-    let dir = collateral_dir(collateral);
+    trusting_collateral(policy, collateral)
+}
+
+/// `policy`, trusting Intel's root with the collateral cached in `dir`.
+fn trusting_collateral(mut policy: Policy, dir: Option<PathBuf>) -> anyhow::Result<Policy> {
+    let dir = collateral_dir(dir);
     let coll = Collateral::load_dir(&dir)
         .with_context(|| format!("collateral cache {}", dir.display()))?;
-    if !coll.is_empty() {
-        policy.tdx = Some(TdxTrust::intel(coll));
-    }
+    policy.tdx = (!coll.is_empty()).then(|| TdxTrust::intel(coll));
     Ok(policy)
 }
 
@@ -271,12 +274,12 @@ async fn measure(
     let body = parse_quote(&bytes)?;
     let (policy, registry) = measure_policy(trust)?;
     let now = trust.at.unwrap_or_else(|| SystemClock.now_unix());
-    let dcap = verify_quote(
-        &bytes,
-        policy.tdx.as_ref().unwrap_or(&TdxTrust::default()),
-        now,
-    );
-    let judged = judge_quote(&bytes, &policy, now);
+    // With nothing cached, the refusal names the platform to fetch for.
+    let no_collateral = TdxTrust::default();
+    let dcap = verify_quote(&bytes, policy.tdx.as_ref().unwrap_or(&no_collateral), now);
+    let judged = dcap
+        .clone()
+        .and_then(|report| judge_report(&report, &policy));
     let refused = match &judged {
         Err(e) => Some((e.to_string(), e.reason())),
         Ok(j) if j.roles.is_empty() && registry.is_some() => Some((
@@ -318,11 +321,8 @@ async fn measure(
 fn measure_policy(trust: &TrustArgs) -> anyhow::Result<(Policy, Option<PathBuf>)> {
     let path = registry_path(trust.registry.clone());
     if trust.registry.is_none() && !path.exists() {
-        let mut policy = Policy::new(Default::default());
-        let dir = collateral_dir(trust.collateral.clone());
-        let coll = Collateral::load_dir(&dir)
-            .with_context(|| format!("collateral cache {}", dir.display()))?;
-        policy.tdx = (!coll.is_empty()).then(|| TdxTrust::intel(coll));
+        let policy =
+            trusting_collateral(Policy::new(Default::default()), trust.collateral.clone())?;
         return Ok((policy, None));
     }
     let policy = policy_with_collateral(Some(path.clone()), trust.collateral.clone())?;

@@ -114,6 +114,12 @@ pub enum AttestError {
     MrOwnerConfigMismatch(String),
     #[error("TEE_TCB_SVN {svn} is below the registry's minimum {min} (update the TDX module)")]
     TeeTcbSvnTooLow { svn: String, min: String },
+    #[error(
+        "session evidence is not bound to this TLS session (a certificate used outside the TD it names, or relayed)"
+    )]
+    SessionBindingMismatch,
+    #[error("session evidence comes from another TD than the certificate: {0}")]
+    SessionEvidenceOtherTd(String),
 }
 
 impl AttestError {
@@ -170,6 +176,8 @@ impl AttestError {
             MrOwnerMismatch(_) => "mr_owner_mismatch",
             MrOwnerConfigMismatch(_) => "mr_owner_config_mismatch",
             TeeTcbSvnTooLow { .. } => "tee_tcb_svn_too_low",
+            SessionBindingMismatch => "session_binding_mismatch",
+            SessionEvidenceOtherTd(_) => "session_evidence_other_td",
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod inspect;
 pub mod policy;
 pub mod qgs;
 pub mod registry;
+pub mod session;
 pub mod td;
 pub mod tdx;
 pub mod tdx_guest;

@@ -264,7 +264,7 @@ type Opened = (Measurements, [u8; 64], TdFacts);
 /// Clients run outside TEEs (their key is their identity), so for a role
 /// whose policy names no images, simulated evidence is accepted everywhere:
 /// it proves only the binding, which is all a client can offer.
-fn open_evidence(
+pub(crate) fn open_evidence(
     ev: &Evidence,
     claims: &Claims,
     policy: &Policy,

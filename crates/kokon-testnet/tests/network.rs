@@ -260,6 +260,9 @@ fn worker_with_bad_binding(policy: Arc<kokon_attest::Policy>) -> RaTls {
     };
     RaTls::new(
         IdentityStore::new(&id).unwrap(),
+        Arc::new(kokon_attest::SimulatedSource::new(&simulated_label(
+            Role::Worker,
+        ))),
         policy,
         Arc::new(SystemClock),
     )

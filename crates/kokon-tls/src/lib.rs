@@ -4,16 +4,23 @@
 //! rustls's stock helpers parse certificates with webpki, which refuses
 //! Kokon's critical extensions; this crate therefore serves certificates
 //! through its own resolvers and checks handshake signatures against the raw
-//! SubjectPublicKeyInfo.
+//! SubjectPublicKeyInfo. After each handshake both sides send session
+//! evidence, a fresh quote over the session's exporter value
+//! ([`kokon_attest::session`]), so a certificate is good only inside the TD
+//! it names.
 
 mod identity;
 pub mod node;
+mod session;
 mod verifier;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kokon_attest::{AttestError, Clock, Policy, Role, VerifiedPeer, verify_certificate};
+use kokon_attest::session::{Side, session_evidence, verify_session_evidence};
+use kokon_attest::{
+    AttestError, Clock, EvidenceSource, Policy, Role, VerifiedPeer, verify_certificate,
+};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
@@ -43,6 +50,12 @@ pub enum LinkError {
     Refused { addr: String, source: AttestError },
     #[error("peer {addr} presented no certificate")]
     NoCertificate { addr: String },
+    #[error(
+        "peer {addr} refused this node's certificate (its registry does not allow this node's image, evidence, TCB or models; its log names the check)"
+    )]
+    PeerRefusedUs { addr: String },
+    #[error("this node cannot produce session evidence: {why}")]
+    OwnEvidence { why: String },
 }
 
 impl LinkError {
@@ -51,7 +64,7 @@ impl LinkError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            LinkError::Connect { .. } | LinkError::Handshake { .. }
+            LinkError::Connect { .. } | LinkError::Handshake { .. } | LinkError::OwnEvidence { .. }
         )
     }
 }
@@ -60,6 +73,7 @@ impl LinkError {
 #[derive(Clone)]
 pub struct RaTls {
     identity: Arc<IdentityStore>,
+    evidence: Arc<dyn EvidenceSource>,
     policy: Arc<Policy>,
     clock: Arc<dyn Clock>,
     provider: Arc<rustls::crypto::CryptoProvider>,
@@ -67,7 +81,14 @@ pub struct RaTls {
 }
 
 impl RaTls {
-    pub fn new(identity: Arc<IdentityStore>, policy: Arc<Policy>, clock: Arc<dyn Clock>) -> Self {
+    /// A node presenting `identity`, whose session evidence comes from
+    /// `evidence` (the source its certificates' evidence comes from).
+    pub fn new(
+        identity: Arc<IdentityStore>,
+        evidence: Arc<dyn EvidenceSource>,
+        policy: Arc<Policy>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         if policy.allows_simulated() {
             tracing::warn!(
                 "ATTESTATION IS SIMULATED: this node accepts software evidence that anyone can forge; \
@@ -82,6 +103,7 @@ impl RaTls {
         }
         Self {
             identity,
+            evidence,
             policy,
             clock,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
@@ -187,12 +209,17 @@ impl RaTls {
         let _ = tcp.set_nodelay(true);
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let name = ServerName::try_from("kokon.peer").expect("static name is valid");
-        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+        let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
             .await
             .unwrap_or_else(|_| Err(timed_out("TLS handshake")))
             .map_err(|e| handshake_error(&a, e))?;
         let (_, conn) = tls.get_ref();
         let peer = self.check_peer(&a, conn.alpn_protocol(), conn.peer_certificates(), expected)?;
+        let (ours, theirs) = (
+            session::binding(conn, Side::Client),
+            session::binding(conn, Side::Server),
+        );
+        self.bind_session(&a, &mut tls, &peer, ours, theirs).await?;
         Ok((tls, peer))
     }
 
@@ -205,13 +232,75 @@ impl RaTls {
     ) -> Result<(ServerStream<TcpStream>, VerifiedPeer), LinkError> {
         let a = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         let _ = tcp.set_nodelay(true);
-        let tls = acceptor
+        let mut tls = acceptor
             .accept(tcp)
             .await
             .map_err(|e| handshake_error(&a, e))?;
         let (_, conn) = tls.get_ref();
         let peer = self.check_peer(&a, conn.alpn_protocol(), conn.peer_certificates(), expected)?;
+        let (ours, theirs) = (
+            session::binding(conn, Side::Server),
+            session::binding(conn, Side::Client),
+        );
+        self.bind_session(&a, &mut tls, &peer, ours, theirs).await?;
         Ok((tls, peer))
+    }
+
+    /// Sends this node's session evidence (over `ours`), checks the peer's
+    /// (over `theirs`) and trades verdicts, all within [`CONNECT_TIMEOUT`].
+    async fn bind_session<S>(
+        &self,
+        addr: &str,
+        stream: &mut S,
+        peer: &VerifiedPeer,
+        ours: [u8; 64],
+        theirs: [u8; 64],
+    ) -> Result<(), LinkError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let source = self.evidence.clone();
+        // Quote generation blocks (the kernel asks the host).
+        let evidence =
+            tokio::task::spawn_blocking(move || session_evidence(source.as_ref(), &ours))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .map_err(|why| LinkError::OwnEvidence { why })?;
+        let trade = async {
+            let got = match session::exchange(stream, &evidence).await {
+                Ok(got) => got,
+                Err(session::ExchangeError::TooLarge(n)) => {
+                    let _ = session::send_verdict(stream, false).await;
+                    return Err(refused(addr, AttestError::EvidenceTooLarge(n)));
+                }
+                Err(session::ExchangeError::Io(e)) => return Err(handshake_error(addr, e)),
+            };
+            let now = self.clock.now_unix();
+            if let Err(source) = verify_session_evidence(peer, &got, &theirs, &self.policy, now) {
+                let _ = session::send_verdict(stream, false).await;
+                return Err(refused(addr, source));
+            }
+            let accepted = async {
+                session::send_verdict(stream, true).await?;
+                session::read_verdict(stream).await
+            };
+            match accepted.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(LinkError::PeerRefusedUs { addr: addr.into() }),
+                Err(e) => Err(handshake_error(addr, e)),
+            }
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, trade)
+            .await
+            .unwrap_or_else(|_| {
+                Err(LinkError::Handshake {
+                    addr: addr.into(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "session evidence timed out",
+                    ),
+                })
+            })
     }
 
     /// An acceptor for [`RaTls::accept`].
@@ -255,12 +344,11 @@ impl RaTls {
 /// certificate with a TLS alert. In TLS 1.3 a client learns that only on its
 /// first read after the handshake, so links report it when they end.
 pub fn refused_our_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
-    use rustls::{AlertDescription as A, Error as TlsError};
+    use rustls::Error as TlsError;
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if let Some(TlsError::AlertReceived(
-            A::BadCertificate | A::CertificateUnknown | A::UnsupportedCertificate | A::AccessDenied,
-        )) = e.downcast_ref::<TlsError>()
+        if e.downcast_ref::<TlsError>()
+            .is_some_and(is_certificate_refusal)
         {
             return true;
         }
@@ -271,6 +359,24 @@ pub fn refused_our_certificate(err: &(dyn std::error::Error + 'static)) -> bool 
         cur = inner.or_else(|| e.source());
     }
     false
+}
+
+/// The alerts a peer sends when its verifier refused our certificate.
+fn is_certificate_refusal(e: &rustls::Error) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        e,
+        rustls::Error::AlertReceived(
+            A::BadCertificate | A::CertificateUnknown | A::UnsupportedCertificate | A::AccessDenied
+        )
+    )
+}
+
+fn refused(addr: &str, source: AttestError) -> LinkError {
+    LinkError::Refused {
+        addr: addr.into(),
+        source,
+    }
 }
 
 fn handshake_error(addr: &str, e: std::io::Error) -> LinkError {
@@ -286,6 +392,9 @@ fn handshake_error(addr: &str, e: std::io::Error) -> LinkError {
         )
     ) {
         return LinkError::Incompatible { addr: addr.into() };
+    }
+    if tls.is_some_and(is_certificate_refusal) {
+        return LinkError::PeerRefusedUs { addr: addr.into() };
     }
     if let Some(source) = tls.and_then(verifier::attest_error_of) {
         return LinkError::Refused {

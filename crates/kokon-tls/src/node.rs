@@ -146,7 +146,7 @@ impl RaTls {
     ) -> Result<Self, NodeError> {
         let id = issue(p, clock.now_unix())?;
         let store = IdentityStore::new(&id).map_err(|e| NodeError::Cert(e.to_string()))?;
-        Ok(RaTls::new(store, policy, clock))
+        Ok(RaTls::new(store, p.evidence.clone(), policy, clock))
     }
 
     /// Re-issues the certificate (a fresh key, fresh claims and evidence) at

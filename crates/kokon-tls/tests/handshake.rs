@@ -43,6 +43,7 @@ fn node(role: Role, label: &str) -> RaTls {
     .unwrap();
     RaTls::new(
         IdentityStore::new(&id).unwrap(),
+        Arc::new(SimulatedSource::new(label)),
         policy(),
         Arc::new(SystemClock),
     )
@@ -105,12 +106,11 @@ async fn client_refuses_a_proxy_with_an_unlisted_image() {
 async fn server_refuses_a_worker_with_an_unlisted_image() {
     let (addr, task) = serve_once(node(Role::Proxy, "proxy")).await;
     let worker = node(Role::Worker, "rogue");
-    // TLS 1.3: the client learns of the refusal on its first read.
-    if let Ok((mut tls, _)) = worker.connect(addr, &[Role::Proxy]).await {
-        let _ = tls.write_all(b"ping").await;
-        let mut buf = [0u8; 4];
-        assert!(tls.read_exact(&mut buf).await.is_err());
-    }
+    // TLS 1.3: the client learns of the refusal on its first read, which is
+    // the session evidence exchange.
+    let ours = worker.connect(addr, &[Role::Proxy]).await.unwrap_err();
+    assert!(matches!(ours, LinkError::PeerRefusedUs { .. }), "{ours}");
+    assert!(!ours.is_transient());
     let err = task.await.unwrap().unwrap_err();
     assert!(
         matches!(

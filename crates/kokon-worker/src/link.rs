@@ -39,6 +39,9 @@ pub async fn run(worker: Worker, shutdown: CancellationToken) {
                 let ended = serve_link(&worker, tls, &shutdown).await;
                 linked_round(&worker, ended, since.elapsed())
             }
+            Err(kokon_tls::LinkError::PeerRefusedUs { .. }) => {
+                linked_round(&worker, LinkEnd::CertificateRefused, Duration::ZERO)
+            }
             Err(e) => {
                 tracing::warn!(proxy = %worker.cfg.proxy, error = %e, "cannot link to proxy");
                 if e.is_transient() {

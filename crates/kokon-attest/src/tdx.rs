@@ -145,6 +145,24 @@ impl Collateral {
         self.by_fmspc.is_empty()
     }
 
+    /// The earliest `nextUpdate` (Unix seconds) of the TCB info, QE
+    /// identity and CRLs of every platform kept, with its FMSPC: after it,
+    /// quotes of that platform are refused until fresh collateral is
+    /// fetched. `None` when nothing is kept or no date can be read.
+    pub fn next_update(&self) -> Option<(u64, &str)> {
+        self.by_fmspc
+            .iter()
+            .flat_map(|(fmspc, c)| {
+                let docs = [&c.tcb_info, &c.qe_identity].map(|d| next_update_of(d));
+                let crls = [&c.root_ca_crl, &c.pck_crl].map(|d| crl_next_update(d));
+                docs.into_iter()
+                    .chain(crls)
+                    .flatten()
+                    .map(move |at| (at, fmspc.as_str()))
+            })
+            .min()
+    }
+
     /// Loads every `*.json` collateral document in `dir` (missing: empty).
     pub fn load_dir(dir: &std::path::Path) -> Result<Self, AttestError> {
         let mut out = Self::default();
@@ -255,4 +273,27 @@ fn classify(msg: &str) -> AttestError {
     } else {
         AttestError::QuoteRejected(owned())
     }
+}
+
+/// The `nextUpdate` of one signed collateral document (RFC 3339).
+fn next_update_of(doc: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Window {
+        next_update: String,
+    }
+    let w: Window = serde_json::from_str(doc).ok()?;
+    let at = time::OffsetDateTime::parse(
+        &w.next_update,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()?;
+    u64::try_from(at.unix_timestamp()).ok()
+}
+
+/// The `nextUpdate` of a DER CRL.
+fn crl_next_update(der: &[u8]) -> Option<u64> {
+    use x509_parser::prelude::FromDer;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der).ok()?;
+    u64::try_from(crl.next_update()?.timestamp()).ok()
 }

@@ -134,11 +134,36 @@ pub fn verify_certificate(
 /// Workers' receipt certificates already verified, so that a certificate
 /// (and, with TDX, its quote: about a millisecond) is verified once rather
 /// than on every paid job. A verdict is reused until the certificate or its
-/// claims expire, and for at most [`ReceiptSigners::REVERIFY_SECS`] (time
-/// moves on for collateral too). Refusals are not kept.
+/// claims expire, for at most [`ReceiptSigners::REVERIFY_SECS`] (time moves
+/// on for collateral too), and only under the policy it was reached under:
+/// a new policy (the registry changed) forgets every verdict. Refusals are
+/// not kept.
 #[derive(Debug, Default)]
 pub struct ReceiptSigners {
-    seen: std::sync::Mutex<std::collections::HashMap<[u8; 32], (kokon_money::PublicKey, u64)>>,
+    seen: std::sync::Mutex<Verdicts>,
+}
+
+#[derive(Debug, Default)]
+struct Verdicts {
+    /// The policy the verdicts were reached under (kept alive, so that a
+    /// new policy can never be taken for it).
+    under: Option<std::sync::Arc<Policy>>,
+    keys: std::collections::HashMap<[u8; 32], (kokon_money::PublicKey, u64)>,
+}
+
+impl Verdicts {
+    /// The verdicts, forgotten first if they were reached under another policy.
+    fn under(&mut self, policy: &std::sync::Arc<Policy>) -> &mut Self {
+        if !self
+            .under
+            .as_ref()
+            .is_some_and(|p| std::sync::Arc::ptr_eq(p, policy))
+        {
+            self.keys.clear();
+            self.under = Some(policy.clone());
+        }
+        self
+    }
 }
 
 impl ReceiptSigners {
@@ -150,12 +175,12 @@ impl ReceiptSigners {
     pub fn signer(
         &self,
         cert_hex: &str,
-        policy: &Policy,
+        policy: &std::sync::Arc<Policy>,
         now: u64,
     ) -> Result<kokon_money::PublicKey, String> {
         let id = sha256(cert_hex.as_bytes());
         let lock = || self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((key, until)) = lock().get(&id)
+        if let Some((key, until)) = lock().under(policy).keys.get(&id)
             && now <= *until
         {
             return Ok(*key);
@@ -164,6 +189,7 @@ impl ReceiptSigners {
         let peer = verify_receipt_certificate(cert_hex, policy, now)?;
         let key = kokon_money::PublicKey(peer.ed25519_key());
         let mut seen = lock();
+        let seen = &mut seen.under(policy).keys;
         if seen.len() >= Self::MAX {
             seen.retain(|_, (_, until)| now <= *until);
         }

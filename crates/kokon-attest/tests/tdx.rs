@@ -104,3 +104,16 @@ fn collateral_parse_bounds_its_input() {
     let err = Collateral::parse(b"{}").unwrap_err();
     assert_eq!(err.reason(), "collateral_invalid");
 }
+
+#[test]
+fn next_update_is_when_the_collateral_stops_verifying() {
+    let s = v4();
+    let trust = s.trust();
+    let (at, fmspc) = trust.collateral.next_update().expect("dated collateral");
+    assert_eq!(fmspc, "b0c06f000000");
+    assert!(at > s.now, "the sample's time is inside the window");
+    assert!(verify_quote(&s.quote, &trust, at - 60).is_ok());
+    let err = verify_quote(&s.quote, &trust, at + 86_400).unwrap_err();
+    assert_eq!(err.reason(), "collateral_expired", "{err}");
+    assert_eq!(Collateral::default().next_update(), None);
+}

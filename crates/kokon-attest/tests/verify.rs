@@ -320,13 +320,15 @@ fn receipt_signers_verify_once_and_not_past_expiry() {
     let id = Identity::simulated(&params(Role::Worker), "worker").unwrap();
     let cert = hex::encode(&id.cert_der);
     let signers = ReceiptSigners::default();
-    let policy = dev_policy();
+    let policy = std::sync::Arc::new(dev_policy());
     let key = signers.signer(&cert, &policy, NOW).unwrap();
-    // A cached verdict holds under a policy that would now refuse it (the
-    // cache is per process, whose policy never changes), within the window…
-    let strict = common::production_policy();
-    assert_eq!(signers.signer(&cert, &strict, NOW + 60), Ok(key));
-    // …but not past the certificate's expiry, nor for a refused certificate.
+    assert_eq!(signers.signer(&cert, &policy, NOW + 60), Ok(key));
+    // A new policy (the registry changed) judges again: this one refuses…
+    let strict = std::sync::Arc::new(common::production_policy());
+    assert!(signers.signer(&cert, &strict, NOW + 60).is_err());
+    // …and so does the old one once more (its verdicts were forgotten),
+    // not past the certificate's expiry, nor for a refused certificate.
+    assert_eq!(signers.signer(&cert, &policy, NOW + 61), Ok(key));
     assert!(signers.signer(&cert, &policy, NOW + 7200).is_err());
     let rogue = Identity::simulated(&params(Role::Worker), "rogue").unwrap();
     let rogue = hex::encode(&rogue.cert_der);

@@ -6,12 +6,14 @@
 //! own, fails here, and a job is never sent in plaintext instead.
 //!
 //! Verdicts are kept per certificate (a TDX quote costs about a
-//! millisecond to verify) until the certificate or its claims expire; each
+//! millisecond to verify) until the certificate or its claims expire, and
+//! only under the policy that reached them: when the registry changes,
+//! every verdict and list is forgotten. Each
 //! model's candidate list is asked again after [`LIST_TTL_SECS`], or at
 //! once when the proxy says the list went stale.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kokon_attest::{AttestError, Policy, Role, verify_certificate};
 use kokon_proto::{CandidatesRequest, ErrorCode, JobError};
@@ -75,6 +77,9 @@ pub fn verify(
 /// model, and each model's latest list.
 #[derive(Default)]
 pub struct Candidates {
+    /// The policy the verdicts and lists were reached under (kept alive, so
+    /// that a new policy is never taken for it).
+    under: Mutex<Option<Arc<Policy>>>,
     verdicts: Mutex<HashMap<VerdictKey, (Candidate, u64)>>,
     lists: Mutex<HashMap<ListKey, (Vec<Candidate>, u64)>>,
 }
@@ -95,8 +100,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Candidates {
-    /// The list for `req` asked at most [`LIST_TTL_SECS`] ago, if any.
-    pub fn cached(&self, req: &CandidatesRequest, now: u64) -> Option<Vec<Candidate>> {
+    /// Forgets every verdict and list when `policy` is not the one they
+    /// were reached under.
+    fn follow(&self, policy: &Arc<Policy>) {
+        let mut under = lock(&self.under);
+        if under.as_ref().is_some_and(|p| Arc::ptr_eq(p, policy)) {
+            return;
+        }
+        lock(&self.verdicts).clear();
+        lock(&self.lists).clear();
+        *under = Some(policy.clone());
+    }
+
+    /// The list for `req` asked at most [`LIST_TTL_SECS`] ago under
+    /// `policy`, if any.
+    pub fn cached(
+        &self,
+        req: &CandidatesRequest,
+        policy: &Arc<Policy>,
+        now: u64,
+    ) -> Option<Vec<Candidate>> {
+        self.follow(policy);
         let lists = lock(&self.lists);
         let (list, at) = lists.get(&(req.model.clone(), req.max_price_milli))?;
         (now < at.saturating_add(LIST_TTL_SECS)).then(|| list.clone())
@@ -114,9 +138,10 @@ impl Candidates {
         &self,
         req: &CandidatesRequest,
         certs: &[Vec<u8>],
-        policy: &Policy,
+        policy: &Arc<Policy>,
         now: u64,
     ) -> Result<Vec<Candidate>, JobError> {
+        self.follow(policy);
         let mut list = Vec::new();
         let mut refused = Vec::new();
         for der in certs.iter().take(kokon_seal::MAX_CANDIDATES) {

@@ -122,8 +122,12 @@ pub fn app(cfg: GatewayConfig, tls: RaTls) -> Router {
 
 /// [`app`] on a paid network: every job is paid from the channel in `pay`.
 pub fn app_with(cfg: GatewayConfig, tls: RaTls, pay: Option<ClientPay>) -> Router {
+    let policy = tls.policy_watch();
     let link = Arc::new(ProxyLink::with_timing(cfg.proxy, tls, cfg.link));
-    let pay = pay.map(Arc::new);
+    let pay = pay.map(|mut p| {
+        p.follow(policy);
+        Arc::new(p)
+    });
     if let Some(p) = &pay {
         // Resync: the proxy gets our latest voucher again (it may have missed it).
         tokio::spawn(pay::deliver_vouchers(link.clone(), p.clone()));

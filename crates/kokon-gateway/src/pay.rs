@@ -29,7 +29,9 @@ const AUTH_LIFETIME_SECS: u64 = 120;
 pub struct ClientPay {
     pub(crate) books: Mutex<ClientBooks>,
     pub(crate) prices: PriceTable,
-    pub(crate) policy: Arc<Policy>,
+    /// The registry policy in force (the gateway's link makes it follow its
+    /// own, see [`ClientPay::follow`]).
+    policy: tokio::sync::watch::Receiver<Arc<Policy>>,
     pub(crate) signers: kokon_attest::verify::ReceiptSigners,
     /// Read to notice top-ups when the channel runs low.
     pub(crate) ledger: Option<Arc<dyn Settlement>>,
@@ -49,12 +51,22 @@ impl ClientPay {
         Self {
             books: Mutex::new(books),
             prices,
-            policy,
+            policy: tokio::sync::watch::channel(policy).1,
             ledger,
             signers: Default::default(),
             wake: tokio::sync::Notify::new(),
             reconcile: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Judges receipts by `policy` from now on, as it changes.
+    pub(crate) fn follow(&mut self, policy: tokio::sync::watch::Receiver<Arc<Policy>>) {
+        self.policy = policy;
+    }
+
+    /// The registry policy in force now.
+    pub(crate) fn policy(&self) -> Arc<Policy> {
+        self.policy.borrow().clone()
     }
 
     pub async fn books(&self) -> tokio::sync::MutexGuard<'_, ClientBooks> {
@@ -77,7 +89,7 @@ pub(crate) fn budget(pay: &ClientPay, job: &JobRequest, plain_len: usize) -> Bud
         .unwrap_or(kokon_proto::job::DEFAULT_MAX_TOKENS);
     // No job is larger than the registry's maximum context (the proxy
     // refuses a budget above it; a longer prompt is refused as over budget).
-    let most = u64::from(pay.policy.routing.max_context);
+    let most = u64::from(pay.policy().routing.max_context);
     Budget {
         prompt: (plain_len as u64 + TEMPLATE_TOKENS).min(most),
         completion: u64::from(completion).min(most),
@@ -182,7 +194,7 @@ pub(crate) async fn settle(
     let now = SystemClock.now_unix();
     let worker = pay
         .signers
-        .signer(&env.cert, &pay.policy, now)
+        .signer(&env.cert, &pay.policy(), now)
         .map_err(rejected)?;
     let allowed = allowed_models(pay, &header.model);
     let expect = Expect {
@@ -219,7 +231,7 @@ pub(crate) async fn settle(
 /// The registry's files for the model name `model`: a worker serving
 /// another model under the name is not paid. `None`: the registry lists none.
 fn allowed_models(pay: &ClientPay, model: &str) -> Option<Vec<Hash32>> {
-    pay.policy
+    pay.policy()
         .model_hashes(model)
         .map(|l| l.iter().copied().map(Hash32).collect())
 }
@@ -334,7 +346,7 @@ pub(crate) fn check_billed(
     }
     let worker = pay
         .signers
-        .signer(&job.receipt.cert, &pay.policy, now)
+        .signer(&job.receipt.cert, &pay.policy(), now)
         .map_err(refused)?;
     let allowed = allowed_models(pay, &auth.model);
     let expect = Expect {

@@ -31,7 +31,8 @@ pub(crate) async fn seal(
     if fresh {
         s.candidates.forget(&req);
     }
-    let list = match s.candidates.cached(&req, now) {
+    let policy = s.link.policy();
+    let list = match s.candidates.cached(&req, &policy, now) {
         Some(list) => list,
         None => {
             let reply = s.link.candidates(&req).await?;
@@ -41,7 +42,7 @@ pub(crate) async fn seal(
                     format!("the proxy's candidates are malformed: {e}"),
                 )
             })?;
-            s.candidates.judge(&req, &certs, s.link.policy(), now)?
+            s.candidates.judge(&req, &certs, &policy, now)?
         }
     };
     let (job, client) = kokon_seal::seal_job(&list, &header.binding(), plain)

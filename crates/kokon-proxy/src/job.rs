@@ -359,7 +359,7 @@ impl Job {
         let now = kokon_attest::SystemClock.now_unix();
         let billed = crate::pay::bill(
             pay,
-            state.tls.policy(),
+            &state.tls.policy(),
             &self.header,
             a,
             &served,
@@ -443,7 +443,7 @@ async fn bill_part(state: &State, header: &JobHeader, part: Part<'_>) -> Result<
         delivered,
         auth,
     };
-    let billed = crate::pay::bill_part(pay, policy, header, a, &served, claimed, now);
+    let billed = crate::pay::bill_part(pay, &policy, header, a, &served, claimed, now);
     match billed.await {
         Ok(voucher) => {
             if let Some(v) = voucher {

@@ -272,6 +272,9 @@ async fn serve_link(
         }
         Err(_) => return tracing::warn!(%from, "handshake timed out"),
     };
+    let cert = kokon_tls::peer_certificate(tls.get_ref().1);
+    let revoked = state.tls.until_refused(cert, ROLES.to_vec());
+    let short_id = peer.short_id().to_string();
     let work = async {
         match peer.role() {
             Role::Worker => workers::attach(state.clone(), tls, peer).await,
@@ -284,7 +287,15 @@ async fn serve_link(
             }
         }
     };
-    tokio::select! { _ = work => {}, _ = state.hard_stop.cancelled() => {} }
+    tokio::select! {
+        _ = work => {}
+        _ = state.hard_stop.cancelled() => {}
+        why = revoked => {
+            state.metrics.link_revoked(why.reason());
+            tracing::warn!(%from, peer = short_id, reason = why.reason(), error = %why,
+                "link dropped: the registry no longer allows this peer");
+        }
+    }
 }
 
 fn refusal_reason(e: &kokon_tls::LinkError) -> &'static str {

@@ -30,6 +30,7 @@ pub struct Metrics {
     retries: Counter,
     workers: Gauge,
     refused: Family<RefusalLabels, Counter>,
+    revoked: Family<RefusalLabels, Counter>,
     /// Model names allowed as label values (announced by attested workers).
     models: Mutex<HashSet<String>>,
 }
@@ -47,6 +48,7 @@ impl Metrics {
         let candidate_lists = Family::<JobLabels, Counter>::default();
         let (retries, workers) = (Counter::default(), Gauge::default());
         let refused = Family::<RefusalLabels, Counter>::default();
+        let revoked = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "kokon_proxy_jobs",
             "Jobs finished, by model and outcome",
@@ -68,6 +70,11 @@ impl Metrics {
             "Links refused, by reason (attestation failures name the check)",
             refused.clone(),
         );
+        registry.register(
+            "kokon_proxy_links_revoked",
+            "Live links dropped because the registry changed and no longer allows the peer, by reason",
+            revoked.clone(),
+        );
         Self {
             registry,
             jobs,
@@ -75,6 +82,7 @@ impl Metrics {
             retries,
             workers,
             refused,
+            revoked,
             models: Mutex::new(HashSet::new()),
         }
     }
@@ -135,6 +143,16 @@ impl Metrics {
 
     pub(crate) fn link_refused(&self, reason: &'static str) {
         self.refused.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    pub(crate) fn link_revoked(&self, reason: &'static str) {
+        self.revoked.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// Live links dropped for `reason` (an `AttestError::reason`) after a
+    /// registry change.
+    pub fn links_revoked(&self, reason: &'static str) -> u64 {
+        self.revoked.get_or_create(&RefusalLabels { reason }).get()
     }
 
     /// Count of jobs with this model (label) and outcome.

@@ -239,7 +239,7 @@ pub(crate) struct Claimed<'e> {
 /// worker's new vault voucher.
 pub(crate) async fn bill(
     pay: &ProxyPay,
-    policy: &Policy,
+    policy: &std::sync::Arc<Policy>,
     header: &JobHeader,
     a: Admitted,
     served: &Served,
@@ -275,7 +275,7 @@ pub(crate) async fn bill(
 /// voucher, if the receipt raised the bill.
 pub(crate) async fn bill_part(
     pay: &ProxyPay,
-    policy: &Policy,
+    policy: &std::sync::Arc<Policy>,
     header: &JobHeader,
     a: &Admitted,
     served: &Served,
@@ -303,7 +303,7 @@ pub(crate) async fn bill_part(
 
 fn check_receipt<'e>(
     pay: &ProxyPay,
-    policy: &Policy,
+    policy: &std::sync::Arc<Policy>,
     header: &JobHeader,
     a: &Admitted,
     served: &Served,

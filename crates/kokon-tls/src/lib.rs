@@ -74,7 +74,9 @@ impl LinkError {
 pub struct RaTls {
     identity: Arc<IdentityStore>,
     evidence: Arc<dyn EvidenceSource>,
-    policy: Arc<Policy>,
+    /// The registry's current policy: every handshake and session check
+    /// reads it, and [`RaTls::until_refused`] watches it.
+    policy: Arc<tokio::sync::watch::Sender<Arc<Policy>>>,
     clock: Arc<dyn Clock>,
     provider: Arc<rustls::crypto::CryptoProvider>,
     recent: Arc<verifier::Recent>,
@@ -89,22 +91,11 @@ impl RaTls {
         policy: Arc<Policy>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        if policy.allows_simulated() {
-            tracing::warn!(
-                "ATTESTATION IS SIMULATED: this node accepts software evidence that anyone can forge; \
-                 use it only on a test network"
-            );
-        }
-        if policy.allows_debug() {
-            tracing::warn!(
-                "DEBUG TDS ARE ACCEPTED: their hosts can read their memory; \
-                 use it only on a test network"
-            );
-        }
+        warn_dev_policy(&policy);
         Self {
             identity,
             evidence,
-            policy,
+            policy: Arc::new(tokio::sync::watch::Sender::new(policy)),
             clock,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             recent: Arc::default(),
@@ -115,13 +106,52 @@ impl RaTls {
         &self.identity
     }
 
-    pub fn policy(&self) -> &Arc<Policy> {
-        &self.policy
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.borrow().clone()
+    }
+
+    /// The policy in force, to follow as it changes.
+    pub fn policy_watch(&self) -> tokio::sync::watch::Receiver<Arc<Policy>> {
+        self.policy.subscribe()
+    }
+
+    /// Puts `policy` in force: new handshakes are judged by it at once, and
+    /// links watching [`RaTls::until_refused`] are judged again.
+    pub fn set_policy(&self, policy: Arc<Policy>) {
+        warn_dev_policy(&policy);
+        self.policy.send_replace(policy);
+    }
+
+    /// Resolves, with the reason, once the policy in force refuses the
+    /// certificate `cert` (DER) of a peer of the `expected` roles: at a
+    /// policy change that revokes its image, models or TCB, or at the first
+    /// change after it expired. A link selects on this to drop a revoked
+    /// peer while it runs.
+    pub fn until_refused(
+        &self,
+        cert: Vec<u8>,
+        expected: Vec<Role>,
+    ) -> impl std::future::Future<Output = AttestError> + Send + 'static {
+        let mut changes = self.policy.subscribe();
+        let clock = self.clock.clone();
+        async move {
+            loop {
+                if changes.changed().await.is_err() {
+                    // The node is gone; nothing will judge this link again.
+                    return std::future::pending().await;
+                }
+                let policy = changes.borrow_and_update().clone();
+                if let Err(e) = verify_certificate(&cert, &policy, &expected, clock.now_unix()) {
+                    return e;
+                }
+            }
+        }
     }
 
     fn verifier(&self, expected: &[Role]) -> RaTlsVerifier {
         RaTlsVerifier::new(
-            self.policy.clone(),
+            self.policy.subscribe(),
             expected.to_vec(),
             self.clock.clone(),
             self.provider.clone(),
@@ -276,7 +306,7 @@ impl RaTls {
                 Err(session::ExchangeError::Io(e)) => return Err(handshake_error(addr, e)),
             };
             let now = self.clock.now_unix();
-            if let Err(source) = verify_session_evidence(peer, &got, &theirs, &self.policy, now) {
+            if let Err(source) = verify_session_evidence(peer, &got, &theirs, &self.policy(), now) {
                 let _ = session::send_verdict(stream, false).await;
                 return Err(refused(addr, source));
             }
@@ -331,12 +361,38 @@ impl RaTls {
         {
             return Ok(peer);
         }
-        verify_certificate(cert, &self.policy, expected, self.clock.now_unix()).map_err(|source| {
-            LinkError::Refused {
+        verify_certificate(cert, &self.policy(), expected, self.clock.now_unix()).map_err(
+            |source| LinkError::Refused {
                 addr: addr.into(),
                 source,
-            }
-        })
+            },
+        )
+    }
+}
+
+/// The certificate (DER) the peer of a completed handshake presented
+/// (empty if none: links are never set up without one), for
+/// [`RaTls::until_refused`].
+pub fn peer_certificate(conn: &rustls::CommonState) -> Vec<u8> {
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default()
+}
+
+/// Warns loudly about a policy that only a test network may use.
+fn warn_dev_policy(policy: &Policy) {
+    if policy.allows_simulated() {
+        tracing::warn!(
+            "ATTESTATION IS SIMULATED: this node accepts software evidence that anyone can forge; \
+             use it only on a test network"
+        );
+    }
+    if policy.allows_debug() {
+        tracing::warn!(
+            "DEBUG TDS ARE ACCEPTED: their hosts can read their memory; \
+             use it only on a test network"
+        );
     }
 }
 

@@ -13,7 +13,8 @@ use x509_parser::prelude::FromDer;
 
 /// Verifies a peer's Kokon certificate on either side of the handshake.
 pub struct RaTlsVerifier {
-    policy: Arc<Policy>,
+    /// The node's policy in force (it may change while the node runs).
+    policy: tokio::sync::watch::Receiver<Arc<Policy>>,
     expected: Vec<Role>,
     clock: Arc<dyn Clock>,
     provider: Arc<rustls::crypto::CryptoProvider>,
@@ -58,7 +59,7 @@ impl std::fmt::Debug for RaTlsVerifier {
 
 impl RaTlsVerifier {
     pub fn new(
-        policy: Arc<Policy>,
+        policy: tokio::sync::watch::Receiver<Arc<Policy>>,
         expected: Vec<Role>,
         clock: Arc<dyn Clock>,
         provider: Arc<rustls::crypto::CryptoProvider>,
@@ -96,13 +97,9 @@ impl RaTlsVerifier {
         if !intermediates.is_empty() {
             return Err(to_rustls(AttestError::ChainNotAllowed));
         }
-        let peer = verify_certificate(
-            end_entity,
-            &self.policy,
-            &self.expected,
-            self.clock.now_unix(),
-        )
-        .map_err(to_rustls)?;
+        let policy = self.policy.borrow().clone();
+        let peer = verify_certificate(end_entity, &policy, &self.expected, self.clock.now_unix())
+            .map_err(to_rustls)?;
         if let Some(recent) = &self.recent {
             recent.put(end_entity, peer);
         }

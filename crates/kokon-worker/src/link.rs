@@ -87,6 +87,11 @@ fn linked_round(worker: &Worker, ended: LinkEnd, lasted: Duration) -> Round {
             tracing::error!(proxy = %worker.cfg.proxy, reason = %why, "the proxy refused this worker");
             Round::Refused
         }
+        LinkEnd::Revoked(why) => {
+            tracing::error!(proxy = %worker.cfg.proxy, reason = why.reason(), error = %why,
+                "link to proxy dropped: the registry no longer allows it");
+            Round::Refused
+        }
         LinkEnd::Closed if lasted < SHORT_LINK => {
             tracing::warn!(proxy = %worker.cfg.proxy, "the proxy closed the link at once; backing off");
             Round::Transient
@@ -104,6 +109,8 @@ enum LinkEnd {
     CertificateRefused,
     /// The proxy said why it will not route to this worker.
     Told(String),
+    /// The registry changed and no longer allows the proxy.
+    Revoked(kokon_attest::AttestError),
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -122,7 +129,12 @@ async fn serve_link(
     let told = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let t = told.clone();
     let handle = move |req| route(w.clone(), t.clone(), req);
-    let ended = kokon_link::serve_link(tls, limits, shutdown, handle).await;
+    let cert = kokon_tls::peer_certificate(tls.get_ref().1);
+    let revoked = worker.tls.until_refused(cert, vec![Role::Proxy]);
+    let ended = tokio::select! {
+        ended = kokon_link::serve_link(tls, limits, shutdown, handle) => ended,
+        why = revoked => return LinkEnd::Revoked(why),
+    };
     if let Some(why) = told.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return LinkEnd::Told(why);
     }

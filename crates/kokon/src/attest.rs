@@ -122,7 +122,10 @@ pub fn policy_with_collateral(
 }
 
 /// `policy`, trusting Intel's root with the collateral cached in `dir`.
-fn trusting_collateral(mut policy: Policy, dir: Option<PathBuf>) -> anyhow::Result<Policy> {
+pub(crate) fn trusting_collateral(
+    mut policy: Policy,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<Policy> {
     let dir = collateral_dir(dir);
     let coll = Collateral::load_dir(&dir)
         .with_context(|| format!("collateral cache {}", dir.display()))?;

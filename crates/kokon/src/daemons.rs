@@ -30,6 +30,12 @@ pub struct Common {
     /// Registry file to verify peers against [default: $KOKON_HOME/registry.toml].
     #[arg(long, env = "KOKON_REGISTRY")]
     pub registry: Option<PathBuf>,
+    /// Seconds between reads of the registry file and collateral cache while
+    /// the daemon runs: a change is put in force at once, and a peer the
+    /// registry no longer allows is dropped; 0 reads them only at start
+    /// [default: 30].
+    #[arg(long, env = "KOKON_REGISTRY_POLL_SECS")]
+    pub registry_poll_secs: Option<u64>,
     /// Settle payments as the money directory DIR says: on the devnet ledger
     /// in it, or on TON when it holds a `ton.json` (`kokon up` uses
     /// $KOKON_HOME/devnet, or $KOKON_HOME/ton-sandbox with
@@ -292,6 +298,24 @@ pub(crate) fn policy(common: &Common) -> anyhow::Result<Arc<kokon_attest::Policy
     )?))
 }
 
+/// Follows the registry while the daemon runs (see [`crate::follow`]).
+fn follow_registry(common: &Common, tls: &kokon_tls::RaTls, shutdown: &CancellationToken) {
+    let every = common.registry_poll_secs.unwrap_or(30);
+    if every == 0 {
+        return;
+    }
+    let source = crate::follow::PolicySource {
+        registry: common.registry.clone(),
+        collateral: common.collateral.clone(),
+    };
+    tokio::spawn(crate::follow::follow(
+        tls.clone(),
+        source,
+        std::time::Duration::from_secs(every),
+        shutdown.clone(),
+    ));
+}
+
 /// How this node proves itself: its evidence source, per `--evidence`.
 fn node_params(common: &Common, role: Role, config: [u8; 32]) -> anyhow::Result<NodeParams> {
     use kokon_attest::tsm::{DEFAULT_ROOT, TsmError, open_tdx};
@@ -376,6 +400,7 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
     let policy = policy(&a.common)?;
     let routing = policy.routing;
     let tls = start_node(node, policy, &shutdown)?;
+    follow_registry(&a.common, &tls, &shutdown);
     let pay = match a.common.devnet()? {
         Some((mut spec, ledger)) => {
             spec.routing = routing;
@@ -411,7 +436,16 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
 
 fn merge_common(a: &mut Common, file: &mut Common) {
     merge!(
-        a, file, registry, devnet, wallet, min_claim, evidence, collateral, drain_secs
+        a,
+        file,
+        registry,
+        registry_poll_secs,
+        devnet,
+        wallet,
+        min_claim,
+        evidence,
+        collateral,
+        drain_secs
     );
 }
 
@@ -513,6 +547,7 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
     node.models = kokon_worker::model_hashes(engine.as_ref());
     let keys = kokon_worker::seal_to(&mut node);
     let tls = start_node(node, policy(&a.common)?, &shutdown)?;
+    follow_registry(&a.common, &tls, &shutdown);
     let models: Vec<String> = engine.models().into_iter().map(|m| m.name).collect();
     eprintln!("worker serving {models:?}, dialing proxy {}", cfg.proxy);
     let mut w = kokon_worker::Worker::new(cfg, engine, tls).with_keys(keys);
@@ -597,6 +632,7 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
         config_sha256(&cfg),
         &shutdown,
     )?;
+    follow_registry(&a.common, &tls, &shutdown);
     let pay = match a.common.devnet()? {
         Some((spec, ledger)) => {
             // The channel pays the devnet's dev proxy unless --proxy-key names another.

@@ -3,6 +3,7 @@
 mod attest;
 mod config;
 mod daemons;
+mod follow;
 mod model;
 mod pccs;
 mod ton;

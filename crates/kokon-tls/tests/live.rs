@@ -1,0 +1,116 @@
+//! The policy in force can change while a node runs (its registry
+//! changed): new handshakes are judged by the new one at once, and a live
+//! link whose peer it refuses learns so from `until_refused`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kokon_attest::*;
+use kokon_tls::{IdentityStore, LinkError, RaTls, peer_certificate};
+use tokio::net::TcpListener;
+
+/// A simulated-evidence policy allowing the worker image `worker` and the
+/// proxy image `proxy`.
+fn policy(worker: &str) -> Arc<Policy> {
+    let img = |l: &str| Some(vec![SimulatedQuote::measurements_for(l).image_hash()]);
+    let mut roles = HashMap::new();
+    roles.insert(
+        Role::Worker,
+        RolePolicy {
+            images: img(worker),
+        },
+    );
+    roles.insert(
+        Role::Proxy,
+        RolePolicy {
+            images: img("proxy"),
+        },
+    );
+    let mut p = Policy::new(roles);
+    p.dangerous().allow_simulated_evidence();
+    Arc::new(p)
+}
+
+fn node(role: Role, label: &str) -> RaTls {
+    let params = IdentityParams {
+        role,
+        hpke_public: None,
+        config_sha256: [0; 32],
+        models: vec![],
+        lifetime_secs: 3600,
+        now: SystemClock.now_unix(),
+    };
+    let id = Identity::simulated(&params, label).unwrap();
+    RaTls::new(
+        IdentityStore::new(&id).unwrap(),
+        Arc::new(SimulatedSource::new(label)),
+        policy("worker"),
+        Arc::new(SystemClock),
+    )
+}
+
+/// The proxy's side of one link from a worker: the worker's certificate.
+async fn link(proxy: &RaTls, worker: &RaTls) -> Vec<u8> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let p = proxy.clone();
+    let accepted = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let acceptor = p.acceptor(&[Role::Worker]);
+        let (tls, _) = p.accept(tcp, &acceptor, &[Role::Worker]).await.unwrap();
+        peer_certificate(tls.get_ref().1)
+    });
+    worker.connect(addr, &[Role::Proxy]).await.unwrap();
+    accepted.await.unwrap()
+}
+
+#[tokio::test]
+async fn a_link_whose_peer_the_new_policy_refuses_is_told() {
+    let (proxy, worker) = (node(Role::Proxy, "proxy"), node(Role::Worker, "worker"));
+    let cert = link(&proxy, &worker).await;
+    assert!(!cert.is_empty());
+    let mut revoked = Box::pin(proxy.until_refused(cert, vec![Role::Worker]));
+
+    // A change that still allows the worker leaves the link alone…
+    let mut looser = (*policy("worker")).clone();
+    looser.max_skew_secs += 1;
+    proxy.set_policy(Arc::new(looser));
+    let quiet = tokio::time::timeout(Duration::from_millis(200), &mut revoked).await;
+    assert!(
+        quiet.is_err(),
+        "a policy that allows the peer drops nothing"
+    );
+
+    // …one that removed its image refuses it, with the reason.
+    proxy.set_policy(policy("worker-v2"));
+    let why = tokio::time::timeout(Duration::from_secs(5), revoked)
+        .await
+        .expect("judged again at the change");
+    assert_eq!(why.reason(), "image_not_allowed", "{why}");
+}
+
+#[tokio::test]
+async fn new_handshakes_are_judged_by_the_policy_in_force() {
+    let (proxy, worker) = (node(Role::Proxy, "proxy"), node(Role::Worker, "worker"));
+    link(&proxy, &worker).await;
+    proxy.set_policy(policy("worker-v2"));
+    assert_eq!(proxy.policy(), policy("worker-v2"));
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let p = proxy.clone();
+    let accepted = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let acceptor = p.acceptor(&[Role::Worker]);
+        p.accept(tcp, &acceptor, &[Role::Worker]).await.map(|_| ())
+    });
+    let err = worker.connect(addr, &[Role::Proxy]).await.unwrap_err();
+    assert!(matches!(err, LinkError::PeerRefusedUs { .. }), "{err}");
+    match accepted.await.unwrap() {
+        Err(LinkError::Refused { source, .. }) => {
+            assert_eq!(source.reason(), "image_not_allowed", "{source}")
+        }
+        other => panic!("the proxy should refuse the worker's image: {other:?}"),
+    }
+}

@@ -4,7 +4,9 @@ Configured through a registry file, a TOML config file, flags and env vars.
 A worker is killed with SIGKILL under streaming load: its clients get a typed
 error within 2 s, and everything else keeps working. SIGTERM drains instead:
 on a worker or on the proxy, every stream in flight completes. A frozen proxy
-(SIGSTOP) makes requests fail within seconds, not hang.
+(SIGSTOP) makes requests fail within seconds, not hang. The daemons follow
+the registry file while they run: workers whose image it no longer lists are
+dropped, streams in flight included.
 """
 
 import json
@@ -30,7 +32,8 @@ def start(args, env, log):
 @pytest.fixture
 def network():
     home = Path(tempfile.mkdtemp())
-    env = dict(os.environ, KOKON_HOME=str(home), KOKON_LOG="info")
+    # Each daemon reads the registry file again every second.
+    env = dict(os.environ, KOKON_HOME=str(home), KOKON_LOG="info", KOKON_REGISTRY_POLL_SECS="1")
     log = home / "daemons.log"
     subprocess.run([str(BINARY), "registry", "init"], env=env, check=True, capture_output=True)
     proxy_port, admin_port, api_port = free_port(), free_port(), free_port()
@@ -56,7 +59,7 @@ def network():
         time.sleep(0.2)
     else:
         raise TimeoutError(f"daemons did not come up; log:\n{log.read_text(errors='replace')[-3000:]}")
-    yield base, workers, f"http://127.0.0.1:{admin_port}/metrics", proxy
+    yield base, workers, f"http://127.0.0.1:{admin_port}/metrics", proxy, home
     for p in procs:
         p.send_signal(signal.SIGCONT)
         p.kill()
@@ -75,7 +78,7 @@ def stream(base, text, results, i):
 
 
 def test_worker_killed_under_load(network):
-    base, workers, metrics, _ = network
+    base, workers, metrics, _, _ = network
     words = " ".join(f"w{i}" for i in range(100))  # 100 words at 20 ms: ~2 s per stream
     results = {}
     threads = [threading.Thread(target=stream, args=(base, words, results, i)) for i in range(10)]
@@ -125,7 +128,7 @@ def assert_all_complete(threads, results, n, words=100):
 
 
 def test_sigterm_on_a_worker_lets_its_streams_complete(network):
-    base, workers, metrics, _ = network
+    base, workers, metrics, _, _ = network
     threads, results = start_streams(base, 10)
     time.sleep(0.5)
     workers[0].send_signal(signal.SIGTERM)
@@ -138,7 +141,7 @@ def test_sigterm_on_a_worker_lets_its_streams_complete(network):
 
 
 def test_sigterm_on_the_proxy_lets_the_streams_complete(network):
-    base, _, _, proxy = network
+    base, _, _, proxy, _ = network
     threads, results = start_streams(base, 10)
     time.sleep(0.5)
     proxy.send_signal(signal.SIGTERM)
@@ -152,7 +155,7 @@ def test_sigterm_on_the_proxy_lets_the_streams_complete(network):
 
 
 def test_a_frozen_proxy_fails_requests_within_seconds(network):
-    base, _, _, proxy = network
+    base, _, _, proxy, _ = network
     body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
     assert httpx.post(f"{base}/chat/completions", json=body, timeout=10).status_code == 200
     proxy.send_signal(signal.SIGSTOP)
@@ -184,3 +187,42 @@ def test_a_frozen_proxy_fails_requests_within_seconds(network):
         time.sleep(0.3)
     else:
         raise AssertionError("the thawed proxy never served again")
+
+
+def test_workers_whose_image_is_revoked_are_dropped_while_running(network):
+    base, workers, metrics, _, home = network
+    threads, results = start_streams(base, 4, words=500)  # ~10 s each
+    time.sleep(0.5)
+    registry = home / "registry.toml"
+    text = registry.read_text()
+    image = text.split("worker_images = [")[1].split("]")[0]
+    # The operator revokes the workers' image (a typo'd edit first: a
+    # registry that does not parse changes nothing).
+    registry.write_text(text.replace("worker_images", "worker_imagez"))
+    time.sleep(2.5)
+    assert "kokon_proxy_workers 2" in httpx.get(metrics).text, "a broken registry revokes nothing"
+    registry.write_text(text.replace(image, '"' + "00" * 32 + '"'))
+    revoked = time.monotonic()
+    deadline = revoked + 10
+    while time.monotonic() < deadline and "kokon_proxy_workers 0" not in httpx.get(metrics).text:
+        time.sleep(0.1)
+    dropped = time.monotonic() - revoked
+    text_now = httpx.get(metrics).text
+    assert "kokon_proxy_workers 0" in text_now, text_now
+    assert dropped < 3.0, f"dropped {dropped:.1f}s after the registry changed (poll: 1 s)"
+    assert 'kokon_proxy_links_revoked_total{reason="image_not_allowed"} 2' in text_now, text_now
+    for t in threads:
+        t.join(timeout=30)
+    assert len(results) == 4
+    for last, chunks, _ in results.values():
+        # Cut mid-stream with a typed error, not left hanging nor completed.
+        assert last != "[DONE]"
+        assert json.loads(last)["error"]["code"] == "worker_failed_mid_stream", last
+    after = httpx.post(f"{base}/chat/completions", timeout=10,
+                       json={"model": "echo", "messages": [{"role": "user", "content": "anyone?"}]})
+    assert after.status_code == 503, after.text
+    log = (home / "daemons.log").read_text(errors="replace")
+    assert "link dropped: the registry no longer allows this peer" in log
+    assert "cannot read the registry; keeping the policy in force" in log
+    for w in workers:
+        assert w.poll() is None, "a revoked worker keeps running (it retries with a long backoff)"

@@ -169,18 +169,11 @@ impl ProxyLink {
                 JobError::new(code, format!("no link to the Kokon proxy: {e}"))
             })?;
         tracing::info!(proxy = %addr, peer = peer.short_id(), "linked to proxy");
-        let cert = kokon_tls::peer_certificate(tls.get_ref().1);
-        let revoked = self.inner.tls.until_refused(cert, vec![Role::Proxy]);
         let (client, conn) = kokon_link::dial(tls, self.inner.timing.limits)
             .await
             .map_err(|e| no_link(format!("HTTP/2 handshake with {addr} failed: {e}")))?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = conn => {}
-                why = revoked => tracing::warn!(proxy = %addr, reason = why.reason(), error = %why,
-                    "link to the proxy dropped: the registry no longer allows it"),
-            }
-        });
+        // A revoked proxy's link fails its I/O (see `kokon_tls::Watched`).
+        tokio::spawn(conn);
         Ok(client)
     }
 

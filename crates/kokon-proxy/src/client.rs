@@ -8,7 +8,6 @@ use kokon_attest::Clock as _;
 use kokon_attest::VerifiedPeer;
 use kokon_link::{Body, Call, Cancels, error_reply, json_reply, read_call, serve_link};
 use kokon_proto::{ErrorCode, JobError, ModelsReply};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::{State, job, workers};
@@ -16,7 +15,7 @@ use crate::{State, job, workers};
 /// Serves one client link until it closes.
 pub(crate) async fn serve_client(
     state: Arc<State>,
-    tls: kokon_tls::ServerStream<TcpStream>,
+    tls: kokon_tls::ServerLink,
     peer: VerifiedPeer,
     drain: &CancellationToken,
 ) {

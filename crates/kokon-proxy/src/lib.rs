@@ -272,8 +272,7 @@ async fn serve_link(
         }
         Err(_) => return tracing::warn!(%from, "handshake timed out"),
     };
-    let cert = kokon_tls::peer_certificate(tls.get_ref().1);
-    let revoked = state.tls.until_refused(cert, ROLES.to_vec());
+    let revocation = tls.revocation();
     let short_id = peer.short_id().to_string();
     let work = async {
         match peer.role() {
@@ -287,14 +286,10 @@ async fn serve_link(
             }
         }
     };
-    tokio::select! {
-        _ = work => {}
-        _ = state.hard_stop.cancelled() => {}
-        why = revoked => {
-            state.metrics.link_revoked(why.reason());
-            tracing::warn!(%from, peer = short_id, reason = why.reason(), error = %why,
-                "link dropped: the registry no longer allows this peer");
-        }
+    tokio::select! { _ = work => {}, _ = state.hard_stop.cancelled() => {} }
+    if let Some(why) = revocation.get() {
+        state.metrics.link_revoked(why.reason());
+        tracing::warn!(%from, peer = short_id, reason = why.reason(), "link dropped: the registry no longer allows this peer");
     }
 }
 

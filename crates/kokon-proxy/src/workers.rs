@@ -9,7 +9,6 @@ use kokon_link::LinkClient;
 use kokon_money::{Signed, WorkerVoucher};
 use kokon_proto::{Announce, ErrorCode, JobError, ModelOffer};
 use kokon_route::WorkerId;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::pay::Served;
@@ -40,12 +39,9 @@ pub(crate) struct SealingCert {
 }
 
 /// The certificate `peer` linked with, if clients can seal jobs to it.
-fn sealing_cert(
-    tls: &kokon_tls::ServerStream<TcpStream>,
-    peer: &VerifiedPeer,
-) -> Option<SealingCert> {
+fn sealing_cert(tls: &kokon_tls::ServerLink, peer: &VerifiedPeer) -> Option<SealingCert> {
     peer.claims().hpke_key.as_ref()?;
-    let der = tls.get_ref().1.peer_certificates()?.first()?.to_vec();
+    let der = tls.peer_certificate().to_vec();
     Some(SealingCert {
         id: kokon_attest::sha256(&der),
         der: der.into(),
@@ -54,11 +50,7 @@ fn sealing_cert(
 
 /// Runs a worker link until it closes (or this future is dropped, which
 /// closes the connection: the link owns it).
-pub(crate) async fn attach(
-    state: Arc<State>,
-    tls: kokon_tls::ServerStream<TcpStream>,
-    peer: VerifiedPeer,
-) {
+pub(crate) async fn attach(state: Arc<State>, tls: kokon_tls::ServerLink, peer: VerifiedPeer) {
     let sealing = sealing_cert(&tls, &peer);
     let (client, conn) = match kokon_link::dial(tls, state.cfg.worker_link).await {
         Ok(x) => x,

@@ -13,6 +13,7 @@ mod identity;
 pub mod node;
 mod session;
 mod verifier;
+mod watched;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,12 @@ use tokio::net::TcpStream;
 pub use identity::IdentityStore;
 pub use tokio_rustls::{client::TlsStream as ClientStream, server::TlsStream as ServerStream};
 pub use verifier::RaTlsVerifier;
+pub use watched::{PeerRevoked, Revocation, Watched, revoked_by};
+
+/// A link this node dialed.
+pub type ClientLink = Watched<ClientStream<TcpStream>>;
+/// A link this node accepted.
+pub type ServerLink = Watched<ServerStream<TcpStream>>;
 
 /// Longest wait for a TCP connection, and again for the TLS handshake.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -198,7 +205,7 @@ impl RaTls {
         &self,
         addr: SocketAddr,
         expected: &[Role],
-    ) -> Result<(ClientStream<TcpStream>, VerifiedPeer), LinkError> {
+    ) -> Result<(ClientLink, VerifiedPeer), LinkError> {
         self.connect_with(addr, self.client_config(expected), expected)
             .await
     }
@@ -224,7 +231,7 @@ impl RaTls {
         addr: SocketAddr,
         config: rustls::ClientConfig,
         expected: &[Role],
-    ) -> Result<(ClientStream<TcpStream>, VerifiedPeer), LinkError> {
+    ) -> Result<(ClientLink, VerifiedPeer), LinkError> {
         let a = addr.to_string();
         let timed_out = |what: &str| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timed out"))
@@ -250,7 +257,8 @@ impl RaTls {
             session::binding(conn, Side::Server),
         );
         self.bind_session(&a, &mut tls, &peer, ours, theirs).await?;
-        Ok((tls, peer))
+        let cert = peer_certificate(tls.get_ref().1);
+        Ok((self.watched(tls, cert, expected), peer))
     }
 
     /// Completes the server side of a mutual RA-TLS handshake on `tcp`.
@@ -259,7 +267,7 @@ impl RaTls {
         tcp: TcpStream,
         acceptor: &tokio_rustls::TlsAcceptor,
         expected: &[Role],
-    ) -> Result<(ServerStream<TcpStream>, VerifiedPeer), LinkError> {
+    ) -> Result<(ServerLink, VerifiedPeer), LinkError> {
         let a = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         let _ = tcp.set_nodelay(true);
         let mut tls = acceptor
@@ -273,7 +281,14 @@ impl RaTls {
             session::binding(conn, Side::Client),
         );
         self.bind_session(&a, &mut tls, &peer, ours, theirs).await?;
-        Ok((tls, peer))
+        let cert = peer_certificate(tls.get_ref().1);
+        Ok((self.watched(tls, cert, expected), peer))
+    }
+
+    /// `stream`, judged again at each policy change (see [`Watched`]).
+    fn watched<S>(&self, stream: S, cert: Vec<u8>, expected: &[Role]) -> Watched<S> {
+        let judge = self.until_refused(cert.clone(), expected.to_vec());
+        Watched::new(stream, cert, Box::pin(judge))
     }
 
     /// Sends this node's session evidence (over `ours`), checks the peer's

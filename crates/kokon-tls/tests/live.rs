@@ -59,7 +59,11 @@ async fn link(proxy: &RaTls, worker: &RaTls) -> Vec<u8> {
         let (tcp, _) = listener.accept().await.unwrap();
         let acceptor = p.acceptor(&[Role::Worker]);
         let (tls, _) = p.accept(tcp, &acceptor, &[Role::Worker]).await.unwrap();
-        peer_certificate(tls.get_ref().1)
+        assert_eq!(
+            tls.peer_certificate(),
+            peer_certificate(tls.get_ref().get_ref().1)
+        );
+        tls.peer_certificate().to_vec()
     });
     worker.connect(addr, &[Role::Proxy]).await.unwrap();
     accepted.await.unwrap()
@@ -113,4 +117,51 @@ async fn new_handshakes_are_judged_by_the_policy_in_force() {
         }
         other => panic!("the proxy should refuse the worker's image: {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_revoked_link_fails_its_reads_and_writes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (proxy, worker) = (node(Role::Proxy, "proxy"), node(Role::Worker, "worker"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let p = proxy.clone();
+    let accepted = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let acceptor = p.acceptor(&[Role::Worker]);
+        p.accept(tcp, &acceptor, &[Role::Worker]).await.unwrap().0
+    });
+    let (mut at_worker, _) = worker.connect(addr, &[Role::Proxy]).await.unwrap();
+    let mut at_proxy = accepted.await.unwrap();
+    let revocation = at_proxy.revocation();
+    at_worker.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    at_proxy.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+
+    // The proxy blocks on a read; the revocation wakes it with an error.
+    let reader = tokio::spawn(async move {
+        let r = at_proxy.read(&mut buf).await;
+        (r, at_proxy)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    proxy.set_policy(policy("worker-v2"));
+    let (r, mut at_proxy) = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("woken by the revocation")
+        .unwrap();
+    let err = r.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+    assert_eq!(
+        kokon_tls::revoked_by(&err).map(|e| e.reason()),
+        Some("image_not_allowed")
+    );
+    assert_eq!(
+        revocation.get().map(|e| e.reason()),
+        Some("image_not_allowed")
+    );
+    // Writes fail too, and nothing more is delivered.
+    assert!(at_proxy.write_all(b"data").await.is_err());
+    at_worker.write_all(b"more").await.ok();
+    assert!(at_proxy.read(&mut [0u8; 4]).await.is_err());
 }

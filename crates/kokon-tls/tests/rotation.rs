@@ -10,7 +10,7 @@ use kokon_tls::node::{NodeParams, start_node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-async fn ping(tls: &mut kokon_tls::ClientStream<tokio::net::TcpStream>) -> std::io::Result<u8> {
+async fn ping(tls: &mut kokon_tls::ClientLink) -> std::io::Result<u8> {
     tls.write_all(b"p").await?;
     let mut b = [0u8; 1];
     tls.read_exact(&mut b).await?;

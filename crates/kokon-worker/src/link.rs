@@ -121,7 +121,7 @@ fn jitter(d: Duration) -> Duration {
 /// the proxy is told to send no new jobs, the running ones finish.
 async fn serve_link(
     worker: &Worker,
-    tls: kokon_tls::ClientStream<tokio::net::TcpStream>,
+    tls: kokon_tls::ClientLink,
     shutdown: &CancellationToken,
 ) -> LinkEnd {
     let w = worker.clone();
@@ -129,12 +129,11 @@ async fn serve_link(
     let told = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let t = told.clone();
     let handle = move |req| route(w.clone(), t.clone(), req);
-    let cert = kokon_tls::peer_certificate(tls.get_ref().1);
-    let revoked = worker.tls.until_refused(cert, vec![Role::Proxy]);
-    let ended = tokio::select! {
-        ended = kokon_link::serve_link(tls, limits, shutdown, handle) => ended,
-        why = revoked => return LinkEnd::Revoked(why),
-    };
+    let revocation = tls.revocation();
+    let ended = kokon_link::serve_link(tls, limits, shutdown, handle).await;
+    if let Some(why) = revocation.get() {
+        return LinkEnd::Revoked(why.clone());
+    }
     if let Some(why) = told.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return LinkEnd::Told(why);
     }

@@ -135,35 +135,19 @@ pub fn verify_certificate(
 /// (and, with TDX, its quote: about a millisecond) is verified once rather
 /// than on every paid job. A verdict is reused until the certificate or its
 /// claims expire, for at most [`ReceiptSigners::REVERIFY_SECS`] (time moves
-/// on for collateral too), and only under the policy it was reached under:
-/// a new policy (the registry changed) forgets every verdict. Refusals are
-/// not kept.
+/// on for collateral too), and only under the very policy that reached it
+/// (a policy from a changed registry judges afresh). Refusals are not kept.
 #[derive(Debug, Default)]
 pub struct ReceiptSigners {
-    seen: std::sync::Mutex<Verdicts>,
+    seen: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verdict>>,
 }
 
-#[derive(Debug, Default)]
-struct Verdicts {
-    /// The policy the verdicts were reached under (kept alive, so that a
-    /// new policy can never be taken for it).
-    under: Option<std::sync::Arc<Policy>>,
-    keys: std::collections::HashMap<[u8; 32], (kokon_money::PublicKey, u64)>,
-}
-
-impl Verdicts {
-    /// The verdicts, forgotten first if they were reached under another policy.
-    fn under(&mut self, policy: &std::sync::Arc<Policy>) -> &mut Self {
-        if !self
-            .under
-            .as_ref()
-            .is_some_and(|p| std::sync::Arc::ptr_eq(p, policy))
-        {
-            self.keys.clear();
-            self.under = Some(policy.clone());
-        }
-        self
-    }
+#[derive(Debug)]
+struct Verdict {
+    key: kokon_money::PublicKey,
+    until: u64,
+    /// Kept alive, so that another policy can never be taken for it.
+    under: std::sync::Arc<Policy>,
 }
 
 impl ReceiptSigners {
@@ -180,22 +164,23 @@ impl ReceiptSigners {
     ) -> Result<kokon_money::PublicKey, String> {
         let id = sha256(cert_hex.as_bytes());
         let lock = || self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((key, until)) = lock().under(policy).keys.get(&id)
-            && now <= *until
+        if let Some(v) = lock().get(&id)
+            && now <= v.until
+            && std::sync::Arc::ptr_eq(&v.under, policy)
         {
-            return Ok(*key);
+            return Ok(v.key);
         }
         // Verified without the lock: other jobs' cached lookups go on.
         let peer = verify_receipt_certificate(cert_hex, policy, now)?;
         let key = kokon_money::PublicKey(peer.ed25519_key());
         let mut seen = lock();
-        let seen = &mut seen.under(policy).keys;
         if seen.len() >= Self::MAX {
-            seen.retain(|_, (_, until)| now <= *until);
+            seen.retain(|_, v| now <= v.until);
         }
         if seen.len() < Self::MAX {
             let until = peer.valid_until().min(now + Self::REVERIFY_SECS);
-            seen.insert(id, (key, until));
+            let under = policy.clone();
+            seen.insert(id, Verdict { key, until, under });
         }
         Ok(key)
     }

@@ -326,8 +326,8 @@ fn receipt_signers_verify_once_and_not_past_expiry() {
     // A new policy (the registry changed) judges again: this one refuses…
     let strict = std::sync::Arc::new(common::production_policy());
     assert!(signers.signer(&cert, &strict, NOW + 60).is_err());
-    // …and so does the old one once more (its verdicts were forgotten),
-    // not past the certificate's expiry, nor for a refused certificate.
+    // …while the old one still accepts (a job judged under it),
+    // but not past the certificate's expiry, nor a refused certificate.
     assert_eq!(signers.signer(&cert, &policy, NOW + 61), Ok(key));
     assert!(signers.signer(&cert, &policy, NOW + 7200).is_err());
     let rogue = Identity::simulated(&params(Role::Worker), "rogue").unwrap();

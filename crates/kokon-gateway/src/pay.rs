@@ -33,6 +33,8 @@ pub struct ClientPay {
     /// own, see [`ClientPay::follow`]).
     policy: tokio::sync::watch::Receiver<Arc<Policy>>,
     pub(crate) signers: kokon_attest::verify::ReceiptSigners,
+    /// The policy each recent job was signed under (see [`Authorised`]).
+    signed_under: std::sync::Mutex<JobPolicies>,
     /// Read to notice top-ups when the channel runs low.
     pub(crate) ledger: Option<Arc<dyn Settlement>>,
     /// Wakes the voucher delivery task.
@@ -54,6 +56,7 @@ impl ClientPay {
             policy: tokio::sync::watch::channel(policy).1,
             ledger,
             signers: Default::default(),
+            signed_under: Default::default(),
             wake: tokio::sync::Notify::new(),
             reconcile: tokio::sync::Notify::new(),
         }
@@ -69,14 +72,61 @@ impl ClientPay {
         self.policy.borrow().clone()
     }
 
+    fn judged_under(&self, request_id: &str, policy: &Arc<Policy>) {
+        let mut jobs = self.signed_under.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.put(request_id, policy);
+    }
+
+    /// The policy the job `request_id` was signed under, if this process
+    /// signed it recently; else the policy in force now.
+    pub(crate) fn policy_of(&self, request_id: &str) -> Arc<Policy> {
+        let jobs = self.signed_under.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.get(request_id).unwrap_or_else(|| self.policy())
+    }
+
     pub async fn books(&self) -> tokio::sync::MutexGuard<'_, ClientBooks> {
         self.books.lock().await
+    }
+}
+
+/// The policies recent jobs were signed under, the oldest forgotten first.
+/// Nearly every job shares the one policy, so entries are cheap.
+#[derive(Default)]
+struct JobPolicies {
+    by_id: std::collections::HashMap<String, Arc<Policy>>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl JobPolicies {
+    /// Jobs remembered: far more than run at once or await a reconcile.
+    const MAX: usize = 4096;
+
+    fn put(&mut self, request_id: &str, policy: &Arc<Policy>) {
+        if self.by_id.len() >= Self::MAX
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.by_id.remove(&oldest);
+        }
+        if self
+            .by_id
+            .insert(request_id.to_string(), policy.clone())
+            .is_none()
+        {
+            self.order.push_back(request_id.to_string());
+        }
+    }
+
+    fn get(&self, request_id: &str) -> Option<Arc<Policy>> {
+        self.by_id.get(request_id).cloned()
     }
 }
 
 /// What a paid job was admitted with, to check its receipt against.
 pub(crate) struct Authorised {
     budget: Budget,
+    /// The registry policy in force when the job was signed: its receipts
+    /// are judged by it, so work done before a revocation is still paid.
+    policy: Arc<Policy>,
 }
 
 /// What a job may use at most: its prompt (the plaintext job's size bounds
@@ -142,7 +192,9 @@ pub(crate) async fn authorise(
         expires_unix: scope.expires_unix,
         signature,
     });
-    Ok(Authorised { budget })
+    let policy = pay.policy();
+    pay.judged_under(&header.request_id, &policy);
+    Ok(Authorised { budget, policy })
 }
 
 /// A paid job in flight: everything needed to settle it at its End frame.
@@ -194,9 +246,9 @@ pub(crate) async fn settle(
     let now = SystemClock.now_unix();
     let worker = pay
         .signers
-        .signer(&env.cert, &pay.policy(), now)
+        .signer(&env.cert, &auth.policy, now)
         .map_err(rejected)?;
-    let allowed = allowed_models(pay, &header.model);
+    let allowed = allowed_models(&auth.policy, &header.model);
     let expect = Expect {
         request_id: &header.request_id,
         model: &header.model,
@@ -230,8 +282,8 @@ pub(crate) async fn settle(
 
 /// The registry's files for the model name `model`: a worker serving
 /// another model under the name is not paid. `None`: the registry lists none.
-fn allowed_models(pay: &ClientPay, model: &str) -> Option<Vec<Hash32>> {
-    pay.policy()
+fn allowed_models(policy: &Policy, model: &str) -> Option<Vec<Hash32>> {
+    policy
         .model_hashes(model)
         .map(|l| l.iter().copied().map(Hash32).collect())
 }
@@ -344,11 +396,12 @@ pub(crate) fn check_billed(
     if books.refused(&auth.request_id).unwrap_or(false) {
         return Err(refused("refused when it was received".into()));
     }
+    let policy = pay.policy_of(&auth.request_id);
     let worker = pay
         .signers
-        .signer(&job.receipt.cert, &pay.policy(), now)
+        .signer(&job.receipt.cert, &policy, now)
         .map_err(refused)?;
-    let allowed = allowed_models(pay, &auth.model);
+    let allowed = allowed_models(&policy, &auth.model);
     let expect = Expect {
         request_id: &auth.request_id,
         model: &auth.model,

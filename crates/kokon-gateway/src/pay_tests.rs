@@ -233,7 +233,10 @@ async fn a_receipt_signed_by_a_worker_that_did_not_answer_is_not_paid() {
         payment: None,
         sealed: true,
     };
-    let auth = super::Authorised { budget: BUDGET };
+    let auth = super::Authorised {
+        budget: BUDGET,
+        policy: f.pay.policy(),
+    };
     // The job sealed to `id` alone (no chunk opened yet: any candidate may have run it).
     let reader = |id: [u8; 32]| {
         let c = kokon_seal::Candidate {
@@ -263,4 +266,22 @@ async fn a_receipt_signed_by_a_worker_that_did_not_answer_is_not_paid() {
         .unwrap();
     assert!(cost > 0);
     assert_eq!(spent().await, cost);
+}
+
+#[tokio::test]
+async fn a_billed_job_is_judged_by_the_registry_it_was_signed_under() {
+    let mut f = fixture();
+    let (registry, policy) = tokio::sync::watch::channel(f.pay.policy());
+    f.pay.follow(policy);
+    f.pay.judged_under("before", &f.pay.policy());
+    // The registry then revokes the worker's image.
+    let mut revoked = Registry::local_test_network();
+    revoked.worker_images = vec!["00".repeat(32)];
+    registry.send_replace(Arc::new(revoked.policy().unwrap()));
+    // Work signed for before the revocation is paid…
+    assert!(f.check(&f.own("before", usage(10, 5))).await.is_ok());
+    // …and a job it does not know (signed by an earlier process, or
+    // never) is judged by the registry in force: refused, nothing paid.
+    let why = refused(f.check(&f.own("unknown", usage(10, 5))).await);
+    assert!(why.contains("image"), "{why}");
 }

@@ -138,6 +138,8 @@ pub struct LocalNet {
     pub gateway: GatewayHandle,
     pub workers: Vec<WorkerHandle>,
     policy: Arc<Policy>,
+    /// Every node's RA-TLS state, to put a changed registry in force.
+    nodes: Vec<kokon_tls::RaTls>,
     shutdown: CancellationToken,
     pay: Option<(pay::PaySpec, pay::Ledger)>,
 }
@@ -198,6 +200,7 @@ impl LocalNet {
             }
             None => (None, None, None),
         };
+        let mut nodes = vec![ptls.clone()];
         let proxy = kokon_proxy::start_with(pcfg, ptls, proxy_pay, shutdown.clone()).await?;
         let mut gcfg = GatewayConfig::new(spec.gateway_listen, proxy.addr);
         gcfg.api_key = spec.api_key;
@@ -211,12 +214,14 @@ impl LocalNet {
             config_sha256(&gcfg),
             &shutdown,
         )?;
+        nodes.push(gtls.clone());
         let gateway = kokon_gateway::start_with(gcfg, gtls, client_pay, shutdown.clone()).await?;
         let mut net = Self {
             gateway,
             proxy,
             workers: vec![],
             policy,
+            nodes,
             shutdown,
             pay: pay_state,
         };
@@ -231,6 +236,19 @@ impl LocalNet {
         net.wait_for_workers(expected, Duration::from_secs(20))
             .await?;
         Ok(net)
+    }
+
+    /// Puts `registry` in force on every node, as the daemons do when their
+    /// registry file changes (its economics and routing are not followed).
+    /// Workers started later are judged by it too.
+    pub fn set_registry(&mut self, registry: &Registry) -> Result<(), NetError> {
+        let mut policy = registry.policy()?;
+        policy.routing = self.policy.routing;
+        self.policy = Arc::new(policy);
+        for node in &self.nodes {
+            node.set_policy(self.policy.clone());
+        }
+        Ok(())
     }
 
     /// Starts one more worker linked to this network's proxy.
@@ -250,7 +268,7 @@ impl LocalNet {
         Ok(())
     }
 
-    fn spawn_worker(&self, w: WorkerSpec, name: &str) -> Result<WorkerHandle, NetError> {
+    fn spawn_worker(&mut self, w: WorkerSpec, name: &str) -> Result<WorkerHandle, NetError> {
         let stop = self.shutdown.child_token();
         let mut cfg = WorkerConfig::new(self.proxy.addr);
         cfg.max_jobs = w.max_jobs;
@@ -263,6 +281,7 @@ impl LocalNet {
             .unwrap_or_else(|| model_hashes(w.engine.as_ref()));
         let keys = kokon_worker::seal_to(&mut node);
         let tls = start_node(node, self.policy.clone(), &stop)?;
+        self.nodes.push(tls.clone());
         let mut worker = Worker::new(cfg, w.engine, tls).with_keys(keys);
         if let Some((spec, ledger)) = &self.pay {
             let books = pay::worker_books(spec, name)?;

@@ -83,6 +83,9 @@ struct Job {
     /// A sealed job's candidates (certificate hashes): it goes to one of
     /// them or nowhere.
     candidates: Option<Vec<[u8; 32]>>,
+    /// The registry policy in force when the job came: its receipts are
+    /// judged by it, so work done before a revocation is still billed.
+    policy: Arc<kokon_attest::Policy>,
 }
 
 type PartBill = tokio::task::JoinHandle<(Admitted, Result<(), JobError>)>;
@@ -116,6 +119,7 @@ async fn drive(
         .map(|a| serde_json::to_string(a).expect("an authorisation serializes"))
         .unwrap_or_default();
     let mut job = Job {
+        policy: state.tls.policy(),
         signed,
         auth: auth.into(),
         registered: false,
@@ -189,9 +193,10 @@ impl Job {
                 delivered,
             } => {
                 let (state, header) = (self.state.clone(), self.header.clone());
-                let auth = self.auth.clone();
+                let (auth, policy) = (self.auth.clone(), self.policy.clone());
                 self.part = Some(tokio::spawn(async move {
                     let part = Part {
+                        policy: &policy,
                         worker,
                         a: &reservation,
                         receipt: &receipt,
@@ -359,7 +364,7 @@ impl Job {
         let now = kokon_attest::SystemClock.now_unix();
         let billed = crate::pay::bill(
             pay,
-            &state.tls.policy(),
+            &self.policy,
             &self.header,
             a,
             &served,
@@ -412,6 +417,7 @@ impl Job {
 
 /// A cumulative receipt to bill, and what bounds it.
 struct Part<'a> {
+    policy: &'a Arc<kokon_attest::Policy>,
     worker: WorkerId,
     a: &'a Admitted,
     receipt: &'a kokon_proto::ReceiptEnvelope,
@@ -423,6 +429,7 @@ struct Part<'a> {
 /// vault voucher.
 async fn bill_part(state: &State, header: &JobHeader, part: Part<'_>) -> Result<(), JobError> {
     let Part {
+        policy,
         worker,
         a,
         receipt,
@@ -437,13 +444,12 @@ async fn bill_part(state: &State, header: &JobHeader, part: Part<'_>) -> Result<
         ));
     };
     let now = kokon_attest::SystemClock.now_unix();
-    let policy = state.tls.policy();
     let claimed = crate::pay::Claimed {
         receipt: Some(receipt),
         delivered,
         auth,
     };
-    let billed = crate::pay::bill_part(pay, &policy, header, a, &served, claimed, now);
+    let billed = crate::pay::bill_part(pay, policy, header, a, &served, claimed, now);
     match billed.await {
         Ok(voucher) => {
             if let Some(v) = voucher {

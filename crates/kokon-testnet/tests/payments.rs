@@ -349,3 +349,61 @@ async fn a_retry_with_the_same_idempotency_key_is_never_paid_twice() {
         .unwrap();
     assert_eq!(bad.status(), 400, "an empty key is refused, not ignored");
 }
+
+#[tokio::test]
+async fn a_worker_revoked_mid_stream_is_paid_for_what_it_delivered_and_no_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut worker = WorkerSpec::new(echo("echo", 20));
+    worker.receipt_every_tokens = 16;
+    let mut spec = paid(tmp.path(), vec![worker]);
+    spec.registry = kokon_attest::registry::Registry::local_test_network();
+    let mut net = LocalNet::start(spec).await.unwrap();
+    let mut sse = Sse::new(chat(&net.base_url(), "echo", &words(300), true).await);
+    let mut delivered = 0;
+    while delivered < 40 {
+        let ev = sse.next().await.expect("the stream runs");
+        delivered += usize::from(content_of(&ev).is_some());
+    }
+    // The registry no longer lists the worker's image.
+    let mut revoked = kokon_attest::registry::Registry::local_test_network();
+    revoked.worker_images = vec!["00".repeat(32)];
+    net.set_registry(&revoked).unwrap();
+    let mut last = String::new();
+    while let Some(ev) = sse.next().await {
+        delivered += usize::from(content_of(&ev).is_some());
+        last = ev;
+    }
+    let last: Value = serde_json::from_str(&last).expect("the stream ends with an error event");
+    assert_eq!(last["error"]["code"], "worker_failed_mid_stream", "{last}");
+    assert!(delivered < 300, "cut, not completed: {delivered} words");
+    assert_eq!(net.proxy.worker_count(), 0);
+    assert_eq!(net.proxy.metrics().links_revoked("image_not_allowed"), 1);
+
+    // Money: the client paid exactly what the proxy billed, which is what
+    // the receipts before the cut cover; the books and the ledger balance.
+    let proxy = net.proxy.pay().unwrap();
+    let prices = kokon_money::PriceTable::default();
+    let full = kokon_money::receipt::Budget {
+        prompt: 300,
+        completion: 300,
+    }
+    .max_cost(&prices, "echo", 1000)
+    .unwrap();
+    eventually_async("the client pays what was billed", || async {
+        let t = proxy.books().await.totals().unwrap();
+        t.billed > 0 && t.paid == t.billed
+    })
+    .await;
+    let t = proxy.books().await.totals().unwrap();
+    assert!(
+        t.billed < full,
+        "billed {} of a full job's {full}",
+        t.billed
+    );
+    assert_eq!(t.owed_to_workers + t.commission, t.billed);
+    let audit = devnet(&net).audit().await.unwrap();
+    assert!(audit.conserved(), "{audit:?}");
+    // A new job finds no worker the registry allows.
+    let r = chat(&net.base_url(), "echo", "anyone?", false).await;
+    assert_eq!(r.status(), 503);
+}

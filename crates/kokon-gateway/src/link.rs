@@ -169,11 +169,18 @@ impl ProxyLink {
                 JobError::new(code, format!("no link to the Kokon proxy: {e}"))
             })?;
         tracing::info!(proxy = %addr, peer = peer.short_id(), "linked to proxy");
+        // A revoked proxy's link fails its I/O (see `kokon_tls::Watched`).
+        let revocation = tls.revocation();
         let (client, conn) = kokon_link::dial(tls, self.inner.timing.limits)
             .await
             .map_err(|e| no_link(format!("HTTP/2 handshake with {addr} failed: {e}")))?;
-        // A revoked proxy's link fails its I/O (see `kokon_tls::Watched`).
-        tokio::spawn(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            if let Some(why) = revocation.get() {
+                tracing::warn!(proxy = %addr, reason = why.reason(),
+                    "link to the proxy dropped: the registry no longer allows it");
+            }
+        });
         Ok(client)
     }
 

@@ -310,7 +310,7 @@ impl Job {
             return Err(no_payments());
         };
         let now = kokon_attest::SystemClock.now_unix();
-        let max_context = self.state.tls.policy().routing.max_context;
+        let max_context = self.policy.routing.max_context;
         crate::pay::register(pay, &self.header, self.signed.as_ref(), max_context, now).await
     }
 

@@ -246,19 +246,11 @@ impl RaTls {
         let _ = tcp.set_nodelay(true);
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let name = ServerName::try_from("kokon.peer").expect("static name is valid");
-        let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
             .await
             .unwrap_or_else(|_| Err(timed_out("TLS handshake")))
             .map_err(|e| handshake_error(&a, e))?;
-        let (_, conn) = tls.get_ref();
-        let peer = self.check_peer(&a, conn.alpn_protocol(), conn.peer_certificates(), expected)?;
-        let (ours, theirs) = (
-            session::binding(conn, Side::Client),
-            session::binding(conn, Side::Server),
-        );
-        self.bind_session(&a, &mut tls, &peer, ours, theirs).await?;
-        let cert = peer_certificate(tls.get_ref().1);
-        Ok((self.watched(tls, cert, expected), peer))
+        self.establish(&a, tls, Side::Client, expected).await
     }
 
     /// Completes the server side of a mutual RA-TLS handshake on `tcp`.
@@ -270,25 +262,43 @@ impl RaTls {
     ) -> Result<(ServerLink, VerifiedPeer), LinkError> {
         let a = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         let _ = tcp.set_nodelay(true);
-        let mut tls = acceptor
+        let tls = acceptor
             .accept(tcp)
             .await
             .map_err(|e| handshake_error(&a, e))?;
-        let (_, conn) = tls.get_ref();
-        let peer = self.check_peer(&a, conn.alpn_protocol(), conn.peer_certificates(), expected)?;
-        let (ours, theirs) = (
-            session::binding(conn, Side::Server),
-            session::binding(conn, Side::Client),
-        );
-        self.bind_session(&a, &mut tls, &peer, ours, theirs).await?;
-        let cert = peer_certificate(tls.get_ref().1);
-        Ok((self.watched(tls, cert, expected), peer))
+        self.establish(&a, tls, Side::Server, expected).await
     }
 
-    /// `stream`, judged again at each policy change (see [`Watched`]).
-    fn watched<S>(&self, stream: S, cert: Vec<u8>, expected: &[Role]) -> Watched<S> {
+    /// After the handshake, as `side`: checks the peer's certificate,
+    /// trades session evidence, and hands out the link judged again at each
+    /// policy change (see [`Watched`]).
+    async fn establish<S: Handshaken>(
+        &self,
+        addr: &str,
+        mut tls: S,
+        side: Side,
+        expected: &[Role],
+    ) -> Result<(Watched<S>, VerifiedPeer), LinkError> {
+        let conn = tls.conn();
+        let peer = self.check_peer(
+            addr,
+            conn.alpn_protocol(),
+            conn.peer_certificates(),
+            expected,
+        )?;
+        let peer_side = match side {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        };
+        let (ours, theirs) = (
+            session::binding(conn, side),
+            session::binding(conn, peer_side),
+        );
+        let cert = peer_certificate(conn);
+        self.bind_session(addr, &mut tls, &peer, ours, theirs)
+            .await?;
         let judge = self.until_refused(cert.clone(), expected.to_vec());
-        Watched::new(stream, cert, Box::pin(judge))
+        Ok((Watched::new(tls, cert, Box::pin(judge)), peer))
     }
 
     /// Sends this node's session evidence (over `ours`), checks the peer's
@@ -385,10 +395,29 @@ impl RaTls {
     }
 }
 
+/// A TLS stream after its handshake, either side.
+trait Handshaken: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {
+    type Data;
+    fn conn(&self) -> &rustls::ConnectionCommon<Self::Data>;
+}
+
+impl Handshaken for ClientStream<TcpStream> {
+    type Data = rustls::client::ClientConnectionData;
+    fn conn(&self) -> &rustls::ConnectionCommon<Self::Data> {
+        self.get_ref().1
+    }
+}
+
+impl Handshaken for ServerStream<TcpStream> {
+    type Data = rustls::server::ServerConnectionData;
+    fn conn(&self) -> &rustls::ConnectionCommon<Self::Data> {
+        self.get_ref().1
+    }
+}
+
 /// The certificate (DER) the peer of a completed handshake presented
-/// (empty if none: links are never set up without one), for
-/// [`RaTls::until_refused`].
-pub fn peer_certificate(conn: &rustls::CommonState) -> Vec<u8> {
+/// (empty if none: links are never set up without one).
+fn peer_certificate(conn: &rustls::CommonState) -> Vec<u8> {
     conn.peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.to_vec())
@@ -415,21 +444,24 @@ fn warn_dev_policy(policy: &Policy) {
 /// certificate with a TLS alert. In TLS 1.3 a client learns that only on its
 /// first read after the handshake, so links report it when they end.
 pub fn refused_our_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
-    use rustls::Error as TlsError;
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if e.downcast_ref::<TlsError>()
+    causes(err).any(|e| {
+        e.downcast_ref::<rustls::Error>()
             .is_some_and(is_certificate_refusal)
-        {
-            return true;
-        }
+    })
+}
+
+/// `err` and the errors it wraps, outermost first (through `io::Error`s'
+/// inner errors too, which `source` skips).
+pub(crate) fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| {
         let inner = e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
             .map(|i| i as &(dyn std::error::Error + 'static));
-        cur = inner.or_else(|| e.source());
-    }
-    false
+        inner.or_else(|| e.source())
+    })
 }
 
 /// The alerts a peer sends when its verifier refused our certificate.

@@ -82,8 +82,6 @@ impl<S> Watched<S> {
         if self.verdict.get().is_none()
             && let Poll::Ready(why) = self.judge.as_mut().poll(cx)
         {
-            tracing::warn!(reason = why.reason(), error = %why,
-                "link dropped: the registry no longer allows its peer");
             let _ = self.verdict.set(why);
         }
         let why = self.verdict.get()?.clone();
@@ -148,16 +146,5 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
 /// The revocation inside `err` (or any error it wraps), if there is one.
 pub fn revoked_by(err: &(dyn std::error::Error + 'static)) -> Option<AttestError> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(r) = e.downcast_ref::<PeerRevoked>() {
-            return Some(r.0.clone());
-        }
-        let inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static));
-        cur = inner.or_else(|| e.source());
-    }
-    None
+    crate::causes(err).find_map(|e| e.downcast_ref::<PeerRevoked>().map(|r| r.0.clone()))
 }

@@ -1,53 +1,14 @@
 //! Real mutual TLS 1.3 handshakes over loopback TCP.
 
-use std::collections::HashMap;
+mod common;
+
 use std::sync::Arc;
 
+use common::node;
 use kokon_attest::*;
-use kokon_tls::{IdentityStore, LinkError, RaTls};
+use kokon_tls::{LinkError, RaTls};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-fn policy() -> Arc<Policy> {
-    let img = |l: &str| Some(vec![SimulatedQuote::measurements_for(l).image_hash()]);
-    let mut roles = HashMap::new();
-    roles.insert(
-        Role::Worker,
-        RolePolicy {
-            images: img("worker"),
-        },
-    );
-    roles.insert(
-        Role::Proxy,
-        RolePolicy {
-            images: img("proxy"),
-        },
-    );
-    let mut p = Policy::new(roles);
-    p.dangerous().allow_simulated_evidence();
-    Arc::new(p)
-}
-
-fn node(role: Role, label: &str) -> RaTls {
-    let id = Identity::simulated(
-        &IdentityParams {
-            role,
-            hpke_public: None,
-            config_sha256: [0; 32],
-            models: vec![],
-            lifetime_secs: 3600,
-            now: SystemClock.now_unix(),
-        },
-        label,
-    )
-    .unwrap();
-    RaTls::new(
-        IdentityStore::new(&id).unwrap(),
-        Arc::new(SimulatedSource::new(label)),
-        policy(),
-        Arc::new(SystemClock),
-    )
-}
 
 async fn serve_once(
     proxy: RaTls,

@@ -2,71 +2,42 @@
 //! changed): new handshakes are judged by the new one at once, and a live
 //! link whose peer it refuses learns so from `until_refused`.
 
-use std::collections::HashMap;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{node, policy_for as policy};
 use kokon_attest::*;
-use kokon_tls::{IdentityStore, LinkError, RaTls, peer_certificate};
+use kokon_tls::{LinkError, RaTls};
 use tokio::net::TcpListener;
 
-/// A simulated-evidence policy allowing the worker image `worker` and the
-/// proxy image `proxy`.
-fn policy(worker: &str) -> Arc<Policy> {
-    let img = |l: &str| Some(vec![SimulatedQuote::measurements_for(l).image_hash()]);
-    let mut roles = HashMap::new();
-    roles.insert(
-        Role::Worker,
-        RolePolicy {
-            images: img(worker),
-        },
-    );
-    roles.insert(
-        Role::Proxy,
-        RolePolicy {
-            images: img("proxy"),
-        },
-    );
-    let mut p = Policy::new(roles);
-    p.dangerous().allow_simulated_evidence();
-    Arc::new(p)
-}
-
-fn node(role: Role, label: &str) -> RaTls {
-    let params = IdentityParams {
-        role,
-        hpke_public: None,
-        config_sha256: [0; 32],
-        models: vec![],
-        lifetime_secs: 3600,
-        now: SystemClock.now_unix(),
-    };
-    let id = Identity::simulated(&params, label).unwrap();
-    RaTls::new(
-        IdentityStore::new(&id).unwrap(),
-        Arc::new(SimulatedSource::new(label)),
-        policy("worker"),
-        Arc::new(SystemClock),
-    )
-}
-
-/// The proxy's side of one link from a worker: the worker's certificate.
-async fn link(proxy: &RaTls, worker: &RaTls) -> Vec<u8> {
+/// Accepts one link from a worker at `proxy`: where to dial, and the
+/// proxy's side of the link (or why it refused).
+async fn accept_one(
+    proxy: &RaTls,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<kokon_tls::ServerLink, LinkError>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let p = proxy.clone();
     let accepted = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let acceptor = p.acceptor(&[Role::Worker]);
-        let (tls, _) = p.accept(tcp, &acceptor, &[Role::Worker]).await.unwrap();
-        assert_eq!(
-            tls.peer_certificate(),
-            peer_certificate(tls.get_ref().get_ref().1)
-        );
-        tls.peer_certificate().to_vec()
+        p.accept(tcp, &acceptor, &[Role::Worker])
+            .await
+            .map(|(tls, _)| tls)
     });
+    (addr, accepted)
+}
+
+/// The worker's certificate, as the proxy's side of a link from it saw it.
+async fn link(proxy: &RaTls, worker: &RaTls) -> Vec<u8> {
+    let (addr, accepted) = accept_one(proxy).await;
     worker.connect(addr, &[Role::Proxy]).await.unwrap();
-    accepted.await.unwrap()
+    accepted.await.unwrap().unwrap().peer_certificate().to_vec()
 }
 
 #[tokio::test]
@@ -101,14 +72,7 @@ async fn new_handshakes_are_judged_by_the_policy_in_force() {
     proxy.set_policy(policy("worker-v2"));
     assert_eq!(proxy.policy(), policy("worker-v2"));
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let p = proxy.clone();
-    let accepted = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let acceptor = p.acceptor(&[Role::Worker]);
-        p.accept(tcp, &acceptor, &[Role::Worker]).await.map(|_| ())
-    });
+    let (addr, accepted) = accept_one(&proxy).await;
     let err = worker.connect(addr, &[Role::Proxy]).await.unwrap_err();
     assert!(matches!(err, LinkError::PeerRefusedUs { .. }), "{err}");
     match accepted.await.unwrap() {
@@ -123,16 +87,9 @@ async fn new_handshakes_are_judged_by_the_policy_in_force() {
 async fn a_revoked_link_fails_its_reads_and_writes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (proxy, worker) = (node(Role::Proxy, "proxy"), node(Role::Worker, "worker"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let p = proxy.clone();
-    let accepted = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let acceptor = p.acceptor(&[Role::Worker]);
-        p.accept(tcp, &acceptor, &[Role::Worker]).await.unwrap().0
-    });
+    let (addr, accepted) = accept_one(&proxy).await;
     let (mut at_worker, _) = worker.connect(addr, &[Role::Proxy]).await.unwrap();
-    let mut at_proxy = accepted.await.unwrap();
+    let mut at_proxy = accepted.await.unwrap().unwrap();
     let revocation = at_proxy.revocation();
     at_worker.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];

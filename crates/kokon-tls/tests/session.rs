@@ -1,53 +1,15 @@
 //! Session evidence over real TLS: a certificate is good only with fresh
 //! evidence from its own TD, bound to the session it is used in.
 
-use std::collections::HashMap;
+mod common;
+
 use std::sync::{Arc, Mutex};
 
+use common::node_with as node;
 use kokon_attest::*;
-use kokon_tls::{IdentityStore, LinkError, RaTls};
+use kokon_tls::{LinkError, RaTls};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-
-fn policy() -> Arc<Policy> {
-    let img = |l: &str| Some(vec![SimulatedQuote::measurements_for(l).image_hash()]);
-    let mut roles = HashMap::new();
-    roles.insert(
-        Role::Worker,
-        RolePolicy {
-            images: img("worker"),
-        },
-    );
-    roles.insert(
-        Role::Proxy,
-        RolePolicy {
-            images: img("proxy"),
-        },
-    );
-    let mut p = Policy::new(roles);
-    p.dangerous().allow_simulated_evidence();
-    Arc::new(p)
-}
-
-/// A node whose certificate is genuine for the image `label` and whose
-/// session evidence comes from `session`.
-fn node(role: Role, label: &str, session: Arc<dyn EvidenceSource>) -> RaTls {
-    let params = IdentityParams {
-        role,
-        hpke_public: None,
-        config_sha256: [0; 32],
-        models: vec![],
-        lifetime_secs: 3600,
-        now: SystemClock.now_unix(),
-    };
-    let id = Identity::simulated(&params, label).unwrap();
-    RaTls::new(
-        IdentityStore::new(&id).unwrap(),
-        session,
-        policy(),
-        Arc::new(SystemClock),
-    )
-}
 
 fn honest(label: &str) -> Arc<dyn EvidenceSource> {
     Arc::new(SimulatedSource::new(label))
@@ -160,15 +122,22 @@ async fn a_proxy_replaying_its_evidence_is_refused_by_the_worker() {
 async fn a_certificate_used_outside_its_image_is_refused() {
     // A genuine worker certificate (and key), its session evidence made by
     // a TD of another image: the key left the TD it was made in.
+    refused_as_another_td(honest("rogue"), "measurements").await;
+}
+
+/// A genuine worker certificate whose session evidence comes from `source`
+/// is refused by the proxy as evidence of another TD (naming `what`
+/// differs), and the worker learns it was refused.
+async fn refused_as_another_td(source: Arc<dyn EvidenceSource>, what: &str) {
     let (addr, task) = proxy(node(Role::Proxy, "proxy", honest("proxy")), 1).await;
-    let thief = node(Role::Worker, "worker", honest("rogue"));
+    let thief = node(Role::Worker, "worker", source);
     let err = thief.connect(addr, &[Role::Proxy]).await.unwrap_err();
     assert!(matches!(err, LinkError::PeerRefusedUs { .. }), "{err}");
     let verdicts = task.await.unwrap();
     assert!(
         matches!(
             refused_for(&verdicts[0]),
-            Some(AttestError::SessionEvidenceOtherTd(why)) if why.contains("measurements")
+            Some(AttestError::SessionEvidenceOtherTd(why)) if why.contains(what)
         ),
         "{:?}",
         verdicts[0]
@@ -179,21 +148,9 @@ async fn a_certificate_used_outside_its_image_is_refused() {
 async fn a_certificate_used_in_a_td_configured_otherwise_is_refused() {
     // Same image, but a TD whose configuration (here its TEE_TCB_SVN, one
     // the policy accepts) differs from the one the certificate's quote named.
-    let (addr, task) = proxy(node(Role::Proxy, "proxy", honest("proxy")), 1).await;
     let mut other = SimulatedSource::new("worker");
     other.td.tee_tcb_svn[0] = other.td.tee_tcb_svn[0].wrapping_add(1);
-    let thief = node(Role::Worker, "worker", Arc::new(other));
-    let err = thief.connect(addr, &[Role::Proxy]).await.unwrap_err();
-    assert!(matches!(err, LinkError::PeerRefusedUs { .. }), "{err}");
-    let verdicts = task.await.unwrap();
-    assert!(
-        matches!(
-            refused_for(&verdicts[0]),
-            Some(AttestError::SessionEvidenceOtherTd(why)) if why.contains("TD configuration")
-        ),
-        "{:?}",
-        verdicts[0]
-    );
+    refused_as_another_td(Arc::new(other), "TD configuration").await;
 }
 
 #[tokio::test]

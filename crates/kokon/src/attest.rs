@@ -12,7 +12,7 @@ use kokon_attest::tdx::{Collateral, TdxTrust, parse_quote, quote_platform, verif
 use kokon_attest::tsm::{DEFAULT_ROOT, open_tdx};
 use kokon_attest::{Clock, Policy, Role, SystemClock};
 
-use crate::config::{load_registry, registry_path};
+use crate::config::registry_path;
 
 /// Intel's public PCS, for `kokon attest collateral fetch`.
 pub const INTEL_PCS: &str = "https://api.trustedservices.intel.com";
@@ -114,11 +114,11 @@ pub fn policy_with_collateral(
     registry: Option<PathBuf>,
     collateral: Option<PathBuf>,
 ) -> anyhow::Result<Policy> {
-    let path = registry_path(registry);
-    let policy = load_registry(&path)?
-        .policy()
-        .with_context(|| format!("registry {}", path.display()))?;
-    trusting_collateral(policy, collateral)
+    let source = crate::follow::PolicySource {
+        registry,
+        collateral,
+    };
+    Ok(source.load()?.1)
 }
 
 /// `policy`, trusting Intel's root with the collateral cached in `dir`.

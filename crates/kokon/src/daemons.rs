@@ -12,7 +12,7 @@ use kokon_engine::Engine;
 use kokon_engine::echo::EchoEngine;
 use kokon_engine::llama::{LlamaConfig, LlamaEngine};
 use kokon_engine::upstream::{UpstreamConfig, UpstreamEngine};
-use kokon_tls::node::{NodeParams, config_sha256, simulated_node, start_node};
+use kokon_tls::node::{NodeParams, config_sha256, start_node};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -292,28 +292,38 @@ fn default_addr(s: &str) -> SocketAddr {
 }
 
 pub(crate) fn policy(common: &Common) -> anyhow::Result<Arc<kokon_attest::Policy>> {
-    Ok(Arc::new(crate::attest::policy_with_collateral(
-        common.registry.clone(),
-        common.collateral.clone(),
-    )?))
+    Ok(Arc::new(policy_source(common).load()?.1))
 }
 
-/// Follows the registry while the daemon runs (see [`crate::follow`]).
-fn follow_registry(common: &Common, tls: &kokon_tls::RaTls, shutdown: &CancellationToken) {
-    let every = common.registry_poll_secs.unwrap_or(30);
-    if every == 0 {
-        return;
-    }
-    let source = crate::follow::PolicySource {
+fn policy_source(common: &Common) -> crate::follow::PolicySource {
+    crate::follow::PolicySource {
         registry: common.registry.clone(),
         collateral: common.collateral.clone(),
-    };
-    tokio::spawn(crate::follow::follow(
-        tls.clone(),
-        source,
-        std::time::Duration::from_secs(every),
-        shutdown.clone(),
-    ));
+    }
+}
+
+/// The node this daemon runs, following its registry while it runs (see
+/// [`crate::follow`]) unless `--registry-poll-secs 0`.
+fn start_following(
+    common: &Common,
+    node: NodeParams,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(kokon_tls::RaTls, Arc<kokon_attest::Policy>)> {
+    let source = policy_source(common);
+    let (started, policy) = source.load()?;
+    let policy = Arc::new(policy);
+    let tls = start_node(node, policy.clone(), shutdown)?;
+    let every = common.registry_poll_secs.unwrap_or(30);
+    if every > 0 {
+        tokio::spawn(crate::follow::follow(
+            tls.clone(),
+            source,
+            started,
+            std::time::Duration::from_secs(every),
+            shutdown.clone(),
+        ));
+    }
+    Ok((tls, policy))
 }
 
 /// How this node proves itself: its evidence source, per `--evidence`.
@@ -397,10 +407,8 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
         }
     }
     let node = node_params(&a.common, Role::Proxy, config_sha256(&cfg))?;
-    let policy = policy(&a.common)?;
+    let (tls, policy) = start_following(&a.common, node, &shutdown)?;
     let routing = policy.routing;
-    let tls = start_node(node, policy, &shutdown)?;
-    follow_registry(&a.common, &tls, &shutdown);
     let pay = match a.common.devnet()? {
         Some((mut spec, ledger)) => {
             spec.routing = routing;
@@ -546,8 +554,7 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
     let mut node = node_params(&a.common, Role::Worker, config_sha256(&cfg))?;
     node.models = kokon_worker::model_hashes(engine.as_ref());
     let keys = kokon_worker::seal_to(&mut node);
-    let tls = start_node(node, policy(&a.common)?, &shutdown)?;
-    follow_registry(&a.common, &tls, &shutdown);
+    let (tls, _) = start_following(&a.common, node, &shutdown)?;
     let models: Vec<String> = engine.models().into_iter().map(|m| m.name).collect();
     eprintln!("worker serving {models:?}, dialing proxy {}", cfg.proxy);
     let mut w = kokon_worker::Worker::new(cfg, engine, tls).with_keys(keys);
@@ -624,15 +631,8 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
     }
     cfg.public.drain_grace = a.common.drain_grace();
     drop(bind(cfg.listen, "--listen").await?);
-    let policy = policy(&a.common)?;
-    let tls = simulated_node(
-        Role::Client,
-        None,
-        policy.clone(),
-        config_sha256(&cfg),
-        &shutdown,
-    )?;
-    follow_registry(&a.common, &tls, &shutdown);
+    let node = NodeParams::simulated(Role::Client, None, config_sha256(&cfg));
+    let (tls, policy) = start_following(&a.common, node, &shutdown)?;
     let pay = match a.common.devnet()? {
         Some((spec, ledger)) => {
             // The channel pays the devnet's dev proxy unless --proxy-key names another.

@@ -3,15 +3,17 @@
 //! in force at once (new handshakes are judged by it, and every link is
 //! judged again: a peer whose image, model or TCB the registry no longer
 //! allows is dropped). A file that cannot be read or parsed changes
-//! nothing (the error is logged), and neither can the network or the
-//! economics and routing bounds a daemon started with: those need a
-//! restart, which the log says.
+//! nothing (the error is logged); one naming another network is not taken
+//! at all; the economics and routing bounds a daemon started with stay
+//! until a restart (the log says so), while the trust rules beside them
+//! are followed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use kokon_attest::registry::Registry;
 use kokon_attest::{Clock, Policy, SystemClock};
 use kokon_tls::RaTls;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +30,7 @@ pub(crate) struct PolicySource {
 
 impl PolicySource {
     /// The policy the files say now, with the registry it came from.
-    fn load(&self) -> anyhow::Result<(kokon_attest::registry::Registry, Policy)> {
+    pub(crate) fn load(&self) -> anyhow::Result<(Registry, Policy)> {
         let path = crate::config::registry_path(self.registry.clone());
         let registry = crate::config::load_registry(&path)?;
         let policy = registry
@@ -39,32 +41,39 @@ impl PolicySource {
     }
 }
 
-/// What changed between two registries that a running daemon cannot take.
-fn needs_restart(
-    started: &kokon_attest::registry::Registry,
-    now: &kokon_attest::registry::Registry,
-) -> Option<&'static str> {
+/// What a running daemon does with the registry it read.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Another network: its policy is not taken at all (a production
+    /// node must never start accepting simulated evidence from a file edit).
+    Refuse,
+    /// Its trust rules are put in force; the economics it names, if they
+    /// changed, wait for a restart.
+    Apply { economics_changed: bool },
+}
+
+fn step(started: &Registry, now: &Registry) -> Step {
     if started.network != now.network {
-        Some("network")
-    } else if started.economics() != now.economics() {
-        Some("economics")
+        Step::Refuse
     } else {
-        None
+        Step::Apply {
+            economics_changed: started.economics() != now.economics(),
+        }
     }
 }
 
 /// Polls `source` every `every` until `shutdown`, putting each changed
-/// policy in force on `tls`.
+/// policy in force on `tls`, which started under the registry `started`.
 pub(crate) async fn follow(
     tls: RaTls,
     source: PolicySource,
+    started: Registry,
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    let Ok((started, _)) = source.load() else {
-        return; // the daemon could not have started without it
-    };
-    let mut warned = Collateral::Fresh;
+    let mut warned = warn_collateral(&tls.policy(), SystemClock.now_unix(), Collateral::Fresh);
+    // Each refusal is logged once while it lasts.
+    let mut logged = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -80,11 +89,25 @@ pub(crate) async fn follow(
                 continue;
             }
         };
-        if let Some(what) = needs_restart(&started, &registry) {
-            tracing::error!(
-                changed = what,
-                "the registry's {what} changed; a running daemon keeps its own: restart it to take the new one"
-            );
+        let step = step(&started, &registry);
+        if logged.as_ref() != Some(&step) {
+            match step {
+                Step::Refuse => tracing::error!(
+                    "the registry names another network; this daemon keeps the policy in force: \
+                     restart it to join that network"
+                ),
+                Step::Apply {
+                    economics_changed: true,
+                } => tracing::error!(
+                    "the registry's economics changed; a running daemon keeps its own: restart it \
+                     to take them (its trust rules are followed meanwhile)"
+                ),
+                Step::Apply { .. } => {}
+            }
+        }
+        let refused = step == Step::Refuse;
+        logged = Some(step);
+        if refused {
             continue;
         }
         let current = tls.policy();
@@ -163,16 +186,27 @@ mod tests {
     }
 
     #[test]
-    fn network_and_economics_need_a_restart() {
-        let a = kokon_attest::registry::Registry::local_test_network();
-        assert_eq!(needs_restart(&a, &a.clone()), None);
+    fn another_network_is_refused_and_economics_wait_for_a_restart() {
+        let a = Registry::local_test_network();
+        let same = Step::Apply {
+            economics_changed: false,
+        };
+        assert_eq!(step(&a, &a.clone()), same);
         let mut b = a.clone();
         b.worker_images.clear();
-        assert_eq!(needs_restart(&a, &b), None, "images are followed live");
-        let mut c = a.clone();
-        let mut e = c.economics();
+        assert_eq!(step(&a, &b), same, "images are followed live");
+        // A revocation in the same edit as a price change is followed too.
+        let mut e = b.economics();
         e.commission_bps += 1;
-        c.economics = Some(e);
-        assert_eq!(needs_restart(&a, &c), Some("economics"));
+        b.economics = Some(e);
+        assert_eq!(
+            step(&a, &b),
+            Step::Apply {
+                economics_changed: true
+            }
+        );
+        let mut c = a.clone();
+        c.network = kokon_attest::registry::Network::Production;
+        assert_eq!(step(&a, &c), Step::Refuse);
     }
 }

@@ -86,6 +86,44 @@ def test_show_refuses_a_proxy_whose_image_is_not_listed(home, proxy):
     assert r.returncode == 1 and json.loads(r.stdout)["reason"] == "simulated_not_allowed"
 
 
+def test_show_names_a_workers_upstream_and_a_registry_that_does_not_list_it_refuses(home, proxy):
+    """A worker whose engine forwards jobs says where, in its certificate."""
+    h, env = home
+    proxy, _ = proxy
+    admin = free_port()
+    upstream = f"http://127.0.0.1:{free_port()}"
+    log = open(h / "worker.log", "ab")
+    w = subprocess.Popen([str(BINARY), "worker", "--proxy", proxy, "--admin", f"127.0.0.1:{admin}",
+                          "--engine", "upstream", "--upstream-url", f"{upstream}/v1", "--model", "up"],
+                         env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        import httpx
+        pem = None
+        deadline = time.time() + 30
+        while pem is None and time.time() < deadline:
+            try:
+                pem = httpx.get(f"http://127.0.0.1:{admin}/certificate", timeout=2).text
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert pem and pem.startswith("-----BEGIN CERTIFICATE-----")
+        (h / "worker.pem").write_text(pem)
+        r = kokon("attest", "show", str(h / "worker.pem"), "--role", "worker", env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"engine        upstream \u2192 {upstream} (jobs leave the TEE" in r.stdout, r.stdout
+        view = json.loads(kokon("attest", "show", str(h / "worker.pem"), "--json", env=env).stdout)
+        assert view["engine"] == {"kind": "upstream", "upstream": upstream}
+        # A registry listing other upstreams only refuses it.
+        listing = h / "listing.toml"
+        listing.write_text('upstreams = ["https://api.example.com"]\n' + (h / "registry.toml").read_text())
+        r = kokon("attest", "show", str(h / "worker.pem"), "--registry", str(listing), "--json", env=env)
+        assert r.returncode == 1 and json.loads(r.stdout)["reason"] == "upstream_not_allowed", r.stdout
+        text = (h / "worker.log").read_text(errors="replace")
+        assert "prompt and answer out of this TEE" in text, text
+    finally:
+        w.kill()
+        w.wait()
+
+
 class Pccs(BaseHTTPRequestHandler):
     """Serves the v4 sample's collateral as a PCCS does (API v4)."""
 

@@ -16,6 +16,8 @@ fn main() -> std::io::Result<()> {
         let params = IdentityParams {
             role,
             hpke_public: None,
+            engine: (role == Role::Worker)
+                .then(|| kokon_proto::EngineDecl::local(kokon_proto::EngineKind::Llama)),
             config_sha256: [3; 32],
             models: vec![[5; 32]],
             lifetime_secs: 3600,

@@ -19,6 +19,8 @@ pub struct IdentityParams {
     pub models: Vec<[u8; 32]>,
     /// The HPKE public key clients seal jobs to (workers).
     pub hpke_public: Option<[u8; 32]>,
+    /// What runs the models (workers; see [`Claims::engine`]).
+    pub engine: Option<kokon_proto::EngineDecl>,
     /// Certificate lifetime in seconds.
     pub lifetime_secs: u64,
     /// Unix seconds now (the caller's clock).
@@ -88,6 +90,7 @@ impl Identity {
             config_sha256: hex::encode(p.config_sha256),
             models: p.models.iter().map(hex::encode).collect(),
             hpke_key: p.hpke_public.map(hex::encode),
+            engine: p.engine.clone(),
         };
         let claims_bytes = claims.to_bytes();
         let quote = source

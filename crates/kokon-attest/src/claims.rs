@@ -1,5 +1,6 @@
 //! Claims: what a certificate says about its holder, bound into the evidence.
 
+use kokon_proto::EngineDecl;
 use serde::{Deserialize, Serialize};
 
 use crate::AttestError;
@@ -47,6 +48,10 @@ pub struct Claims {
     /// certificate: clients seal jobs to it end to end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hpke_key: Option<String>,
+    /// What runs a worker's models (workers must say; others must not):
+    /// an upstream engine names where it forwards jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineDecl>,
 }
 
 /// Most models a certificate may name.
@@ -89,6 +94,7 @@ impl Claims {
                 "hpke_key is not 32 hex bytes".into(),
             ));
         }
+        check_engine(&c)?;
         Ok(c)
     }
 
@@ -103,5 +109,21 @@ impl Claims {
             .iter()
             .filter_map(|m| hex::decode(m).ok()?.try_into().ok())
             .collect()
+    }
+}
+
+/// A worker declares a well-formed engine; no other role declares one.
+fn check_engine(c: &Claims) -> Result<(), AttestError> {
+    match (&c.engine, c.role) {
+        (None, Role::Worker) => Err(AttestError::ClaimsMalformed(
+            "a worker's claims must declare its engine".into(),
+        )),
+        (Some(_), role) if role != Role::Worker => Err(AttestError::ClaimsMalformed(format!(
+            "a {role} declares no engine"
+        ))),
+        (Some(e), _) => e
+            .check()
+            .map_err(|why| AttestError::ClaimsMalformed(format!("engine: {why}"))),
+        (None, _) => Ok(()),
     }
 }

@@ -64,6 +64,10 @@ pub enum AttestError {
     #[error("claims name model hash {0}, which is not 32 hex bytes")]
     ModelHashMalformed(String),
     #[error(
+        "the worker's engine forwards jobs to {0}, an upstream the registry does not allow (prompts would leave the TEE)"
+    )]
+    UpstreamNotAllowed(String),
+    #[error(
         "TDX evidence cannot be checked: no Intel collateral is loaded (run `kokon attest collateral fetch` or copy collateral into the cache directory)"
     )]
     TdxNotConfigured,
@@ -154,6 +158,7 @@ impl AttestError {
             ImageNotAllowed { .. } => "image_not_allowed",
             ModelNotAllowed { .. } => "model_not_allowed",
             ModelHashMalformed(_) => "model_hash_malformed",
+            UpstreamNotAllowed(_) => "upstream_not_allowed",
             TdxNotConfigured => "tdx_not_configured",
             QuoteMalformed(_) => "quote_malformed",
             QuoteNotTdx(_) => "quote_not_tdx",

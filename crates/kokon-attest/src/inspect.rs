@@ -19,6 +19,8 @@ pub struct Inspection {
     pub rtmr: Vec<String>,
     pub image_hash: Option<String>,
     pub models: Vec<String>,
+    /// What runs a worker's models, and where an upstream engine forwards.
+    pub engine: Option<kokon_proto::EngineDecl>,
     pub debug_td: Option<bool>,
     /// The TD's configuration as the evidence states it (unverified).
     pub td: Option<TdConfigView>,
@@ -44,6 +46,7 @@ pub fn inspect(der: &[u8], policy: &Policy, expected: &[Role], now: u64) -> Insp
         rtmr: Vec::new(),
         image_hash: None,
         models: Vec::new(),
+        engine: None,
         debug_td: None,
         td: None,
         tcb_status: None,
@@ -93,6 +96,7 @@ fn fill_claims(out: &mut Inspection, c: Claims) {
     out.issued_at = Some(c.issued_at);
     out.config_sha256 = Some(c.config_sha256);
     out.models = c.models;
+    out.engine = c.engine;
 }
 
 fn fill_evidence(out: &mut Inspection, ev: &Evidence) {

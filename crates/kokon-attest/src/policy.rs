@@ -84,6 +84,9 @@ pub struct Policy {
     pub models: Option<ModelRules>,
     /// Bounds on a worker's offer.
     pub routing: RoutingBounds,
+    /// Origins a worker's upstream engine may forward jobs to; `None`
+    /// accepts any (test networks, see [`DangerousPolicy`]).
+    pub(crate) upstreams: Option<Vec<String>>,
     /// Oldest accepted claims, in seconds.
     pub max_age_secs: u64,
     /// Accepted clock skew into the future, in seconds.
@@ -105,6 +108,7 @@ impl Policy {
             td: TdPolicy::default(),
             models: None,
             routing: RoutingBounds::default(),
+            upstreams: Some(Vec::new()),
             max_age_secs: 48 * 3600,
             max_skew_secs: 300,
             max_lifetime_secs: 48 * 3600,
@@ -143,6 +147,28 @@ impl Policy {
         self.models.as_ref().map(|m| m.hashes(name))
     }
 
+    /// Allows upstream engines that forward to `origin` (an
+    /// [`kokon_proto::engine::origin_of`] origin).
+    pub fn allow_upstream(&mut self, origin: &str) {
+        if let Some(list) = &mut self.upstreams
+            && !list.iter().any(|o| o == origin)
+        {
+            list.push(origin.to_string());
+        }
+    }
+
+    /// Whether a worker may forward jobs to `origin`.
+    pub fn allows_upstream(&self, origin: &str) -> bool {
+        self.upstreams
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|o| o == origin))
+    }
+
+    /// The allowed upstream origins; `None`: any (a test network).
+    pub fn upstreams(&self) -> Option<&[String]> {
+        self.upstreams.as_deref()
+    }
+
     pub fn role(&self, role: Role) -> Option<&RolePolicy> {
         self.roles.get(&role)
     }
@@ -155,6 +181,12 @@ impl DangerousPolicy<'_> {
     /// Accept `simulated` evidence. Only for test networks: anyone can make it.
     pub fn allow_simulated_evidence(self) {
         self.0.allow_simulated = true;
+    }
+
+    /// Accept workers whose engine forwards jobs to any upstream server (the
+    /// prompts leave their TEE). Test networks only.
+    pub fn allow_any_upstream(self) {
+        self.0.upstreams = None;
     }
 
     /// Accept debug TDs, whose memory the host can read. Test networks only.

@@ -37,6 +37,12 @@ pub struct Registry {
     /// Bounds on what a worker may announce; defaults when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingRules>,
+    /// Origins (`https://host[:port]`) a worker's upstream engine may
+    /// forward jobs to: its prompts leave its TEE for them. A production
+    /// network allows none it does not list; a test network without the
+    /// list allows any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstreams: Option<Vec<String>>,
     /// TCB, debug and certificate-age rules; defaults when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<AttestationRules>,
@@ -224,6 +230,8 @@ pub enum RegistryError {
     BadTcbStatus(String),
     #[error("`{0}` weakens security and is only accepted when network = \"test\"")]
     TestOnly(&'static str),
+    #[error("registry `upstreams` holds `{0}`, which is not an origin: {1}")]
+    BadUpstream(String, String),
     #[error("registry [economics]: {0}")]
     BadEconomics(kokon_money::MoneyError),
 }
@@ -244,6 +252,7 @@ impl Registry {
             worker_images: vec![img(Role::Worker)],
             models: None,
             routing: None,
+            upstreams: None,
             attestation: None,
             economics: Some(kokon_money::Economics::default()),
         }
@@ -300,7 +309,28 @@ impl Registry {
         };
         let rules = self.attestation.clone().unwrap_or_default();
         self.apply(&rules, &mut policy)?;
+        self.apply_upstreams(&mut policy)?;
         Ok(policy)
+    }
+
+    fn apply_upstreams(&self, policy: &mut Policy) -> Result<(), RegistryError> {
+        let Some(list) = &self.upstreams else {
+            if self.network == Network::Test {
+                policy.dangerous().allow_any_upstream();
+            }
+            return Ok(());
+        };
+        for origin in list {
+            match kokon_proto::engine::origin_of(origin) {
+                Ok(o) if o == *origin => policy.allow_upstream(origin),
+                Ok(o) => {
+                    let fix = format!("write it as `{o}`");
+                    return Err(RegistryError::BadUpstream(origin.clone(), fix));
+                }
+                Err(why) => return Err(RegistryError::BadUpstream(origin.clone(), why)),
+            }
+        }
+        Ok(())
     }
 
     fn apply(&self, rules: &AttestationRules, policy: &mut Policy) -> Result<(), RegistryError> {
@@ -485,6 +515,45 @@ mod tests {
             Registry::parse(&r.to_toml()).unwrap().td_policy().unwrap(),
             p
         );
+    }
+
+    #[test]
+    fn upstreams_are_refused_unless_listed_and_only_a_test_network_allows_any() {
+        let api = "https://api.example.com";
+        let mut prod = Registry {
+            network: Network::Production,
+            ..Registry::local_test_network()
+        };
+        let p = prod.policy().unwrap();
+        assert!(!p.allows_upstream(api), "production: none unless listed");
+        assert_eq!(p.upstreams(), Some(&[][..]));
+        prod.upstreams = Some(vec![api.into()]);
+        let p = Registry::parse(&prod.to_toml()).unwrap().policy().unwrap();
+        assert!(p.allows_upstream(api) && !p.allows_upstream("https://evil.example"));
+        let test = Registry::local_test_network().policy().unwrap();
+        assert!(test.allows_upstream("http://127.0.0.1:9"), "test: any");
+        let listed = Registry {
+            upstreams: Some(vec![api.into()]),
+            ..Registry::local_test_network()
+        };
+        assert!(
+            !listed
+                .policy()
+                .unwrap()
+                .allows_upstream("http://127.0.0.1:9")
+        );
+        for (bad, says) in [
+            (
+                "https://api.example.com/v1",
+                "write it as `https://api.example.com`",
+            ),
+            ("ftp://api.example.com", "http or https"),
+        ] {
+            prod.upstreams = Some(vec![bad.into()]);
+            let e = prod.policy().unwrap_err();
+            assert!(matches!(e, RegistryError::BadUpstream(..)), "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -118,6 +118,7 @@ pub fn verify_certificate(
     let image_hash = measurements.image_hash();
     check_image(&claims, image_hash, policy)?;
     check_models(&claims, policy)?;
+    check_upstream(&claims, policy)?;
     let not_after = cert.validity().not_after.timestamp().max(0) as u64;
     let valid_until = not_after.min(claims.issued_at.saturating_add(policy.max_age_secs));
     Ok(VerifiedPeer {
@@ -334,6 +335,17 @@ fn check_models(claims: &Claims, policy: &Policy) -> Result<(), AttestError> {
     Err(AttestError::ModelNotAllowed {
         models: claims.models.clone(),
     })
+}
+
+/// A worker whose engine forwards jobs elsewhere must forward to an
+/// upstream the registry allows.
+fn check_upstream(claims: &Claims, policy: &Policy) -> Result<(), AttestError> {
+    match claims.engine.as_ref().and_then(|e| e.upstream.as_deref()) {
+        Some(origin) if !policy.allows_upstream(origin) => {
+            Err(AttestError::UpstreamNotAllowed(origin.to_string()))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_claims(

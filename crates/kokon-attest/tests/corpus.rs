@@ -86,6 +86,8 @@ impl Forge {
                 _ => vec![],
             },
             hpke_key: None,
+            engine: (role == Role::Worker)
+                .then(|| kokon_proto::EngineDecl::local(kokon_proto::EngineKind::Llama)),
         };
         Self {
             key_seed,

@@ -7,6 +7,7 @@ mod common;
 use kokon_attest::cert::{CertParts, build_certificate};
 use kokon_attest::evidence::binding;
 use kokon_attest::*;
+use kokon_proto::{EngineDecl, EngineKind};
 use rcgen::{KeyPair, PKCS_ED25519, PublicKeyData};
 
 const NOW: u64 = 1_800_000_000;
@@ -21,6 +22,7 @@ fn params(role: Role) -> IdentityParams {
     IdentityParams {
         role,
         hpke_public: None,
+        engine: (role == Role::Worker).then(|| EngineDecl::local(EngineKind::Echo)),
         config_sha256: [7; 32],
         models: vec![],
         lifetime_secs: 3600,
@@ -46,6 +48,7 @@ impl Forge {
             config_sha256: hex::encode([1u8; 32]),
             models: vec![],
             hpke_key: None,
+            engine: (role == Role::Worker).then(|| EngineDecl::local(EngineKind::Llama)),
         };
         Self {
             key,
@@ -292,6 +295,48 @@ fn refuses_malformed_or_oversized_claims() {
     let mut p = f.parts();
     p.claims = vec![b' '; 5000];
     assert_eq!(f.verify(&p).unwrap_err(), AttestError::ClaimsTooLarge(5000));
+}
+
+#[test]
+fn refuses_undeclared_or_malformed_engines() {
+    let mut f = Forge::new(Role::Worker, "worker");
+    f.claims.engine = None;
+    let err = f.verify(&f.parts()).unwrap_err();
+    assert!(matches!(&err, AttestError::ClaimsMalformed(w) if w.contains("declare its engine")));
+    f.claims.engine = Some(EngineDecl::upstream("https://api.example.com/v1".into()));
+    let err = f.verify(&f.parts()).unwrap_err();
+    assert!(matches!(&err, AttestError::ClaimsMalformed(w) if w.contains("not an origin")));
+    let mut f = Forge::new(Role::Proxy, "proxy");
+    f.claims.engine = Some(EngineDecl::local(EngineKind::Echo));
+    let err = f.verify(&f.parts()).unwrap_err();
+    assert!(
+        matches!(&err, AttestError::ClaimsMalformed(w) if w.contains("proxy declares no engine"))
+    );
+}
+
+#[test]
+fn refuses_a_worker_forwarding_to_an_upstream_the_registry_does_not_list() {
+    let api = "https://api.example.com";
+    let mut p = params(Role::Worker);
+    p.engine = Some(EngineDecl::upstream(api.into()));
+    let id = Identity::simulated(&p, "worker").unwrap();
+    let verify = |policy: &Policy| verify_certificate(&id.cert_der, policy, &[Role::Worker], NOW);
+    let mut policy = dev_policy();
+    assert_eq!(
+        verify(&policy).unwrap_err(),
+        AttestError::UpstreamNotAllowed(api.into())
+    );
+    policy.allow_upstream("https://other.example.com");
+    assert_eq!(
+        verify(&policy).unwrap_err().reason(),
+        "upstream_not_allowed"
+    );
+    policy.allow_upstream(api);
+    let peer = verify(&policy).unwrap();
+    assert_eq!(peer.claims().engine, Some(EngineDecl::upstream(api.into())));
+    let mut any = dev_policy();
+    any.dangerous().allow_any_upstream();
+    verify(&any).unwrap();
 }
 
 #[test]

@@ -56,6 +56,10 @@ fn source_text(input: &JobInput) -> (&str, usize) {
 }
 
 impl Engine for EchoEngine {
+    fn declaration(&self) -> kokon_proto::EngineDecl {
+        kokon_proto::EngineDecl::local(kokon_proto::EngineKind::Echo)
+    }
+
     fn models(&self) -> Vec<ModelOffer> {
         vec![ModelOffer {
             hash: None,

@@ -18,7 +18,7 @@ pub mod upstream;
 use std::future::Future;
 use std::pin::Pin;
 
-use kokon_proto::{ErrorCode, JobEnd, JobError, JobRequest, ModelOffer, Usage};
+use kokon_proto::{EngineDecl, ErrorCode, JobEnd, JobError, JobRequest, ModelOffer, Usage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -97,6 +97,10 @@ pub type Output = mpsc::Sender<Piece>;
 pub trait Engine: Send + Sync + 'static {
     /// The models this engine serves.
     fn models(&self) -> Vec<ModelOffer>;
+
+    /// What this engine is, as the worker's certificate declares it: an
+    /// engine that sends jobs out of the TEE must say where.
+    fn declaration(&self) -> EngineDecl;
 
     /// Runs one job, streaming text into `out`, until done, failed or
     /// `cancel`led. Returns usage and finish reason.

@@ -90,6 +90,10 @@ impl LlamaEngine {
 }
 
 impl Engine for LlamaEngine {
+    fn declaration(&self) -> kokon_proto::EngineDecl {
+        kokon_proto::EngineDecl::local(kokon_proto::EngineKind::Llama)
+    }
+
     fn models(&self) -> Vec<ModelOffer> {
         vec![ModelOffer {
             hash: self.inner.cfg.model_sha256.map(kokon_money::Hash32),

@@ -29,16 +29,26 @@ pub struct UpstreamConfig {
 #[derive(Clone)]
 pub struct UpstreamEngine {
     cfg: UpstreamConfig,
+    /// Where jobs go (`cfg.base_url`'s origin), declared in the certificate.
+    origin: String,
     http: reqwest::Client,
 }
 
 impl UpstreamEngine {
+    /// Refuses a base URL that is not `http(s)://host[:port]/…`.
     pub fn new(cfg: UpstreamConfig) -> Result<Self, EngineError> {
+        let origin =
+            kokon_proto::engine::origin_of(&cfg.base_url).map_err(EngineError::Upstream)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| EngineError::Upstream(e.to_string()))?;
-        Ok(Self { cfg, http })
+        Ok(Self { cfg, origin, http })
+    }
+
+    /// The origin jobs are forwarded to.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// Asks the upstream which models it serves (`GET {base}/models`).
@@ -177,6 +187,10 @@ fn parse_event(line: &str) -> Result<Option<Event>, EngineError> {
 }
 
 impl Engine for UpstreamEngine {
+    fn declaration(&self) -> kokon_proto::EngineDecl {
+        kokon_proto::EngineDecl::upstream(self.origin.clone())
+    }
+
     fn models(&self) -> Vec<ModelOffer> {
         let ctx = self.cfg.context_len;
         self.cfg

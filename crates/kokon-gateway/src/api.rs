@@ -112,14 +112,44 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Models whose workers `/v1/models` verifies and describes; the rest are
+/// listed on the proxy's word alone.
+const MODELS_DESCRIBED: usize = 32;
+
 async fn models(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let reply = s.link.models().await.map_err(ApiError::from)?;
+    let described = reply.models.iter().take(MODELS_DESCRIBED);
+    let workers = futures::future::join_all(described.map(|m| verified_workers(&s, &m.name))).await;
     let data: Vec<_> = reply
         .models
         .iter()
-        .map(|m| json!({ "id": m.name, "object": "model", "created": 0, "owned_by": "kokon", "context_length": m.context_len }))
+        .enumerate()
+        .map(|(i, m)| {
+            let mut entry = json!({ "id": m.name, "object": "model", "created": 0, "owned_by": "kokon", "context_length": m.context_len });
+            if let Some(w) = workers.get(i) {
+                entry["kokon"] = w.clone();
+            }
+            entry
+        })
         .collect();
     Ok(axum::Json(json!({ "object": "list", "data": data })).into_response())
+}
+
+/// What this gateway verified itself of the workers the proxy offers for
+/// `model`: how many passed, and their engines (an upstream engine names
+/// the origin jobs are forwarded to, outside its TEE).
+async fn verified_workers(s: &AppState, model: &str) -> serde_json::Value {
+    let req = kokon_proto::CandidatesRequest {
+        model: model.to_string(),
+        max_price_milli: s.cfg.max_price_milli,
+    };
+    let list = crate::seal::verified(s, &req, false)
+        .await
+        .unwrap_or_default();
+    let mut engines: Vec<_> = list.iter().map(|v| v.engine.clone()).collect();
+    engines.sort_by_key(|e| e.to_string());
+    engines.dedup();
+    json!({ "verified_workers": list.len(), "engines": engines })
 }
 
 async fn read_body(s: &AppState, body: Body) -> Result<Bytes, ApiError> {

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use kokon_attest::{AttestError, Policy, Role, verify_certificate};
-use kokon_proto::{CandidatesRequest, ErrorCode, JobError};
+use kokon_proto::{CandidatesRequest, EngineDecl, ErrorCode, JobError};
 use kokon_seal::Candidate;
 
 /// A model's candidate list is reused for this long.
@@ -51,14 +51,24 @@ impl CandidateError {
     }
 }
 
-/// Verifies `der` as a worker that may run `model`: the candidate entry
-/// (its certificate hash and attested HPKE key) and until when it holds.
+/// A worker that passed this gateway's verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// What a job is sealed to: its certificate hash and attested HPKE key.
+    pub candidate: Candidate,
+    /// The engine its claims declare (an upstream engine names where it
+    /// forwards jobs, and passed the registry's list of upstreams).
+    pub engine: EngineDecl,
+}
+
+/// Verifies `der` as a worker that may run `model`: what was verified and
+/// until when it holds.
 pub fn verify(
     der: &[u8],
     model: &str,
     policy: &Policy,
     now: u64,
-) -> Result<(Candidate, u64), CandidateError> {
+) -> Result<(Verified, u64), CandidateError> {
     let peer = verify_certificate(der, policy, &[Role::Worker], now)?;
     let claims = peer.claims();
     let public = claims.hpke_public().ok_or(CandidateError::NoSealingKey)?;
@@ -69,8 +79,18 @@ pub fn verify(
     {
         return Err(CandidateError::ModelNotAttested(model.into()));
     }
-    let id = kokon_attest::sha256(der);
-    Ok((Candidate { id, public }, peer.valid_until()))
+    let engine =
+        claims
+            .engine
+            .clone()
+            .ok_or(CandidateError::Attestation(AttestError::ClaimsMalformed(
+                "a worker's claims must declare its engine".into(),
+            )))?;
+    let candidate = Candidate {
+        id: kokon_attest::sha256(der),
+        public,
+    };
+    Ok((Verified { candidate, engine }, peer.valid_until()))
 }
 
 /// What the gateway knows of candidates: verdicts per certificate and
@@ -80,8 +100,8 @@ pub struct Candidates {
     /// The policy the verdicts and lists were reached under (kept alive, so
     /// that a new policy is never taken for it).
     under: Mutex<Option<Arc<Policy>>>,
-    verdicts: Mutex<HashMap<VerdictKey, (Candidate, u64)>>,
-    lists: Mutex<HashMap<ListKey, (Vec<Candidate>, u64)>>,
+    verdicts: Mutex<HashMap<VerdictKey, (Verified, u64)>>,
+    lists: Mutex<HashMap<ListKey, (Vec<Verified>, u64)>>,
 }
 
 /// A certificate's hash and the model it was judged for.
@@ -119,7 +139,7 @@ impl Candidates {
         req: &CandidatesRequest,
         policy: &Arc<Policy>,
         now: u64,
-    ) -> Option<Vec<Candidate>> {
+    ) -> Option<Vec<Verified>> {
         self.follow(policy);
         let lists = lock(&self.lists);
         let (list, at) = lists.get(&(req.model.clone(), req.max_price_milli))?;
@@ -140,13 +160,13 @@ impl Candidates {
         certs: &[Vec<u8>],
         policy: &Arc<Policy>,
         now: u64,
-    ) -> Result<Vec<Candidate>, JobError> {
+    ) -> Result<Vec<Verified>, JobError> {
         self.follow(policy);
         let mut list = Vec::new();
         let mut refused = Vec::new();
         for der in certs.iter().take(kokon_seal::MAX_CANDIDATES) {
             match self.verdict(der, &req.model, policy, now) {
-                Ok(c) if !list.contains(&c) => list.push(c),
+                Ok(v) if !list.contains(&v) => list.push(v),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(
@@ -177,12 +197,12 @@ impl Candidates {
         model: &str,
         policy: &Policy,
         now: u64,
-    ) -> Result<Candidate, CandidateError> {
+    ) -> Result<Verified, CandidateError> {
         let key = (kokon_attest::sha256(der), model.to_string());
-        if let Some((c, until)) = lock(&self.verdicts).get(&key)
+        if let Some((v, until)) = lock(&self.verdicts).get(&key)
             && now < *until
         {
-            return Ok(*c);
+            return Ok(v.clone());
         }
         let (c, until) = verify(der, model, policy, now)?;
         let mut verdicts = lock(&self.verdicts);
@@ -192,7 +212,7 @@ impl Candidates {
                 verdicts.clear();
             }
         }
-        verdicts.insert(key, (c, until));
+        verdicts.insert(key, (c.clone(), until));
         Ok(c)
     }
 }

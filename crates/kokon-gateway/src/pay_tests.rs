@@ -38,14 +38,11 @@ fn fixture() -> Fixture {
     )
     .unwrap();
     let policy = Arc::new(Registry::local_test_network().policy().unwrap());
-    let worker = kokon_tls::node::simulated_node(
-        Role::Worker,
-        None,
-        policy.clone(),
-        [0; 32],
-        &Default::default(),
-    )
-    .unwrap();
+    let mut node = kokon_tls::node::NodeParams::simulated(Role::Worker, None, [0; 32]);
+    node.engine = Some(kokon_proto::EngineDecl::local(
+        kokon_proto::EngineKind::Echo,
+    ));
+    let worker = kokon_tls::node::start_node(node, policy.clone(), &Default::default()).unwrap();
     Fixture {
         pay: ClientPay::new(books, PriceTable::default(), policy, None),
         client,

@@ -7,6 +7,7 @@ use kokon_proto::{CandidatesRequest, ErrorCode, JobError, JobHeader};
 use kokon_seal::ClientJob;
 
 use crate::AppState;
+use crate::candidates::Verified;
 
 /// A job sealed to its candidates, and what reads their answer.
 pub(crate) struct Sealed {
@@ -27,28 +28,40 @@ pub(crate) async fn seal(
         model: header.model.clone(),
         max_price_milli: header.max_price_milli,
     };
-    let now = SystemClock.now_unix();
-    if fresh {
-        s.candidates.forget(&req);
-    }
-    let policy = s.link.policy();
-    let list = match s.candidates.cached(&req, &policy, now) {
-        Some(list) => list,
-        None => {
-            let reply = s.link.candidates(&req).await?;
-            let certs = reply.decode().map_err(|e| {
-                JobError::new(
-                    ErrorCode::Unavailable,
-                    format!("the proxy's candidates are malformed: {e}"),
-                )
-            })?;
-            s.candidates.judge(&req, &certs, &policy, now)?
-        }
-    };
+    let list: Vec<_> = verified(s, &req, fresh)
+        .await?
+        .into_iter()
+        .map(|v| v.candidate)
+        .collect();
     let (job, client) = kokon_seal::seal_job(&list, &header.binding(), plain)
         .map_err(|e| JobError::new(ErrorCode::Unavailable, format!("cannot seal the job: {e}")))?;
     Ok(Sealed {
         payload: Bytes::from(job.encode()),
         client,
     })
+}
+
+/// The workers the proxy offers for `req`, each verified here (a recent
+/// list unless `fresh`).
+pub(crate) async fn verified(
+    s: &AppState,
+    req: &CandidatesRequest,
+    fresh: bool,
+) -> Result<Vec<Verified>, JobError> {
+    let now = SystemClock.now_unix();
+    if fresh {
+        s.candidates.forget(req);
+    }
+    let policy = s.link.policy();
+    if let Some(list) = s.candidates.cached(req, &policy, now) {
+        return Ok(list);
+    }
+    let reply = s.link.candidates(req).await?;
+    let certs = reply.decode().map_err(|e| {
+        JobError::new(
+            ErrorCode::Unavailable,
+            format!("the proxy's candidates are malformed: {e}"),
+        )
+    })?;
+    s.candidates.judge(req, &certs, &policy, now)
 }

@@ -16,7 +16,6 @@ use kokon_engine::Engine;
 use kokon_gateway::{GatewayConfig, GatewayHandle};
 use kokon_proxy::{ProxyConfig, ProxyHandle};
 use kokon_tls::node::{NodeError, NodeParams, config_sha256, simulated_node, start_node};
-use kokon_worker::model_hashes;
 use kokon_worker::{Worker, WorkerConfig, WorkerStats};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -276,9 +275,10 @@ impl LocalNet {
         cfg.receipt_every_tokens = w.receipt_every_tokens;
         cfg.receipt_every = w.receipt_every;
         let mut node = NodeParams::simulated(Role::Worker, w.image_label, config_sha256(&cfg));
-        node.models = w
-            .claimed_models
-            .unwrap_or_else(|| model_hashes(w.engine.as_ref()));
+        kokon_worker::declare(&mut node, w.engine.as_ref());
+        if let Some(claimed) = w.claimed_models {
+            node.models = claimed;
+        }
         let keys = kokon_worker::seal_to(&mut node);
         let tls = start_node(node, self.policy.clone(), &stop)?;
         self.nodes.push(tls.clone());

@@ -17,6 +17,7 @@
 
 pub mod announce;
 pub mod control;
+pub mod engine;
 pub mod error;
 pub mod frame;
 pub mod header;
@@ -104,6 +105,7 @@ pub use control::{
     BilledJob, CancelRequest, CandidatesReply, CandidatesRequest, DisputeRequest, JobAuth,
     ReconcileReply, ReconcileRequest,
 };
+pub use engine::{EngineDecl, EngineKind};
 pub use error::{ErrorCode, JobError};
 pub use frame::{Frame, FrameDecoder, FrameError};
 pub use header::{AuthScope, HeaderError, JobHeader, JobKind, Payment};

@@ -125,9 +125,12 @@ async fn main() {
         max_price_milli: None,
     };
     let certs = link.candidates(&req).await.unwrap().decode().unwrap();
-    let list = Candidates::default()
+    let list: Vec<_> = Candidates::default()
         .judge(&req, &certs, &policy, SystemClock.now_unix())
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .map(|v| v.candidate)
+        .collect();
 
     let (mut plain, mut sealed) = (vec![], vec![]);
     run(&link, None, 0).await; // warm-up

@@ -41,7 +41,7 @@ async fn gateway_to(proxy: std::net::SocketAddr) -> String {
 fn worker_to(proxy: std::net::SocketAddr, model: &str, ms: u64) -> CancellationToken {
     let engine = echo(model, ms);
     let mut params = kokon_tls::node::NodeParams::simulated(Role::Worker, None, [0; 32]);
-    params.models = kokon_worker::model_hashes(engine.as_ref());
+    kokon_worker::declare(&mut params, engine.as_ref());
     let keys = kokon_worker::seal_to(&mut params);
     let tls = kokon_tls::node::start_node(params, policy(), &Default::default()).unwrap();
     let mut cfg = WorkerConfig::new(proxy);

@@ -230,6 +230,9 @@ fn worker_with_bad_binding(policy: Arc<kokon_attest::Policy>) -> RaTls {
         config_sha256: hex(&[0; 32]),
         models: vec![],
         hpke_key: None,
+        engine: Some(kokon_proto::EngineDecl::local(
+            kokon_proto::EngineKind::Echo,
+        )),
     };
     let mut other = claims.clone();
     other.config_sha256 = hex(&[1; 32]);
@@ -422,6 +425,74 @@ async fn a_worker_can_forward_to_an_openai_compatible_upstream() {
     assert_eq!(text, "streamed too ");
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     assert_eq!(completed(&upstream.workers[0].stats), 2);
+
+    // Both gateways say, from the certificates they verified themselves,
+    // what runs each model and where an upstream engine sends the jobs.
+    let origin = kokon_proto::engine::origin_of(&upstream.base_url()).unwrap();
+    let described = |base: String| async move {
+        let r: Value = reqwest::get(format!("{base}/models"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["data"][0]["kokon"].clone()
+    };
+    assert_eq!(
+        described(net.base_url()).await,
+        serde_json::json!({"verified_workers": 1, "engines": [{"kind": "upstream", "upstream": origin}]})
+    );
+    assert_eq!(
+        described(upstream.base_url()).await,
+        serde_json::json!({"verified_workers": 1, "engines": [{"kind": "echo"}]})
+    );
+}
+
+#[tokio::test]
+async fn a_worker_forwarding_to_an_upstream_the_registry_does_not_list_is_refused() {
+    use kokon_engine::upstream::{UpstreamConfig, UpstreamEngine};
+    let upstream = LocalNet::start(spec(vec![WorkerSpec::new(echo("up-model", 0))]))
+        .await
+        .unwrap();
+    let origin = kokon_proto::engine::origin_of(&upstream.base_url()).unwrap();
+    let engine = || {
+        Arc::new(
+            UpstreamEngine::new(UpstreamConfig {
+                base_url: upstream.base_url(),
+                api_key: None,
+                models: vec!["up-model".into()],
+                context_len: 4096,
+            })
+            .unwrap(),
+        )
+    };
+    // The registry lists another upstream only: the worker is refused at
+    // the handshake and no job reaches the upstream.
+    let mut s = spec(vec![]);
+    s.registry.upstreams = Some(vec!["https://elsewhere.example".into()]);
+    let mut net = LocalNet::start(s).await.unwrap();
+    net.add_worker(WorkerSpec::new(engine())).unwrap();
+    let m = net.proxy.metrics();
+    eventually("refused as upstream_not_allowed", || {
+        m.links_refused("upstream_not_allowed") >= 1
+    })
+    .await;
+    assert_eq!(net.proxy.worker_count(), 0);
+    let r = chat(&net.base_url(), "up-model", "leave the TEE", false).await;
+    assert_eq!(r.status(), 404, "no attested worker serves it");
+    assert_eq!(
+        completed(&upstream.workers[0].stats),
+        0,
+        "nothing was forwarded"
+    );
+
+    // Listing its origin admits it.
+    let mut s = spec(vec![WorkerSpec::new(engine())]);
+    s.registry.upstreams = Some(vec![origin]);
+    let net = LocalNet::start(s).await.unwrap();
+    let r = chat(&net.base_url(), "up-model", "allowed now", false).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(completed(&upstream.workers[0].stats), 1);
 }
 
 #[tokio::test]
@@ -446,7 +517,7 @@ async fn workers_redial_a_restarted_proxy() {
     let addr = first.addr;
     let engine = echo("m", 0);
     let mut node = kokon_tls::node::NodeParams::simulated(Role::Worker, None, [0; 32]);
-    node.models = kokon_worker::model_hashes(engine.as_ref());
+    kokon_worker::declare(&mut node, engine.as_ref());
     let keys = kokon_worker::seal_to(&mut node);
     let worker_tls =
         kokon_tls::node::start_node(node, policy.clone(), &Default::default()).unwrap();
@@ -556,6 +627,10 @@ struct Renamed {
 }
 
 impl kokon_engine::Engine for Renamed {
+    fn declaration(&self) -> kokon_proto::EngineDecl {
+        self.inner.declaration()
+    }
+
     fn models(&self) -> Vec<kokon_proto::ModelOffer> {
         let mut m = self.inner.models();
         for o in &mut m {

@@ -44,6 +44,8 @@ fn params(role: Role, hpke: Option<[u8; 32]>) -> IdentityParams {
     IdentityParams {
         role,
         hpke_public: hpke,
+        engine: (role == Role::Worker)
+            .then(|| kokon_engine::Engine::declaration(echo(MODEL, 0).as_ref())),
         config_sha256: [0; 32],
         models: kokon_worker::model_hashes(echo(MODEL, 0).as_ref()),
         lifetime_secs: 3600,
@@ -156,9 +158,13 @@ fn every_certificate_a_proxy_can_make_is_refused_with_its_reason() {
         CandidateError::ModelNotAttested("another-model".into())
     );
     assert!(verify(&der, MODEL, &listing, now()).is_ok());
-    let (c, _) = verify(&der, MODEL, &policy, now()).unwrap();
-    assert_eq!(c.public, [7; 32], "the key is the attested one");
-    assert_eq!(c.id, kokon_attest::sha256(&der));
+    let (v, _) = verify(&der, MODEL, &policy, now()).unwrap();
+    assert_eq!(v.candidate.public, [7; 32], "the key is the attested one");
+    assert_eq!(v.candidate.id, kokon_attest::sha256(&der));
+    assert_eq!(
+        v.engine,
+        kokon_proto::EngineDecl::local(kokon_proto::EngineKind::Echo)
+    );
 }
 
 /// What the lying proxy was sent.

@@ -21,6 +21,9 @@ pub struct NodeParams {
     pub evidence: Arc<dyn EvidenceSource>,
     /// SHA-256 of each model file the node serves (workers).
     pub models: Vec<[u8; 32]>,
+    /// What runs the models: a worker must declare it (an upstream engine
+    /// names where it forwards jobs); other roles leave it out.
+    pub engine: Option<kokon_proto::EngineDecl>,
     pub config_sha256: [u8; 32],
     pub lifetime: Duration,
     /// A worker's HPKE keys: each certificate carries a fresh public key.
@@ -47,6 +50,7 @@ impl NodeParams {
             role,
             evidence: Arc::new(SimulatedSource::new(&label)),
             models: Vec::new(),
+            engine: None,
             config_sha256,
             lifetime: CERT_LIFETIME,
             sealing: None,
@@ -68,6 +72,7 @@ fn issue(p: &NodeParams, now: u64) -> Result<Identity, NodeError> {
         hpke_public,
         config_sha256: p.config_sha256,
         models: p.models.clone(),
+        engine: p.engine.clone(),
         lifetime_secs: p.lifetime.as_secs(),
         now,
     };

@@ -22,6 +22,13 @@ pub fn seal_to(node: &mut kokon_tls::node::NodeParams) -> Arc<JobKeys> {
     keys
 }
 
+/// Makes `node`'s certificates declare `engine`: what it is (and where an
+/// upstream engine forwards jobs) and the models it serves.
+pub fn declare(node: &mut kokon_tls::node::NodeParams, engine: &dyn kokon_engine::Engine) {
+    node.models = model_hashes(engine);
+    node.engine = Some(engine.declaration());
+}
+
 /// The hashes a worker's certificate claims for the models `engine` serves:
 /// the model file's SHA-256 where the engine knows it, else a hash of the
 /// model's name (echo and upstream engines, which hold no weights here).

@@ -237,6 +237,14 @@ fn print_inspection(target: &str, v: &Inspection, json: bool) -> anyhow::Result<
             v.models.join(", ")
         }
     );
+    if let Some(e) = &v.engine {
+        let outside = if e.upstream.is_some() {
+            " (jobs leave the TEE for this upstream)"
+        } else {
+            ""
+        };
+        println!("engine        {e}{outside}");
+    }
     println!(
         "debug TD      {}",
         v.debug_td

@@ -552,11 +552,23 @@ pub async fn worker(mut a: WorkerArgs) -> anyhow::Result<()> {
         cfg.receipt_every = std::time::Duration::from_millis(ms.max(1));
     }
     let mut node = node_params(&a.common, Role::Worker, config_sha256(&cfg))?;
-    node.models = kokon_worker::model_hashes(engine.as_ref());
+    kokon_worker::declare(&mut node, engine.as_ref());
     let keys = kokon_worker::seal_to(&mut node);
     let (tls, _) = start_following(&a.common, node, &shutdown)?;
     let models: Vec<String> = engine.models().into_iter().map(|m| m.name).collect();
-    eprintln!("worker serving {models:?}, dialing proxy {}", cfg.proxy);
+    let decl = engine.declaration();
+    eprintln!(
+        "worker serving {models:?} ({decl} engine), dialing proxy {}",
+        cfg.proxy
+    );
+    if let Some(origin) = &decl.upstream {
+        tracing::warn!(
+            upstream = %origin,
+            "the upstream engine sends every job's prompt and answer out of this TEE; \
+             the certificate declares the upstream, and a production registry admits \
+             this worker only if it lists it"
+        );
+    }
     let mut w = kokon_worker::Worker::new(cfg, engine, tls).with_keys(keys);
     if let Some((spec, ledger)) = a.common.devnet()? {
         let books = pay::worker_books(&spec, &a.common.wallet_or("dev-worker-0"))?;

@@ -40,6 +40,8 @@ pub fn node_with(role: Role, label: &str, session: Arc<dyn EvidenceSource>) -> R
     let params = IdentityParams {
         role,
         hpke_public: None,
+        engine: (role == Role::Worker)
+            .then(|| kokon_proto::EngineDecl::local(kokon_proto::EngineKind::Echo)),
         config_sha256: [0; 32],
         models: vec![],
         lifetime_secs: 3600,

@@ -16,6 +16,7 @@ const OP = {
   startClose: 0x4b4f0205, finishClose: 0x4b4f0206,
   setEconomics: 0x4b4f0301, setImage: 0x4b4f0302, setModel: 0x4b4f0303,
   setProxy: 0x4b4f0304, transferOwnership: 0x4b4f0305, setTdPolicy: 0x4b4f0306,
+  setUpstream: 0x4b4f0307,
 };
 
 const ERR = {
@@ -76,7 +77,8 @@ function economicsCell(e = {}) {
 }
 
 function registryData({ owner, economics }) {
-  const trust = beginCell().storeDict(null).storeDict(null).storeRef(beginCell().endCell()).endCell();
+  const trust = beginCell().storeDict(null).storeDict(null).storeRef(beginCell().endCell())
+    .storeDict(null).endCell();
   return beginCell()
     .storeAddress(owner).storeUint(0, 32).storeRef(economics ?? economicsCell())
     .storeRef(trust).storeDict(null)
@@ -130,6 +132,10 @@ const body = {
     .endCell(),
   transferOwnership: (newOwner) => head(OP.transferOwnership).storeAddress(newOwner).endCell(),
   setTdPolicy: (td) => head(OP.setTdPolicy).storeRef(td).endCell(),
+  setUpstream: (key, origin) => head(OP.setUpstream).storeBuffer(key)
+    .storeMaybeRef(origin === null ? null
+      : beginCell().storeRef(beginCell().storeStringTail(origin).endCell()).endCell())
+    .endCell(),
 };
 
 module.exports = {

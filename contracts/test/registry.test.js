@@ -65,6 +65,7 @@ test('every owner operation refuses other senders', async () => {
     k.body.setProxy(hash(1), { wallet: w.stranger.address, endpoint: 'x:1' }),
     k.body.transferOwnership(w.stranger.address),
     k.body.setTdPolicy(beginCell().storeUint(1, 8).endCell()),
+    k.body.setUpstream(hash(1), 'https://api.example.com'),
   ];
   for (const body of bodies) {
     h.expectFail(await w.stranger.send({ to: registry, value: toNano('0.05'), body }), registry, k.ERR.wrongSender);
@@ -102,4 +103,23 @@ test('the owner pins a TD policy; it comes back as set and images and models are
   assert.ok((await h.get(w.chain, registry, 'tdPolicy')).readCell().equals(td));
   assert.equal((await h.get(w.chain, registry, 'imageRoles', [num(hash(1))])).readNumber(), 2);
   assert.equal((await h.get(w.chain, registry, 'version')).readNumber(), 2);
+});
+
+test('the owner lists and delists upstream origins; the rest of the trust is untouched', async () => {
+  const { w, registry, owner } = await setup();
+  const send = (body) => owner.send({ to: registry, value: toNano('0.05'), body });
+  const read = async () => Dictionary.loadDirect(Dictionary.Keys.BigUint(256),
+    { serialize: () => { throw new Error('read only'); }, parse: (sl) => sl.loadRef().beginParse().loadStringTail() },
+    (await h.get(w.chain, registry, 'upstreams')).readCellOpt());
+  assert.equal((await h.get(w.chain, registry, 'upstreams')).readCellOpt(), null, 'none at first');
+  h.expectOk(await send(k.body.setModel(hash(3), 'tiny-1b')), registry);
+  h.expectOk(await send(k.body.setUpstream(hash(5), 'https://api.example.com')), registry);
+  h.expectOk(await send(k.body.setUpstream(hash(6), 'http://10.0.0.2:8000')), registry);
+  const listed = await read();
+  assert.equal(listed.get(k.key(hash(5))), 'https://api.example.com');
+  assert.equal(listed.get(k.key(hash(6))), 'http://10.0.0.2:8000');
+  h.expectOk(await send(k.body.setUpstream(hash(5), null)), registry);
+  assert.deepEqual((await read()).values(), ['http://10.0.0.2:8000']);
+  assert.equal((await h.get(w.chain, registry, 'modelAllowed', [num(hash(3))])).readBoolean(), true);
+  assert.equal((await h.get(w.chain, registry, 'version')).readNumber(), 4);
 });

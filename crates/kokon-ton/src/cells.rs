@@ -43,6 +43,7 @@ pub mod op {
     pub const SET_MODEL: u32 = 0x4b4f_0303;
     pub const SET_PROXY: u32 = 0x4b4f_0304;
     pub const SET_TD_POLICY: u32 = 0x4b4f_0306;
+    pub const SET_UPSTREAM: u32 = 0x4b4f_0307;
 }
 
 /// Tag of the worker's payout consent cell ("kvp1").
@@ -172,12 +173,14 @@ pub fn delay(secs: u64) -> u32 {
 }
 
 pub fn registry_data(owner: &Address, economics: &ArcCell) -> R<ArcCell> {
-    // Trust: no images, no models, the default TD policy (an empty cell).
+    // Trust: no images, no models, the default TD policy (an empty cell),
+    // no upstreams.
     let mut trust = CellBuilder::new();
     trust
         .store_bit(false)?
         .store_bit(false)?
-        .store_reference(&arc(CellBuilder::new())?)?;
+        .store_reference(&arc(CellBuilder::new())?)?
+        .store_bit(false)?;
     let mut b = CellBuilder::new();
     b.store_address(&ton_address(owner))?
         .store_u32(32, 0)?
@@ -303,6 +306,21 @@ pub mod body {
     pub fn set_image(image: &[u8; 32], roles: u8) -> R<ArcCell> {
         let mut b = head(op::SET_IMAGE)?;
         b.store_slice(image)?.store_u8(8, roles)?;
+        arc(b)
+    }
+
+    /// Lists `origin` (an upstream engines may forward to) under the key
+    /// SHA-256(origin); `remove` delists it.
+    pub fn set_upstream(origin: &str, remove: bool) -> R<ArcCell> {
+        let mut b = head(op::SET_UPSTREAM)?;
+        b.store_slice(&kokon_attest::sha256(origin.as_bytes()))?;
+        if remove {
+            b.store_bit(false)?;
+        } else {
+            let mut e = CellBuilder::new();
+            e.store_reference(&string_cell(origin)?)?;
+            b.store_bit(true)?.store_reference(&arc(e)?)?;
+        }
         arc(b)
     }
 

@@ -39,6 +39,8 @@ pub struct RegistryState {
     pub models: Vec<([u8; 32], String)>,
     /// The TD policy (XFAM, TD attributes, MRSEAM, host IDs, minimum SVN).
     pub td: kokon_attest::TdPolicy,
+    /// Origins workers' upstream engines may forward jobs to, sorted.
+    pub upstreams: Vec<String>,
     pub proxies: Vec<ProxyInfo>,
 }
 
@@ -68,6 +70,11 @@ fn read_u8(r: &mut BitReader<'_>) -> Result<u8, TonError> {
 fn read_model(r: &mut BitReader<'_>) -> Result<String, TonError> {
     cells::read_string(r.reference()?)
         .map_err(|e| TonError::BadResponse(format!("model name: {e}")))
+}
+
+fn read_upstream(r: &mut BitReader<'_>) -> Result<String, TonError> {
+    cells::read_string(r.reference()?)
+        .map_err(|e| TonError::BadResponse(format!("upstream origin: {e}")))
 }
 
 fn read_proxy(r: &mut BitReader<'_>) -> Result<(Address, String), TonError> {
@@ -134,11 +141,20 @@ pub async fn read(api: &TonApi, address: &Address) -> Result<RegistryState, TonE
         endpoint,
     })
     .collect();
+    let mut upstreams: Vec<String> = dict(
+        Stack::new(api.get(address, "upstreams", &[]).await?).cell()?,
+        read_upstream,
+    )?
+    .into_iter()
+    .map(|(_, origin)| origin)
+    .collect();
+    upstreams.sort();
     let td = Stack::new(api.get(address, "tdPolicy", &[]).await?)
         .cell()?
         .ok_or_else(|| TonError::BadResponse("no TD policy cell".into()))?;
     Ok(RegistryState {
         td: crate::td_policy::read_td_policy(&td)?,
+        upstreams,
         address: *address,
         owner,
         version,
@@ -171,6 +187,11 @@ pub enum Change {
         entry: Option<(Address, String)>,
     },
     TdPolicy(kokon_attest::TdPolicy),
+    /// Lists (or with `remove`, delists) an upstream origin.
+    Upstream {
+        origin: String,
+        remove: bool,
+    },
 }
 
 impl Change {
@@ -183,6 +204,7 @@ impl Change {
                 body::set_proxy(key, entry.as_ref().map(|(w, e)| (w, e.as_str())))?
             }
             Change::TdPolicy(td) => body::set_td_policy(&crate::td_policy::td_policy_cell(td)?)?,
+            Change::Upstream { origin, remove } => body::set_upstream(origin, *remove)?,
         })
     }
 }

@@ -423,6 +423,18 @@ async fn registry_round_trip_and_a_durable_chain() {
             )),
         },
         Change::TdPolicy(td.clone()),
+        Change::Upstream {
+            origin: "https://api.example.com".into(),
+            remove: false,
+        },
+        Change::Upstream {
+            origin: "http://10.0.0.2:8000".into(),
+            remove: false,
+        },
+        Change::Upstream {
+            origin: "https://api.example.com".into(),
+            remove: true,
+        },
     ];
     for ch in &changes {
         registry::apply(&ton, &owner, &reg, ch).await.unwrap();
@@ -444,7 +456,12 @@ async fn registry_round_trip_and_a_durable_chain() {
         .unwrap();
     let ton = TonSettlement::new(TonConfig::new(Network::Sandbox, sandbox.url()), clock).unwrap();
     let r = registry::read(ton.api(), &reg).await.unwrap();
-    assert_eq!(r.version, 5);
+    assert_eq!(r.version, 8);
+    assert_eq!(
+        r.upstreams,
+        ["http://10.0.0.2:8000"],
+        "an upstream delisted is gone, the other stays"
+    );
     assert_eq!(
         r.td, td,
         "the TD policy comes back from the contract as set"

@@ -73,6 +73,14 @@ fn changes(
             }
         }
     }
+    for origin in want.upstreams.iter().flatten() {
+        if !have.upstreams.contains(origin) {
+            out.push(Change::Upstream {
+                origin: origin.clone(),
+                remove: false,
+            });
+        }
+    }
     let td = want.td_policy()?;
     if have.td != td {
         out.push(Change::TdPolicy(td));
@@ -165,6 +173,8 @@ pub fn registry_from_chain(base: &Registry, r: &RegistryState) -> Registry {
     out.proxy_images = r.images_for(ROLE_PROXY);
     out.worker_images = r.images_for(ROLE_WORKER);
     out.models = (!r.models.is_empty()).then(|| r.models_by_name());
+    // None listed: none allowed on a production network, any on a test one.
+    out.upstreams = (!r.upstreams.is_empty()).then(|| r.upstreams.clone());
     out.with_td_policy(&r.td)
 }
 
@@ -260,6 +270,14 @@ pub enum RegistrySetCmd {
         /// host:port of its RA-TLS listener.
         #[arg(long, required_unless_present = "remove")]
         endpoint: Option<String>,
+        #[arg(long)]
+        remove: bool,
+    },
+    /// List an upstream origin (`https://host[:port]`) workers' upstream
+    /// engines may forward jobs to, out of their TEE (or with --remove,
+    /// delist it).
+    Upstream {
+        origin: String,
         #[arg(long)]
         remove: bool,
     },
@@ -364,6 +382,16 @@ fn change(c: &RegistrySetCmd) -> anyhow::Result<Change> {
             };
             Change::Proxy { key, entry }
         }
+        RegistrySetCmd::Upstream { origin, remove } => {
+            let canonical = kokon_proto::engine::origin_of(origin).map_err(anyhow::Error::msg)?;
+            if canonical != *origin {
+                bail!("`{origin}` is not an origin; write it as `{canonical}`");
+            }
+            Change::Upstream {
+                origin: canonical,
+                remove: *remove,
+            }
+        }
         RegistrySetCmd::Td { from } => Change::TdPolicy(match from {
             Some(path) => crate::config::load_registry(path)?
                 .td_policy()
@@ -431,6 +459,7 @@ fn print_registry(r: &RegistryState, json: bool) {
             "base_per_million_nanoton": r.base_per_million,
             "proxy_images": r.images_for(ROLE_PROXY), "worker_images": r.images_for(ROLE_WORKER),
             "models": r.models_by_name(),
+            "upstreams": r.upstreams,
             "td": kokon_attest::TdRules::from(&r.td),
             "proxies": r.proxies.iter().map(|p| serde_json::json!({"key": p.key, "wallet": p.wallet, "endpoint": p.endpoint})).collect::<Vec<_>>(),
         });
@@ -467,6 +496,7 @@ fn print_registry(r: &RegistryState, json: bool) {
                 .collect()
         )
     );
+    println!("  upstreams:   {}", list(r.upstreams.clone()));
     for p in &r.proxies {
         println!(
             "  proxy:       {} at {} (wallet {})",

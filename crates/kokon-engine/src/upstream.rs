@@ -148,6 +148,43 @@ struct Event {
     done: bool,
 }
 
+/// The job error for an upstream's non-2xx reply. The upstream's own
+/// message is not passed on: servers quote the request in their errors (a
+/// validation error names the offending input), and the error frame crosses
+/// the proxy unsealed. Its status and error type, when that is a short
+/// identifier, are.
+fn refusal(status: reqwest::StatusCode, body: &[u8]) -> EngineError {
+    let kind = serde_json::from_slice::<Value>(body)
+        .map(|v| error_kind(&v["error"]))
+        .unwrap_or_default();
+    let msg = format!(
+        "the upstream refused the job (HTTP {}{kind})",
+        status.as_u16()
+    );
+    if status.is_client_error() {
+        EngineError::BadRequest(msg)
+    } else {
+        upstream(msg)
+    }
+}
+
+/// `, TYPE` for an OpenAI-style error object whose `type` (or `code`) is a
+/// short identifier; empty otherwise.
+fn error_kind(err: &Value) -> String {
+    let ident = |v: &Value| {
+        v.as_str()
+            .filter(|s| {
+                (1..=64).contains(&s.len())
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            })
+            .map(|s| format!(", {s}"))
+    };
+    ident(&err["type"])
+        .or_else(|| ident(&err["code"]))
+        .unwrap_or_default()
+}
+
 fn parse_event(line: &str) -> Result<Option<Event>, EngineError> {
     let Some(data) = line.strip_prefix("data:") else {
         return Ok(None);
@@ -162,7 +199,10 @@ fn parse_event(line: &str) -> Result<Option<Event>, EngineError> {
     let v: Value =
         serde_json::from_str(data).map_err(|e| upstream(format!("bad SSE event: {e}")))?;
     if let Some(err) = v.get("error") {
-        return Err(upstream(err["message"].as_str().unwrap_or("error event")));
+        return Err(upstream(format!(
+            "the upstream sent an error event{}",
+            error_kind(err)
+        )));
     }
     let choice = &v["choices"][0];
     let text = choice["delta"]["content"]
@@ -240,16 +280,7 @@ impl UpstreamEngine {
             .map_err(upstream)?;
         let status = resp.status();
         if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            let msg = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(String::from))
-                .unwrap_or_else(|| format!("HTTP {status}"));
-            return Err(if status.is_client_error() {
-                EngineError::BadRequest(msg)
-            } else {
-                upstream(msg)
-            });
+            return Err(refusal(status, &resp.bytes().await.unwrap_or_default()));
         }
         let mut bytes = resp.bytes_stream();
         let mut line = Vec::new();
@@ -335,5 +366,38 @@ mod tests {
         assert_eq!(parse_event(": keep-alive").unwrap(), None);
         assert!(parse_event(r#"data: {"error":{"message":"boom"}}"#).is_err());
         assert!(parse_event("data: {nope").is_err());
+    }
+
+    #[test]
+    fn an_upstreams_error_text_is_never_passed_on() {
+        let secret = "canary-7f3a";
+        let body = format!(
+            r#"{{"error":{{"message":"Input should be a valid string: {secret}","type":"invalid_request_error"}}}}"#
+        );
+        let e = refusal(reqwest::StatusCode::BAD_REQUEST, body.as_bytes());
+        assert_eq!(
+            e,
+            EngineError::BadRequest(
+                "the upstream refused the job (HTTP 400, invalid_request_error)".into()
+            )
+        );
+        // A type that is not an identifier is dropped too.
+        let body = format!(r#"{{"error":{{"type":"{secret} said","code":"server_error"}}}}"#);
+        let e = refusal(reqwest::StatusCode::BAD_GATEWAY, body.as_bytes());
+        assert_eq!(
+            e.to_string(),
+            "upstream server failed: the upstream refused the job (HTTP 502, server_error)"
+        );
+        let e = refusal(
+            reqwest::StatusCode::INTERNAL_SERVER_ERROR,
+            secret.as_bytes(),
+        );
+        assert!(!e.to_string().contains(secret));
+        let ev = format!(r#"data: {{"error":{{"message":"{secret}","type":"overloaded"}}}}"#);
+        let e = parse_event(&ev).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "upstream server failed: the upstream sent an error event, overloaded"
+        );
     }
 }

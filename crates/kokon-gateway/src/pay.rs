@@ -41,6 +41,8 @@ pub struct ClientPay {
     pub(crate) wake: tokio::sync::Notify,
     /// Wakes the reconcile task (a job ended without its `End`).
     pub(crate) reconcile: tokio::sync::Notify,
+    /// Per-job troubles, logged as aggregates (per job: debug only).
+    pub(crate) events: kokon_link::JobEvents,
 }
 
 impl ClientPay {
@@ -59,6 +61,7 @@ impl ClientPay {
             signed_under: Default::default(),
             wake: tokio::sync::Notify::new(),
             reconcile: tokio::sync::Notify::new(),
+            events: Default::default(),
         }
     }
 
@@ -228,7 +231,8 @@ pub(crate) async fn settle(
     delivered: OutputMeter,
 ) -> Result<Nanotons, JobError> {
     let rejected = |m: String| {
-        tracing::warn!(request_id = %header.request_id, reason = %m, "receipt rejected; not paying");
+        pay.events.note("receipt_rejected");
+        tracing::debug!(request_id = %header.request_id, reason = %m, "receipt rejected; not paying");
         JobError::new(
             ErrorCode::ReceiptRejected,
             format!("the worker's receipt was rejected, nothing was paid: {m}"),
@@ -338,7 +342,8 @@ pub(crate) async fn dispute(pay: &ClientPay, link: &ProxyLink, request_id: &str,
     let req = {
         let mut books = pay.books().await;
         if let Err(e) = books.refuse(request_id) {
-            tracing::warn!(request_id, error = %e, "cannot record a refused receipt");
+            pay.events.note("refusal_unrecorded");
+            tracing::debug!(request_id, error = %e, "cannot record a refused receipt");
         }
         let channel = books.channel().id;
         let hash = kokon_proto::DisputeRequest::signing_hash(&channel, request_id);
@@ -358,8 +363,14 @@ pub(crate) async fn dispute(pay: &ClientPay, link: &ProxyLink, request_id: &str,
         }
     };
     match link.dispute(&req).await {
-        Ok(()) => tracing::warn!(request_id, "receipt disputed at the proxy"),
-        Err(e) => tracing::warn!(request_id, error = %e.message, "dispute not taken"),
+        Ok(()) => {
+            pay.events.note("receipt_disputed");
+            tracing::debug!(request_id, "receipt disputed at the proxy");
+        }
+        Err(e) => {
+            pay.events.note("dispute_not_taken");
+            tracing::debug!(request_id, error = %e.message, "dispute not taken");
+        }
     }
 }
 
@@ -473,7 +484,8 @@ pub(crate) async fn reconcile(
                 }
                 Err(NotPaid::Paid) => None,
                 Err(NotPaid::NotOurs) => {
-                    tracing::warn!(request_id = %id, "the proxy offered a job this client did not authorise; not paying");
+                    pay.events.note("billed_job_not_ours");
+                    tracing::debug!(request_id = %id, "the proxy offered a job this client did not authorise; not paying");
                     None
                 }
                 Err(NotPaid::Refused(why)) => {

@@ -11,6 +11,7 @@
 //!   into a typed [`Call`] within size and time bounds.
 //! * [`frames`]: [`FrameStream`], the one reader of a job's frame stream.
 //! * [`public`]: [`serve_public`], bounded HTTP/1 + HTTP/2 with a drain.
+//! * [`tally`]: [`JobEvents`], per-job events logged as aggregates only.
 
 pub mod body;
 pub mod cancels;
@@ -19,6 +20,7 @@ pub mod frames;
 pub mod limits;
 pub mod public;
 pub mod server;
+pub mod tally;
 
 pub use body::{Body, error_body, error_reply, frames_body, full_body, json_reply};
 pub use cancels::{Cancellable, Cancels};
@@ -27,3 +29,4 @@ pub use frames::{FrameStream, StreamError};
 pub use limits::{LinkLimits, MAX_CANDIDATES_REPLY, MAX_RECONCILE_REPLY, PublicLimits};
 pub use public::serve_public;
 pub use server::{Call, CallError, read_body, read_call, serve_link};
+pub use tally::JobEvents;

@@ -57,7 +57,8 @@ async fn route(state: Arc<State>, cancels: Arc<Cancels>, req: Request<Incoming>)
             Some(pay) => match crate::pay::accept_voucher(pay, v).await {
                 Ok(_) => json_reply(&"ok"),
                 Err(e) => {
-                    tracing::warn!(error = %e.message, "voucher refused");
+                    state.events.note("voucher_refused");
+                    tracing::debug!(error = %e.message, "voucher refused");
                     error_reply(StatusCode::BAD_REQUEST, e)
                 }
             },
@@ -73,6 +74,7 @@ async fn route(state: Arc<State>, cancels: Arc<Cancels>, req: Request<Incoming>)
         Call::Dispute(req) => match state.pay.as_deref() {
             Some(pay) => match crate::pay::dispute(pay, &req).await {
                 Ok(banned) => {
+                    state.events.note("receipt_disputed");
                     if let Some(worker) = banned {
                         workers::stop_routing(&state, &worker);
                     }

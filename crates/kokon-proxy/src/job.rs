@@ -382,7 +382,8 @@ impl Job {
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(request_id = %self.header.request_id, worker, error = %e.message, "receipt not billed");
+                state.events.note("receipt_not_billed");
+                tracing::debug!(request_id = %self.header.request_id, worker, error = %e.message, "receipt not billed");
                 Err(e)
             }
         }
@@ -458,7 +459,8 @@ async fn bill_part(state: &State, header: &JobHeader, part: Part<'_>) -> Result<
             Ok(())
         }
         Err(e) => {
-            tracing::warn!(request_id = %header.request_id, worker, error = %e.message, "receipt not billed");
+            state.events.note("receipt_not_billed");
+            tracing::debug!(request_id = %header.request_id, worker, error = %e.message, "receipt not billed");
             Err(e)
         }
     }

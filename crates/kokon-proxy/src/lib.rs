@@ -105,6 +105,8 @@ pub(crate) struct State {
     pub(crate) active_jobs: std::sync::atomic::AtomicUsize,
     /// Cancelled when the drain is over: every link closes.
     pub(crate) hard_stop: CancellationToken,
+    /// Per-job troubles, logged as aggregates (per job: debug only).
+    pub(crate) events: kokon_link::JobEvents,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -181,6 +183,7 @@ pub async fn start_with(
         peers: peers::Peers::new(&cfg),
         active_jobs: Default::default(),
         hard_stop: CancellationToken::new(),
+        events: Default::default(),
         cfg,
     });
     tokio::spawn(drain(state.clone(), shutdown.clone()));

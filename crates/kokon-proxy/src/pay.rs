@@ -483,8 +483,8 @@ pub(crate) async fn dispute(
     let refused = |e: PayError| bad(format!("dispute refused: {e}"));
     let recorded = pay.books().await.dispute(&req.channel, &req.request_id);
     let d = recorded.map_err(refused)?.wait().await.map_err(refused)?;
-    tracing::warn!(channel = %req.channel.short(), request_id = %req.request_id, worker = %d.worker.to_hex(),
-        cost = %d.cost, reason = %req.reason, "receipt disputed; the worker's fee is withheld");
+    tracing::debug!(channel = %req.channel.short(), request_id = %req.request_id, worker = %d.worker.to_hex(),
+        cost = %d.cost, "receipt disputed; the worker's fee is withheld");
     Ok((d.channels_disputing >= WORKER_DISPUTE_LIMIT).then_some(d.worker))
 }
 
@@ -539,7 +539,7 @@ pub(crate) async fn reconcile(
             break;
         }
         let Ok(auth) = serde_json::from_str(&row.auth) else {
-            tracing::warn!(request_id = %row.request_id, "a kept authorisation does not parse");
+            tracing::debug!(request_id = %row.request_id, "a kept authorisation does not parse");
             continue;
         };
         jobs.push(kokon_proto::BilledJob {

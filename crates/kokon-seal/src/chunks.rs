@@ -161,8 +161,8 @@ impl std::fmt::Debug for ResponseOpener {
     }
 }
 
-/// An opened chunk.
-#[derive(Debug, PartialEq, Eq)]
+/// An opened chunk. Plaintext: no `Debug`, so it cannot reach a log.
+#[derive(PartialEq, Eq)]
 pub struct Opened {
     pub plaintext: Vec<u8>,
     /// The final chunk: the response is complete.

@@ -133,7 +133,8 @@ async fn act(
             };
             let r = crate::pay::attach_receipt(worker, pay, header, &mut end).await;
             if let Err(e) = &r {
-                tracing::error!(request_id = %header.request_id, error = %e, "cannot sign the receipt");
+                worker.events.note("receipt_unsigned");
+                tracing::debug!(request_id = %header.request_id, error = %e, "cannot sign the receipt");
             }
             flow.signed(r.map(|()| end));
         }
@@ -150,7 +151,8 @@ async fn act(
                     }
                 }
                 Err(e) => {
-                    tracing::error!(request_id = %header.request_id, error = %e, "cannot sign a receipt")
+                    worker.events.note("receipt_unsigned");
+                    tracing::debug!(request_id = %header.request_id, error = %e, "cannot sign a receipt")
                 }
             }
         }
@@ -173,7 +175,8 @@ fn finished(worker: &Worker, header: &JobHeader, outcome: Outcome) {
         }
         Outcome::Failed(code) => {
             WorkerStats::bump(&stats.jobs_failed);
-            tracing::warn!(request_id = %id, code = code.as_str(), "job failed");
+            worker.events.note("job_failed");
+            tracing::debug!(request_id = %id, code = code.as_str(), "job failed");
         }
         Outcome::ReceiptFailed => WorkerStats::bump(&stats.jobs_failed),
     }

@@ -163,6 +163,8 @@ pub struct Worker {
     /// The HPKE keys of this worker's certificates (none: sealed jobs are
     /// refused as sealed to someone else).
     pub(crate) keys: Arc<JobKeys>,
+    /// Per-job troubles, logged as aggregates (per job: debug only).
+    pub(crate) events: Arc<kokon_link::JobEvents>,
 }
 
 impl Worker {
@@ -177,6 +179,7 @@ impl Worker {
             pay: None,
             running: Arc::default(),
             keys: Arc::default(),
+            events: Arc::default(),
         }
     }
 

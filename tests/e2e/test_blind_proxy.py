@@ -1,5 +1,6 @@
-"""The proxy never holds a job's content: separate `kokon proxy`, `kokon worker`
-and `kokon client` processes on a paid devnet network.
+"""The proxy never holds a job's content, and no daemon logs it: separate
+`kokon proxy`, `kokon worker` and `kokon client` processes on paid devnet
+networks, one of them behind a worker whose engine forwards to an upstream.
 
 A prompt carrying a random canary is answered (the echo engine repeats it, so
 the answer carries it too), and afterwards the canary is nowhere in the proxy:
@@ -52,40 +53,39 @@ def files_holding(root, needle):
     return found
 
 
-def test_the_proxy_relays_a_job_it_cannot_read():
-    home, proxy_home = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
-    devnet = home / "devnet"
-    env = dict(os.environ, KOKON_HOME=str(home), KOKON_LOG="info", KOKON_DEVNET=str(devnet))
-    subprocess.run([str(BINARY), "registry", "init"], env=env, check=True, capture_output=True)
-    proxy_env = dict(env, KOKON_HOME=str(proxy_home), KOKON_LOG="debug", KOKON_REGISTRY=str(home / "registry.toml"))
-    proxy_port, admin_port, api_port = free_port(), free_port(), free_port()
-    proxy_log, log = proxy_home / "proxy.log", home / "daemons.log"
-    procs = [start(["proxy", "--listen", f"127.0.0.1:{proxy_port}", "--admin", f"127.0.0.1:{admin_port}"],
-                   proxy_env, proxy_log)]
-    metrics = f"http://127.0.0.1:{admin_port}/metrics"
+class Network:
+    """A paid devnet network of separate processes: `kokon proxy` (its own
+    home, logging at debug), one `kokon worker` and a `kokon client`."""
 
-    def linked():
-        try:
-            return "kokon_proxy_workers 1" in httpx.get(metrics, timeout=1).text
-        except httpx.HTTPError:
-            return False
-    try:
-        wait_until("proxy up", lambda: procs[0].poll() is None and proxy_log.exists()
-                   and httpx_ok(metrics), timeout=60)
-        procs.append(start(["worker", "--engine", "echo", "--echo-token-ms", "2", "--proxy", f"127.0.0.1:{proxy_port}",
-                            "--admin", "127.0.0.1:0", "--wallet", "dev-worker-0"], env, log))
-        gateway = start(["client", "--proxy", f"127.0.0.1:{proxy_port}", "--listen", f"127.0.0.1:{api_port}"], env, log)
-        procs.append(gateway)
-        wait_until("worker linked", linked, timeout=60)
-        base = f"http://127.0.0.1:{api_port}/v1"
-        wait_until("gateway up", lambda: httpx_ok(f"{base}/models"), timeout=60)
+    def __init__(self, worker_args):
+        self.home, self.proxy_home = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+        env = dict(os.environ, KOKON_HOME=str(self.home), KOKON_LOG="info", KOKON_DEVNET=str(self.home / "devnet"))
+        subprocess.run([str(BINARY), "registry", "init"], env=env, check=True, capture_output=True)
+        proxy_env = dict(env, KOKON_HOME=str(self.proxy_home), KOKON_LOG="debug",
+                         KOKON_REGISTRY=str(self.home / "registry.toml"))
+        port, admin, api = free_port(), free_port(), free_port()
+        self.proxy_log, self.log = self.proxy_home / "proxy.log", self.home / "daemons.log"
+        self.metrics = f"http://127.0.0.1:{admin}/metrics"
+        self.proxy = start(["proxy", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"],
+                           proxy_env, self.proxy_log)
+        self.procs = [self.proxy]
+        wait_until("proxy up", lambda: self.proxy.poll() is None and self.proxy_log.exists()
+                   and httpx_ok(self.metrics), timeout=60)
+        self.worker = start(["worker", *worker_args, "--proxy", f"127.0.0.1:{port}", "--admin", "127.0.0.1:0",
+                             "--wallet", "dev-worker-0"], env, self.log)
+        self.gateway = start(["client", "--proxy", f"127.0.0.1:{port}", "--listen", f"127.0.0.1:{api}"], env, self.log)
+        self.procs += [self.worker, self.gateway]
+        self.base = f"http://127.0.0.1:{api}/v1"
+        wait_until("worker linked", lambda: "kokon_proxy_workers 1" in get(self.metrics), timeout=60)
+        wait_until("gateway up", lambda: httpx_ok(f"{self.base}/models"), timeout=60)
 
-        canary = "canary" + secrets.token_hex(16)
+    def ask(self, model, canary):
+        """A plain and a streamed job carrying `canary`; their request ids."""
         request_ids = []
         for stream in (False, True):
-            body = {"model": "echo", "stream": stream,
+            body = {"model": model, "stream": stream,
                     "messages": [{"role": "user", "content": f"say {canary} back"}]}
-            r = httpx.post(f"{base}/chat/completions", json=body, timeout=60)
+            r = httpx.post(f"{self.base}/chat/completions", json=body, timeout=60)
             assert r.status_code == 200, r.text
             assert canary in r.text, "the worker got the prompt and the client its answer"
             if not stream:
@@ -94,26 +94,78 @@ def test_the_proxy_relays_a_job_it_cannot_read():
             else:
                 first = next(line for line in r.text.splitlines() if line.startswith("data: {"))
                 request_ids.append(json.loads(first[6:])["id"].removeprefix("chatcmpl-"))
-        assert "kokon_proxy_jobs_total{model=\"echo\",outcome=\"ok\"} 2" in httpx.get(metrics).text
+        return request_ids
 
-        needle = canary.encode()
-        assert memory_holds(gateway.pid, needle), "the scan finds the canary where the plaintext was"
-        assert memory_holds(procs[1].pid, needle), "and in the worker, which ran the job"
-        assert memory_holds(procs[0].pid, b"kokon_proxy_jobs_total"), "the scan reads the proxy's heap"
-        assert not memory_holds(procs[0].pid, needle), "the proxy's memory never held the content"
-        assert files_holding(proxy_home, needle) == [], "nor its log (debug level) or files"
-        assert proxy_log.stat().st_size > 0
-        assert files_holding(home, needle) == [], "no daemon logs or stores content"
-        # At the default level (info) the worker's and the gateway's logs carry
-        # no per-job line: nothing that links a request to its timing.
-        text = log.read_text(errors="replace")
+    def assert_blind_proxy(self, needle):
+        assert "kokon_proxy_jobs_total" in get(self.metrics), "jobs ran here"
+        assert memory_holds(self.proxy.pid, b"kokon_proxy_jobs_total"), "the scan reads the proxy's heap"
+        assert not memory_holds(self.proxy.pid, needle), "the proxy's memory never held the content"
+        assert files_holding(self.proxy_home, needle) == [], "nor its log (debug level) or files"
+        assert self.proxy_log.stat().st_size > 0
+
+    def assert_quiet_logs(self, needle, request_ids):
+        """No daemon logs or stores content, and at the default level (info)
+        the worker's and the gateway's logs carry no per-job line: nothing
+        that links a request to its timing."""
+        assert files_holding(self.home, needle) == [], "no daemon logs or stores content"
+        text = self.log.read_text(errors="replace")
         assert "linked" in text, "the log was written"
         for rid in request_ids:
             assert len(rid) >= 16 and rid not in text, f"request id {rid} logged at info level"
-    finally:
-        for p in procs:
+
+    def stop(self):
+        for p in self.procs:
             p.send_signal(signal.SIGKILL)
             p.wait()
+
+
+def get(url):
+    try:
+        return httpx.get(url, timeout=1).text
+    except httpx.HTTPError:
+        return ""
+
+
+def test_the_proxy_relays_a_job_it_cannot_read():
+    net = Network(["--engine", "echo", "--echo-token-ms", "2"])
+    try:
+        canary = "canary" + secrets.token_hex(16)
+        request_ids = net.ask("echo", canary)
+        assert "kokon_proxy_jobs_total{model=\"echo\",outcome=\"ok\"} 2" in get(net.metrics)
+        needle = canary.encode()
+        assert memory_holds(net.gateway.pid, needle), "the scan finds the canary where the plaintext was"
+        assert memory_holds(net.worker.pid, needle), "and in the worker, which ran the job"
+        net.assert_blind_proxy(needle)
+        net.assert_quiet_logs(needle, request_ids)
+    finally:
+        net.stop()
+
+
+def test_through_an_upstream_engine_no_proxy_holds_and_no_daemon_logs_the_content():
+    """Every daemon of a chain whose worker forwards to an upstream: the
+    upstream is another Kokon network's OpenAI-compatible gateway, so the job
+    crosses two proxies, two workers (one the upstream engine) and two
+    gateways, six processes in all."""
+    far = Network(["--engine", "echo"])
+    near = None
+    try:
+        near = Network(["--engine", "upstream", "--upstream-url", far.base, "--model", "echo"])
+        models = httpx.get(f"{near.base}/models", timeout=10).json()["data"]
+        origin = far.base.removesuffix("/v1")
+        assert models[0]["kokon"] == {"verified_workers": 1, "engines": [{"kind": "upstream", "upstream": origin}]}
+        canary = "canary" + secrets.token_hex(16)
+        request_ids = near.ask("echo", canary)
+        needle = canary.encode()
+        assert memory_holds(near.worker.pid, needle), "the upstream engine forwarded the plaintext"
+        assert memory_holds(far.gateway.pid, needle), "which the upstream received"
+        for net in (near, far):
+            net.assert_blind_proxy(needle)
+            net.assert_quiet_logs(needle, request_ids)
+        assert "prompt and answer out of this TEE" in near.log.read_text(errors="replace")
+    finally:
+        for net in (near, far):
+            if net:
+                net.stop()
 
 
 def httpx_ok(url):

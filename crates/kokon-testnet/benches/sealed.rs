@@ -7,6 +7,11 @@
 //! The gateway's HTTP/SSE side, the same in both, is left out, so the
 //! ratio is the sealing's share of the link path, not diluted by it.
 //!
+//! With `BENCH_ENGINE=llama` the worker runs the built-in engine on the real
+//! model (`kokon model pull` first) for `BENCH_TOKENS` (default 64) greedy
+//! tokens of one short prompt: the time to first token an application sees,
+//! where the model's prefill stands beside the sealing.
+//!
 //! `cargo bench -p kokon-testnet --bench sealed` (env BENCH_RUNS, default 15).
 
 use std::sync::Arc;
@@ -14,29 +19,47 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kokon_attest::{Clock, Registry, Role, SystemClock};
+use kokon_engine::Engine;
 use kokon_engine::echo::EchoEngine;
+use kokon_engine::llama::{LlamaConfig, LlamaEngine};
 use kokon_gateway::ProxyLink;
 use kokon_gateway::candidates::Candidates;
 use kokon_proto::{CandidatesRequest, Frame, JobHeader, JobKind};
 use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
 
-const MODEL: &str = "bench";
-const TOKENS: u32 = 2000;
-
-fn payload(id: usize) -> Bytes {
-    let words: Vec<String> = (0..TOKENS).map(|i| format!("w{}", i + id as u32)).collect();
-    let job = serde_json::json!({
-        "model": MODEL,
-        "input": {"chat": [{"role": "user", "content": words.join(" ")}]},
-        "params": {"max_tokens": TOKENS},
-    });
-    Bytes::from(serde_json::to_vec(&job).unwrap())
+/// What the runs ask for.
+struct Job {
+    model: String,
+    /// Tokens to generate (echo: the prompt's words).
+    tokens: u32,
+    /// The built-in engine: a fixed prompt, greedy.
+    llama: bool,
 }
 
-fn header(id: usize, sealed: bool) -> JobHeader {
+const PROMPT: &str =
+    "Write a short story about a lighthouse keeper who finds a message in a bottle.";
+
+fn payload(job: &Job, id: usize) -> Bytes {
+    let (content, temperature) = if job.llama {
+        (PROMPT.to_string(), Some(0.0))
+    } else {
+        let words: Vec<String> = (0..job.tokens)
+            .map(|i| format!("w{}", i + id as u32))
+            .collect();
+        (words.join(" "), None)
+    };
+    let body = serde_json::json!({
+        "model": job.model,
+        "input": {"chat": [{"role": "user", "content": content}]},
+        "params": {"max_tokens": job.tokens, "temperature": temperature},
+    });
+    Bytes::from(serde_json::to_vec(&body).unwrap())
+}
+
+fn header(job: &Job, id: usize, sealed: bool) -> JobHeader {
     JobHeader {
         request_id: format!("bench-{id}-{sealed}"),
-        model: MODEL.into(),
+        model: job.model.clone(),
         kind: JobKind::Chat,
         max_price_milli: None,
         budget: None,
@@ -52,9 +75,14 @@ struct Run {
     sealing: Duration,
 }
 
-async fn run(link: &ProxyLink, list: Option<&[kokon_seal::Candidate]>, id: usize) -> Run {
+async fn run(
+    link: &ProxyLink,
+    job: &Job,
+    list: Option<&[kokon_seal::Candidate]>,
+    id: usize,
+) -> Run {
     let started = Instant::now();
-    let (h, plain) = (header(id, list.is_some()), payload(id));
+    let (h, plain) = (header(job, id, list.is_some()), payload(job, id));
     let (body, mut reader) = match list {
         None => (plain, None),
         Some(list) => {
@@ -64,7 +92,7 @@ async fn run(link: &ProxyLink, list: Option<&[kokon_seal::Candidate]>, id: usize
     };
     let sealing = started.elapsed();
     let (mut frames, _) = link.submit(&h, body).await.unwrap();
-    let (mut text, mut first) = (0usize, None);
+    let (mut pieces, mut first) = (0u32, None);
     while let Some(f) = frames.next().await {
         match f.unwrap() {
             Frame::Data(d) => {
@@ -77,8 +105,8 @@ async fn run(link: &ProxyLink, list: Option<&[kokon_seal::Candidate]>, id: usize
                 };
                 if n > 0 {
                     first.get_or_insert_with(|| started.elapsed());
+                    pieces += 1;
                 }
-                text += n;
             }
             Frame::End(_) => break,
             other => panic!("{other:?}"),
@@ -87,12 +115,46 @@ async fn run(link: &ProxyLink, list: Option<&[kokon_seal::Candidate]>, id: usize
     if let Some(r) = &reader {
         r.finish().unwrap();
     }
-    assert!(text > TOKENS as usize, "the whole answer came");
+    assert!(pieces >= job.tokens / 2, "the answer came ({pieces} pieces)");
     Run {
-        tokens_per_s: f64::from(TOKENS) / started.elapsed().as_secs_f64(),
+        tokens_per_s: f64::from(pieces) / started.elapsed().as_secs_f64(),
         first_token: first.unwrap(),
         sealing,
     }
+}
+
+/// The engine `BENCH_ENGINE` names (echo unless `llama`) and its job.
+fn engine() -> (Job, Arc<dyn Engine>) {
+    let tokens = |default: u32| {
+        std::env::var("BENCH_TOKENS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    if std::env::var("BENCH_ENGINE").as_deref() != Ok("llama") {
+        let job = Job {
+            model: "bench".into(),
+            tokens: tokens(2000),
+            llama: false,
+        };
+        let engine = Arc::new(EchoEngine::new(&job.model));
+        return (job, engine);
+    }
+    let model = kokon_models::DEFAULT_MODEL;
+    let (path, entry) = kokon_models::locate(&kokon_models::kokon_home(), model)
+        .unwrap_or_else(|e| panic!("{e} (run `kokon model pull` first)"));
+    let cfg = LlamaConfig {
+        name: model.into(),
+        context_len: 2048,
+        threads: 2,
+        model_sha256: hex::decode(entry.sha256).ok().and_then(|h| h.try_into().ok()),
+    };
+    let job = Job {
+        model: model.into(),
+        tokens: tokens(64),
+        llama: true,
+    };
+    (job, Arc::new(LlamaEngine::load(&path, cfg).expect("the model loads")))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -106,7 +168,7 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
-    let engine = Arc::new(EchoEngine::new(MODEL));
+    let (job, engine) = engine();
     let net = LocalNet::start(NetSpec::new(vec![WorkerSpec::new(engine)]))
         .await
         .unwrap();
@@ -121,7 +183,7 @@ async fn main() {
     .unwrap();
     let link = ProxyLink::new(net.proxy.addr, tls);
     let req = CandidatesRequest {
-        model: MODEL.into(),
+        model: job.model.clone(),
         max_price_milli: None,
     };
     let certs = link.candidates(&req).await.unwrap().decode().unwrap();
@@ -133,11 +195,11 @@ async fn main() {
         .collect();
 
     let (mut plain, mut sealed) = (vec![], vec![]);
-    run(&link, None, 0).await; // warm-up
-    run(&link, Some(&list), 0).await;
+    run(&link, &job, None, 0).await; // warm-up
+    run(&link, &job, Some(&list), 0).await;
     for i in 1..=runs {
-        plain.push(run(&link, None, i).await);
-        sealed.push(run(&link, Some(&list), i).await);
+        plain.push(run(&link, &job, None, i).await);
+        sealed.push(run(&link, &job, Some(&list), i).await);
     }
     let tps = |v: &[Run]| median(v.iter().map(|r| r.tokens_per_s).collect());
     let ttft = |v: &[Run]| {
@@ -148,7 +210,11 @@ async fn main() {
         )
     };
     let seal = |v: &[Run]| median(v.iter().map(|r| r.sealing.as_secs_f64() * 1e3).collect());
-    println!("{TOKENS}-token echo stream over a client link, {runs} alternating runs, medians");
+    let what = if job.llama { "built-in model" } else { "echo" };
+    println!(
+        "{}-token {what} stream over a client link, {runs} alternating runs, medians",
+        job.tokens
+    );
     println!(
         "{:<10} {:>12} {:>12} {:>18}",
         "path", "tokens/s", "TTFT ms", "of which seal ms"

@@ -330,7 +330,10 @@ async fn leaving_mid_stream_does_not_make_output_free() {
         if refused.is_some() {
             break;
         }
-        assert!(receipts >= 2, "a receipt every 16 tokens: {receipts} in 40");
+        // A receipt every 16 tokens; each is relayed once billed durably, so
+        // the second may still trail the data here (it is billed all the
+        // same: see below).
+        assert!(receipts >= 1, "a receipt every 16 tokens: {receipts} in 40");
         drop(frames); // the client leaves, paying nothing
         eventually("the proxy bills the job it left", || {
             a.net.proxy.active_jobs() == 0

@@ -143,6 +143,19 @@ impl LinkClient {
         serde_json::from_slice(&body).map_err(|e| link_failed(format!("bad reconcile reply: {e}")))
     }
 
+    /// Sends `req` as it is and returns the answer as it comes, whatever its
+    /// status (a relay passes requests and answers through unread).
+    pub async fn forward(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, JobError> {
+        self.sender
+            .clone()
+            .send_request(req)
+            .await
+            .map_err(link_failed)
+    }
+
     async fn get(&self, path: &'static str, limit: usize) -> Result<Bytes, JobError> {
         let req = Request::get(path)
             .body(Full::new(Bytes::new()))

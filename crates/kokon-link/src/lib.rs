@@ -27,6 +27,6 @@ pub use cancels::{Cancellable, Cancels};
 pub use client::{LinkClient, dial};
 pub use frames::{FrameStream, StreamError};
 pub use limits::{LinkLimits, MAX_CANDIDATES_REPLY, MAX_RECONCILE_REPLY, PublicLimits};
-pub use public::serve_public;
-pub use server::{Call, CallError, read_body, read_call, serve_link};
+pub use public::{PeerAddr, serve_public, serve_public_tls};
+pub use server::{Call, CallBody, CallError, read_body, read_call, serve_link};
 pub use tally::JobEvents;

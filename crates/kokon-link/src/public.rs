@@ -26,10 +26,54 @@ use crate::limits::PublicLimits;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The address a request on a public port came from (a request extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// Serves `service` on `listener` until `shutdown`, then drains: returns
 /// when every connection has finished or the grace period is over.
 pub async fn serve_public<S, B>(
     listener: TcpListener,
+    service: S,
+    limits: PublicLimits,
+    shutdown: CancellationToken,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    serve(listener, None, service, limits, shutdown).await
+}
+
+/// [`serve_public`] over TLS: the handshake, too, must finish within the
+/// header-read timeout.
+pub async fn serve_public_tls<S, B>(
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    service: S,
+    limits: PublicLimits,
+    shutdown: CancellationToken,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    serve(listener, Some(tls), service, limits, shutdown).await
+}
+
+async fn serve<S, B>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     service: S,
     limits: PublicLimits,
     shutdown: CancellationToken,
@@ -64,17 +108,35 @@ pub async fn serve_public<S, B>(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (builder, service) = (builder.clone(), service.clone());
+        let (builder, service, tls) = (builder.clone(), service.clone(), tls.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             if !first_byte_within(&tcp, limits.header_read_timeout).await {
                 return;
             }
-            let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(tcp),
-                TowerToHyperService::new(service),
-            );
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                service,
+                move |mut r: Request<Incoming>| {
+                    r.extensions_mut().insert(PeerAddr(from));
+                    r
+                },
+            ));
+            let ended = match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(tls) => {
+                    let hs = tokio::time::timeout(limits.header_read_timeout, tls.accept(tcp));
+                    let Ok(Ok(stream)) = hs.await else {
+                        return tracing::debug!(%from, "TLS handshake failed or timed out");
+                    };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);

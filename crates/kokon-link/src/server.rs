@@ -59,6 +59,18 @@ fn server_builder(limits: LinkLimits) -> hyper::server::conn::http2::Builder<Tok
     b
 }
 
+/// A request body [`read_call`] reads: a link's (`Incoming`), or one
+/// decapsulated from Oblivious HTTP (`Full<Bytes>`).
+pub trait CallBody:
+    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
+}
+
+impl<B> CallBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
+}
+
 /// One request on a link, read and decoded.
 pub enum Call {
     /// `GET announce` (proxy → worker).
@@ -128,7 +140,10 @@ impl CallError {
 
 /// Reads `req` into a [`Call`]: bodies bounded in size and in time (a body
 /// still arriving after `limits.body_deadline` is refused).
-pub async fn read_call(req: Request<Incoming>, limits: &LinkLimits) -> Result<Call, CallError> {
+pub async fn read_call<B: CallBody>(
+    req: Request<B>,
+    limits: &LinkLimits,
+) -> Result<Call, CallError> {
     let path = req.uri().path();
     let call = match (req.method(), path) {
         (&Method::GET, paths::ANNOUNCE) => return Ok(Call::Announce),
@@ -170,7 +185,7 @@ pub async fn read_call(req: Request<Incoming>, limits: &LinkLimits) -> Result<Ca
     })
 }
 
-async fn read_job(req: Request<Incoming>, limits: &LinkLimits) -> Result<Call, CallError> {
+async fn read_job<B: CallBody>(req: Request<B>, limits: &LinkLimits) -> Result<Call, CallError> {
     let (parts, body) = req.into_parts();
     let header = JobHeader::read(&parts.headers).map_err(|e| {
         CallError::new(
@@ -184,8 +199,8 @@ async fn read_job(req: Request<Incoming>, limits: &LinkLimits) -> Result<Call, C
 }
 
 /// Collects a body of at most `max` bytes within the body deadline.
-pub async fn read_body(
-    body: Incoming,
+pub async fn read_body<B: CallBody>(
+    body: B,
     max: usize,
     limits: &LinkLimits,
 ) -> Result<Bytes, CallError> {

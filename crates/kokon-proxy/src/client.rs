@@ -23,13 +23,19 @@ pub(crate) async fn serve_client(
     let limits = state.cfg.client_link;
     // Jobs on this link, which this link (only) may cancel.
     let cancels = Arc::new(Cancels::default());
-    let handle = move |req| route(state.clone(), cancels.clone(), req);
+    let handle = move |req: Request<Incoming>| route(state.clone(), cancels.clone(), req);
     if let Err(e) = serve_link(tls, limits, drain, handle).await {
         tracing::debug!(error = %e, "client link ended with an error");
     }
 }
 
-async fn route(state: Arc<State>, cancels: Arc<Cancels>, req: Request<Incoming>) -> Response<Body> {
+/// Answers one request from a client: on its link, or decapsulated from
+/// Oblivious HTTP (then `cancels` holds that request's job only).
+pub(crate) async fn route<B: kokon_link::CallBody>(
+    state: Arc<State>,
+    cancels: Arc<Cancels>,
+    req: Request<B>,
+) -> Response<Body> {
     let call = match read_call(req, &state.cfg.client_link).await {
         Ok(c) => c,
         Err(e) => return e.reply(),

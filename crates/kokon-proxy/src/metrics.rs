@@ -31,6 +31,7 @@ pub struct Metrics {
     workers: Gauge,
     refused: Family<RefusalLabels, Counter>,
     revoked: Family<RefusalLabels, Counter>,
+    ohttp: Family<RefusalLabels, Counter>,
     /// Model names allowed as label values (announced by attested workers).
     models: Mutex<HashSet<String>>,
 }
@@ -49,6 +50,12 @@ impl Metrics {
         let (retries, workers) = (Counter::default(), Gauge::default());
         let refused = Family::<RefusalLabels, Counter>::default();
         let revoked = Family::<RefusalLabels, Counter>::default();
+        let ohttp = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "kokon_proxy_ohttp_requests",
+            "Oblivious HTTP requests at the gateway, by outcome (whole, chunked, or why refused)",
+            ohttp.clone(),
+        );
         registry.register(
             "kokon_proxy_jobs",
             "Jobs finished, by model and outcome",
@@ -83,6 +90,7 @@ impl Metrics {
             workers,
             refused,
             revoked,
+            ohttp,
             models: Mutex::new(HashSet::new()),
         }
     }
@@ -172,6 +180,16 @@ impl Metrics {
 
     pub fn retries(&self) -> u64 {
         self.retries.get()
+    }
+
+    pub(crate) fn ohttp_request(&self, reason: &'static str) {
+        self.ohttp.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// Oblivious HTTP requests with this outcome (`whole`, `chunked`, or an
+    /// error kind).
+    pub fn ohttp_requests(&self, reason: &'static str) -> u64 {
+        self.ohttp.get_or_create(&RefusalLabels { reason }).get()
     }
 
     /// The Prometheus text exposition.

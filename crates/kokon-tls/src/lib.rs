@@ -11,6 +11,7 @@
 
 mod identity;
 pub mod node;
+mod public;
 mod session;
 mod verifier;
 mod watched;
@@ -26,6 +27,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 pub use identity::IdentityStore;
+pub use public::{HTTP_ALPN, attested_server_config};
 pub use tokio_rustls::{client::TlsStream as ClientStream, server::TlsStream as ServerStream};
 pub use verifier::RaTlsVerifier;
 pub use watched::{PeerRevoked, Revocation, Watched, revoked_by};

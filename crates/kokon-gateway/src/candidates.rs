@@ -232,3 +232,19 @@ fn none_verified(model: &str, offered: usize, first: Option<&CandidateError>) ->
         ),
     }
 }
+
+/// The keys of an Oblivious HTTP gateway, from its signed key document:
+/// only if its certificate verifies as a proxy under `policy` now (image,
+/// TCB, freshness) and its attested key signed the keys.
+pub fn verify_gateway_keys(
+    doc: &kokon_ohttp::document::KeyDocument,
+    policy: &Policy,
+) -> Result<Vec<kokon_ohttp::KeyConfig>, String> {
+    use kokon_attest::Clock as _;
+    let der = doc.certificate_der().map_err(|e| e.to_string())?;
+    let now = kokon_attest::SystemClock.now_unix();
+    let peer = verify_certificate(&der, policy, &[Role::Proxy], now)
+        .map_err(|e| format!("the gateway's certificate is refused: {e}"))?;
+    doc.verified_keys(&peer.ed25519_key())
+        .map_err(|e| e.to_string())
+}

@@ -62,6 +62,10 @@ pub struct GatewayConfig {
     pub public: PublicLimits,
     /// Timing of the link to the proxy.
     pub link: LinkTiming,
+    /// Send every call through this Oblivious HTTP relay (its URL for the
+    /// proxy's gateway, `…/gateways/NAME`) instead of over a link to
+    /// `proxy`: the relay learns this gateway's address, the proxy does not.
+    pub relay: Option<String>,
 }
 
 // The API key never appears in Debug output (which is also what the
@@ -79,6 +83,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("cors_origins", &self.cors_origins)
             .field("public", &self.public)
             .field("link", &self.link)
+            .field("relay", &self.relay)
             .finish()
     }
 }
@@ -100,6 +105,7 @@ impl GatewayConfig {
             cors_origins: Vec::new(),
             public: PublicLimits::default(),
             link: LinkTiming::default(),
+            relay: None,
         }
     }
 }
@@ -123,7 +129,11 @@ pub fn app(cfg: GatewayConfig, tls: RaTls) -> Router {
 /// [`app`] on a paid network: every job is paid from the channel in `pay`.
 pub fn app_with(cfg: GatewayConfig, tls: RaTls, pay: Option<ClientPay>) -> Router {
     let policy = tls.policy_watch();
-    let link = Arc::new(ProxyLink::with_timing(cfg.proxy, tls, cfg.link));
+    let link = Arc::new(match &cfg.relay {
+        Some(relay) => ProxyLink::relayed(relay, tls, cfg.link)
+            .unwrap_or_else(|e| panic!("cannot set up the relay's client: {}", e.message)),
+        None => ProxyLink::with_timing(cfg.proxy, tls, cfg.link),
+    });
     let pay = pay.map(|mut p| {
         p.follow(policy);
         Arc::new(p)

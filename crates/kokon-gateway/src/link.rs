@@ -57,7 +57,10 @@ enum Dial {
 }
 
 struct Inner {
+    /// The proxy's link address (unused when calls go through a relay).
     addr: SocketAddr,
+    /// Calls made through an Oblivious HTTP relay instead of a link.
+    relay: Option<LinkClient>,
     tls: RaTls,
     timing: LinkTiming,
     current: Mutex<(Option<LinkClient>, Dial)>,
@@ -74,6 +77,7 @@ impl std::fmt::Debug for ProxyLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxyLink")
             .field("addr", &self.inner.addr)
+            .field("relayed", &self.inner.relay.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +95,7 @@ impl ProxyLink {
         Self {
             inner: Arc::new(Inner {
                 addr,
+                relay: None,
                 tls,
                 timing,
                 current: Mutex::new((None, Dial::Idle)),
@@ -98,9 +103,34 @@ impl ProxyLink {
         }
     }
 
+    /// Calls go to the proxy's Oblivious HTTP gateway through the relay at
+    /// `relay` (its URL for the gateway, `…/gateways/NAME`), never over a
+    /// link: the relay learns this client's address and nothing else, the
+    /// proxy learns the calls and not who makes them. The gateway's keys are
+    /// used only if its certificate verifies as a proxy under this node's
+    /// registry policy and it signed them.
+    pub fn relayed(relay: &str, tls: RaTls, timing: LinkTiming) -> Result<Self, JobError> {
+        let policy_of = tls.clone();
+        let verify: kokon_link::VerifyKeys =
+            Arc::new(move |doc| crate::candidates::verify_gateway_keys(doc, &policy_of.policy()));
+        let client = LinkClient::oblivious(kokon_link::Oblivious::new(relay, verify)?);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                relay: Some(client),
+                tls,
+                timing,
+                current: Mutex::new((None, Dial::Idle)),
+            }),
+        })
+    }
+
     /// The live link, or the result of a dial (started here or already
     /// running), waited for at most `dial_wait`.
     async fn client(&self) -> Result<LinkClient, JobError> {
+        if let Some(relay) = &self.inner.relay {
+            return Ok(relay.clone());
+        }
         let mut rx = {
             let mut cur = lock(&self.inner.current);
             if let Some(c) = cur.0.as_ref().filter(|c| c.is_open()) {

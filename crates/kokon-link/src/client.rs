@@ -5,6 +5,9 @@ use std::future::Future;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
+use std::sync::Arc;
+
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,12 +24,28 @@ use crate::frames::FrameStream;
 use crate::limits::{
     LinkLimits, MAX_CALL_BODY, MAX_CANDIDATES_REPLY, MAX_MODELS_REPLY, MAX_RECONCILE_REPLY,
 };
+use crate::oblivious::Oblivious;
 
-/// The calling end of a link (cheap to clone: calls multiplex over it).
+/// The calling end of a link (cheap to clone: calls multiplex over it):
+/// an HTTP/2 connection, or Oblivious HTTP requests through a relay.
 #[derive(Clone, Debug)]
 pub struct LinkClient {
-    sender: SendRequest<Full<Bytes>>,
+    transport: Transport,
 }
+
+#[derive(Clone, Debug)]
+enum Transport {
+    Http2(SendRequest<Full<Bytes>>),
+    Oblivious(Arc<Oblivious>),
+}
+
+/// A response body on the calling side.
+pub type ReplyBody = BoxBody<Bytes, BodyError>;
+
+/// Why a response body broke on the calling side.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(pub String);
 
 /// Opens HTTP/2 as the client on `io`. The returned future drives the
 /// connection and must be polled (spawned, or raced against the calls)
@@ -45,7 +64,12 @@ where
         .keep_alive_while_idle(limits.keep_alive_while_idle)
         .handshake(TokioIo::new(io))
         .await?;
-    Ok((LinkClient { sender }, conn))
+    Ok((
+        LinkClient {
+            transport: Transport::Http2(sender),
+        },
+        conn,
+    ))
 }
 
 fn link_failed(e: impl std::fmt::Display) -> JobError {
@@ -53,9 +77,19 @@ fn link_failed(e: impl std::fmt::Display) -> JobError {
 }
 
 impl LinkClient {
-    /// False once the link has closed.
+    /// Calls made as Oblivious HTTP requests through a relay.
+    pub fn oblivious(o: Oblivious) -> Self {
+        Self {
+            transport: Transport::Oblivious(Arc::new(o)),
+        }
+    }
+
+    /// False once the link has closed (relayed calls have no link to close).
     pub fn is_open(&self) -> bool {
-        !self.sender.is_closed()
+        match &self.transport {
+            Transport::Http2(s) => !s.is_closed(),
+            Transport::Oblivious(_) => true,
+        }
     }
 
     /// Sends a job; the response is the worker's (or proxy's) frame stream.
@@ -149,11 +183,10 @@ impl LinkClient {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<http::Response<hyper::body::Incoming>, JobError> {
-        self.sender
-            .clone()
-            .send_request(req)
-            .await
-            .map_err(link_failed)
+        match &self.transport {
+            Transport::Http2(s) => s.clone().send_request(req).await.map_err(link_failed),
+            Transport::Oblivious(_) => Err(link_failed("a relayed link forwards nothing")),
+        }
     }
 
     async fn get(&self, path: &'static str, limit: usize) -> Result<Bytes, JobError> {
@@ -182,13 +215,16 @@ impl LinkClient {
     }
 
     /// Sends `req`; the body of a 2xx answer, or the peer's refusal.
-    async fn send(&self, req: Request<Full<Bytes>>) -> Result<hyper::body::Incoming, JobError> {
-        let resp = self
-            .sender
-            .clone()
-            .send_request(req)
-            .await
-            .map_err(link_failed)?;
+    async fn send(&self, req: Request<Full<Bytes>>) -> Result<ReplyBody, JobError> {
+        let resp = match &self.transport {
+            Transport::Http2(s) => s
+                .clone()
+                .send_request(req)
+                .await
+                .map_err(link_failed)?
+                .map(boxed_incoming),
+            Transport::Oblivious(o) => o.send(req).await?,
+        };
         if !resp.status().is_success() {
             return Err(read_refusal(resp).await);
         }
@@ -196,7 +232,15 @@ impl LinkClient {
     }
 }
 
-async fn read_limited(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, JobError> {
+fn boxed_incoming(body: hyper::body::Incoming) -> ReplyBody {
+    body.map_err(hyper_error).boxed()
+}
+
+fn hyper_error(e: hyper::Error) -> BodyError {
+    BodyError(e.to_string())
+}
+
+async fn read_limited(body: ReplyBody, limit: usize) -> Result<Bytes, JobError> {
     Ok(Limited::new(body, limit)
         .collect()
         .await
@@ -205,7 +249,7 @@ async fn read_limited(body: hyper::body::Incoming, limit: usize) -> Result<Bytes
 }
 
 /// The peer's [`JobError`] from a non-2xx answer.
-async fn read_refusal(resp: http::Response<hyper::body::Incoming>) -> JobError {
+async fn read_refusal(resp: http::Response<ReplyBody>) -> JobError {
     let status = resp.status();
     match read_limited(resp.into_body(), MAX_CALL_BODY).await {
         Ok(body) => refusal(status, &body),

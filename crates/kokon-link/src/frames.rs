@@ -2,7 +2,6 @@
 //! record layer over HTTP/2 (proxy reading a worker, gateway reading a proxy).
 
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use kokon_proto::{Frame, FrameDecoder};
 
 /// Why a frame stream ended without a final frame.
@@ -18,13 +17,13 @@ pub enum StreamError {
 
 /// Frames decoded from a response body. Dropping it resets the stream.
 pub struct FrameStream {
-    body: Incoming,
+    body: crate::client::ReplyBody,
     dec: FrameDecoder,
     done: bool,
 }
 
 impl FrameStream {
-    pub fn new(body: Incoming) -> Self {
+    pub fn new(body: crate::client::ReplyBody) -> Self {
         Self {
             body,
             dec: FrameDecoder::new(),

@@ -50,6 +50,9 @@ impl WorkerSpec {
     }
 }
 
+/// The name the local relay knows the proxy's gateway by.
+pub const RELAYED_GATEWAY: &str = "local";
+
 /// What network to start.
 #[derive(Clone)]
 pub struct NetSpec {
@@ -68,6 +71,9 @@ pub struct NetSpec {
     pub payments: Option<pay::PaySpec>,
     /// How long the proxy and the gateway let jobs finish when draining.
     pub drain_grace: Duration,
+    /// Also run the proxy's Oblivious HTTP gateway and a relay here (on
+    /// this address), and send the client gateway's calls through it.
+    pub relay_listen: Option<SocketAddr>,
 }
 
 impl NetSpec {
@@ -85,6 +91,7 @@ impl NetSpec {
             job_idle_timeout: Duration::from_secs(120),
             drain_grace: Duration::from_secs(30),
             payments: None,
+            relay_listen: None,
         }
     }
 }
@@ -134,6 +141,8 @@ impl WorkerHandle {
 /// A running network. Dropping it stops everything.
 pub struct LocalNet {
     pub proxy: ProxyHandle,
+    /// The Oblivious HTTP relay, when the network runs one.
+    pub relay: Option<kokon_relay::RelayHandle>,
     pub gateway: GatewayHandle,
     pub workers: Vec<WorkerHandle>,
     policy: Arc<Policy>,
@@ -159,6 +168,9 @@ impl LocalNet {
         pcfg.admin_listen = spec.proxy_admin;
         pcfg.job_idle_timeout = spec.job_idle_timeout;
         pcfg.drain_grace = spec.drain_grace;
+        if spec.relay_listen.is_some() {
+            pcfg.ohttp_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
         let ptls = simulated_node(
             Role::Proxy,
             None,
@@ -201,7 +213,26 @@ impl LocalNet {
         };
         let mut nodes = vec![ptls.clone()];
         let proxy = kokon_proxy::start_with(pcfg, ptls, proxy_pay, shutdown.clone()).await?;
+        let relay = match (spec.relay_listen, proxy.ohttp_addr) {
+            (Some(listen), Some(gateway)) => {
+                let target = kokon_relay::GatewayTarget {
+                    name: RELAYED_GATEWAY.into(),
+                    addr: gateway,
+                };
+                let cfg = kokon_relay::RelayConfig::new(listen, vec![target]);
+                let clock: Arc<dyn kokon_attest::Clock> = Arc::new(kokon_attest::SystemClock);
+                Some(kokon_relay::start(cfg, policy.clone(), clock, shutdown.clone()).await?)
+            }
+            _ => None,
+        };
         let mut gcfg = GatewayConfig::new(spec.gateway_listen, proxy.addr);
+        gcfg.relay = relay.as_ref().map(|r| {
+            format!(
+                "http://{}{}{RELAYED_GATEWAY}",
+                r.addr,
+                kokon_relay::GATEWAYS
+            )
+        });
         gcfg.api_key = spec.api_key;
         gcfg.allow_hosts = spec.allow_hosts;
         gcfg.cors_origins = spec.cors_origins;
@@ -218,6 +249,7 @@ impl LocalNet {
         let mut net = Self {
             gateway,
             proxy,
+            relay,
             workers: vec![],
             policy,
             nodes,

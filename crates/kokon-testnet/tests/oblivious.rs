@@ -1,0 +1,236 @@
+//! The VPN path in one process: the client gateway sends every call as
+//! Oblivious HTTP through a relay to the proxy's gateway port; jobs are
+//! still sealed to their workers inside. Streaming, paid jobs reconcile to
+//! the nanoton, and the hostile inputs a relay or gateway can get.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use kokon_money::Nanotons;
+use kokon_ohttp::{GatewayKeys, KeyConfig, chunked, encap, media, msg};
+use kokon_testnet::pay::PaySpec;
+use kokon_testnet::{LocalNet, NetSpec, RELAYED_GATEWAY, WorkerSpec};
+use serde_json::Value;
+
+fn relayed(workers: Vec<WorkerSpec>) -> NetSpec {
+    let mut spec = NetSpec::new(workers);
+    spec.relay_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    spec
+}
+
+fn relay_url(net: &LocalNet) -> String {
+    let relay = net.relay.as_ref().expect("a relayed network");
+    format!("http://{}/gateways/{RELAYED_GATEWAY}", relay.addr)
+}
+
+#[tokio::test]
+async fn streamed_and_whole_chat_through_the_relay() {
+    let net = LocalNet::start(relayed(vec![WorkerSpec::new(echo("m", 2))]))
+        .await
+        .unwrap();
+    let r: Value = chat(&net.base_url(), "m", "through the relay", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["choices"][0]["message"]["content"], "through the relay ");
+    let mut sse = Sse::new(chat(&net.base_url(), "m", &words(20), true).await);
+    let mut text = String::new();
+    while let Some(ev) = sse.next().await {
+        text.push_str(&content_of(&ev).unwrap_or_default());
+    }
+    assert_eq!(text, format!("{} ", words(20)));
+    let relay = net.relay.as_ref().unwrap();
+    // A candidate list and two jobs, each an encapsulated request.
+    assert!(net.proxy.metrics().ohttp_requests("chunked") >= 3);
+    assert!(relay.metrics().requests("forwarded") >= 3);
+    assert_eq!(relay.metrics().requests("gateway_unreachable"), 0);
+}
+
+#[tokio::test]
+async fn paid_jobs_through_the_relay_reconcile_to_the_nanoton() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = relayed(vec![WorkerSpec::new(echo("m", 0))]);
+    let mut pay = PaySpec::dev(tmp.path().to_path_buf());
+    pay.claim_every = Duration::from_millis(200);
+    spec.payments = Some(pay);
+    let net = LocalNet::start(spec).await.unwrap();
+    let mut spent: Nanotons = 0;
+    for i in 0..6 {
+        let r: Value = chat(&net.base_url(), "m", &words(3 + i), false)
+            .await
+            .json()
+            .await
+            .unwrap();
+        spent += u128::from(r["usage"]["cost_nanoton"].as_u64().expect("a cost"));
+    }
+    let proxy = net.proxy.pay().unwrap();
+    eventually_async(
+        "the client's vouchers reach the proxy through the relay",
+        || async { proxy.books().await.totals().unwrap().paid == spent },
+    )
+    .await;
+    let t = proxy.books().await.totals().unwrap();
+    assert_eq!((t.receipts, t.billed), (6, spent));
+}
+
+/// A raw OHTTP client of the relay: the gateway's keys from the relay.
+async fn keys(net: &LocalNet) -> KeyConfig {
+    let body = reqwest::get(format!("{}/ohttp-keys", relay_url(net)))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    KeyConfig::decode_list(&body).unwrap()[0]
+}
+
+async fn post(net: &LocalNet, media_type: &str, body: Vec<u8>) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(relay_url(net))
+        .header("content-type", media_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_whole_request_from_another_client_gets_a_whole_answer() {
+    let net = LocalNet::start(relayed(vec![WorkerSpec::new(echo("m", 0))]))
+        .await
+        .unwrap();
+    let key = keys(&net).await;
+    let inner = http::Request::get("/kokon/v1/models")
+        .body(bytes::Bytes::new())
+        .unwrap();
+    let (enc, rkey) = encap::encapsulate_request(&key, &msg::encode_request(&inner)).unwrap();
+    let r = post(&net, media::REQUEST, enc).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], media::RESPONSE);
+    let (status, _, body) =
+        msg::decode_response(&encap::open_response(&rkey, &r.bytes().await.unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(status, 200);
+    let models: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(models["models"][0]["name"], "m", "{models}");
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_rfcs_errors_and_the_daemons_stay_healthy() {
+    let net = LocalNet::start(relayed(vec![WorkerSpec::new(echo("m", 0))]))
+        .await
+        .unwrap();
+    let key = keys(&net).await;
+    let inner = msg::encode_request(
+        &http::Request::get("/kokon/v1/models")
+            .body(bytes::Bytes::new())
+            .unwrap(),
+    );
+    let (good, _) = chunked::encapsulate_request(&key, &inner).unwrap();
+
+    // A key the gateway does not hold: 422 with the ohttp-key problem.
+    let other = GatewayKeys::generate().current();
+    let foreign = KeyConfig {
+        key_id: key.key_id.wrapping_add(7),
+        ..other
+    };
+    let (enc, _) = chunked::encapsulate_request(&foreign, &inner).unwrap();
+    let r = post(&net, media::CHUNKED_REQUEST, enc).await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.headers()["content-type"], media::PROBLEM);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["type"], kokon_ohttp::PROBLEM_OHTTP_KEY);
+    // The right key id, another key: it does not decrypt (400).
+    let (enc, _) = chunked::encapsulate_request(
+        &KeyConfig {
+            key_id: key.key_id,
+            ..other
+        },
+        &inner,
+    )
+    .unwrap();
+    assert_eq!(post(&net, media::CHUNKED_REQUEST, enc).await.status(), 400);
+    // Truncated encapsulations: 400.
+    for cut in [0, 3, 7, 20, 39, good.len() - 1] {
+        let r = post(&net, media::CHUNKED_REQUEST, good[..cut].to_vec()).await;
+        assert_eq!(r.status(), 400, "cut at {cut}");
+    }
+    // A chunked encapsulation sent as a whole one: 400.
+    assert_eq!(post(&net, media::REQUEST, good.clone()).await.status(), 400);
+    // Unknown media type: 415 at the relay, before the gateway.
+    assert_eq!(
+        post(&net, "application/json", good.clone()).await.status(),
+        415
+    );
+    // Oversize: 413 at the relay.
+    let huge = vec![0u8; kokon_proto::MAX_JOB_PAYLOAD + 128 * 1024];
+    assert_eq!(post(&net, media::CHUNKED_REQUEST, huge).await.status(), 413);
+    // Not binary HTTP inside a valid encapsulation: 400.
+    let (enc, _) = chunked::encapsulate_request(&key, b"\x05not bhttp").unwrap();
+    assert_eq!(post(&net, media::CHUNKED_REQUEST, enc).await.status(), 400);
+    // An unknown gateway name at the relay: 404.
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://{}/gateways/elsewhere",
+            net.relay.as_ref().unwrap().addr
+        ))
+        .header("content-type", media::CHUNKED_REQUEST)
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Both daemons still serve, and the refusals were counted.
+    let r = post(&net, media::CHUNKED_REQUEST, good).await;
+    assert_eq!(r.status(), 200);
+    let m = net.proxy.metrics();
+    assert!(m.ohttp_requests("unknown_key") >= 1);
+    assert!(
+        m.ohttp_requests("truncated")
+            + m.ohttp_requests("decrypt")
+            + m.ohttp_requests("unfinished")
+            >= 6
+    );
+    let relay = net.relay.as_ref().unwrap().metrics();
+    assert!(relay.requests("unsupported_media_type") >= 1);
+    assert!(relay.requests("request_body") >= 1);
+    let r: Value = chat(&net.base_url(), "m", "still here", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["choices"][0]["message"]["content"], "still here ");
+}
+
+#[tokio::test]
+async fn the_relay_limits_each_client_address() {
+    let mut spec = relayed(vec![WorkerSpec::new(echo("m", 0))]);
+    spec.relay_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let net = LocalNet::start(spec).await.unwrap();
+    // The default rate is 20 requests a second per address: a burst of 60
+    // key fetches from one address sees 429s, with Retry-After.
+    let url = format!("{}/ohttp-keys", relay_url(&net));
+    let client = reqwest::Client::new();
+    let mut limited = 0;
+    for _ in 0..60 {
+        let r = client.get(&url).send().await.unwrap();
+        if r.status() == 429 {
+            assert_eq!(r.headers()["retry-after"], "1");
+            limited += 1;
+        }
+    }
+    assert!(limited >= 30, "{limited} of 60 refused");
+    assert!(
+        net.relay
+            .as_ref()
+            .unwrap()
+            .metrics()
+            .requests("client_rate")
+            >= 30
+    );
+}

@@ -137,6 +137,16 @@ pub struct ProxyArgs {
     /// with the default registry].
     #[arg(long, env = "KOKON_PROXY_MAX_CREDIT")]
     pub max_credit: Option<String>,
+    /// Also run an Oblivious HTTP gateway here (TLS with this proxy's RA-TLS
+    /// certificate), for clients behind a relay (`kokon relay --gateway`).
+    /// Its keys are made in this process and published at
+    /// /.well-known/ohttp-gateway [default: none].
+    #[arg(long, env = "KOKON_PROXY_OHTTP_LISTEN")]
+    pub ohttp_listen: Option<SocketAddr>,
+    /// Seconds between new gateway keys; the previous key is accepted until
+    /// the next rotation [default: 86400].
+    #[arg(long, env = "KOKON_PROXY_OHTTP_ROTATE_SECS")]
+    pub ohttp_rotate_secs: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -260,6 +270,13 @@ pub struct ClientArgs {
     /// idle keep-alive connections) [default: 10].
     #[arg(long, env = "KOKON_CLIENT_HEADER_TIMEOUT_SECS")]
     pub header_timeout_secs: Option<u64>,
+    /// Send every call through this Oblivious HTTP relay instead of a link
+    /// to --proxy: its URL for the proxy's gateway, e.g.
+    /// http://relay.example:7410/gateways/main. The relay learns this
+    /// machine's address and nothing else; the proxy learns what is asked
+    /// (jobs stay sealed to their workers) but not who asks [default: none].
+    #[arg(long, env = "KOKON_CLIENT_RELAY")]
+    pub relay: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -386,7 +403,9 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
         job_idle_secs,
         max_links_per_address,
         max_links_per_client,
-        max_credit
+        max_credit,
+        ohttp_listen,
+        ohttp_rotate_secs
     );
     merge_common(&mut a.common, &mut file.common);
     let shutdown = CancellationToken::new();
@@ -398,9 +417,15 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
     cfg.max_links_per_address = a.max_links_per_address.unwrap_or(cfg.max_links_per_address);
     cfg.max_links_per_client = a.max_links_per_client.unwrap_or(cfg.max_links_per_client);
     cfg.drain_grace = a.common.drain_grace();
+    cfg.ohttp_listen = a.ohttp_listen;
+    cfg.ohttp_limits.drain_grace = cfg.drain_grace;
+    if let Some(s) = a.ohttp_rotate_secs {
+        cfg.ohttp_key_rotation = std::time::Duration::from_secs(s.max(60));
+    }
     for (addr, flag) in [
         (Some(cfg.listen), "--listen"),
         (cfg.admin_listen, "--admin"),
+        (cfg.ohttp_listen, "--ohttp-listen"),
     ] {
         if let Some(addr) = addr {
             drop(bind(addr, flag).await?);
@@ -437,6 +462,9 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
         h.addr,
         h.admin_addr.map(|a| a.to_string()).unwrap_or_default()
     );
+    if let Some(a) = h.ohttp_addr {
+        eprintln!("Oblivious HTTP gateway on {a} (relays: kokon relay --gateway NAME={a})");
+    }
     run_until_signal(shutdown).await;
     wait_drained(h.drained(), a.common.drain_grace()).await;
     Ok(())
@@ -622,7 +650,8 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
         cors_origins,
         max_jobs,
         max_connections,
-        header_timeout_secs
+        header_timeout_secs,
+        relay
     );
     merge_common(&mut a.common, &mut file.common);
     let shutdown = CancellationToken::new();
@@ -642,6 +671,14 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
         cfg.public.header_read_timeout = std::time::Duration::from_secs(s.max(1));
     }
     cfg.public.drain_grace = a.common.drain_grace();
+    if let Some(r) = &a.relay {
+        if !(r.starts_with("http://") || r.starts_with("https://")) {
+            bail!(
+                "--relay {r:?}: expected an http:// or https:// URL, e.g. http://relay:7410/gateways/main"
+            );
+        }
+    }
+    cfg.relay = a.relay;
     drop(bind(cfg.listen, "--listen").await?);
     let node = NodeParams::simulated(Role::Client, None, config_sha256(&cfg));
     let (tls, policy) = start_following(&a.common, node, &shutdown)?;
@@ -670,8 +707,12 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let h_relay = cfg.relay.clone();
     let h = kokon_gateway::start_with(cfg, tls, pay, shutdown.clone()).await?;
     eprintln!("OpenAI-compatible API on http://{}/v1", h.addr);
+    if let Some(r) = &h_relay {
+        eprintln!("every call goes through the Oblivious HTTP relay {r}");
+    }
     run_until_signal(shutdown).await;
     wait_drained(h.drained(), a.common.drain_grace()).await;
     Ok(())

@@ -6,6 +6,7 @@ mod daemons;
 mod follow;
 mod model;
 mod pccs;
+mod relay;
 mod ton;
 mod up;
 mod wallet;
@@ -39,8 +40,12 @@ enum Command {
     /// Run a worker: dials a proxy and serves jobs with an engine.
     /// `kokon worker earnings|claim` show and claim what it earned.
     Worker(WorkerCli),
-    /// Run a client gateway: an OpenAI-compatible API in front of a proxy.
+    /// Run a client gateway: an OpenAI-compatible API in front of a proxy
+    /// (over a link, or with --relay through an Oblivious HTTP relay).
     Client(daemons::ClientArgs),
+    /// Run an Oblivious HTTP relay (what a VPN provider runs): forwards
+    /// encapsulated requests to proxies' gateways; it learns who asks, never what.
+    Relay(relay::RelayArgs),
     /// Fetch and inspect models.
     #[command(subcommand)]
     Model(model::ModelCmd),
@@ -163,6 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Command::Wallet { cmd, w } => wallet::wallet(cmd, w).await,
             Command::Channel { cmd, w } => wallet::channel(cmd, w).await,
             Command::Client(a) => daemons::client(a).await,
+            Command::Relay(a) => relay::relay(a).await,
             Command::Model(c) => model::run(c).await,
             Command::Registry(c) => daemons::registry(c).await,
         })

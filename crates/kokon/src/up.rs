@@ -58,6 +58,14 @@ pub struct UpArgs {
     /// the network stops anyway.
     #[arg(long, default_value_t = 30, env = "KOKON_DRAIN_SECS")]
     pub drain_secs: u64,
+    /// Also run the VPN path: the proxy's Oblivious HTTP gateway and a
+    /// relay on --relay-listen, with the API's every call going through the
+    /// relay (as a VPN user's would).
+    #[arg(long, env = "KOKON_RELAY")]
+    pub relay: bool,
+    /// Address of the relay, with --relay.
+    #[arg(long, default_value = "127.0.0.1:7410", env = "KOKON_RELAY_LISTEN")]
+    pub relay_listen: SocketAddr,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -91,6 +99,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     spec.allow_hosts = a.allow_hosts.clone();
     spec.cors_origins = a.cors_origins.clone();
     spec.drain_grace = std::time::Duration::from_secs(a.drain_secs);
+    spec.relay_listen = a.relay.then_some(a.relay_listen);
     let mut chain = None;
     match a.settlement {
         Settlement::Devnet => spec.payments = Some(PaySpec::dev(devnet_dir(&a))),
@@ -205,7 +214,19 @@ fn print_banner(net: &LocalNet, model: &str, workers: u32, auth: bool) {
     println!("  attestation: SIMULATED (test network only; see docs/ATTESTATION.md)");
     println!("  model:       {model} on {workers} worker(s)");
     println!("  proxy:       {} (metrics: {metrics})", net.proxy.addr);
-    println!("  base URL:    {base}");
+    if let (Some(relay), Some(gw)) = (&net.relay, net.proxy.ohttp_addr) {
+        println!(
+            "  OHTTP gateway: {gw} (the proxy's; keys at https://{gw}/.well-known/ohttp-gateway)"
+        );
+        println!(
+            "  relay:       http://{}/gateways/{} (sees who asks, never what)",
+            relay.addr,
+            kokon_node::RELAYED_GATEWAY
+        );
+        println!("  base URL:    {base} (every call goes through the relay)");
+    } else {
+        println!("  base URL:    {base}");
+    }
     println!();
     println!("Try it:");
     println!(

@@ -11,6 +11,7 @@ mod guard;
 mod link;
 mod openai;
 mod pay;
+pub mod relay;
 mod seal;
 mod stream;
 

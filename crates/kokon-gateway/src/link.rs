@@ -111,9 +111,10 @@ impl ProxyLink {
     /// registry policy and it signed them.
     pub fn relayed(relay: &str, tls: RaTls, timing: LinkTiming) -> Result<Self, JobError> {
         let policy_of = tls.clone();
-        let verify: kokon_link::VerifyKeys =
+        let verify: crate::relay::VerifyKeys =
             Arc::new(move |doc| crate::candidates::verify_gateway_keys(doc, &policy_of.policy()));
-        let client = LinkClient::oblivious(kokon_link::Oblivious::new(relay, verify)?);
+        let client =
+            LinkClient::with_transport(Arc::new(crate::relay::Oblivious::new(relay, verify)?));
         Ok(Self {
             inner: Arc::new(Inner {
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),

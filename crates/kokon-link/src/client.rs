@@ -24,7 +24,6 @@ use crate::frames::FrameStream;
 use crate::limits::{
     LinkLimits, MAX_CALL_BODY, MAX_CANDIDATES_REPLY, MAX_MODELS_REPLY, MAX_RECONCILE_REPLY,
 };
-use crate::oblivious::Oblivious;
 
 /// The calling end of a link (cheap to clone: calls multiplex over it):
 /// an HTTP/2 connection, or Oblivious HTTP requests through a relay.
@@ -36,7 +35,19 @@ pub struct LinkClient {
 #[derive(Clone, Debug)]
 enum Transport {
     Http2(SendRequest<Full<Bytes>>),
-    Oblivious(Arc<Oblivious>),
+    Other(Arc<dyn CallTransport>),
+}
+
+/// Another way to make a link's calls than an HTTP/2 connection (the
+/// client gateway's Oblivious HTTP relay, in `kokon-gateway`): one request,
+/// its answer with the body streamed.
+pub trait CallTransport: std::fmt::Debug + Send + Sync {
+    fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<http::Response<ReplyBody>, JobError>> + Send + '_>,
+    >;
 }
 
 /// A response body on the calling side.
@@ -77,10 +88,10 @@ fn link_failed(e: impl std::fmt::Display) -> JobError {
 }
 
 impl LinkClient {
-    /// Calls made as Oblivious HTTP requests through a relay.
-    pub fn oblivious(o: Oblivious) -> Self {
+    /// Calls made through `transport` instead of a connection.
+    pub fn with_transport(transport: Arc<dyn CallTransport>) -> Self {
         Self {
-            transport: Transport::Oblivious(Arc::new(o)),
+            transport: Transport::Other(transport),
         }
     }
 
@@ -88,7 +99,7 @@ impl LinkClient {
     pub fn is_open(&self) -> bool {
         match &self.transport {
             Transport::Http2(s) => !s.is_closed(),
-            Transport::Oblivious(_) => true,
+            Transport::Other(_) => true,
         }
     }
 
@@ -185,7 +196,7 @@ impl LinkClient {
     ) -> Result<http::Response<hyper::body::Incoming>, JobError> {
         match &self.transport {
             Transport::Http2(s) => s.clone().send_request(req).await.map_err(link_failed),
-            Transport::Oblivious(_) => Err(link_failed("a relayed link forwards nothing")),
+            Transport::Other(_) => Err(link_failed("this link forwards nothing")),
         }
     }
 
@@ -223,7 +234,7 @@ impl LinkClient {
                 .await
                 .map_err(link_failed)?
                 .map(boxed_incoming),
-            Transport::Oblivious(o) => o.send(req).await?,
+            Transport::Other(t) => t.send(req).await?,
         };
         if !resp.status().is_success() {
             return Err(read_refusal(resp).await);

@@ -18,17 +18,15 @@ pub mod cancels;
 pub mod client;
 pub mod frames;
 pub mod limits;
-pub mod oblivious;
 pub mod public;
 pub mod server;
 pub mod tally;
 
 pub use body::{Body, error_body, error_reply, frames_body, full_body, json_reply};
 pub use cancels::{Cancellable, Cancels};
-pub use client::{BodyError, LinkClient, ReplyBody, dial};
+pub use client::{BodyError, CallTransport, LinkClient, ReplyBody, dial};
 pub use frames::{FrameStream, StreamError};
 pub use limits::{LinkLimits, MAX_CANDIDATES_REPLY, MAX_RECONCILE_REPLY, PublicLimits};
-pub use oblivious::{Oblivious, VerifyKeys};
 pub use public::{PeerAddr, serve_public, serve_public_tls};
 pub use server::{Call, CallBody, CallError, read_body, read_call, serve_link};
 pub use tally::JobEvents;

@@ -143,6 +143,8 @@ pub struct LocalNet {
     pub proxy: ProxyHandle,
     /// The Oblivious HTTP relay, when the network runs one.
     pub relay: Option<kokon_relay::RelayHandle>,
+    /// The Oblivious HTTP gateway in front of the proxy, with the relay.
+    pub ohttp_gateway: Option<SocketAddr>,
     pub gateway: GatewayHandle,
     pub workers: Vec<WorkerHandle>,
     policy: Arc<Policy>,
@@ -168,9 +170,6 @@ impl LocalNet {
         pcfg.admin_listen = spec.proxy_admin;
         pcfg.job_idle_timeout = spec.job_idle_timeout;
         pcfg.drain_grace = spec.drain_grace;
-        if spec.relay_listen.is_some() {
-            pcfg.ohttp_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-        }
         let ptls = simulated_node(
             Role::Proxy,
             None,
@@ -213,17 +212,21 @@ impl LocalNet {
         };
         let mut nodes = vec![ptls.clone()];
         let proxy = kokon_proxy::start_with(pcfg, ptls, proxy_pay, shutdown.clone()).await?;
-        let relay = match (spec.relay_listen, proxy.ohttp_addr) {
-            (Some(listen), Some(gateway)) => {
+        let (ohttp_gateway, relay) = match spec.relay_listen {
+            Some(listen) => {
+                let any = SocketAddr::from(([127, 0, 0, 1], 0));
+                let gcfg = kokon_oblivious::GatewayConfig::new(any);
+                let g = kokon_oblivious::start(gcfg, proxy.clone(), shutdown.clone()).await?;
                 let target = kokon_relay::GatewayTarget {
                     name: RELAYED_GATEWAY.into(),
-                    addr: gateway,
+                    addr: g.addr,
                 };
                 let cfg = kokon_relay::RelayConfig::new(listen, vec![target]);
                 let clock: Arc<dyn kokon_attest::Clock> = Arc::new(kokon_attest::SystemClock);
-                Some(kokon_relay::start(cfg, policy.clone(), clock, shutdown.clone()).await?)
+                let r = kokon_relay::start(cfg, policy.clone(), clock, shutdown.clone()).await?;
+                (Some(g.addr), Some(r))
             }
-            _ => None,
+            None => (None, None),
         };
         let mut gcfg = GatewayConfig::new(spec.gateway_listen, proxy.addr);
         gcfg.relay = relay.as_ref().map(|r| {
@@ -250,6 +253,7 @@ impl LocalNet {
             gateway,
             proxy,
             relay,
+            ohttp_gateway,
             workers: vec![],
             policy,
             nodes,

@@ -10,7 +10,6 @@ mod client;
 pub mod flow;
 mod job;
 mod metrics;
-pub mod ohttp;
 mod pay;
 mod peers;
 mod workers;
@@ -70,14 +69,6 @@ pub struct ProxyConfig {
     /// At shutdown, how long jobs in flight may take to finish before the
     /// links are closed.
     pub drain_grace: Duration,
-    /// Where the Oblivious HTTP gateway listens (TLS with the proxy's RA-TLS
-    /// certificate; relays connect); `None` runs none.
-    pub ohttp_listen: Option<SocketAddr>,
-    /// How often the gateway makes a new key (the previous one is accepted
-    /// until the next rotation) [default: 24 h].
-    pub ohttp_key_rotation: Duration,
-    /// Limits of the gateway's port.
-    pub ohttp_limits: PublicLimits,
 }
 
 impl ProxyConfig {
@@ -97,9 +88,6 @@ impl ProxyConfig {
             client_link: LinkLimits::CLIENT,
             admin: PublicLimits::default(),
             drain_grace: Duration::from_secs(30),
-            ohttp_listen: None,
-            ohttp_key_rotation: Duration::from_secs(24 * 3600),
-            ohttp_limits: PublicLimits::default(),
         }
     }
 }
@@ -119,8 +107,6 @@ pub(crate) struct State {
     pub(crate) hard_stop: CancellationToken,
     /// Per-job troubles, logged as aggregates (per job: debug only).
     pub(crate) events: kokon_link::JobEvents,
-    /// The Oblivious HTTP gateway's keys, when it runs.
-    pub(crate) ohttp: Option<Arc<ohttp::Gateway>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -132,8 +118,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct ProxyHandle {
     pub addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
-    /// Where the Oblivious HTTP gateway listens, when it runs.
-    pub ohttp_addr: Option<SocketAddr>,
     state: Arc<State>,
 }
 
@@ -164,6 +148,23 @@ impl ProxyHandle {
     pub fn pay(&self) -> Option<Arc<ProxyPay>> {
         self.state.pay.clone()
     }
+
+    /// The proxy's RA-TLS state: its attested identity and the policy.
+    pub fn tls(&self) -> &RaTls {
+        &self.state.tls
+    }
+
+    /// Answers one client request as a client link would (an Oblivious
+    /// HTTP gateway in front of the proxy calls this with the request it
+    /// decapsulated). The job it starts, if any, can be cancelled only by
+    /// dropping the answer's body, never by name.
+    pub async fn answer<B: kokon_link::CallBody>(
+        &self,
+        req: http::Request<B>,
+    ) -> http::Response<kokon_link::Body> {
+        let cancels = Arc::new(kokon_link::Cancels::default());
+        client::route(self.state.clone(), cancels, req).await
+    }
 }
 
 /// Binds the listeners and starts serving until `shutdown` is cancelled.
@@ -189,11 +190,7 @@ pub async fn start_with(
         None => None,
     };
     let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
-    let ohttp = match cfg.ohttp_listen {
-        Some(a) => Some(TcpListener::bind(a).await?),
-        None => None,
-    };
-    let ohttp_addr = ohttp.as_ref().map(|l| l.local_addr()).transpose()?;
+
     let state = Arc::new(State {
         tls,
         router: Mutex::new(Router::new()),
@@ -205,7 +202,6 @@ pub async fn start_with(
         active_jobs: Default::default(),
         hard_stop: CancellationToken::new(),
         events: Default::default(),
-        ohttp: ohttp.is_some().then(|| Arc::new(ohttp::Gateway::new())),
         cfg,
     });
     tokio::spawn(drain(state.clone(), shutdown.clone()));
@@ -215,16 +211,11 @@ pub async fn start_with(
     if let Some(l) = admin {
         tokio::spawn(admin::serve(l, state.clone(), shutdown.clone()));
     }
-    if let Some(l) = ohttp {
-        tokio::spawn(ohttp::serve(l, state.clone(), shutdown.clone()));
-        tracing::info!(addr = %ohttp_addr.expect("bound above"), "Oblivious HTTP gateway listening");
-    }
     tokio::spawn(accept_loop(listener, state.clone(), shutdown));
     tracing::info!(%addr, "proxy listening");
     Ok(ProxyHandle {
         addr,
         admin_addr,
-        ohttp_addr,
         state,
     })
 }

@@ -182,7 +182,9 @@ impl Metrics {
         self.retries.get()
     }
 
-    pub(crate) fn ohttp_request(&self, reason: &'static str) {
+    /// Counts an Oblivious HTTP request at the gateway in front of this
+    /// proxy (`kokon-oblivious`), by outcome.
+    pub fn ohttp_request(&self, reason: &'static str) {
         self.ohttp.get_or_create(&RefusalLabels { reason }).inc();
     }
 

@@ -31,7 +31,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use kokon_attest::{Clock, Policy};
 use kokon_link::{Body, PeerAddr, PublicLimits, frames_body, full_body};
-use kokon_ohttp::media;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +43,12 @@ use upstream::Upstream;
 /// (encapsulated requests), `GET /gateways/NAME/keys` (the signed key
 /// document) and `GET /gateways/NAME/ohttp-keys` (`application/ohttp-keys`).
 pub const GATEWAYS: &str = "/gateways/";
+
+/// The media types the relay forwards (RFC 9458 §9, chunked OHTTP). The
+/// relay does not link the OHTTP crate: it has no code that could open what
+/// it carries (`tests/blind.rs`).
+pub const OHTTP_REQUEST: &str = "message/ohttp-req";
+pub const OHTTP_CHUNKED_REQUEST: &str = "message/ohttp-chunked-req";
 
 /// One gateway the relay forwards to.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -273,7 +278,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
 
 fn ohttp_media(req: &Request<Incoming>) -> Option<&'static str> {
     let t = req.headers().get(CONTENT_TYPE)?.as_bytes();
-    [media::REQUEST, media::CHUNKED_REQUEST]
+    [OHTTP_REQUEST, OHTTP_CHUNKED_REQUEST]
         .into_iter()
         .find(|m| m.as_bytes() == t)
 }

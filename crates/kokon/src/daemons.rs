@@ -417,15 +417,18 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
     cfg.max_links_per_address = a.max_links_per_address.unwrap_or(cfg.max_links_per_address);
     cfg.max_links_per_client = a.max_links_per_client.unwrap_or(cfg.max_links_per_client);
     cfg.drain_grace = a.common.drain_grace();
-    cfg.ohttp_listen = a.ohttp_listen;
-    cfg.ohttp_limits.drain_grace = cfg.drain_grace;
-    if let Some(s) = a.ohttp_rotate_secs {
-        cfg.ohttp_key_rotation = std::time::Duration::from_secs(s.max(60));
-    }
+    let ohttp = a.ohttp_listen.map(|listen| {
+        let mut g = kokon_oblivious::GatewayConfig::new(listen);
+        g.limits.drain_grace = cfg.drain_grace;
+        if let Some(s) = a.ohttp_rotate_secs {
+            g.key_rotation = std::time::Duration::from_secs(s.max(60));
+        }
+        g
+    });
     for (addr, flag) in [
         (Some(cfg.listen), "--listen"),
         (cfg.admin_listen, "--admin"),
-        (cfg.ohttp_listen, "--ohttp-listen"),
+        (a.ohttp_listen, "--ohttp-listen"),
     ] {
         if let Some(addr) = addr {
             drop(bind(addr, flag).await?);
@@ -462,7 +465,9 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
         h.addr,
         h.admin_addr.map(|a| a.to_string()).unwrap_or_default()
     );
-    if let Some(a) = h.ohttp_addr {
+    if let Some(g) = ohttp {
+        let g = kokon_oblivious::start(g, h.clone(), shutdown.clone()).await?;
+        let a = g.addr;
         eprintln!("Oblivious HTTP gateway on {a} (relays: kokon relay --gateway NAME={a})");
     }
     run_until_signal(shutdown).await;
@@ -671,12 +676,12 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
         cfg.public.header_read_timeout = std::time::Duration::from_secs(s.max(1));
     }
     cfg.public.drain_grace = a.common.drain_grace();
-    if let Some(r) = &a.relay {
-        if !(r.starts_with("http://") || r.starts_with("https://")) {
-            bail!(
-                "--relay {r:?}: expected an http:// or https:// URL, e.g. http://relay:7410/gateways/main"
-            );
-        }
+    if let Some(r) = &a.relay
+        && !(r.starts_with("http://") || r.starts_with("https://"))
+    {
+        bail!(
+            "--relay {r:?}: expected an http:// or https:// URL, e.g. http://relay:7410/gateways/main"
+        );
     }
     cfg.relay = a.relay;
     drop(bind(cfg.listen, "--listen").await?);

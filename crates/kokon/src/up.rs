@@ -214,7 +214,7 @@ fn print_banner(net: &LocalNet, model: &str, workers: u32, auth: bool) {
     println!("  attestation: SIMULATED (test network only; see docs/ATTESTATION.md)");
     println!("  model:       {model} on {workers} worker(s)");
     println!("  proxy:       {} (metrics: {metrics})", net.proxy.addr);
-    if let (Some(relay), Some(gw)) = (&net.relay, net.proxy.ohttp_addr) {
+    if let (Some(relay), Some(gw)) = (&net.relay, net.ohttp_gateway) {
         println!(
             "  OHTTP gateway: {gw} (the proxy's; keys at https://{gw}/.well-known/ohttp-gateway)"
         );

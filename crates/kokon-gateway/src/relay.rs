@@ -1,5 +1,5 @@
-//! The calling side of a link made of Oblivious HTTP requests through a
-//! relay: each call is encapsulated (chunked OHTTP) to the proxy's gateway
+//! The client gateway's calls as Oblivious HTTP requests through a relay
+//! (a [`kokon_link::CallTransport`]): each call is encapsulated (chunked OHTTP) to the proxy's gateway
 //! key and posted to the relay, which learns the caller's address but not
 //! the call; the proxy learns the call but not who made it.
 //!
@@ -23,7 +23,7 @@ use kokon_ohttp::{KeyConfig, chunked, media, msg};
 use kokon_proto::{ErrorCode, JobError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::client::{BodyError, ReplyBody};
+use kokon_link::{BodyError, ReplyBody};
 
 /// How long verified keys are used before they are fetched again.
 pub const KEYS_FOR: Duration = Duration::from_secs(300);
@@ -72,10 +72,11 @@ impl Oblivious {
     /// The gateway's current key, verified.
     async fn key(&self, refresh: bool) -> Result<KeyConfig, JobError> {
         let mut keys = self.keys.lock().await;
-        if let Some((k, at)) = *keys {
-            if !refresh && at.elapsed() < KEYS_FOR {
-                return Ok(k);
-            }
+        if let Some((k, at)) = *keys
+            && !refresh
+            && at.elapsed() < KEYS_FOR
+        {
+            return Ok(k);
         }
         let url = format!("{}/keys", self.relay);
         let resp = self
@@ -104,7 +105,7 @@ impl Oblivious {
 
     /// Sends `req` to the gateway; its answer, the body streamed as the
     /// gateway sends it.
-    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<ReplyBody>, JobError> {
+    async fn call(&self, req: Request<Full<Bytes>>) -> Result<Response<ReplyBody>, JobError> {
         let (parts, body) = req.into_parts();
         let body = body
             .collect()
@@ -147,6 +148,17 @@ impl Oblivious {
             }
             return open_stream(resp, response_key).await;
         }
+    }
+}
+
+impl kokon_link::CallTransport for Oblivious {
+    fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<ReplyBody>, JobError>> + Send + '_>,
+    > {
+        Box::pin(self.call(req))
     }
 }
 

@@ -1,8 +1,12 @@
-//! The proxy as an Oblivious HTTP gateway (RFC 9458, chunked OHTTP): a
-//! relay forwards encapsulated requests from clients it does not name; the
-//! proxy removes the encapsulation, answers the request inside as it would
-//! on a client link (a job inside is still sealed to its worker), and
-//! encapsulates the answer, streamed chunk by chunk when asked.
+//! The Oblivious HTTP gateway in front of a proxy (RFC 9458, chunked
+//! OHTTP): a relay forwards encapsulated requests from clients it does not
+//! name; the gateway removes the encapsulation, hands the request inside to
+//! the proxy, which answers it as it would on a client link (a job inside
+//! is still sealed to its worker), and encapsulates the answer, streamed
+//! chunk by chunk when asked. It runs in the proxy's process (its keys are
+//! the proxy TEE's) but is a crate of its own: `kokon-proxy` itself is built
+//! from no HPKE or AEAD crate (its `tests/blind.rs`), and what this crate
+//! opens is the outer layer only.
 //!
 //! The keys are generated in this process (inside the proxy's TEE), never
 //! written out, rotated every `ohttp_key_rotation` with the previous key
@@ -21,14 +25,14 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use kokon_link::{Body, Cancels, frames_body, full_body, read_body};
+use kokon_link::{Body, frames_body, full_body, read_body};
 use kokon_ohttp::document::KeyDocument;
 use kokon_ohttp::{GatewayKeys, OhttpError, ResponseKey, chunked, encap, media, msg};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{State, client};
+use kokon_proxy::ProxyHandle;
 
 /// Where the gateway takes encapsulated requests.
 pub const GATEWAY_PATH: &str = "/ohttp";
@@ -42,18 +46,46 @@ pub const MAX_REQUEST: usize = kokon_proto::MAX_JOB_PAYLOAD + 64 * 1024;
 /// no total bound here (the job's own bounds apply).
 pub const MAX_WHOLE_RESPONSE: usize = 4 << 20;
 
-/// The gateway's keys.
-pub(crate) struct Gateway {
+/// Gateway settings.
+#[derive(Clone, Copy, Debug)]
+pub struct GatewayConfig {
+    /// Where relays connect (TLS).
+    pub listen: std::net::SocketAddr,
+    /// How often a new key is made; the previous one is accepted until the
+    /// next rotation [default: 24 h].
+    pub key_rotation: std::time::Duration,
+    /// Limits of the port.
+    pub limits: kokon_link::PublicLimits,
+    /// Longest time an encapsulated request's body may take to arrive
+    /// [default: 30 s].
+    pub body_deadline: std::time::Duration,
+}
+
+impl GatewayConfig {
+    pub fn new(listen: std::net::SocketAddr) -> Self {
+        Self {
+            listen,
+            key_rotation: std::time::Duration::from_secs(24 * 3600),
+            limits: kokon_link::PublicLimits::default(),
+            body_deadline: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayHandle {
+    pub addr: std::net::SocketAddr,
+}
+
+/// The gateway's keys, and the proxy it answers with.
+struct Gateway {
     keys: RwLock<GatewayKeys>,
+    proxy: ProxyHandle,
+    cfg: GatewayConfig,
 }
 
 impl Gateway {
-    pub(crate) fn new() -> Self {
-        Self {
-            keys: RwLock::new(GatewayKeys::generate()),
-        }
-    }
-
     fn keys(&self) -> std::sync::RwLockReadGuard<'_, GatewayKeys> {
         self.keys.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -66,39 +98,49 @@ impl Gateway {
     }
 }
 
-/// Serves the gateway over TLS (the proxy's RA-TLS certificate, no client
-/// certificate) until `shutdown`; rotates the keys meanwhile.
-pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
-    let Some(gateway) = state.ohttp.clone() else {
-        return;
-    };
-    let every = state.cfg.ohttp_key_rotation;
-    let stop = shutdown.clone();
+/// Binds `cfg.listen` and serves the gateway over TLS (the proxy's RA-TLS
+/// certificate, no client certificate) until `shutdown`, with fresh keys
+/// that rotate meanwhile.
+pub async fn start(
+    cfg: GatewayConfig,
+    proxy: ProxyHandle,
+    shutdown: CancellationToken,
+) -> std::io::Result<GatewayHandle> {
+    let listener = TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let gateway = Arc::new(Gateway {
+        keys: RwLock::new(GatewayKeys::generate()),
+        proxy,
+        cfg,
+    });
+    let (g, stop) = (gateway.clone(), shutdown.clone());
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(every) => gateway.rotate(),
+                _ = tokio::time::sleep(g.cfg.key_rotation) => g.rotate(),
                 _ = stop.cancelled() => return,
             }
         }
     });
-    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(state.tls.public_server_config()));
-    let limits = state.cfg.ohttp_limits;
+    let tls = Arc::new(gateway.proxy.tls().public_server_config());
+    let tls = tokio_rustls::TlsAcceptor::from(tls);
+    let limits = cfg.limits;
     let service = tower::service_fn(move |req: Request<Incoming>| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(state, req).await) }
+        let gateway = gateway.clone();
+        async move { Ok::<_, Infallible>(handle(gateway, req).await) }
     });
-    kokon_link::serve_public_tls(listener, tls, service, limits, shutdown).await
+    tokio::spawn(kokon_link::serve_public_tls(
+        listener, tls, service, limits, shutdown,
+    ));
+    tracing::info!(%addr, "Oblivious HTTP gateway listening");
+    Ok(GatewayHandle { addr })
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let Some(gateway) = state.ohttp.clone() else {
-        return plain(StatusCode::NOT_FOUND, "");
-    };
+async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, KEYS_PATH) => keys_reply(gateway.keys().encoded()),
-        (&Method::GET, DOCUMENT_PATH) => document_reply(&state, &gateway),
-        (&Method::POST, GATEWAY_PATH) => encapsulated(state, &gateway, req).await,
+        (&Method::GET, DOCUMENT_PATH) => document_reply(&gateway),
+        (&Method::POST, GATEWAY_PATH) => encapsulated(&gateway, req).await,
         _ => plain(StatusCode::NOT_FOUND, "no such resource at this gateway"),
     }
 }
@@ -112,10 +154,10 @@ fn keys_reply(keys: Vec<u8>) -> Response<Body> {
     r
 }
 
-fn document_reply(state: &State, gateway: &Gateway) -> Response<Body> {
+fn document_reply(gateway: &Gateway) -> Response<Body> {
     let keys = gateway.keys().encoded();
     let message = kokon_ohttp::document::signed_message(&keys);
-    match state.tls.identity().sign(&message) {
+    match gateway.proxy.tls().identity().sign(&message) {
         Ok((sig, cert)) => {
             let doc = KeyDocument::new(&keys, &cert, &sig);
             let mut r = kokon_link::json_reply(&doc);
@@ -136,26 +178,27 @@ enum Kind {
     Chunked,
 }
 
-async fn encapsulated(
-    state: Arc<State>,
-    gateway: &Gateway,
-    req: Request<Incoming>,
-) -> Response<Body> {
+async fn encapsulated(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
+    let metrics = gateway.proxy.metrics();
     let kind = match req.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes) {
         Some(t) if t == media::REQUEST.as_bytes() => Kind::Whole,
         Some(t) if t == media::CHUNKED_REQUEST.as_bytes() => Kind::Chunked,
         _ => {
-            state.metrics.ohttp_request("unsupported_media_type");
+            metrics.ohttp_request("unsupported_media_type");
             return plain(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "expected message/ohttp-req or message/ohttp-chunked-req",
             );
         }
     };
-    let body = match read_body(req.into_body(), MAX_REQUEST, &state.cfg.client_link).await {
+    let within = kokon_link::LinkLimits {
+        body_deadline: gateway.cfg.body_deadline,
+        ..kokon_link::LinkLimits::CLIENT
+    };
+    let body = match read_body(req.into_body(), MAX_REQUEST, &within).await {
         Ok(b) => b,
         Err(e) => {
-            state.metrics.ohttp_request("body");
+            metrics.ohttp_request("body");
             return plain(
                 e.status,
                 "the encapsulated request is too large or was cut short",
@@ -172,18 +215,17 @@ async fn encapsulated(
     let (plain_req, key) = match opened.and_then(|(p, k)| Ok((msg::decode_request(&p)?, k))) {
         Ok(x) => x,
         Err(e) => {
-            state.metrics.ohttp_request(e.kind());
+            metrics.ohttp_request(e.kind());
             return refusal(&e);
         }
     };
-    state.metrics.ohttp_request(match kind {
+    metrics.ohttp_request(match kind {
         Kind::Whole => "whole",
         Kind::Chunked => "chunked",
     });
     // A job sent this way is cancelled by its stream ending (the relay's
     // request closing), never by name.
-    let cancels = Arc::new(Cancels::default());
-    let answer = client::route(state, cancels, plain_req.map(Full::new)).await;
+    let answer = gateway.proxy.answer(plain_req.map(Full::new)).await;
     match kind {
         Kind::Whole => whole(key, answer).await,
         Kind::Chunked => streamed(key, answer),

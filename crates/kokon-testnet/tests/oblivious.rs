@@ -234,3 +234,131 @@ async fn the_relay_limits_each_client_address() {
             >= 30
     );
 }
+
+fn client_tls() -> kokon_tls::RaTls {
+    let policy = std::sync::Arc::new(
+        kokon_attest::Registry::local_test_network()
+            .policy()
+            .unwrap(),
+    );
+    kokon_tls::node::simulated_node(
+        kokon_attest::Role::Client,
+        None,
+        policy,
+        [0; 32],
+        &Default::default(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_client_uses_only_keys_an_attested_proxy_signed() {
+    use base64::Engine as _;
+    use kokon_gateway::candidates::verify_gateway_keys;
+    use kokon_ohttp::document::{KeyDocument, signed_message};
+    let net = LocalNet::start(relayed(vec![WorkerSpec::new(echo("m", 0))]))
+        .await
+        .unwrap();
+    let body = reqwest::get(format!("{}/keys", relay_url(&net)))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let doc = KeyDocument::parse(&body).unwrap();
+    let policy = net.proxy.tls().policy();
+    assert_eq!(
+        verify_gateway_keys(&doc, &policy).unwrap(),
+        vec![keys(&net).await]
+    );
+
+    // A relay that swaps in its own keys: the signature no longer covers them.
+    let own = GatewayKeys::generate();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let swapped = KeyDocument {
+        keys: b64.encode(own.encoded()),
+        ..doc.clone()
+    };
+    let err = verify_gateway_keys(&swapped, &policy).unwrap_err();
+    assert!(err.contains("signature"), "{err}");
+    // Its keys signed by an attested key that is not a proxy's (a client's).
+    let client = client_tls();
+    let (sig, cert) = client
+        .identity()
+        .sign(&signed_message(&own.encoded()))
+        .unwrap();
+    let err =
+        verify_gateway_keys(&KeyDocument::new(&own.encoded(), &cert, &sig), &policy).unwrap_err();
+    assert!(err.contains("refused"), "{err}");
+    // The proxy's own document under a registry that no longer lists its image.
+    let mut registry = kokon_attest::Registry::local_test_network();
+    registry.proxy_images = vec!["00".repeat(32)];
+    let strict = registry.policy().unwrap();
+    assert!(verify_gateway_keys(&doc, &strict).is_err());
+}
+
+/// A relay that serves its own keys as the gateway's: the client's job is
+/// never encapsulated to them, so nothing reaches the relay's POST.
+#[tokio::test]
+async fn a_relay_that_swaps_the_keys_gets_no_request() {
+    use base64::Engine as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let net = LocalNet::start(relayed(vec![WorkerSpec::new(echo("m", 0))]))
+        .await
+        .unwrap();
+    let real = reqwest::get(format!("{}/keys", relay_url(&net)))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut doc = kokon_ohttp::document::KeyDocument::parse(&real).unwrap();
+    doc.keys = base64::engine::general_purpose::STANDARD.encode(GatewayKeys::generate().encoded());
+    let posts = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = posts.clone();
+    let app = axum::Router::new()
+        .route(
+            "/gateways/x/keys",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc) }
+            }),
+        )
+        .route(
+            "/gateways/x",
+            axum::routing::post(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { "" }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hostile = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut cfg =
+        kokon_gateway::GatewayConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), net.proxy.addr);
+    cfg.relay = Some(format!("http://{hostile}/gateways/x"));
+    let gw = kokon_gateway::start(cfg, client_tls(), Default::default())
+        .await
+        .unwrap();
+    let r = chat(
+        &format!("http://{}/v1", gw.addr),
+        "m",
+        "secret words",
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not trusted"),
+        "{body}"
+    );
+    assert_eq!(
+        posts.load(Ordering::SeqCst),
+        0,
+        "nothing was sent to the swapped keys"
+    );
+}

@@ -7,7 +7,7 @@
 //! the associated data `"final"`, so a truncated message never opens as a
 //! whole one. Response chunk `i` uses the response nonce XOR `i`.
 
-use crate::config::{KeyConfig, NPK};
+use crate::config::KeyConfig;
 use crate::encap::{setup_receiver, setup_sender};
 use crate::keys::GatewayKeys;
 use crate::suite::{RESPONSE_NONCE_LEN, ResponseAead, ResponseKey, TAG_LEN};
@@ -177,6 +177,3 @@ impl ResponseOpener {
         }
     }
 }
-
-/// Bytes of the encapsulated key, exposed for size estimates.
-pub const ENC_LEN: usize = NPK;

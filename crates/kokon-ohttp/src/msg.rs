@@ -218,22 +218,12 @@ impl StreamReader {
         let status = status
             .filter(|s| !s.is_informational())
             .ok_or(bad("bad status"))?;
-        let mut headers = HeaderMap::new();
-        loop {
-            let Some((name, n)) = read_vec(&self.buf[at..])? else {
-                return self.need_more();
-            };
-            at += n;
-            if name.is_empty() {
-                break;
-            }
-            let Some((value, n)) = read_vec(&self.buf[at..])? else {
-                return self.need_more();
-            };
-            at += n;
-            if headers.len() >= MAX_FIELDS {
-                return Err(bad("too many header fields"));
-            }
+        let Some((fields, n)) = field_section(&self.buf[at..])? else {
+            return self.need_more();
+        };
+        at += n;
+        let mut headers = HeaderMap::with_capacity(fields.len());
+        for (name, value) in fields {
             headers.append(
                 HeaderName::from_bytes(name).map_err(|_| bad("bad field name"))?,
                 HeaderValue::from_bytes(value).map_err(|_| bad("bad field value"))?,
@@ -274,20 +264,9 @@ impl StreamReader {
 
     fn trailer(&mut self) -> Result<Option<Part>, OhttpError> {
         // Trailer fields are read and dropped (Kokon sends none).
-        let mut at = 0;
-        loop {
-            let Some((name, n)) = read_vec(&self.buf[at..])? else {
-                return self.need_more();
-            };
-            at += n;
-            if name.is_empty() {
-                break;
-            }
-            let Some((_, n)) = read_vec(&self.buf[at..])? else {
-                return self.need_more();
-            };
-            at += n;
-        }
+        let Some((_, at)) = field_section(&self.buf)? else {
+            return self.need_more();
+        };
         self.buf.drain(..at);
         self.state = State::Done;
         Ok(Some(Part::End))
@@ -296,6 +275,33 @@ impl StreamReader {
     /// Whether the whole response (its end included) was read.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+}
+
+/// An indeterminate-length field section at the front of `b` (field lines
+/// up to a zero-length name): its lines and encoded length, `None` if cut
+/// short; more than [`MAX_FIELDS`] lines is an error.
+type Fields<'b> = Vec<(&'b [u8], &'b [u8])>;
+
+fn field_section(b: &[u8]) -> Result<Option<(Fields<'_>, usize)>, OhttpError> {
+    let mut fields = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some((name, n)) = read_vec(&b[at..])? else {
+            return Ok(None);
+        };
+        at += n;
+        if name.is_empty() {
+            return Ok(Some((fields, at)));
+        }
+        let Some((value, n)) = read_vec(&b[at..])? else {
+            return Ok(None);
+        };
+        at += n;
+        if fields.len() >= MAX_FIELDS {
+            return Err(OhttpError::BadMessage("too many header fields"));
+        }
+        fields.push((name, value));
     }
 }
 

@@ -362,3 +362,59 @@ async fn a_relay_that_swaps_the_keys_gets_no_request() {
         "nothing was sent to the swapped keys"
     );
 }
+
+/// A hostile client that reaches the paid proxy only through the relay and
+/// sends a job with no payment authorisation: it gets `payment_required`
+/// inside the encapsulated answer; nothing is billed, no worker runs it.
+#[tokio::test]
+async fn an_unpaid_job_through_the_relay_is_refused_and_costs_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = relayed(vec![WorkerSpec::new(echo("m", 0))]);
+    spec.payments = Some(PaySpec::dev(tmp.path().to_path_buf()));
+    let net = LocalNet::start(spec).await.unwrap();
+    let header = kokon_proto::JobHeader {
+        request_id: "hostile-unpaid-1".into(),
+        model: "m".into(),
+        kind: kokon_proto::JobKind::Chat,
+        max_price_milli: None,
+        budget: None,
+        payment: None,
+        sealed: false,
+    };
+    let payload = serde_json::json!({
+        "model": "m",
+        "input": {"chat": [{"role": "user", "content": "free words please"}]},
+        "params": {"max_tokens": 8},
+    });
+    let mut inner = http::Request::post("/kokon/v1/job")
+        .body(bytes::Bytes::from(serde_json::to_vec(&payload).unwrap()))
+        .unwrap();
+    header.write(inner.headers_mut());
+    let (enc, key) =
+        chunked::encapsulate_request(&keys(&net).await, &msg::encode_request(&inner)).unwrap();
+    let r = post(&net, media::CHUNKED_REQUEST, enc).await;
+    assert_eq!(r.status(), 200);
+    let mut opener = chunked::ResponseOpener::new(key);
+    let mut reader = msg::StreamReader::default();
+    let mut frames = kokon_proto::FrameDecoder::new();
+    let mut plain = opener.push(&r.bytes().await.unwrap()).unwrap();
+    plain.push(opener.finish().unwrap());
+    for p in plain.iter().flat_map(|c| reader.push(c).unwrap()) {
+        if let msg::Part::Data(d) = p {
+            frames.push(&d);
+        }
+    }
+    match frames.next_frame().unwrap() {
+        Some(kokon_proto::Frame::Error(e)) => {
+            assert_eq!(e.code, kokon_proto::ErrorCode::PaymentRequired, "{e:?}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let t = proxy_totals(&net).await;
+    assert_eq!((t.receipts, t.billed, t.paid), (0, 0, 0), "nothing billed");
+    assert_eq!(
+        kokon_worker::WorkerStats::get(&net.workers[0].stats.jobs_completed),
+        0,
+        "no worker ran it"
+    );
+}

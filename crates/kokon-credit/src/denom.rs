@@ -59,7 +59,7 @@ impl Schedule {
     /// what is above it. `amount` must be a whole number of units, and
     /// need fewer than [`crate::MAX_REQUESTS_PER_CALL`] top tokens.
     pub fn decompose(&self, amount: Nanotons) -> Result<Vec<u8>, CreditError> {
-        if amount % self.unit != 0 {
+        if !amount.is_multiple_of(self.unit) {
             return Err(CreditError::NotWholeUnits(amount));
         }
         let units = amount / self.unit;

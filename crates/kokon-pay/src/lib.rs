@@ -40,9 +40,41 @@ pub enum PayError {
     Disputed(String),
     #[error(transparent)]
     Crashed(#[from] fail::Crashed),
+    #[error("credit: {0}")]
+    Credit(#[from] CreditRefused),
     #[error("settlement backend: {0}")]
     Backend(String),
 }
+
+/// Why the proxy's books refused a credit operation (nothing was spent,
+/// sold or given back).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreditRefused {
+    #[error("a token was spent before")]
+    Spent,
+    #[error("a token appears twice")]
+    Repeated,
+    #[error("no credit-paid job {0}")]
+    NoJob(String),
+    #[error("job {0} is still running; ask for its change once it has ended")]
+    Running(String),
+    #[error("the claim secret does not match the job's")]
+    WrongClaim,
+    #[error("the change of job {0} was given for other token requests")]
+    ChangeGiven(String),
+    #[error("job {0} had its change; it cannot run again")]
+    Ended(String),
+    #[error("job {request} has {left} nanotons of credit left, it may cost up to {max_cost}")]
+    Short {
+        request: String,
+        left: Nanotons,
+        max_cost: Nanotons,
+    },
+    #[error("batch {0} was sold to another channel")]
+    OtherBuyer(String),
+}
+
+use kokon_money::Nanotons;
 
 impl From<rusqlite::Error> for PayError {
     fn from(e: rusqlite::Error) -> Self {

@@ -381,8 +381,15 @@ macro_rules! crash_tests {
         )*
         #[test]
         fn every_failpoint_has_a_test() {
-            // Disputes have their own crash test (tests/disputes.rs).
-            let tested = [$($point,)* "proxy.dispute.before_persist", "proxy.dispute.after_persist"];
+            // Disputes and credits have their own crash tests
+            // (tests/disputes.rs, tests/credits.rs).
+            let tested = [
+                $($point,)*
+                "proxy.dispute.before_persist", "proxy.dispute.after_persist",
+                "proxy.credit_sale.before_persist", "proxy.credit_sale.after_persist",
+                "proxy.redeem.before_persist", "proxy.redeem.after_persist",
+                "proxy.change.before_persist", "proxy.change.after_persist",
+            ];
             for p in fail::ALL {
                 assert!(tested.contains(p), "failpoint {p} has no crash test");
             }

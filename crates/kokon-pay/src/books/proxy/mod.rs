@@ -15,9 +15,12 @@ use kokon_money::{
 use rusqlite::params;
 
 use super::{from_json, rows4, to_json};
+
+mod credits;
 use crate::journal::{Durable, Journal};
 use crate::sqlite::amount;
 use crate::{PayError, Settlement, fail};
+pub use credits::{CreditSale, CreditTotals, Redemption};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS channels (id TEXT PRIMARY KEY, terms TEXT NOT NULL, billed TEXT NOT NULL, voucher TEXT, claimed TEXT NOT NULL);
@@ -28,6 +31,9 @@ CREATE INDEX IF NOT EXISTS bills_by_channel ON bills (channel);
 CREATE TABLE IF NOT EXISTS certs (id TEXT PRIMARY KEY, cert TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS disputes (channel TEXT NOT NULL, request TEXT NOT NULL, worker TEXT NOT NULL, cost TEXT NOT NULL, fee TEXT NOT NULL, PRIMARY KEY (channel, request)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS withheld (worker TEXT PRIMARY KEY, amount TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS credit_sales (batch TEXT PRIMARY KEY, channel TEXT NOT NULL, amount TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS credit_spent (token TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS credit_jobs (request TEXT PRIMARY KEY, prepaid TEXT NOT NULL, billed TEXT NOT NULL, claim TEXT NOT NULL, change TEXT, returned TEXT) WITHOUT ROWID;
 ";
 
 /// Receipts one channel may dispute; past it, its disputes are refused (a
@@ -63,14 +69,40 @@ pub struct Disputed {
 #[must_use = "a reservation must be billed or released"]
 #[derive(Debug, PartialEq, Eq)]
 pub struct Reservation {
-    channel: Address,
+    payer: Payer,
     request: String,
     max_cost: Nanotons,
 }
 
+/// Who pays a job: a channel, or credit tokens redeemed for it
+/// ([`ProxyBooks::redeem`]), which name nobody.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Payer {
+    Channel(Address),
+    Credits,
+}
+
+impl Payer {
+    /// How bills name the payer (`channel` column): the channel's address,
+    /// or `credits`.
+    fn column(self) -> String {
+        match self {
+            Payer::Channel(a) => a.to_string(),
+            Payer::Credits => CREDITS.to_string(),
+        }
+    }
+}
+
+/// The `channel` of a bill paid by credit tokens.
+pub const CREDITS: &str = "credits";
+
 impl Reservation {
-    pub fn channel(&self) -> Address {
-        self.channel
+    /// The channel paying, `None` for a job paid by credit tokens.
+    pub fn channel(&self) -> Option<Address> {
+        match self.payer {
+            Payer::Channel(a) => Some(a),
+            Payer::Credits => None,
+        }
     }
 
     /// The most this job may cost (what admission held).
@@ -178,8 +210,11 @@ pub struct ProxyBooks {
     max_credit: Nanotons,
     channels: HashMap<Address, (ProxyChannel, Nanotons)>,
     workers: HashMap<PublicKey, Signed<WorkerVoucher>>,
-    /// Running jobs billed in part, by (channel, request id).
-    progress: HashMap<(Address, String), Progress>,
+    /// Running jobs billed in part, by (payer, request id).
+    progress: HashMap<(Payer, String), Progress>,
+    /// Credit-paid jobs admitted and not yet ended: what was prepaid and
+    /// billed so far. Their change cannot be claimed while they run.
+    credit_running: HashMap<String, credits::Running>,
     /// Fees of disputed receipts to take back from each worker's next ones.
     withheld: HashMap<PublicKey, Nanotons>,
     /// Disputes made by each channel.
@@ -247,6 +282,7 @@ impl ProxyBooks {
             channels,
             workers,
             progress: HashMap::new(),
+            credit_running: HashMap::new(),
             withheld: HashMap::new(),
             disputes: HashMap::new(),
             disputed_by: HashMap::new(),
@@ -303,7 +339,7 @@ impl ProxyBooks {
         }
         if self
             .progress
-            .contains_key(&(*channel, request_id.to_string()))
+            .contains_key(&(Payer::Channel(*channel), request_id.to_string()))
         {
             return Err(refused(format!("request {request_id} is still running")));
         }
@@ -377,7 +413,10 @@ impl ProxyBooks {
         let mut out = Vec::new();
         for row in rows {
             let (request_id, receipt, cert, auth) = row?;
-            if self.progress.contains_key(&(*channel, request_id.clone())) {
+            if self
+                .progress
+                .contains_key(&(Payer::Channel(*channel), request_id.clone()))
+            {
                 continue;
             }
             out.push(BilledRow {
@@ -527,7 +566,7 @@ impl ProxyBooks {
     pub fn unregister(&mut self, channel: &Address, request_id: &str) -> Result<(), PayError> {
         if self
             .progress
-            .contains_key(&(*channel, request_id.to_string()))
+            .contains_key(&(Payer::Channel(*channel), request_id.to_string()))
         {
             return Ok(());
         }
@@ -559,7 +598,7 @@ impl ProxyBooks {
             .ok_or(PayError::NoChannel(*channel))?;
         c.admit(max_cost, self.max_credit.saturating_sub(elsewhere))?;
         Ok(Reservation {
-            channel: *channel,
+            payer: Payer::Channel(*channel),
             request: request_id.to_string(),
             max_cost,
         })
@@ -587,10 +626,17 @@ impl ProxyBooks {
     pub fn release(&mut self, r: Reservation) {
         let done = self
             .progress
-            .remove(&(r.channel, r.request))
+            .remove(&(r.payer, r.request.clone()))
             .unwrap_or_default();
-        if let Some((c, _)) = self.channels.get_mut(&r.channel) {
-            c.release(r.max_cost.saturating_sub(done.cost));
+        match r.payer {
+            Payer::Channel(id) => {
+                if let Some((c, _)) = self.channels.get_mut(&id) {
+                    c.release(r.max_cost.saturating_sub(done.cost));
+                }
+            }
+            Payer::Credits => {
+                self.credit_running.remove(&r.request);
+            }
         }
     }
 
@@ -611,7 +657,7 @@ impl ProxyBooks {
             }
             .into());
         }
-        let key = (r.channel, r.request.clone());
+        let key = (r.payer, r.request.clone());
         let prior = self.progress.get(&key).copied().unwrap_or_default();
         if b.cost <= prior.cost {
             return Ok(self.db.durable(None));
@@ -621,9 +667,7 @@ impl ProxyBooks {
             "proxy.bill_part.after_persist",
         );
         let (voucher, now) = self.persist_bill(r, b, prior, points)?;
-        if let Some((c, _)) = self.channels.get_mut(&r.channel) {
-            c.bill_part(b.cost - prior.cost);
-        }
+        self.billed_more(r, b.cost - prior.cost);
         self.workers.insert(b.worker, voucher);
         self.progress.insert(key, now);
         Ok(self.db.durable(Some(voucher)))
@@ -649,7 +693,7 @@ impl ProxyBooks {
         }
         let prior = self
             .progress
-            .get(&(r.channel, r.request.clone()))
+            .get(&(r.payer, r.request.clone()))
             .copied()
             .unwrap_or_default();
         if prior.cost > 0 && b.cost <= prior.cost {
@@ -663,11 +707,9 @@ impl ProxyBooks {
         let points = ("proxy.bill.before_persist", "proxy.bill.after_persist");
         match self.persist_bill(&r, b, prior, points) {
             Ok((voucher, now)) => {
-                if let Some((c, _)) = self.channels.get_mut(&r.channel) {
-                    c.bill_part(b.cost - prior.cost);
-                }
+                self.billed_more(&r, b.cost - prior.cost);
                 self.workers.insert(b.worker, voucher);
-                self.progress.insert((r.channel, r.request.clone()), now);
+                self.progress.insert((r.payer, r.request.clone()), now);
                 self.release(r);
                 Ok(self.db.durable(voucher))
             }
@@ -687,12 +729,8 @@ impl ProxyBooks {
         prior: Progress,
         (before, after): (&'static str, &'static str),
     ) -> Result<(Signed<WorkerVoucher>, Progress), PayError> {
-        let (c, _) = self
-            .channels
-            .get(&r.channel)
-            .ok_or(PayError::NoChannel(r.channel))?;
         let delta = b.cost - prior.cost;
-        let billed = c.billed + delta;
+        let billed = self.payer_billed(r)? + delta;
         let (fee_delta, _) = split(delta, self.commission_bps);
         let now = Progress {
             cost: b.cost,
@@ -715,12 +753,13 @@ impl ProxyBooks {
                     params![cert, b.cert],
                 )?;
             }
-            let row = params![b.request_id, r.channel.to_string(), b.worker.to_hex(), now.cost.to_string(), now.fee.to_string(), to_json(b.receipt), cert];
+            let payer = r.payer.column();
+            let row = params![b.request_id, payer, b.worker.to_hex(), now.cost.to_string(), now.fee.to_string(), to_json(b.receipt), cert];
             let written = if prior.cost == 0 {
                 super::exec(
                     tx,
                     "INSERT OR IGNORE INTO bills (request, channel, worker, cost, fee, receipt, cert, auth) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![b.request_id, r.channel.to_string(), b.worker.to_hex(), now.cost.to_string(), now.fee.to_string(), to_json(b.receipt), cert, b.auth],
+                    params![b.request_id, payer, b.worker.to_hex(), now.cost.to_string(), now.fee.to_string(), to_json(b.receipt), cert, b.auth],
                 )?
             } else {
                 super::exec(
@@ -732,11 +771,18 @@ impl ProxyBooks {
             if written == 0 {
                 return Err(PayError::AlreadyBilled(b.request_id.to_string()));
             }
-            super::exec(
-                tx,
-                "UPDATE channels SET billed = ?2 WHERE id = ?1",
-                params![r.channel.to_string(), billed.to_string()],
-            )?;
+            match r.payer {
+                Payer::Channel(id) => super::exec(
+                    tx,
+                    "UPDATE channels SET billed = ?2 WHERE id = ?1",
+                    params![id.to_string(), billed.to_string()],
+                )?,
+                Payer::Credits => super::exec(
+                    tx,
+                    "UPDATE credit_jobs SET billed = ?2 WHERE request = ?1",
+                    params![r.request, billed.to_string()],
+                )?,
+            };
             super::exec(
                 tx,
                 "INSERT INTO workers (worker, owed, voucher) VALUES (?1, ?2, ?3) ON CONFLICT(worker) DO UPDATE SET owed = ?2, voucher = ?3",

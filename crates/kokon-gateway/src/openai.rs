@@ -301,6 +301,7 @@ fn header(kind: JobKind, model: &str, max_price_milli: Option<u32>) -> Result<Jo
         max_price_milli,
         budget: None,
         payment: None,
+        credit: None,
         sealed: false,
     })
 }

@@ -70,6 +70,7 @@ impl Fixture {
             max_price_milli: Some(1500),
             budget: Some(BUDGET),
             payment: None,
+            credit: None,
             sealed: false,
         };
         let scope = AuthScope::new(channel, b"payload", 4_000_000_000);
@@ -228,6 +229,7 @@ async fn a_receipt_signed_by_a_worker_that_did_not_answer_is_not_paid() {
         max_price_milli: Some(1500),
         budget: Some(BUDGET),
         payment: None,
+        credit: None,
         sealed: true,
     };
     let auth = super::Authorised {

@@ -136,6 +136,30 @@ impl LinkClient {
         serde_json::from_slice(&body).map_err(|e| link_failed(format!("bad models reply: {e}")))
     }
 
+    /// The proxy's credit keys (its denominations' public keys).
+    pub async fn credit_keys(&self) -> Result<kokon_proto::credit::KeysReply, JobError> {
+        let body = self.get(paths::CREDIT_KEYS, MAX_CALL_BODY).await?;
+        serde_json::from_slice(&body).map_err(|e| link_failed(format!("bad credit keys: {e}")))
+    }
+
+    /// Buys credit tokens on the channel.
+    pub async fn credit_buy(
+        &self,
+        req: &kokon_proto::credit::SaleRequest,
+    ) -> Result<kokon_proto::credit::SaleReply, JobError> {
+        let body = self.post(paths::CREDIT_BUY, req).await?;
+        serde_json::from_slice(&body).map_err(|e| link_failed(format!("bad sale reply: {e}")))
+    }
+
+    /// Claims a credit-paid job's change.
+    pub async fn credit_change(
+        &self,
+        req: &kokon_proto::credit::ChangeRequest,
+    ) -> Result<kokon_proto::credit::ChangeReply, JobError> {
+        let body = self.post(paths::CREDIT_CHANGE, req).await?;
+        serde_json::from_slice(&body).map_err(|e| link_failed(format!("bad change reply: {e}")))
+    }
+
     /// A client's channel voucher, to its proxy.
     pub async fn voucher(&self, v: &Signed<ChannelVoucher>) -> Result<(), JobError> {
         self.post(paths::VOUCHER, v).await.map(|_| ())

@@ -97,6 +97,12 @@ pub enum Call {
     /// `POST candidates` (client → proxy): the workers a sealed job for a
     /// model may go to.
     Candidates(CandidatesRequest),
+    /// `GET credits/keys` (client → proxy): the proxy's credit keys.
+    CreditKeys,
+    /// `POST credits/buy` (client → proxy): token requests paid on a channel.
+    CreditBuy(kokon_proto::credit::SaleRequest),
+    /// `POST credits/change` (client → proxy): a credit-paid job's change.
+    CreditChange(kokon_proto::credit::ChangeRequest),
 }
 
 impl Call {
@@ -114,6 +120,9 @@ impl Call {
             Call::Dispute(_) => "dispute",
             Call::Reconcile(_) => "reconcile",
             Call::Candidates(_) => "candidates",
+            Call::CreditKeys => "credit_keys",
+            Call::CreditBuy(_) => "credit_buy",
+            Call::CreditChange(_) => "credit_change",
         }
     }
 }
@@ -148,6 +157,7 @@ pub async fn read_call<B: CallBody>(
     let call = match (req.method(), path) {
         (&Method::GET, paths::ANNOUNCE) => return Ok(Call::Announce),
         (&Method::GET, paths::MODELS) => return Ok(Call::Models),
+        (&Method::GET, paths::CREDIT_KEYS) => return Ok(Call::CreditKeys),
         (&Method::POST, paths::JOB) => return read_job(req, limits).await,
         (&Method::POST, paths::VOUCHER) => "voucher",
         (&Method::POST, paths::CLOSE) => "close",
@@ -157,6 +167,8 @@ pub async fn read_call<B: CallBody>(
         (&Method::POST, paths::DISPUTE) => "dispute",
         (&Method::POST, paths::RECONCILE) => "reconcile",
         (&Method::POST, paths::CANDIDATES) => "candidates",
+        (&Method::POST, paths::CREDIT_BUY) => "credit_buy",
+        (&Method::POST, paths::CREDIT_CHANGE) => "credit_change",
         _ => {
             return Err(CallError::new(
                 StatusCode::NOT_FOUND,
@@ -181,6 +193,8 @@ pub async fn read_call<B: CallBody>(
         "dispute" => Call::Dispute(serde_json::from_slice(&body).map_err(bad)?),
         "reconcile" => Call::Reconcile(serde_json::from_slice(&body).map_err(bad)?),
         "candidates" => Call::Candidates(serde_json::from_slice(&body).map_err(bad)?),
+        "credit_buy" => Call::CreditBuy(serde_json::from_slice(&body).map_err(bad)?),
+        "credit_change" => Call::CreditChange(serde_json::from_slice(&body).map_err(bad)?),
         _ => Call::VaultVoucher(serde_json::from_slice(&body).map_err(bad)?),
     })
 }

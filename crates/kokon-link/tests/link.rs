@@ -102,6 +102,7 @@ fn header() -> JobHeader {
         max_price_milli: None,
         budget: None,
         payment: None,
+        credit: None,
         sealed: false,
     }
 }

@@ -57,3 +57,66 @@ pub fn write_new(path: &Path, key: &SecretKey) -> Result<(), PayError> {
         .map_err(io)?;
     f.sync_all().map_err(io)
 }
+
+/// Longest credit key file read (24 RSA-2048 keys, PKCS#1, base64).
+const MAX_CREDIT_KEYS_FILE: u64 = 256 * 1024;
+
+/// The proxy's credit issuer: its keys from `path`, or new keys for
+/// `schedule` written there (mode 0600, fsynced) if the file is absent. The
+/// keys must outlive every token they signed: a proxy that lost them
+/// could redeem none of the tokens it sold.
+pub fn credit_issuer(
+    path: &Path,
+    issuer: &str,
+    schedule: kokon_credit::Schedule,
+) -> Result<kokon_credit::Issuer, PayError> {
+    use std::io::{Read, Write};
+    let io = |e: std::io::Error| PayError::Storage(format!("{}: {e}", path.display()));
+    let bad = |e: String| PayError::Storage(format!("{}: {e}", path.display()));
+    match std::fs::File::open(path) {
+        Ok(f) => {
+            let mut s = String::new();
+            f.take(MAX_CREDIT_KEYS_FILE)
+                .read_to_string(&mut s)
+                .map_err(io)?;
+            let secrets: kokon_credit::IssuerSecrets =
+                serde_json::from_str(&s).map_err(|e| bad(format!("not a credit key file: {e}")))?;
+            if secrets.issuer != issuer {
+                return Err(bad(format!(
+                    "the keys are issuer {:?}'s, not {issuer:?}",
+                    secrets.issuer
+                )));
+            }
+            kokon_credit::Issuer::from_secrets(&secrets).map_err(|e| bad(e.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let new =
+                kokon_credit::Issuer::generate(issuer, schedule).map_err(|e| bad(e.to_string()))?;
+            let secrets = new.secrets().map_err(|e| bad(e.to_string()))?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            let tmp = path.with_extension("new");
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(&tmp).map_err(io)?;
+            f.write_all(
+                serde_json::to_string(&secrets)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            )
+            .map_err(io)?;
+            f.sync_all().map_err(io)?;
+            std::fs::rename(&tmp, path).map_err(io)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io)?;
+            }
+            Ok(new)
+        }
+        Err(e) => Err(io(e)),
+    }
+}

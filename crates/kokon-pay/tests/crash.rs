@@ -389,6 +389,9 @@ macro_rules! crash_tests {
                 "proxy.credit_sale.before_persist", "proxy.credit_sale.after_persist",
                 "proxy.redeem.before_persist", "proxy.redeem.after_persist",
                 "proxy.change.before_persist", "proxy.change.after_persist",
+                "client.credit_blind.after_persist",
+                "client.credit_accept.before_persist", "client.credit_accept.after_persist",
+                "client.credit_take.before_persist", "client.credit_take.after_persist",
             ];
             for p in fail::ALL {
                 assert!(tested.contains(p), "failpoint {p} has no crash test");

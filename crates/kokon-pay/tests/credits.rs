@@ -164,7 +164,7 @@ fn a_credit_job_costs_at_most_its_prepaid_amount_and_gets_its_change_once() {
         CreditRefused::Running(_)
     ));
     assert!(matches!(
-        refused(b.claim_change("job-1", "claim-hash", "reqs-a", 5_000)),
+        refused(b.claim_change("job-1", "claim-hash", "reqs-a", (0, 5_000))),
         CreditRefused::Running(_)
     ));
     b.release(r);
@@ -173,22 +173,35 @@ fn a_credit_job_costs_at_most_its_prepaid_amount_and_gets_its_change_once() {
     assert_eq!((job.prepaid, job.billed), (8_000, 2_500));
     // The change: the claim secret is checked, then it is given once.
     assert_eq!(
-        refused(b.claim_change("job-1", "another", "reqs-a", 5_000)),
+        refused(b.claim_change("job-1", "another", "reqs-a", (2_500, 5_000))),
         CreditRefused::WrongClaim
     );
     let given = b
-        .claim_change("job-1", "claim-hash", "reqs-a", 5_000)
+        .claim_change("job-1", "claim-hash", "reqs-a", (2_500, 5_000))
         .unwrap();
     assert_eq!(given.wait_blocking().unwrap().returned, Some(5_000));
     // The same requests again (a lost answer): answered again.
     assert!(
-        b.claim_change("job-1", "claim-hash", "reqs-a", 5_000)
+        b.claim_change("job-1", "claim-hash", "reqs-a", (2_500, 5_000))
             .is_ok()
     );
     // Other requests: refused — change is given once.
     assert!(matches!(
-        refused(b.claim_change("job-1", "claim-hash", "reqs-b", 5_000)),
+        refused(b.claim_change("job-1", "claim-hash", "reqs-b", (2_500, 5_000))),
         CreditRefused::ChangeGiven(_)
+    ));
+    // A change computed from a stale bill, or more than is left: refused.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let mut b2 = open(tmp2.path());
+    redeem(&mut b2, "job-1", &["t1"], 8_000).unwrap();
+    run(&mut b2, "job-1", 8_000, 2_500).unwrap();
+    assert!(matches!(
+        refused(b2.claim_change("job-1", "claim-hash", "reqs-a", (0, 8_000))),
+        CreditRefused::Running(_)
+    ));
+    assert!(matches!(
+        refused(b2.claim_change("job-1", "claim-hash", "reqs-a", (2_500, 6_000))),
+        CreditRefused::Short { .. }
     ));
     // A job whose change was given runs no more.
     assert!(matches!(
@@ -231,7 +244,7 @@ fn sale_and_redemption_records_share_no_identifier() {
     sell(&mut b, "5b1e…batch-of-blinded-requests", 4_000).unwrap();
     redeem(&mut b, "job-1", &["spent-id-of-token"], 4_000).unwrap();
     run(&mut b, "job-1", 4_000, 1_234).unwrap();
-    b.claim_change("job-1", "claim-hash", "change-requests", 2_000)
+    b.claim_change("job-1", "claim-hash", "change-requests", (1_234, 2_000))
         .unwrap()
         .wait_blocking()
         .unwrap();
@@ -355,7 +368,7 @@ fn a_crash_at_either_side_of_giving_change_gives_it_exactly_once() {
                 run(b, "job-1", 8_000, 3_000).unwrap();
             },
             |b| {
-                b.claim_change("job-1", "claim-hash", "reqs-a", 5_000)?
+                b.claim_change("job-1", "claim-hash", "reqs-a", (3_000, 5_000))?
                     .wait_blocking()
                     .map(|_| ())
             },
@@ -364,7 +377,7 @@ fn a_crash_at_either_side_of_giving_change_gives_it_exactly_once() {
                 assert_eq!(job.returned, Some(5_000), "{point}");
                 assert_eq!(job.change.as_deref(), Some("reqs-a"));
                 assert!(matches!(
-                    refused(b.claim_change("job-1", "claim-hash", "reqs-b", 5_000)),
+                    refused(b.claim_change("job-1", "claim-hash", "reqs-b", (3_000, 5_000))),
                     CreditRefused::ChangeGiven(_)
                 ));
                 let t = b.credit_totals().unwrap();

@@ -99,6 +99,7 @@ impl JobAuth {
             max_price_milli: self.max_price_milli,
             budget: None,
             payment: None,
+            credit: None,
             sealed: false,
         };
         let scope = crate::AuthScope {
@@ -224,6 +225,7 @@ mod tests {
             max_price_milli: Some(1500),
             budget: Some(budget),
             payment: None,
+            credit: None,
             sealed: false,
         };
         let scope = AuthScope::new(channel, payload, 1_000);

@@ -15,6 +15,8 @@ pub mod http_names {
     pub const PAYER_SIG: &str = "kokon-payer-sig";
     pub const AUTH_EXPIRES: &str = "kokon-auth-expires";
     pub const SEALED: &str = "kokon-sealed";
+    pub const CREDIT: &str = "kokon-credit";
+    pub const CREDIT_CLAIM: &str = "kokon-credit-claim";
 }
 
 use kokon_money::receipt::Budget;
@@ -31,6 +33,21 @@ pub struct Payment {
     /// Ed25519 by the channel's client key over [`JobHeader::auth_hash`].
     pub signature: Signature,
 }
+
+/// How a job is paid without a channel: Privacy Pass tokens (base64url,
+/// checked by the proxy) worth at least its most possible cost, and the
+/// SHA-256 of a secret with which the client claims its change. Only the
+/// proxy sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditPayment {
+    pub tokens: Vec<String>,
+    pub claim: [u8; 32],
+}
+
+/// Most tokens one job redeems (they travel in one header).
+pub const MAX_CREDIT_TOKENS: usize = 16;
+/// Longest token, base64url: 354 bytes.
+const MAX_TOKEN_LEN: usize = 472;
 
 const MAX_ID_LEN: usize = 64;
 const MAX_MODEL_LEN: usize = 128;
@@ -79,6 +96,9 @@ pub struct JobHeader {
     pub budget: Option<Budget>,
     /// `None` on networks without payments, and on the proxy → worker hop.
     pub payment: Option<Payment>,
+    /// Paid by credit tokens instead of a channel (never both); `None` on
+    /// the proxy → worker hop.
+    pub credit: Option<CreditPayment>,
     /// The payload is a [`crate::sealed::SealedJob`] (end-to-end encrypted
     /// to its candidate workers), not a plaintext [`crate::JobRequest`].
     pub sealed: bool,
@@ -117,6 +137,10 @@ impl JobHeader {
             put(CHANNEL, &p.channel.to_string());
             put(AUTH_EXPIRES, &p.expires_unix.to_string());
             put(PAYER_SIG, &p.signature.to_string());
+        }
+        if let Some(c) = &self.credit {
+            put(CREDIT, &c.tokens.join(","));
+            put(CREDIT_CLAIM, &hex::encode(c.claim));
         }
     }
 
@@ -159,6 +183,16 @@ impl JobHeader {
                 Some(read_payment(ch, need(AUTH_EXPIRES)?, need(PAYER_SIG)?)?)
             }
         };
+        let credit = match get(CREDIT)? {
+            None => None,
+            Some(tokens) => {
+                budget.ok_or(HeaderError::Missing(BUDGET))?;
+                if payment.is_some() {
+                    return Err(HeaderError::Malformed(CREDIT));
+                }
+                Some(read_credit(tokens, need(CREDIT_CLAIM)?)?)
+            }
+        };
         Ok(Self {
             request_id: request_id.into(),
             model: model.into(),
@@ -166,6 +200,7 @@ impl JobHeader {
             max_price_milli,
             budget,
             payment,
+            credit,
             sealed,
         })
     }
@@ -236,6 +271,7 @@ impl JobHeader {
     pub fn for_worker(&self) -> Self {
         Self {
             payment: None,
+            credit: None,
             ..self.clone()
         }
     }
@@ -299,6 +335,23 @@ pub fn valid_model(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b))
 }
 
+fn read_credit(tokens: &str, claim: &str) -> Result<CreditPayment, HeaderError> {
+    let bad = HeaderError::Malformed(CREDIT);
+    let tokens: Vec<String> = tokens.split(',').map(str::to_string).collect();
+    let token_ok = |t: &String| {
+        !t.is_empty()
+            && t.len() <= MAX_TOKEN_LEN
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if tokens.len() > MAX_CREDIT_TOKENS || !tokens.iter().all(token_ok) {
+        return Err(bad);
+    }
+    let mut c = [0u8; 32];
+    hex::decode_to_slice(claim, &mut c).map_err(|_| HeaderError::Malformed(CREDIT_CLAIM))?;
+    Ok(CreditPayment { tokens, claim: c })
+}
+
 /// Re-export of the `http` header types used here, so callers need not name the crate.
 pub mod http_headers {
     pub use http::header::{HeaderMap, HeaderValue};
@@ -323,8 +376,71 @@ mod tests {
                 expires_unix: 1_900_000_000,
                 signature: Signature([9; 64]),
             }),
+            credit: None,
             sealed: true,
         }
+    }
+
+    fn credit_paid() -> JobHeader {
+        JobHeader {
+            payment: None,
+            credit: Some(CreditPayment {
+                tokens: vec!["AAIx".into(), "AAIy_-".into()],
+                claim: [5; 32],
+            }),
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn credit_tokens_round_trip_and_never_reach_a_worker() {
+        let mut h = http_headers::HeaderMap::new();
+        credit_paid().write(&mut h);
+        assert_eq!(JobHeader::read(&h).unwrap(), credit_paid());
+        let w = credit_paid().for_worker();
+        assert!(w.credit.is_none() && w.payment.is_none());
+        let mut h = http_headers::HeaderMap::new();
+        w.write(&mut h);
+        assert!(h.get(CREDIT).is_none() && h.get(CREDIT_CLAIM).is_none());
+    }
+
+    #[test]
+    fn hostile_credit_headers_are_refused() {
+        let with = |tokens: &str, claim: &str| {
+            let mut h = http_headers::HeaderMap::new();
+            credit_paid().write(&mut h);
+            h.insert(CREDIT, tokens.parse().unwrap());
+            h.insert(CREDIT_CLAIM, claim.parse().unwrap());
+            JobHeader::read(&h)
+        };
+        let claim = hex::encode([5u8; 32]);
+        assert!(with("AAIx", &claim).is_ok());
+        let many = vec!["AAIx"; MAX_CREDIT_TOKENS + 1].join(",");
+        assert_eq!(with(&many, &claim), Err(HeaderError::Malformed(CREDIT)));
+        assert_eq!(with("AA+x", &claim), Err(HeaderError::Malformed(CREDIT)));
+        assert_eq!(with("AAIx,,", &claim), Err(HeaderError::Malformed(CREDIT)));
+        assert_eq!(
+            with(&"A".repeat(473), &claim),
+            Err(HeaderError::Malformed(CREDIT))
+        );
+        assert_eq!(
+            with("AAIx", "beef"),
+            Err(HeaderError::Malformed(CREDIT_CLAIM))
+        );
+        // Tokens and a channel at once: refused, not paid twice or chosen.
+        let mut h = http_headers::HeaderMap::new();
+        sample().write(&mut h);
+        h.insert(CREDIT, "AAIx".parse().unwrap());
+        h.insert(CREDIT_CLAIM, claim.parse().unwrap());
+        assert_eq!(JobHeader::read(&h), Err(HeaderError::Malformed(CREDIT)));
+        // Tokens without a budget authorise nothing.
+        let mut h = http_headers::HeaderMap::new();
+        JobHeader {
+            budget: None,
+            ..credit_paid()
+        }
+        .write(&mut h);
+        assert_eq!(JobHeader::read(&h), Err(HeaderError::Missing(BUDGET)));
     }
 
     #[test]

@@ -65,6 +65,12 @@ pub mod paths {
     /// Client → proxy: the certificates of the workers a job for a model
     /// may be sealed to (JSON [`crate::CandidatesRequest`]).
     pub const CANDIDATES: &str = "/kokon/v1/candidates";
+    /// Client → proxy: the proxy's credit keys (a [`crate::credit::KeysReply`]).
+    pub const CREDIT_KEYS: &str = "/kokon/v1/credits/keys";
+    /// Channel holder → proxy: buy credit tokens (JSON [`crate::credit::SaleRequest`]).
+    pub const CREDIT_BUY: &str = "/kokon/v1/credits/buy";
+    /// Client → proxy: a credit-paid job's change (JSON [`crate::credit::ChangeRequest`]).
+    pub const CREDIT_CHANGE: &str = "/kokon/v1/credits/change";
 }
 
 pub use announce::{Announce, ModelOffer, ModelsReply};
@@ -108,7 +114,10 @@ pub use control::{
 pub use engine::{EngineDecl, EngineKind};
 pub use error::{ErrorCode, JobError};
 pub use frame::{Frame, FrameDecoder, FrameError};
-pub use header::{AuthScope, HeaderError, JobHeader, JobKind, Payment};
+pub mod credit;
+pub use header::{
+    AuthScope, CreditPayment, HeaderError, JobHeader, JobKind, MAX_CREDIT_TOKENS, Payment,
+};
 pub use job::{ChatMessage, Chunk, FinishReason, JobEnd, JobRequest, ReceiptEnvelope, Usage};
 pub use meter::OutputMeter;
 pub use sealed::{SealedError, SealedJob};

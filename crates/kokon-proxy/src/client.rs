@@ -100,6 +100,31 @@ pub(crate) async fn route<B: kokon_link::CallBody>(
             }
             None => unpaid(),
         },
+        Call::CreditKeys => match state.pay.as_deref().map(crate::credit::keys) {
+            Some(Ok(doc)) => json_reply(&doc),
+            Some(Err(e)) => error_reply(StatusCode::NOT_FOUND, e),
+            None => unpaid(),
+        },
+        Call::CreditBuy(req) => match state.pay.as_deref() {
+            Some(pay) => match crate::credit::sell(pay, &req).await {
+                Ok(reply) => json_reply(&reply),
+                Err(e) => {
+                    state.events.note("credit_sale_refused");
+                    error_reply(status_of(&e), e)
+                }
+            },
+            None => unpaid(),
+        },
+        Call::CreditChange(req) => match state.pay.as_deref() {
+            Some(pay) => match crate::credit::change(pay, &req).await {
+                Ok(reply) => json_reply(&reply),
+                Err(e) => {
+                    state.events.note("credit_change_refused");
+                    error_reply(status_of(&e), e)
+                }
+            },
+            None => unpaid(),
+        },
         other @ (Call::Announce | Call::VaultVoucher(_) | Call::Refused(_)) => error_reply(
             StatusCode::NOT_FOUND,
             JobError::new(
@@ -107,6 +132,14 @@ pub(crate) async fn route<B: kokon_link::CallBody>(
                 format!("a proxy does not serve `{}` to clients", other.name()),
             ),
         ),
+    }
+}
+
+fn status_of(e: &JobError) -> StatusCode {
+    match e.code {
+        ErrorCode::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
+        ErrorCode::Unavailable => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_REQUEST,
     }
 }
 

@@ -310,8 +310,9 @@ impl Job {
             return Err(no_payments());
         };
         let now = kokon_attest::SystemClock.now_unix();
-        let max_context = self.policy.routing.max_context;
-        crate::pay::register(pay, &self.header, self.signed.as_ref(), max_context, now).await
+        let routing = &self.policy.routing;
+        let limits = (routing.max_context, routing.max_price_milli);
+        crate::pay::register(pay, &self.header, self.signed.as_ref(), limits, now).await
     }
 
     /// Reserves the job's credit at the worker's price.

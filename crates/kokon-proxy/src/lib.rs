@@ -7,6 +7,7 @@
 
 mod admin;
 mod client;
+mod credit;
 pub mod flow;
 mod job;
 mod metrics;

@@ -34,6 +34,8 @@ pub struct ProxyPay {
     pub(crate) claim_threshold: Nanotons,
     pub(crate) claim_every: Duration,
     pub(crate) signers: kokon_attest::verify::ReceiptSigners,
+    /// Sells and redeems credit tokens, if this proxy does.
+    pub(crate) credits: Option<Arc<kokon_credit::Issuer>>,
 }
 
 impl ProxyPay {
@@ -51,7 +53,14 @@ impl ProxyPay {
             claim_threshold,
             claim_every,
             signers: Default::default(),
+            credits: None,
         }
+    }
+
+    /// Sells credit tokens signed by `issuer` and takes them for jobs.
+    pub fn with_credits(mut self, issuer: kokon_credit::Issuer) -> Self {
+        self.credits = Some(Arc::new(issuer));
+        self
     }
 
     pub async fn books(&self) -> tokio::sync::MutexGuard<'_, ProxyBooks> {
@@ -71,7 +80,7 @@ fn payment_required(msg: String) -> JobError {
     JobError::new(ErrorCode::PaymentRequired, msg)
 }
 
-fn unavailable(e: PayError) -> JobError {
+pub(crate) fn unavailable(e: PayError) -> JobError {
     JobError::new(ErrorCode::Unavailable, format!("ledger unavailable: {e}"))
 }
 
@@ -87,28 +96,24 @@ pub(crate) async fn register(
     pay: &ProxyPay,
     header: &JobHeader,
     auth: Option<&kokon_proto::JobAuth>,
-    max_context: u32,
+    (max_context, max_price_milli): (u32, u32),
     now_unix: u64,
 ) -> Result<(), JobError> {
+    if let (Some(credit), Some(budget)) = (&header.credit, header.budget) {
+        within_context(budget, max_context)?;
+        return crate::credit::redeem(pay, header, credit, budget, max_price_milli).await;
+    }
     let (p, budget, auth) = match (header.payment, header.budget, auth) {
         (Some(p), Some(b), Some(a)) => (p, b, a),
         _ => {
             return Err(payment_required(
-                "this proxy serves paid jobs only: the request names no channel".into(),
+                "this proxy serves paid jobs only: the request names no channel and \
+                 carries no credit tokens"
+                    .into(),
             ));
         }
     };
-    let most = u64::from(max_context);
-    if budget.prompt > most || budget.completion > most {
-        return Err(JobError::new(
-            ErrorCode::BadRequest,
-            format!(
-                "the job's budget ({} prompt, {} completion tokens) is above the registry's \
-                 {most}-token maximum context",
-                budget.prompt, budget.completion
-            ),
-        ));
-    }
+    within_context(budget, max_context)?;
     if p.expires_unix < now_unix {
         return Err(payment_required(format!(
             "the job's authorisation expired {} s ago (is the client's clock right?)",
@@ -152,15 +157,30 @@ pub(crate) async fn register(
     registered.map_err(refused)?.wait().await.map_err(refused)
 }
 
+fn within_context(budget: Budget, max_context: u32) -> Result<(), JobError> {
+    let most = u64::from(max_context);
+    if budget.prompt > most || budget.completion > most {
+        return Err(JobError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "the job's budget ({} prompt, {} completion tokens) is above the registry's \
+                 {most}-token maximum context",
+                budget.prompt, budget.completion
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Reserves the job's maximum cost at the picked worker's price (the job
-/// was registered: its authorisation checked).
+/// was registered: its authorisation checked, or its tokens redeemed).
 pub(crate) async fn admit(
     pay: &ProxyPay,
     header: &JobHeader,
     price_milli: u32,
 ) -> Result<Admitted, JobError> {
-    let (Some(p), Some(budget)) = (header.payment, header.budget) else {
-        return Err(payment_required("the request names no channel".into()));
+    let Some(budget) = header.budget else {
+        return Err(payment_required("the request has no budget".into()));
     };
     let max_cost = budget
         .max_cost(&pay.economics.prices, &header.model, price_milli)
@@ -170,6 +190,18 @@ pub(crate) async fn admit(
                 format!("job budget cannot be priced: {e}"),
             )
         })?;
+    if header.credit.is_some() {
+        let admitted = pay.books().await.admit_credit(&header.request_id, max_cost);
+        return admitted
+            .map(|reservation| Admitted {
+                reservation,
+                budget,
+            })
+            .map_err(|e| payment_required(format!("the job's credit cannot cover it: {e}")));
+    }
+    let Some(p) = header.payment else {
+        return Err(payment_required("the request names no channel".into()));
+    };
     let first = pay
         .books()
         .await
@@ -198,7 +230,7 @@ fn cannot_cover(channel: Address, e: PayError) -> JobError {
 }
 
 /// The ledger's terms of `channel`, read without holding the books.
-async fn read_terms(pay: &ProxyPay, channel: Address) -> Result<ChannelTerms, JobError> {
+pub(crate) async fn read_terms(pay: &ProxyPay, channel: Address) -> Result<ChannelTerms, JobError> {
     let row = pay.ledger.channel(channel).await.map_err(unavailable)?;
     let row = row.ok_or_else(|| {
         payment_required(format!(

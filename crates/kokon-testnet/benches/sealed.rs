@@ -65,6 +65,7 @@ fn header(job: &Job, id: usize, sealed: bool) -> JobHeader {
         max_price_milli: None,
         budget: None,
         payment: None,
+        credit: None,
         sealed,
     }
 }

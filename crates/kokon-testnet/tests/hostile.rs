@@ -114,6 +114,7 @@ fn signed(
         max_price_milli: None,
         budget: Some(budget),
         payment: None,
+        credit: None,
         sealed: false,
     };
     let sig = key.sign(&h.auth_hash(budget, &AuthScope::new(channel, payload, expires_unix)));

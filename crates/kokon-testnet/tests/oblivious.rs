@@ -379,6 +379,7 @@ async fn an_unpaid_job_through_the_relay_is_refused_and_costs_nothing() {
         max_price_milli: None,
         budget: None,
         payment: None,
+        credit: None,
         sealed: false,
     };
     let payload = serde_json::json!({

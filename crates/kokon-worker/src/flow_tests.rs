@@ -260,6 +260,7 @@ fn header(paid: bool) -> JobHeader {
             completion: 7,
         }),
         payment: None,
+        credit: None,
         sealed: false,
     }
 }

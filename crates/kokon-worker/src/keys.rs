@@ -105,6 +105,7 @@ mod tests {
             max_price_milli: None,
             budget: None,
             payment: None,
+            credit: None,
             sealed: true,
         }
     }

@@ -174,7 +174,10 @@ async fn route(
         | Call::Close(_)
         | Call::Dispute(_)
         | Call::Reconcile(_)
-        | Call::Candidates(_)) => error_reply(
+        | Call::Candidates(_)
+        | Call::CreditKeys
+        | Call::CreditBuy(_)
+        | Call::CreditChange(_)) => error_reply(
             StatusCode::NOT_FOUND,
             JobError::new(
                 ErrorCode::BadRequest,

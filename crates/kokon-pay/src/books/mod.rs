@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod proxy;
+pub mod wallet;
 pub mod worker;
 
 use rusqlite::{Connection, OptionalExtension, params};

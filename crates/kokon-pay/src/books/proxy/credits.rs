@@ -150,6 +150,11 @@ impl ProxyBooks {
         Ok(self.db.durable(()))
     }
 
+    /// Whether a credit-paid job is running (its bill may still grow).
+    pub fn credit_running(&self, request_id: &str) -> bool {
+        self.credit_running.contains_key(request_id)
+    }
+
     /// A credit-paid job's record.
     pub fn redemption(&self, request_id: &str) -> Result<Option<Redemption>, PayError> {
         let row: Option<RedemptionRow> = self
@@ -218,12 +223,16 @@ impl ProxyBooks {
     /// of the token requests the change is signed into) is recorded so that
     /// only the same requests are answered again. Returns the job (its
     /// bill is final); the caller signs the change it computes from it.
+    ///
+    /// `billed`: the bill the change was computed from. A job admitted
+    /// again since (its bill may grow) is refused as running, so change
+    /// and bill never add up to more than was prepaid.
     pub fn claim_change(
         &mut self,
         request_id: &str,
         claim: &str,
         requests: &str,
-        returned: Nanotons,
+        (billed, returned): (Nanotons, Nanotons),
     ) -> Result<Durable<Redemption>, PayError> {
         let mut r = self
             .redemption(request_id)?
@@ -231,8 +240,16 @@ impl ProxyBooks {
         if r.claim != claim {
             return Err(CreditRefused::WrongClaim.into());
         }
-        if self.credit_running.contains_key(request_id) {
+        if self.credit_running.contains_key(request_id) || r.billed != billed {
             return Err(CreditRefused::Running(request_id.to_string()).into());
+        }
+        if billed + returned > r.prepaid {
+            return Err(CreditRefused::Short {
+                request: request_id.to_string(),
+                left: r.prepaid - billed.min(r.prepaid),
+                max_cost: returned,
+            }
+            .into());
         }
         match &r.change {
             Some(c) if c == requests => return Ok(self.db.durable(r)),

@@ -32,6 +32,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/credits", get(crate::credit_api::balance))
+        .route("/v1/credits/request", post(crate::credit_api::request))
+        .route("/v1/credits/buy", post(crate::credit_api::buy))
+        .route("/v1/credits/accept", post(crate::credit_api::accept))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
@@ -241,8 +245,11 @@ async fn run_job(
         serde_json::to_vec(&job).map_err(|_| ApiError::bad_request(None, "cannot encode job"))?,
     );
     let mut header = header;
-    if let Some(pay) = &s.pay {
+    if s.credits.is_some() {
         // The seal binds the budget: it is fixed first.
+        let most = s.link.policy().routing.max_context;
+        header.budget = Some(crate::pay::budget_within(most, &job, plain.len()));
+    } else if let Some(pay) = &s.pay {
         header.budget = Some(crate::pay::budget(pay, &job, plain.len()));
     }
     header.sealed = true;
@@ -253,7 +260,7 @@ async fn run_job(
         shape,
     };
     let mut run = Run {
-        flow: GatewayFlow::new(s.pay.is_some(), true),
+        flow: GatewayFlow::new(s.pay.is_some() || s.credits.is_some(), true),
         state: s.clone(),
         header,
         job,
@@ -262,6 +269,7 @@ async fn run_job(
         plain,
         resealed: 0,
         paid: None,
+        credit: None,
         frames: None,
         submitted_on: None,
         answered: false,
@@ -348,6 +356,8 @@ struct Run {
     /// Times the job was sealed again because its candidates went stale.
     resealed: u8,
     paid: Option<Paid>,
+    /// The tokens paying the job, when credits pay it.
+    credit: Option<crate::credit::CreditJob>,
     frames: Option<Frames>,
     /// The link the job was sent on.
     submitted_on: Option<kokon_link::LinkClient>,
@@ -364,6 +374,10 @@ impl Drop for Run {
             && !self.answered
         {
             p.pay.reconcile.notify_one();
+        }
+        if let (Some(c), Some(job)) = (&self.state.credits, self.credit.take()) {
+            // Not settled here: the recovery pass claims its change.
+            c.forget(&job.request_id);
         }
     }
 }
@@ -408,6 +422,11 @@ impl Run {
                 self.flow.submitted(r);
             }
             Action::Settle { receipt, delivered } => {
+                if let (Some(cp), Some(job)) = (self.state.credits.clone(), self.credit.take()) {
+                    let r = crate::credit::settle(&cp, &self.state.link, &job).await;
+                    self.flow.settled(r);
+                    return None;
+                }
                 let r = match &self.paid {
                     Some(p) => {
                         let answered = self.frames.as_ref().and_then(|f| f.reader());
@@ -431,7 +450,15 @@ impl Run {
                 self.answered = true;
                 return Some(Out::Answer(end, cost));
             }
-            Action::Fail(e) => return Some(Out::Fail(e)),
+            Action::Fail(e) => {
+                if let (Some(cp), Some(job)) = (&self.state.credits, &self.credit)
+                    && crate::credit::spent_refusal(&e)
+                {
+                    cp.drop_spent(&self.state.link, &job.request_id).await;
+                    self.credit = None;
+                }
+                return Some(Out::Fail(e));
+            }
             Action::Finish(outcome) => {
                 tracing::debug!(request_id = %self.header.request_id, ?outcome, "request over");
             }
@@ -472,6 +499,27 @@ impl Run {
     }
 
     async fn authorise(&mut self) -> Result<(), kokon_proto::JobError> {
+        if let Some(cp) = self.state.credits.clone() {
+            let budget = self.header.budget.unwrap_or_else(|| {
+                let most = self.state.link.policy().routing.max_context;
+                crate::pay::budget_within(most, &self.job, self.payload.len())
+            });
+            if let Some(old) = self.credit.take() {
+                // Sealed again: the tokens taken before are claimed back.
+                cp.forget(&old.request_id);
+            }
+            let max_price = self.state.link.policy().routing.max_price_milli;
+            let job = crate::credit::authorise(
+                &cp,
+                &self.state.link,
+                &mut self.header,
+                budget,
+                max_price,
+            )
+            .await?;
+            self.credit = Some(job);
+            return Ok(());
+        }
         let Some(pay) = self.state.pay.clone() else {
             return Ok(());
         };

@@ -5,6 +5,8 @@
 
 mod api;
 pub mod candidates;
+pub mod credit;
+mod credit_api;
 mod error;
 pub mod flow;
 mod guard;
@@ -25,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+pub use credit::CreditPay;
 pub use error::ApiError;
 pub use guard::Guard;
 pub use link::{LinkTiming, ProxyLink};
@@ -116,6 +119,8 @@ pub(crate) struct AppState {
     pub(crate) link: Arc<ProxyLink>,
     pub(crate) metrics: api::Metrics,
     pub(crate) pay: Option<Arc<ClientPay>>,
+    /// Pays jobs with credit tokens (then `pay`, if any, only buys them).
+    pub(crate) credits: Option<Arc<CreditPay>>,
     pub(crate) guard: Guard,
     pub(crate) jobs: Arc<Semaphore>,
     /// Verified candidate workers, per model.
@@ -129,6 +134,20 @@ pub fn app(cfg: GatewayConfig, tls: RaTls) -> Router {
 
 /// [`app`] on a paid network: every job is paid from the channel in `pay`.
 pub fn app_with(cfg: GatewayConfig, tls: RaTls, pay: Option<ClientPay>) -> Router {
+    app_paying(cfg, tls, pay, None)
+}
+
+/// How often a credit-paying gateway claims the change of jobs it sent
+/// and did not settle (the first pass runs at start).
+const CHANGE_RECOVERY_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// [`app_with`], and jobs paid with the credit tokens of `credits`.
+pub fn app_paying(
+    cfg: GatewayConfig,
+    tls: RaTls,
+    pay: Option<ClientPay>,
+    credits: Option<CreditPay>,
+) -> Router {
     let policy = tls.policy_watch();
     let link = Arc::new(match &cfg.relay {
         Some(relay) => ProxyLink::relayed(relay, tls, cfg.link)
@@ -146,6 +165,14 @@ pub fn app_with(cfg: GatewayConfig, tls: RaTls, pay: Option<ClientPay>) -> Route
         // Pays what the proxy billed while this gateway was away.
         tokio::spawn(pay::reconcile_loop(link.clone(), p.clone()));
     }
+    let credits = credits.map(Arc::new);
+    if let Some(c) = &credits {
+        tokio::spawn(credit::recover_loop(
+            c.clone(),
+            link.clone(),
+            CHANGE_RECOVERY_EVERY,
+        ));
+    }
     api::router(Arc::new(AppState {
         guard: Guard::new(cfg.listen, &cfg.allow_hosts, &cfg.cors_origins),
         jobs: Arc::new(Semaphore::new(cfg.max_concurrent_jobs.max(1))),
@@ -153,6 +180,7 @@ pub fn app_with(cfg: GatewayConfig, tls: RaTls, pay: Option<ClientPay>) -> Route
         link,
         metrics: api::Metrics::new(),
         pay,
+        credits,
         candidates: Default::default(),
     }))
 }
@@ -188,10 +216,21 @@ pub async fn start_with(
     pay: Option<ClientPay>,
     shutdown: CancellationToken,
 ) -> std::io::Result<GatewayHandle> {
+    start_paying(cfg, tls, pay, None, shutdown).await
+}
+
+/// [`start_with`], and jobs paid with credit tokens.
+pub async fn start_paying(
+    cfg: GatewayConfig,
+    tls: RaTls,
+    pay: Option<ClientPay>,
+    credits: Option<CreditPay>,
+    shutdown: CancellationToken,
+) -> std::io::Result<GatewayHandle> {
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     let limits = cfg.public;
-    let app = app_with(cfg, tls, pay);
+    let app = app_paying(cfg, tls, pay, credits);
     let drained = CancellationToken::new();
     let done = drained.clone();
     tokio::spawn(async move {

@@ -270,6 +270,28 @@ impl ProxyLink {
             .unwrap_or_else(|_| Err(no_link("the proxy did not answer in time")))
     }
 
+    /// The proxy's credit keys.
+    pub async fn credit_keys(&self) -> Result<kokon_proto::credit::KeysReply, JobError> {
+        self.call(|c| async move { c.credit_keys().await }).await
+    }
+
+    /// Buys credit tokens on the channel.
+    pub async fn credit_buy(
+        &self,
+        req: &kokon_proto::credit::SaleRequest,
+    ) -> Result<kokon_proto::credit::SaleReply, JobError> {
+        self.call(|c| async move { c.credit_buy(req).await }).await
+    }
+
+    /// Claims a credit-paid job's change.
+    pub async fn credit_change(
+        &self,
+        req: &kokon_proto::credit::ChangeRequest,
+    ) -> Result<kokon_proto::credit::ChangeReply, JobError> {
+        self.call(|c| async move { c.credit_change(req).await })
+            .await
+    }
+
     /// Sends a channel voucher to the proxy.
     pub async fn send_voucher(
         &self,

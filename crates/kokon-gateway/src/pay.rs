@@ -136,13 +136,18 @@ pub(crate) struct Authorised {
 /// its tokens, the chat template added) and its completion (`max_tokens`),
 /// each within the registry's maximum context.
 pub(crate) fn budget(pay: &ClientPay, job: &JobRequest, plain_len: usize) -> Budget {
+    budget_within(pay.policy().routing.max_context, job, plain_len)
+}
+
+/// [`budget`] under a registry's maximum context.
+pub(crate) fn budget_within(max_context: u32, job: &JobRequest, plain_len: usize) -> Budget {
     let completion = job
         .params
         .max_tokens
         .unwrap_or(kokon_proto::job::DEFAULT_MAX_TOKENS);
     // No job is larger than the registry's maximum context (the proxy
     // refuses a budget above it; a longer prompt is refused as over budget).
-    let most = u64::from(pay.policy().routing.max_context);
+    let most = u64::from(max_context);
     Budget {
         prompt: (plain_len as u64 + TEMPLATE_TOKENS).min(most),
         completion: u64::from(completion).min(most),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use kokon_attest::{Policy, Registry, Role};
 use kokon_engine::Engine;
 use kokon_gateway::{GatewayConfig, GatewayHandle};
+use kokon_money::Nanotons;
 use kokon_proxy::{ProxyConfig, ProxyHandle};
 use kokon_tls::node::{NodeError, NodeParams, config_sha256, simulated_node, start_node};
 use kokon_worker::{Worker, WorkerConfig, WorkerStats};
@@ -74,6 +75,10 @@ pub struct NetSpec {
     /// Also run the proxy's Oblivious HTTP gateway and a relay here (on
     /// this address), and send the client gateway's calls through it.
     pub relay_listen: Option<SocketAddr>,
+    /// Pay jobs with credit tokens (a wallet beside the books) instead of
+    /// the channel, which then only buys them; the network buys this much
+    /// at start. Needs payments.
+    pub credits: Option<Nanotons>,
 }
 
 impl NetSpec {
@@ -92,8 +97,58 @@ impl NetSpec {
             drain_grace: Duration::from_secs(30),
             payments: None,
             relay_listen: None,
+            credits: None,
         }
     }
+}
+
+/// Buys `amount` of credit tokens on the gateway's channel for its own
+/// wallet, through its API (as a provider and a user would, each on their
+/// gateway): requests, purchase, tokens kept.
+pub async fn buy_credits(
+    gateway: SocketAddr,
+    api_key: Option<&str>,
+    amount: Nanotons,
+) -> Result<Nanotons, NetError> {
+    let http = reqwest::Client::new();
+    let base = format!("http://{gateway}/v1/credits");
+    let call = |path: &'static str, body: serde_json::Value| {
+        let mut req = http.post(format!("{base}/{path}")).json(&body);
+        if let Some(k) = api_key {
+            req = req.bearer_auth(k);
+        }
+        async move {
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| NetError::Credits(e.to_string()))?;
+            let status = resp.status();
+            let body: serde_json::Value = resp
+                .json()
+                .await
+                .map_err(|e| NetError::Credits(e.to_string()))?;
+            if !status.is_success() {
+                return Err(NetError::Credits(format!("{path}: {status}: {body}")));
+            }
+            Ok(body)
+        }
+    };
+    let asked = call(
+        "request",
+        serde_json::json!({ "amount_nanoton": amount.to_string() }),
+    )
+    .await?;
+    let requests = asked["requests"].clone();
+    let sold = call("buy", serde_json::json!({ "requests": requests })).await?;
+    let kept = call(
+        "accept",
+        serde_json::json!({ "requests": requests, "responses": sold["responses"] }),
+    )
+    .await?;
+    kept["added_nanoton"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| NetError::Credits(format!("accept: {kept}")))
 }
 
 /// Why a network could not start.
@@ -109,6 +164,8 @@ pub enum NetError {
     WorkersLate(Duration),
     #[error("payments: {0}")]
     Pay(#[from] kokon_pay::PayError),
+    #[error("buying credit tokens: {0}")]
+    Credits(String),
 }
 
 /// A running worker.
@@ -193,13 +250,15 @@ impl LocalNet {
         let (proxy_pay, client_pay, pay_state) = match booted {
             Some((p, np)) => {
                 let ledger = pay::daemon_ledger(&p, &np.ledger);
+                let issuer = pay::credit_issuer(&p, &np.proxy)?;
                 let pp = kokon_proxy::ProxyPay::new(
                     np.proxy,
                     p.economics.clone(),
                     ledger.clone(),
                     p.min_claim(),
                     p.claim_every,
-                );
+                )
+                .with_credits(issuer);
                 let cp = kokon_gateway::ClientPay::new(
                     np.client,
                     p.economics.prices.clone(),
@@ -248,7 +307,19 @@ impl LocalNet {
             &shutdown,
         )?;
         nodes.push(gtls.clone());
-        let gateway = kokon_gateway::start_with(gcfg, gtls, client_pay, shutdown.clone()).await?;
+        let credits = match (&pay_state, spec.credits) {
+            (Some((p, _)), Some(_)) => Some(kokon_gateway::CreditPay::new(
+                p.dir.join("credits.db"),
+                p.economics.prices.clone(),
+            )),
+            _ => None,
+        };
+        let api_key = gcfg.api_key.clone();
+        let gateway =
+            kokon_gateway::start_paying(gcfg, gtls, client_pay, credits, shutdown.clone()).await?;
+        if let Some(amount) = spec.credits {
+            buy_credits(gateway.addr, api_key.as_deref(), amount).await?;
+        }
         let mut net = Self {
             gateway,
             proxy,

@@ -207,6 +207,21 @@ pub struct NetPay {
 
 /// Funds the dev proxy and client, stakes the vault, opens (or reuses) the
 /// client's channel, and opens both books.
+/// The proxy's credit issuer: keys kept in `credit-keys.json` beside its
+/// books (made on first start), named after the proxy's vault key so
+/// every client of this proxy sees the same challenge.
+pub fn credit_issuer(
+    spec: &PaySpec,
+    books: &kokon_pay::books::proxy::ProxyBooks,
+) -> Result<kokon_credit::Issuer, PayError> {
+    let name = format!("kokon proxy {}", books.owner().public().to_hex());
+    kokon_pay::keys::credit_issuer(
+        &spec.dir.join("credit-keys.json"),
+        &name,
+        kokon_credit::Schedule::default(),
+    )
+}
+
 pub async fn bootstrap(spec: &PaySpec, workers: usize) -> Result<NetPay, PayError> {
     let ledger = spec.ledger()?;
     let proxy = proxy_books(spec, &ledger, "dev-proxy").await?;

@@ -34,9 +34,9 @@ fn issuer(pay: &ProxyPay) -> Result<&Arc<Issuer>, JobError> {
 /// What a refused credit operation tells the client (nothing was spent).
 fn refused(e: PayError) -> JobError {
     match e {
-        PayError::Credit(c @ (CreditRefused::Spent | CreditRefused::Repeated)) => {
-            payment_required(format!("credit refused: {c}; nothing was spent"))
-        }
+        PayError::Credit(c @ (CreditRefused::Spent | CreditRefused::Repeated)) => payment_required(
+            format!("credit refused: {c}; none of this job's tokens was taken"),
+        ),
         PayError::Credit(c @ CreditRefused::Running(_)) => {
             JobError::new(ErrorCode::Unavailable, c.to_string())
         }

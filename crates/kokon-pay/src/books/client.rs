@@ -16,6 +16,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS receipts (request TEXT PRIMARY KEY, worker TEXT NOT NULL, cost TEXT NOT NULL, receipt TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS refused (request TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS purchases (batch TEXT PRIMARY KEY, amount TEXT NOT NULL) WITHOUT ROWID;
 ";
 
 /// The latest voucher in the books at `path`, read without opening them
@@ -148,6 +149,40 @@ impl ClientBooks {
             self.latest = Some(*v);
         }
         Ok(self.db.durable(voucher))
+    }
+
+    /// Pays for credit tokens the proxy sold (batch `batch`): records the
+    /// purchase and signs the next voucher, once per batch (`None` for a
+    /// batch paid before: a retried purchase).
+    pub fn pay_credits(
+        &mut self,
+        batch: &str,
+        amount: Nanotons,
+    ) -> Result<Durable<Option<Signed<ChannelVoucher>>>, PayError> {
+        let paid: Option<String> = self
+            .db
+            .conn()
+            .prepare_cached("SELECT amount FROM purchases WHERE batch = ?1")?
+            .query_row([batch], |r| r.get(0))
+            .optional()?;
+        if paid.is_some() {
+            return Ok(self.db.durable(None));
+        }
+        let voucher = self.channel.next_voucher(amount, &self.key)?;
+        fail::hit("client.pay.before_persist")?;
+        self.db.commit(|tx| {
+            super::exec(
+                tx,
+                "INSERT INTO purchases (batch, amount) VALUES (?1, ?2)",
+                params![batch, amount.to_string()],
+            )?;
+            set_meta(tx, "voucher", &to_json(&voucher))?;
+            Ok(())
+        })?;
+        fail::hit("client.pay.after_persist")?;
+        self.channel.commit(&voucher);
+        self.latest = Some(voucher);
+        Ok(self.db.durable(Some(voucher)))
     }
 
     /// Records that the receipt of `request_id` was refused (and disputed),

@@ -9,6 +9,11 @@ through chunked OHTTP. Afterwards: the relay logged the client's address (at
 debug it names who asked) but never the canary, and its memory never held
 it (it saw ciphertext only); the proxy's log (at debug), files and memory
 hold neither the canary nor the client's address.
+
+Then the same path paid by blind credit tokens: the client's channel buys
+tokens for its wallet through its own API (request, buy, accept), every job
+redeems tokens and gets its change back, and the proxy's books bill no job
+to the channel that bought them.
 """
 
 import os
@@ -32,7 +37,7 @@ def free_port6():
 
 
 class VpnNetwork:
-    def __init__(self):
+    def __init__(self, client_args=()):
         self.home, self.proxy_home, self.relay_home = (Path(tempfile.mkdtemp()) for _ in range(3))
         env = dict(os.environ, KOKON_HOME=str(self.home), KOKON_LOG="info", KOKON_DEVNET=str(self.home / "devnet"))
         subprocess.run([str(BINARY), "registry", "init"], env=env, check=True, capture_output=True)
@@ -55,7 +60,8 @@ class VpnNetwork:
         self.worker = start(["worker", "--engine", "echo", "--echo-token-ms", "2", "--proxy", f"127.0.0.1:{port}",
                              "--admin", "127.0.0.1:0", "--wallet", "dev-worker-0"], env, self.log)
         self.relay_url = f"http://[::1]:{relay_port}/gateways/main"
-        self.gateway = start(["client", "--relay", self.relay_url, "--listen", f"127.0.0.1:{api}"], env, self.log)
+        self.gateway = start(["client", "--relay", self.relay_url, "--listen", f"127.0.0.1:{api}", *client_args],
+                             env, self.log)
         self.procs += [self.relay, self.worker, self.gateway]
         self.base = f"http://127.0.0.1:{api}/v1"
         wait_until("relay up", lambda: httpx_ok(self.relay_metrics), timeout=60)
@@ -95,5 +101,50 @@ def test_a_streamed_job_through_relay_and_chunked_ohttp():
         assert files_holding(net.proxy_home, needle) == [] and files_holding(net.proxy_home, address) == []
         assert not memory_holds(net.proxy.pid, needle), "the proxy's memory never held the content"
         assert files_holding(net.home, needle) == [], "no daemon logs or stores content"
+    finally:
+        net.stop()
+
+
+def credits(base):
+    b = httpx.get(f"{base}/credits", timeout=30).json()
+    return int(b["ready_nanoton"]), int(b["in_jobs_nanoton"])
+
+
+def test_jobs_through_the_relay_paid_by_blind_tokens():
+    import sqlite3
+    import time
+    home = Path(tempfile.mkdtemp())
+    net = VpnNetwork(["--credits", str(home / "credits.db")])
+    try:
+        post = lambda path, body: httpx.post(f"{net.base}/credits/{path}", json=body, timeout=60)
+        asked = post("request", {"amount_nanoton": "1000000"})
+        assert asked.status_code == 200, asked.text
+        requests = asked.json()["requests"]
+        sold = post("buy", {"requests": requests})
+        assert sold.status_code == 200, sold.text
+        kept = post("accept", {"requests": requests, "responses": sold.json()["responses"]})
+        assert kept.json() == {"added_nanoton": "1000000"}, kept.text
+        assert credits(net.base) == (1_000_000, 0)
+
+        spent = 0
+        for words in ["one two three", "four five six seven eight"]:
+            r = httpx.post(f"{net.base}/chat/completions", timeout=60,
+                           json={"model": "echo", "messages": [{"role": "user", "content": words}]})
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"].strip() == words
+            spent += r.json()["usage"]["cost_nanoton"]
+        ready, in_jobs = credits(net.base)
+        assert in_jobs == 0, "every job's change is back"
+        assert ready == 1_000_000 - spent, (ready, spent)
+
+        # A reused wallet cannot be replayed: sale and jobs are in the books,
+        # and no job is billed to the channel that bought the tokens.
+        db = sqlite3.connect(net.home / "devnet" / "dev-proxy.db")
+        try:
+            assert db.execute("SELECT count(*) FROM credit_sales").fetchone()[0] == 1
+            assert db.execute("SELECT count(*) FROM bills WHERE channel != 'credits'").fetchone()[0] == 0
+            assert db.execute("SELECT count(*) FROM bills WHERE channel = 'credits'").fetchone()[0] == 2
+        finally:
+            db.close()
     finally:
         net.stop()

@@ -277,6 +277,15 @@ pub struct ClientArgs {
     /// (jobs stay sealed to their workers) but not who asks [default: none].
     #[arg(long, env = "KOKON_CLIENT_RELAY")]
     pub relay: Option<String>,
+    /// Pay jobs with blind-signed credit tokens from the wallet at this
+    /// path (created if absent), not from a channel: the proxy learns that
+    /// a job is paid, not by whom. Tokens come from a channel holder
+    /// (`POST /v1/credits/request` here, `POST /v1/credits/buy` at a
+    /// gateway with a channel, `POST /v1/credits/accept` here; see
+    /// docs/VPN.md). With a channel too (--devnet), the channel only buys
+    /// tokens [default: none].
+    #[arg(long, env = "KOKON_CLIENT_CREDITS")]
+    pub credits: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -449,13 +458,17 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
                 spec.dir.display(),
                 books.vault()
             );
-            Some(kokon_proxy::ProxyPay::new(
-                books,
-                spec.economics.clone(),
-                ledger.settlement(),
-                spec.min_claim(),
-                spec.claim_every,
-            ))
+            let issuer = pay::credit_issuer(&spec, &books)?;
+            Some(
+                kokon_proxy::ProxyPay::new(
+                    books,
+                    spec.economics.clone(),
+                    ledger.settlement(),
+                    spec.min_claim(),
+                    spec.claim_every,
+                )
+                .with_credits(issuer),
+            )
         }
         None => None,
     };
@@ -656,7 +669,8 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
         max_jobs,
         max_connections,
         header_timeout_secs,
-        relay
+        relay,
+        credits
     );
     merge_common(&mut a.common, &mut file.common);
     let shutdown = CancellationToken::new();
@@ -712,8 +726,19 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let credits = match &a.credits {
+        Some(path) => {
+            let registry = load_registry(&registry_path(a.common.registry.clone()))?;
+            eprintln!("jobs are paid by credit tokens from {}", path.display());
+            Some(kokon_gateway::CreditPay::new(
+                path.clone(),
+                registry.economics().prices,
+            ))
+        }
+        None => None,
+    };
     let h_relay = cfg.relay.clone();
-    let h = kokon_gateway::start_with(cfg, tls, pay, shutdown.clone()).await?;
+    let h = kokon_gateway::start_paying(cfg, tls, pay, credits, shutdown.clone()).await?;
     eprintln!("OpenAI-compatible API on http://{}/v1", h.addr);
     if let Some(r) = &h_relay {
         eprintln!("every call goes through the Oblivious HTTP relay {r}");

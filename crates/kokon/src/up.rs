@@ -9,6 +9,11 @@ use kokon_node::{LocalNet, NetSpec, WorkerSpec};
 
 use crate::daemons::{EngineArgs, build_engine};
 
+/// Blind tokens `kokon up --relay` buys on the devnet channel at start, in
+/// nanotons (0.001 TON: the change of each job comes back, so this pays
+/// for many).
+const UP_CREDITS: u128 = 1_000_000;
+
 #[derive(Args)]
 pub struct UpArgs {
     /// Workers to start.
@@ -102,7 +107,11 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     spec.relay_listen = a.relay.then_some(a.relay_listen);
     let mut chain = None;
     match a.settlement {
-        Settlement::Devnet => spec.payments = Some(PaySpec::dev(devnet_dir(&a))),
+        Settlement::Devnet => {
+            spec.payments = Some(PaySpec::dev(devnet_dir(&a)));
+            // Through the relay, jobs are paid by blind tokens the channel buys.
+            spec.credits = a.relay.then_some(UP_CREDITS);
+        }
         Settlement::TonSandbox => {
             let dir = devnet_dir(&a);
             eprintln!("starting the TON sandbox chain in {}…", dir.display());
@@ -117,13 +126,14 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         }
         Settlement::None => {}
     }
+    let credits = spec.credits;
     let net = LocalNet::start(spec).await?;
     if let Some(c) = &chain {
         crate::ton::publish_proxy(&devnet_dir(&a), c, &net.proxy.addr.to_string())
             .await
             .context("listing the proxy in the registry contract")?;
     }
-    print_banner(&net, &model, a.workers.max(1), a.api_key.is_some());
+    print_banner(&net, &model, a.workers.max(1), a.api_key.is_some(), credits);
     if let Some(ledger) = net.ledger() {
         print_payments(
             &net,
@@ -198,7 +208,7 @@ async fn print_payments(
     println!();
 }
 
-fn print_banner(net: &LocalNet, model: &str, workers: u32, auth: bool) {
+fn print_banner(net: &LocalNet, model: &str, workers: u32, auth: bool, credits: Option<u128>) {
     let base = net.base_url();
     let metrics = net
         .proxy
@@ -224,6 +234,12 @@ fn print_banner(net: &LocalNet, model: &str, workers: u32, auth: bool) {
             kokon_node::RELAYED_GATEWAY
         );
         println!("  base URL:    {base} (every call goes through the relay)");
+        if let Some(amount) = credits {
+            println!(
+                "  credits:     {amount} nanotons of blind tokens bought on the channel; \
+                 jobs are paid by tokens, the channel is never named (balance: {base}/credits)"
+            );
+        }
     } else {
         println!("  base URL:    {base}");
     }

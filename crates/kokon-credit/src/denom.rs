@@ -22,12 +22,13 @@ pub struct Schedule {
 pub const MAX_LEVELS: u8 = 24;
 
 impl Default for Schedule {
-    /// 1 000 nanotons (10⁻⁶ TON) up to 2^15 of them (0.033 TON): a chat
-    /// job at the default prices costs 10³–10⁵ nanotons.
+    /// 1 nanoton up to 2^23 of them (0.0084 TON), so change is exact: a
+    /// chat job at the default prices costs 10¹–10⁵ nanotons, and a unit
+    /// of 1 000 would keep up to 12× the cost of the smallest.
     fn default() -> Self {
         Self {
-            unit: 1_000,
-            levels: 16,
+            unit: 1,
+            levels: MAX_LEVELS,
         }
     }
 }
@@ -112,9 +113,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Units of 1 000 nanotons, 16 levels (the arithmetic reads easier).
+    const S: Schedule = Schedule {
+        unit: 1_000,
+        levels: 16,
+    };
+
     #[test]
     fn decomposes_into_binary_digits() {
-        let s = Schedule::default();
+        let s = S;
         assert_eq!(s.decompose(0).unwrap(), Vec::<u8>::new());
         assert_eq!(s.decompose(1_000).unwrap(), vec![0]);
         assert_eq!(s.decompose(72_000).unwrap(), vec![6, 3]);
@@ -126,7 +133,7 @@ mod tests {
 
     #[test]
     fn change_rounds_down_to_a_unit() {
-        let s = Schedule::default();
+        let s = S;
         assert_eq!(s.change(72_000, 2_500).unwrap(), (69_000, vec![6, 2, 0]));
         assert_eq!(s.change(1_000, 1_000).unwrap(), (0, vec![]));
         assert_eq!(s.change(1_000, 5_000).unwrap(), (0, vec![]));
@@ -138,7 +145,7 @@ mod tests {
         /// the issuer keeps less than a unit.
         #[test]
         fn decomposition_and_change_are_exact(units in 0u128..1u128 << 22, billed in 0u128..1u128 << 50) {
-            let s = Schedule::default();
+            let s = S;
             let amount = units * s.unit;
             let levels = s.decompose(amount).unwrap();
             prop_assert_eq!(s.total(&levels).unwrap(), amount);

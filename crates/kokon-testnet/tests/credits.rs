@@ -293,8 +293,8 @@ async fn a_token_spent_twice_or_forged_or_too_small_is_refused_and_nothing_is_ta
     let tmp = tempfile::tempdir().unwrap();
     let net = credit_net(tmp.path()).await;
     let h = Holder::new(&net, tmp.path()).await;
-    // 2^7 units = 128 000 nanotons: enough for a 320-token job at base price.
-    let tokens = h.buy(&[7, 7, 0]).await;
+    // 2^17 nanotons (131 072): enough for a 320-token job at base price; 2^4 is not.
+    let tokens = h.buy(&[17, 17, 4]).await;
     let before = spent_tokens(&net).await;
 
     let (data, end) = run(
@@ -394,7 +394,7 @@ async fn a_jobs_change_goes_to_its_claim_secret_once() {
     let tmp = tempfile::tempdir().unwrap();
     let net = credit_net(tmp.path()).await;
     let h = Holder::new(&net, tmp.path()).await;
-    let tokens = h.buy(&[7]).await;
+    let tokens = h.buy(&[17]).await;
     let secret = [9u8; 32];
     let (_, end) = run(&h.link, &header("job", &tokens, &secret), "some words here").await;
     assert!(end.is_ok());

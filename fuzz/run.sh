@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${SECONDS_PER_TARGET:-60}
-for t in ${TARGETS:-frame_decoder job_header announce certificate evidence money tdx_quote qgs_response ton_api openai_request control ohttp bhttp}; do
+for t in ${TARGETS:-frame_decoder job_header announce certificate evidence money tdx_quote qgs_response ton_api openai_request control ohttp bhttp credit}; do
   mkdir -p corpus/$t
   [ -d seeds/$t ] && cp -n seeds/$t/* corpus/$t/ 2>/dev/null || true
   echo "== $t ($secs s)"

@@ -7,7 +7,8 @@
 //! key document) and are used only once `verify` accepted the document (the
 //! gateway's certificate verified against the caller's registry, then its
 //! signature). They are fetched again after [`KEYS_FOR`] or when the
-//! gateway says it no longer holds the key (422).
+//! gateway says it no longer holds the key (422), or cannot open the
+//! request (400: a restarted gateway's new key may reuse the old id).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,7 +128,11 @@ impl Oblivious {
                 .await
                 .map_err(|e| unavailable(format!("the relay cannot be reached: {e}")))?;
             let status = resp.status();
-            if status == StatusCode::UNPROCESSABLE_ENTITY && !refreshed {
+            let stale_key = status == StatusCode::UNPROCESSABLE_ENTITY
+                // A restarted gateway whose new key drew our key's id (1 in
+                // 256) cannot open what we sealed: a 400, not a 422.
+                || status == StatusCode::BAD_REQUEST;
+            if stale_key && !refreshed {
                 // The gateway rotated its key past ours: fetch and retry once.
                 refreshed = true;
                 continue;

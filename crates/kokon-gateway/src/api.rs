@@ -423,8 +423,9 @@ impl Run {
             }
             Action::Settle { receipt, delivered } => {
                 if let (Some(cp), Some(job)) = (self.state.credits.clone(), self.credit.take()) {
-                    let r = crate::credit::settle(&cp, &self.state.link, &job).await;
-                    self.flow.settled(r);
+                    let link = self.state.link.clone();
+                    let cost = crate::credit::settle(cp, link, job, receipt.as_deref());
+                    self.flow.settled(Ok(cost));
                     return None;
                 }
                 let r = match &self.paid {

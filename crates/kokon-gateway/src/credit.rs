@@ -200,19 +200,32 @@ pub(crate) async fn authorise(
     })
 }
 
-/// The job has ended: its change is claimed and kept. Returns what the job
-/// cost (prepaid less change).
-pub(crate) async fn settle(
-    cp: &CreditPay,
-    link: &ProxyLink,
-    job: &CreditJob,
-) -> Result<Nanotons, JobError> {
-    let claimed = claim_change(cp, link, &job.request_id, &job.secret).await;
-    cp.done(&job.request_id);
-    match claimed? {
-        Some(returned) => Ok(job.prepaid.saturating_sub(returned)),
-        None => Ok(0),
-    }
+/// The job has ended: its change is claimed and kept, in the background
+/// (two more calls and a blind signature per change token would otherwise
+/// hold the answer back; the wallet is the truth, and a change not
+/// claimed now is claimed by the recovery pass). Returns the cost the
+/// worker's receipt states, which is what the proxy bills (within the
+/// prepaid amount).
+pub(crate) fn settle(
+    cp: Arc<CreditPay>,
+    link: Arc<ProxyLink>,
+    job: CreditJob,
+    receipt: Option<&kokon_proto::ReceiptEnvelope>,
+) -> Nanotons {
+    let cost = receipt.map_or(0, |r| r.receipt.body.cost.min(job.prepaid));
+    tokio::spawn(async move {
+        match claim_change(&cp, &link, &job.request_id, &job.secret).await {
+            Ok(Some(returned)) => {
+                tracing::debug!(charged = %job.prepaid.saturating_sub(returned), "credit job settled")
+            }
+            Ok(None) => tracing::debug!("credit job never recorded; tokens kept"),
+            Err(e) => {
+                tracing::debug!(error = %e.message, "change not claimed yet; the recovery pass will")
+            }
+        }
+        cp.done(&job.request_id);
+    });
+    cost
 }
 
 /// Tries at a change the proxy says is not final yet (the job's release

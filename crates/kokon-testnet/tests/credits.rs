@@ -20,7 +20,7 @@ use kokon_money::receipt::Budget;
 use kokon_money::{Address, Nanotons, SecretKey};
 use kokon_pay::Settlement;
 use kokon_proto::credit::{ChangeRequest, SaleRequest, batch_hash};
-use kokon_proto::{CreditPayment, ErrorCode, Frame, JobHeader, JobKind};
+use kokon_proto::{CreditPayment, ErrorCode, JobHeader, JobKind};
 use kokon_testnet::pay::PaySpec;
 use kokon_testnet::{LocalNet, NetSpec, WorkerSpec};
 use serde_json::Value;
@@ -261,20 +261,7 @@ async fn run(
     h: &JobHeader,
     text: &str,
 ) -> (usize, Result<(), (ErrorCode, String)>) {
-    let mut frames = match link.submit(h, payload(text)).await {
-        Ok((f, _)) => f,
-        Err(e) => return (0, Err((e.code, e.message))),
-    };
-    let mut data = 0;
-    while let Some(f) = frames.next().await {
-        match f.expect("frames parse") {
-            Frame::Data(_) => data += 1,
-            Frame::Receipt(_) => {}
-            Frame::End(_) => return (data, Ok(())),
-            Frame::Error(e) => return (data, Err((e.code, e.message))),
-        }
-    }
-    panic!("the stream ended without a final frame")
+    frames_of(link, h, payload(text)).await
 }
 
 async fn spent_tokens(net: &LocalNet) -> u64 {

@@ -132,20 +132,7 @@ async fn run(
     h: &JobHeader,
     payload: Bytes,
 ) -> (usize, Result<(), (ErrorCode, String)>) {
-    let mut frames = match a.link.submit(h, payload).await {
-        Ok((f, _)) => f,
-        Err(e) => return (0, Err((e.code, e.message))),
-    };
-    let mut data = 0;
-    while let Some(f) = frames.next().await {
-        match f.expect("frames parse") {
-            Frame::Data(_) => data += 1,
-            Frame::Receipt(_) => {}
-            Frame::End(_) => return (data, Ok(())),
-            Frame::Error(e) => return (data, Err((e.code, e.message))),
-        }
-    }
-    panic!("the stream ended without a final frame")
+    frames_of(&a.link, h, payload).await
 }
 
 impl Attack {

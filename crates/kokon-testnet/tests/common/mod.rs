@@ -108,3 +108,27 @@ pub async fn proxy_totals(net: &kokon_testnet::LocalNet) -> kokon_pay::books::pr
     let pay = net.proxy.pay().expect("a paid network");
     pay.books().await.totals().unwrap()
 }
+
+/// What the proxy streamed back for a job sent on `link` by hand: its
+/// text frames, then the final frame (the code and message of a refusal).
+pub async fn frames_of(
+    link: &kokon_gateway::ProxyLink,
+    h: &kokon_proto::JobHeader,
+    payload: bytes::Bytes,
+) -> (usize, Result<(), (kokon_proto::ErrorCode, String)>) {
+    use kokon_proto::Frame;
+    let mut frames = match link.submit(h, payload).await {
+        Ok((f, _)) => f,
+        Err(e) => return (0, Err((e.code, e.message))),
+    };
+    let mut data = 0;
+    while let Some(f) = frames.next().await {
+        match f.expect("frames parse") {
+            Frame::Data(_) => data += 1,
+            Frame::Receipt(_) => {}
+            Frame::End(_) => return (data, Ok(())),
+            Frame::Error(e) => return (data, Err((e.code, e.message))),
+        }
+    }
+    panic!("the stream ended without a final frame")
+}

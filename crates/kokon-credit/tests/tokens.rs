@@ -110,11 +110,25 @@ fn a_wrong_answer_from_the_issuer_is_caught_by_the_client() {
     let other = keys.blind(1).unwrap();
     let wrong = issuer().sign(&other.request).unwrap();
     assert_eq!(b.finish(&keys, &wrong), Err(CreditError::BadIssuance));
-    let mut cheaper = b.request.clone();
-    cheaper.truncated_token_key_id = keys.blind(0).unwrap().request.truncated_token_key_id;
-    let by_small_key = issuer().sign(&cheaper).unwrap();
+    // Signed by the smallest denomination's key instead: that key refuses
+    // a blinded message not below its modulus (half of them), so try until
+    // one is signed, and the client must refuse that answer.
+    let small = keys.blind(0).unwrap().request.truncated_token_key_id;
+    let signed_by_small_key = (0..64).find_map(|_| {
+        let b = keys.blind(1).unwrap();
+        let mut cheaper = b.request.clone();
+        cheaper.truncated_token_key_id = small;
+        match issuer().sign(&cheaper) {
+            Ok(resp) => Some((b, resp)),
+            Err(e) => {
+                assert!(matches!(e, CreditError::Malformed { .. }), "{e}");
+                None
+            }
+        }
+    });
+    let (b2, by_small_key) = signed_by_small_key.expect("one of 64 is below the modulus");
     assert_eq!(
-        b.finish(&keys, &by_small_key),
+        b2.finish(&keys, &by_small_key),
         Err(CreditError::BadIssuance)
     );
     let garbage = TokenResponse {

@@ -501,14 +501,15 @@ impl Run {
 
     async fn authorise(&mut self) -> Result<(), kokon_proto::JobError> {
         if let Some(cp) = self.state.credits.clone() {
+            if self.credit.is_some() {
+                // Sealed again after the proxy refused it before any work:
+                // the proxy gave its tokens back; they pay the new attempt.
+                return Ok(());
+            }
             let budget = self.header.budget.unwrap_or_else(|| {
                 let most = self.state.link.policy().routing.max_context;
                 crate::pay::budget_within(most, &self.job, self.payload.len())
             });
-            if let Some(old) = self.credit.take() {
-                // Sealed again: the tokens taken before are claimed back.
-                cp.forget(&old.request_id);
-            }
             let max_price = self.state.link.policy().routing.max_price_milli;
             let job = crate::credit::authorise(
                 &cp,

@@ -222,6 +222,41 @@ fn a_credit_job_costs_at_most_its_prepaid_amount_and_gets_its_change_once() {
     assert_eq!(bills, 1);
 }
 
+#[test]
+fn a_job_that_reached_no_worker_gives_its_tokens_back_once() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = open(tmp.path());
+    redeem(&mut b, "job-1", &["t1", "t2"], 4_000).unwrap();
+    b.unredeem("job-1", &spent(&["t1", "t2"])).unwrap();
+    assert!(b.redemption("job-1").unwrap().is_none());
+    // Sent again with the same tokens: redeemed again.
+    redeem(&mut b, "job-1", &["t1", "t2"], 4_000).unwrap();
+    // Once it ran (billed), nothing is given back.
+    run(&mut b, "job-1", 4_000, 1_000).unwrap();
+    b.unredeem("job-1", &spent(&["t1", "t2"])).unwrap();
+    assert_eq!(b.redemption("job-1").unwrap().unwrap().billed, 1_000);
+    assert_eq!(
+        refused(redeem(&mut b, "job-2", &["t1"], 1_000)),
+        CreditRefused::Spent
+    );
+    // Nor while it runs, nor after its change.
+    redeem(&mut b, "job-3", &["t3"], 4_000).unwrap();
+    let r = b.admit_credit("job-3", 4_000).unwrap();
+    b.unredeem("job-3", &spent(&["t3"])).unwrap();
+    assert!(b.redemption("job-3").unwrap().is_some());
+    b.release(r);
+    b.claim_change("job-3", "claim-hash", "reqs", (0, 4_000))
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
+    b.unredeem("job-3", &spent(&["t3"])).unwrap();
+    assert_eq!(
+        refused(redeem(&mut b, "job-4", &["t3"], 1_000)),
+        CreditRefused::Spent
+    );
+}
+
 /// Every text value of `table`.
 fn values(db: &rusqlite::Connection, table: &str) -> Vec<String> {
     let mut st = db.prepare(&format!("SELECT * FROM {table}")).unwrap();

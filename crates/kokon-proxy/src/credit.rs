@@ -101,6 +101,23 @@ pub(crate) async fn redeem(
     Ok(())
 }
 
+/// Gives a job that reached no worker its tokens back (it may be sent
+/// again with them: a client sealing it again to fresh candidates).
+pub(crate) async fn unredeem(pay: &ProxyPay, header: &JobHeader) {
+    let Some(credit) = &header.credit else {
+        return;
+    };
+    let spent: Vec<String> = credit
+        .tokens
+        .iter()
+        .filter_map(|t| Token::from_b64(t).ok())
+        .map(|t| hex::encode(kokon_credit::spent_id(&t)))
+        .collect();
+    if let Err(e) = pay.books().await.unredeem(&header.request_id, &spent) {
+        tracing::warn!(error = %e, "cannot give an unsent job its tokens back");
+    }
+}
+
 /// Signs a channel holder's token requests once the sale is billed to its
 /// channel (durably). A retried batch is answered again, billed once.
 pub(crate) async fn sell(pay: &ProxyPay, req: &SaleRequest) -> Result<SaleReply, JobError> {

@@ -391,8 +391,17 @@ impl Job {
     }
 
     /// A paid job refused before it reached any worker leaves its request
-    /// id free for a retry (nothing ran, nothing was billed).
+    /// id free for a retry (nothing ran, nothing was billed); a credit-paid
+    /// one also its tokens.
     async fn free_unsent_id(&self) {
+        if let Some(pay) = &self.state.pay
+            && self.header.credit.is_some()
+            && self.registered
+            && !self.sent
+        {
+            crate::credit::unredeem(pay, &self.header).await;
+            return;
+        }
         let (Some(pay), Some(p)) = (&self.state.pay, self.header.payment) else {
             return;
         };

@@ -444,3 +444,48 @@ async fn a_jobs_change_goes_to_its_claim_secret_once() {
     assert!(job.billed + given.returned <= job.prepaid);
     assert!(job.prepaid - job.billed - given.returned < h.keys.schedule().unit);
 }
+
+#[tokio::test]
+async fn a_job_sealed_again_to_fresh_candidates_is_paid_by_the_same_tokens_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = NetSpec::new(vec![WorkerSpec::new(echo("m", 0))]);
+    let mut pay = PaySpec::dev(tmp.path().to_path_buf());
+    pay.claim_every = Duration::from_millis(200);
+    spec.payments = Some(pay);
+    spec.credits = Some(BOUGHT);
+    let mut net = LocalNet::start(spec).await.unwrap();
+    let first = chat(&net.base_url(), "m", "first", false).await;
+    assert_eq!(first.status(), 200);
+    // The gateway still holds the list naming the old certificate; the
+    // restarted worker has new keys: the proxy refuses the job before any
+    // work, gives its tokens back, and the gateway seals it again.
+    net.restart_worker(0, WorkerSpec::new(echo("m", 0)))
+        .unwrap();
+    let stats = net.workers[0].stats.clone();
+    eventually("the new worker alone is linked", || {
+        kokon_worker::WorkerStats::get(&stats.links_established) >= 1
+            && net.proxy.worker_count() == 1
+    })
+    .await;
+    let second: Value = chat(&net.base_url(), "m", "second", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["choices"][0]["message"]["content"], "second ");
+    assert_eq!(net.proxy.metrics().jobs("m", "stale_candidates"), 1);
+    eventually_async("both jobs' change is back", || async {
+        balance(&net).await.1 == 0
+    })
+    .await;
+    let (ready, _) = balance(&net).await;
+    let pay = net.proxy.pay().unwrap();
+    let t = pay.books().await.credit_totals().unwrap();
+    assert_eq!(ready + (t.prepaid - t.returned), BOUGHT, "{t:?}");
+    assert_eq!(
+        t.prepaid - t.returned,
+        t.billed,
+        "nothing kept beyond the two bills"
+    );
+    assert_eq!(proxy_totals(&net).await.receipts, 2);
+}

@@ -150,6 +150,32 @@ impl ProxyBooks {
         Ok(self.db.durable(()))
     }
 
+    /// Undoes the redemption of a job that reached no worker (refused
+    /// before routing: no worker, stale candidates): its record goes and its
+    /// tokens (`spent`, the ids its redemption recorded) may be redeemed
+    /// again — by the same job sent again, typically. A job admitted, billed
+    /// or given change keeps everything. Not flushed on its own: a lost
+    /// deletion leaves the job recorded, whose change gives all back.
+    pub fn unredeem(&mut self, request_id: &str, spent: &[String]) -> Result<(), PayError> {
+        if self.credit_running.contains_key(request_id) {
+            return Ok(());
+        }
+        self.db.commit(|tx| {
+            let gone = super::super::exec(
+                tx,
+                "DELETE FROM credit_jobs WHERE request = ?1 AND billed = '0' AND change IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM bills b WHERE b.channel = 'credits' AND b.request = ?1)",
+                [request_id],
+            )?;
+            if gone == 1 {
+                for id in spent {
+                    super::super::exec(tx, "DELETE FROM credit_spent WHERE token = ?1", [id])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// Whether a credit-paid job is running (its bill may still grow).
     pub fn credit_running(&self, request_id: &str) -> bool {
         self.credit_running.contains_key(request_id)

@@ -137,8 +137,8 @@ def test_jobs_through_the_relay_paid_by_blind_tokens():
         ready, _ = credits(net.base)
         assert ready == 1_000_000 - spent, (ready, spent)
 
-        # A reused wallet cannot be replayed: sale and jobs are in the books,
-        # and no job is billed to the channel that bought the tokens.
+        # The proxy's books: one sale, two jobs billed under `credits`, and
+        # no job billed to the channel that bought the tokens.
         db = sqlite3.connect(net.home / "devnet" / "dev-proxy.db")
         try:
             assert db.execute("SELECT count(*) FROM credit_sales").fetchone()[0] == 1

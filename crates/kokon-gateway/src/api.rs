@@ -377,7 +377,7 @@ impl Drop for Run {
         }
         if let (Some(c), Some(job)) = (&self.state.credits, self.credit.take()) {
             // Not settled here: the recovery pass claims its change.
-            c.forget(&job.request_id);
+            c.done(&job.request_id);
         }
     }
 }

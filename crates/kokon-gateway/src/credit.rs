@@ -90,12 +90,6 @@ impl CreditPay {
         Ok(w)
     }
 
-    /// A job this gateway will not settle itself (it was dropped, or sealed
-    /// again): the recovery pass claims its change.
-    pub(crate) fn forget(&self, request_id: &str) {
-        self.done(request_id);
-    }
-
     /// The proxy refused job `request_id`'s tokens as spent before: they
     /// are dropped from the wallet (never offered again).
     pub(crate) async fn drop_spent(&self, link: &ProxyLink, request_id: &str) {
@@ -110,7 +104,9 @@ impl CreditPay {
         );
     }
 
-    fn done(&self, request_id: &str) {
+    /// Job `request_id` is no longer settled by its request here (it
+    /// ended, or was dropped): the recovery pass may claim its change.
+    pub(crate) fn done(&self, request_id: &str) {
         self.running
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -15,21 +15,10 @@ use kokon_money::{Address, Hash32, Nanotons, Receipt, SecretKey, Signed, TokenUs
 use kokon_pay::books::proxy::{Bill, ProxyBooks};
 use kokon_pay::books::wallet::Wallet;
 use kokon_pay::{CreditRefused, PayError, fail};
-use kokon_proto_free::batch_hash;
 
-/// A batch's id for the books (the proxy names batches by kokon-proto's
-/// `batch_hash`; the books need only a stable id, and kokon-pay does not
-/// depend on the wire crate).
-mod kokon_proto_free {
-    pub fn batch_hash(requests: &[String]) -> String {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        for r in requests {
-            h.update((r.len() as u32).to_be_bytes());
-            h.update(r.as_bytes());
-        }
-        hex::encode(h.finalize())
-    }
+/// A batch's id in the books, as the proxy names it.
+fn batch_hash(requests: &[String]) -> String {
+    hex::encode(kokon_proto::credit::batch_hash(requests))
 }
 
 const SCHEDULE: Schedule = Schedule {
@@ -312,4 +301,25 @@ cycle_tests! {
     proxy_bill_after_persist => "proxy.bill.after_persist",
     proxy_change_before_persist => "proxy.change.before_persist",
     proxy_change_after_persist => "proxy.change.after_persist",
+}
+
+/// A proxy that shows this wallet keys other than those its tokens came
+/// from (a key set per user would mark the user) is refused, and the
+/// wallet's tokens stay as they were.
+#[test]
+fn a_wallet_refuses_keys_other_than_its_first() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = open(tmp.path());
+    buy(&mut w, 5_000).unwrap();
+    drop(w);
+    let other = Issuer::generate("kokon proxy cycle", SCHEDULE).unwrap();
+    let keys = kokon_credit::PublicKeys::from_document(&other.public().document()).unwrap();
+    let refused = Wallet::open(&tmp.path().join("wallet.db"), keys);
+    assert!(
+        matches!(&refused, Err(PayError::Storage(m)) if m.contains("not the ones")),
+        "{refused:?}"
+    );
+    let w = open(tmp.path());
+    assert_eq!(w.wallet.balance().unwrap().ready, 5_000);
 }

@@ -98,8 +98,8 @@ impl Wallet {
         .map_or(0, |s| s + 1))
     }
 
-    /// New token requests worth `amount` (a whole number of units), for
-    /// `purpose`, on disk before they are returned (to send).
+    /// New token requests of `levels` for `purpose` (replacing any kept
+    /// for it), on disk before they are returned (to send).
     fn blind(&mut self, purpose: &str, levels: &[u8]) -> Result<Vec<String>, PayError> {
         let mut blinded = Vec::with_capacity(levels.len());
         for l in levels {

@@ -16,7 +16,7 @@ const OP = {
   startClose: 0x4b4f0205, finishClose: 0x4b4f0206,
   setEconomics: 0x4b4f0301, setImage: 0x4b4f0302, setModel: 0x4b4f0303,
   setProxy: 0x4b4f0304, transferOwnership: 0x4b4f0305, setTdPolicy: 0x4b4f0306,
-  setUpstream: 0x4b4f0307,
+  setUpstream: 0x4b4f0307, setGatewayKeys: 0x4b4f0308,
 };
 
 const ERR = {
@@ -81,7 +81,7 @@ function registryData({ owner, economics }) {
     .storeDict(null).endCell();
   return beginCell()
     .storeAddress(owner).storeUint(0, 32).storeRef(economics ?? economicsCell())
-    .storeRef(trust).storeDict(null)
+    .storeRef(trust).storeDict(null).storeDict(null)
     .endCell();
 }
 
@@ -98,6 +98,17 @@ const workerVoucher = (vault, worker, amount) => beginCell()
   .storeCoins(amount).endCell();
 const payoutConsent = (voucherHash, payTo) => beginCell()
   .storeUint(TAG.payout, 32).storeBuffer(voucherHash).storeAddress(payTo).endCell();
+
+// Bytes as a snake cell (127 per cell, continued in the first reference),
+// as kokon_ton::cells::bytes_cell writes them.
+function bytesCell(bytes) {
+  let tail = null;
+  for (let at = Math.floor((bytes.length - 1) / 127) * 127; at >= 0; at -= 127) {
+    const b = beginCell().storeBuffer(bytes.subarray(at, at + 127));
+    tail = (tail ? b.storeRef(tail) : b).endCell();
+  }
+  return tail ?? beginCell().endCell();
+}
 
 const head = (op, queryId = 0n) => beginCell().storeUint(op, 32).storeUint(queryId, 64);
 
@@ -136,9 +147,14 @@ const body = {
     .storeMaybeRef(origin === null ? null
       : beginCell().storeRef(beginCell().storeStringTail(origin).endCell()).endCell())
     .endCell(),
+  // entry = null withdraws the proxy's keys.
+  setGatewayKeys: (proxyKey, entry) => head(OP.setGatewayKeys).storeBuffer(proxyKey)
+    .storeMaybeRef(entry ? beginCell().storeRef(bytesCell(entry.ohttp))
+      .storeBuffer(entry.credits ?? Buffer.alloc(32)).endCell() : null)
+    .endCell(),
 };
 
 module.exports = {
   OP, ERR, TAG, ROLE, NETWORK, code, key, vaultData, channelData, registryData, economicsCell,
-  pricesCell, stateInit, channelVoucher, workerVoucher, payoutConsent, body, Dictionary,
+  pricesCell, stateInit, bytesCell, channelVoucher, workerVoucher, payoutConsent, body, Dictionary,
 };

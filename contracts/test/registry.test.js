@@ -123,3 +123,41 @@ test('the owner lists and delists upstream origins; the rest of the trust is unt
   assert.equal((await h.get(w.chain, registry, 'modelAllowed', [num(hash(3))])).readBoolean(), true);
   assert.equal((await h.get(w.chain, registry, 'version')).readNumber(), 4);
 });
+
+test('a listed proxy publishes its gateway keys from its own wallet; nobody else can, and delisting withdraws them', async () => {
+  const { w, registry, owner } = await setup();
+  const send = (from, body) => from.send({ to: registry, value: toNano('0.05'), body });
+  const read = async () => Dictionary.loadDirect(Dictionary.Keys.BigUint(256),
+    { serialize: () => { throw new Error('read only'); },
+      parse: (sl) => {
+        const ohttp = sl.loadRef();
+        return { ohttp, credits: sl.loadBuffer(32) };
+      } },
+    (await h.get(w.chain, registry, 'gateways')).readCellOpt());
+  // 300 bytes: a snake of three cells.
+  const keys = Buffer.from(Array.from({ length: 300 }, (_, i) => i % 251));
+  const entry = { ohttp: keys, credits: hash(7) };
+  // Not listed yet: refused, even from the wallet it will have.
+  h.expectFail(await send(w.client, k.body.setGatewayKeys(hash(4), entry)), registry, k.ERR.wrongSender);
+  h.expectOk(await send(owner, k.body.setProxy(hash(4), { wallet: w.client.address, endpoint: 'p:7400' })), registry);
+  // Listed: the owner is not the proxy's wallet, nor is a stranger.
+  for (const from of [owner, w.stranger]) {
+    h.expectFail(await send(from, k.body.setGatewayKeys(hash(4), entry)), registry, k.ERR.wrongSender);
+  }
+  assert.equal((await h.get(w.chain, registry, 'gateways')).readCellOpt(), null);
+  h.expectOk(await send(w.client, k.body.setGatewayKeys(hash(4), entry)), registry);
+  let got = (await read()).get(k.key(hash(4)));
+  assert.ok(got.ohttp.equals(k.bytesCell(keys)), 'the keys come back as published');
+  assert.ok(got.credits.equals(hash(7)));
+  // A rotation replaces them; another proxy's entry is not the first's to set.
+  const rotated = { ohttp: Buffer.from('rotated'), credits: hash(7) };
+  h.expectOk(await send(w.client, k.body.setGatewayKeys(hash(4), rotated)), registry);
+  assert.ok((await read()).get(k.key(hash(4))).ohttp.equals(k.bytesCell(rotated.ohttp)));
+  h.expectOk(await send(owner, k.body.setProxy(hash(5), { wallet: w.stranger.address, endpoint: 'q:7400' })), registry);
+  h.expectFail(await send(w.client, k.body.setGatewayKeys(hash(5), entry)), registry, k.ERR.wrongSender);
+  // Delisting the proxy withdraws its keys.
+  h.expectOk(await send(owner, k.body.setProxy(hash(4), null)), registry);
+  assert.equal((await h.get(w.chain, registry, 'gateways')).readCellOpt(), null);
+  // Every accepted change bumped the version: two listings, two publications, one delisting.
+  assert.equal((await h.get(w.chain, registry, 'version')).readNumber(), 5);
+});

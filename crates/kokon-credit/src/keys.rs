@@ -119,6 +119,23 @@ impl PublicKeys {
         }
     }
 
+    /// What the proxy publishes in the registry for these keys (so each
+    /// client checks it pins the keys everyone else was given): SHA-256 of
+    /// a context string, the issuer name, the unit and every key's id, in
+    /// denomination order, each length-prefixed.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"kokon credit keys v1\0");
+        for part in [self.issuer.as_bytes(), &self.schedule.unit.to_be_bytes()] {
+            h.update((part.len() as u32).to_be_bytes());
+            h.update(part);
+        }
+        for k in &self.keys {
+            h.update(k.id);
+        }
+        h.finalize().into()
+    }
+
     pub fn schedule(&self) -> Schedule {
         self.schedule
     }

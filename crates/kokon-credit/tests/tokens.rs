@@ -181,3 +181,33 @@ fn the_keys_survive_a_restart_and_a_bad_document_is_refused() {
     doc.unit = "0".into();
     assert!(PublicKeys::from_document(&doc).is_err(), "zero unit");
 }
+
+#[test]
+fn the_fingerprint_names_exactly_the_keys_every_client_is_given() {
+    let (a, b) = (issuer(), other_issuer());
+    assert_eq!(
+        published(a).fingerprint(),
+        a.public().fingerprint(),
+        "what a client reads is what the issuer published"
+    );
+    assert_ne!(published(a).fingerprint(), published(b).fingerprint());
+    // The same keys under another name or unit are other keys to a client.
+    let mut doc = a.public().document();
+    doc.issuer = "kokon proxy renamed".into();
+    assert_ne!(
+        PublicKeys::from_document(&doc).unwrap().fingerprint(),
+        a.public().fingerprint()
+    );
+    let mut doc = a.public().document();
+    doc.unit = "2000".into();
+    assert_ne!(
+        PublicKeys::from_document(&doc).unwrap().fingerprint(),
+        a.public().fingerprint()
+    );
+    // One key swapped for another issuer's (a key handed to one client).
+    let mut doc = a.public().document();
+    doc.keys[2] = b.public().document().keys[2].clone();
+    if let Ok(k) = PublicKeys::from_document(&doc) {
+        assert_ne!(k.fingerprint(), a.public().fingerprint());
+    }
+}

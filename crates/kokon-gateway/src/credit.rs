@@ -33,6 +33,9 @@ pub struct CreditPay {
     path: PathBuf,
     prices: PriceTable,
     wallet: tokio::sync::Mutex<Option<Wallet>>,
+    /// Where the proxy's published credit keys are checked before the
+    /// wallet pins or uses them (set by the app).
+    pub(crate) registry: Option<crate::Registry>,
     /// Jobs sent and not yet ended here: their change is not claimed by
     /// the recovery pass.
     running: Mutex<HashSet<String>>,
@@ -61,6 +64,7 @@ impl CreditPay {
             path,
             prices,
             wallet: tokio::sync::Mutex::new(None),
+            registry: None,
             running: Mutex::new(HashSet::new()),
         }
     }
@@ -85,6 +89,11 @@ impl CreditPay {
                     format!("the proxy's credit keys: {e}"),
                 )
             })?;
+            let registry = self
+                .registry
+                .as_ref()
+                .ok_or_else(|| storage("no registry to check the proxy's credit keys against"))?;
+            crate::published::check_credit_keys(registry, keys.fingerprint()).await?;
             *w = Some(Wallet::open(&self.path, keys).map_err(storage)?);
         }
         Ok(w)

@@ -13,6 +13,7 @@ mod guard;
 mod link;
 mod openai;
 mod pay;
+pub mod published;
 pub mod relay;
 mod seal;
 mod stream;
@@ -33,6 +34,7 @@ pub use guard::Guard;
 pub use link::{LinkTiming, ProxyLink};
 pub use openai::check_request;
 pub use pay::ClientPay;
+pub use published::Registry;
 
 /// The price cap a gateway applies unless told otherwise: twice the
 /// registry's base price. Without one, a worker could charge any price the
@@ -134,25 +136,36 @@ pub fn app(cfg: GatewayConfig, tls: RaTls) -> Router {
 
 /// [`app`] on a paid network: every job is paid from the channel in `pay`.
 pub fn app_with(cfg: GatewayConfig, tls: RaTls, pay: Option<ClientPay>) -> Router {
-    app_paying(cfg, tls, pay, None)
+    app_paying(cfg, tls, pay, None, None)
 }
 
 /// How often a credit-paying gateway claims the change of jobs it sent
 /// and did not settle (the first pass runs at start).
 const CHANGE_RECOVERY_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// [`app_with`], and jobs paid with the credit tokens of `credits`.
+/// [`app_with`], and jobs paid with the credit tokens of `credits`;
+/// `registry` is where the keys a relayed or credit-paying gateway uses are
+/// checked against what the proxies published (it needs one:
+/// [`start_paying`] refuses to start without).
 pub fn app_paying(
     cfg: GatewayConfig,
     tls: RaTls,
     pay: Option<ClientPay>,
     credits: Option<CreditPay>,
+    registry: Option<Registry>,
 ) -> Router {
+    if let Err(e) = needs_registry(&cfg, credits.is_some(), registry.is_some()) {
+        panic!("{e}");
+    }
     let policy = tls.policy_watch();
-    let link = Arc::new(match &cfg.relay {
-        Some(relay) => ProxyLink::relayed(relay, tls, cfg.link)
+    let link = Arc::new(match (&cfg.relay, &registry) {
+        (Some(relay), Some(r)) => ProxyLink::relayed(relay, tls, cfg.link, r.clone())
             .unwrap_or_else(|e| panic!("cannot set up the relay's client: {}", e.message)),
-        None => ProxyLink::with_timing(cfg.proxy, tls, cfg.link),
+        _ => ProxyLink::with_timing(cfg.proxy, tls, cfg.link),
+    });
+    let credits = credits.map(|mut c| {
+        c.registry = registry.clone();
+        c
     });
     let pay = pay.map(|mut p| {
         p.follow(policy);
@@ -183,6 +196,22 @@ pub fn app_paying(
         credits,
         candidates: Default::default(),
     }))
+}
+
+/// A relayed or credit-paying gateway uses keys a proxy hands out to all its
+/// clients alike, and must be able to check so in the registry.
+fn needs_registry(cfg: &GatewayConfig, credits: bool, registry: bool) -> Result<(), String> {
+    match (cfg.relay.is_some(), credits, registry) {
+        (true, _, false) => Err(
+            "a relayed gateway needs the registry to check the gateway's \
+             keys are the ones published to everyone"
+                .into(),
+        ),
+        (_, true, false) => Err("a credit-paying gateway needs the registry to check the \
+             proxy's credit keys are the ones published to everyone"
+            .into()),
+        _ => Ok(()),
+    }
 }
 
 /// A running gateway.
@@ -216,7 +245,7 @@ pub async fn start_with(
     pay: Option<ClientPay>,
     shutdown: CancellationToken,
 ) -> std::io::Result<GatewayHandle> {
-    start_paying(cfg, tls, pay, None, shutdown).await
+    start_paying(cfg, tls, pay, None, None, shutdown).await
 }
 
 /// [`start_with`], and jobs paid with credit tokens.
@@ -225,12 +254,15 @@ pub async fn start_paying(
     tls: RaTls,
     pay: Option<ClientPay>,
     credits: Option<CreditPay>,
+    registry: Option<Registry>,
     shutdown: CancellationToken,
 ) -> std::io::Result<GatewayHandle> {
+    needs_registry(&cfg, credits.is_some(), registry.is_some())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     let limits = cfg.public;
-    let app = app_paying(cfg, tls, pay, credits);
+    let app = app_paying(cfg, tls, pay, credits, registry);
     let drained = CancellationToken::new();
     let done = drained.clone();
     tokio::spawn(async move {

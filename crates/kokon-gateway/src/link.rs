@@ -108,13 +108,19 @@ impl ProxyLink {
     /// link: the relay learns this client's address and nothing else, the
     /// proxy learns the calls and not who makes them. The gateway's keys are
     /// used only if its certificate verifies as a proxy under this node's
-    /// registry policy and it signed them.
-    pub fn relayed(relay: &str, tls: RaTls, timing: LinkTiming) -> Result<Self, JobError> {
+    /// registry policy, it signed them, and `registry` publishes them.
+    pub fn relayed(
+        relay: &str,
+        tls: RaTls,
+        timing: LinkTiming,
+        registry: crate::Registry,
+    ) -> Result<Self, JobError> {
         let policy_of = tls.clone();
         let verify: crate::relay::VerifyKeys =
             Arc::new(move |doc| crate::candidates::verify_gateway_keys(doc, &policy_of.policy()));
-        let client =
-            LinkClient::with_transport(Arc::new(crate::relay::Oblivious::new(relay, verify)?));
+        let client = LinkClient::with_transport(Arc::new(crate::relay::Oblivious::new(
+            relay, verify, registry,
+        )?));
         Ok(Self {
             inner: Arc::new(Inner {
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),

@@ -6,7 +6,7 @@
 //! The keys come from the relay (`GET {relay}/keys`, the gateway's signed
 //! key document) and are used only once `verify` accepted the document (the
 //! gateway's certificate verified against the caller's registry, then its
-//! signature). They are fetched again after [`KEYS_FOR`] or when the
+//! signature) and the registry publishes the key (`crate::published`). They are fetched again after [`KEYS_FOR`] or when the
 //! gateway says it no longer holds the key (422), or cannot open the
 //! request (400: a restarted gateway's new key may reuse the old id).
 
@@ -39,6 +39,7 @@ pub struct Oblivious {
     relay: String,
     http: reqwest::Client,
     verify: VerifyKeys,
+    registry: crate::Registry,
     keys: tokio::sync::Mutex<Option<(KeyConfig, Instant)>>,
 }
 
@@ -55,7 +56,11 @@ fn unavailable(msg: impl Into<String>) -> JobError {
 }
 
 impl Oblivious {
-    pub fn new(relay: &str, verify: VerifyKeys) -> Result<Self, JobError> {
+    pub fn new(
+        relay: &str,
+        verify: VerifyKeys,
+        registry: crate::Registry,
+    ) -> Result<Self, JobError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             // Nothing that names this client: no user agent, no cookies.
@@ -66,6 +71,7 @@ impl Oblivious {
             relay: relay.trim_end_matches('/').to_string(),
             http,
             verify,
+            registry,
             keys: tokio::sync::Mutex::new(None),
         })
     }
@@ -97,9 +103,7 @@ impl Oblivious {
         let doc = KeyDocument::parse(&body).map_err(|e| unavailable(e.to_string()))?;
         let verified = (self.verify)(&doc)
             .map_err(|e| unavailable(format!("the gateway's keys are not trusted: {e}")))?;
-        let k = *verified
-            .first()
-            .ok_or_else(|| unavailable("no usable gateway key"))?;
+        let k = crate::published::published_gateway_key(&self.registry, &verified).await?;
         *keys = Some((k, Instant::now()));
         Ok(k)
     }

@@ -77,7 +77,7 @@ pub struct NetSpec {
     pub relay_listen: Option<SocketAddr>,
     /// Pay jobs with credit tokens (a wallet beside the books) instead of
     /// the channel, which then only buys them; the network buys this much
-    /// at start. Needs payments.
+    /// at start (nothing for 0). Needs payments.
     pub credits: Option<Nanotons>,
 }
 
@@ -209,6 +209,14 @@ pub struct LocalNet {
     nodes: Vec<kokon_tls::RaTls>,
     shutdown: CancellationToken,
     pay: Option<(pay::PaySpec, pay::Ledger)>,
+    /// Where the proxy published its keys (the ledger, or on an unpaid
+    /// relayed network a devnet of its own).
+    registry: Option<kokon_gateway::Registry>,
+    /// What publishes the proxy's gateway keys, on relayed networks.
+    publisher: Option<Arc<kokon_proxy::KeyPublisher>>,
+    /// An unpaid relayed network's registry of published keys (a devnet
+    /// ledger of its own), removed with the network.
+    _registry_dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for LocalNet {
@@ -271,11 +279,32 @@ impl LocalNet {
         };
         let mut nodes = vec![ptls.clone()];
         let proxy = kokon_proxy::start_with(pcfg, ptls, proxy_pay, shutdown.clone()).await?;
-        let (ohttp_gateway, relay) = match spec.relay_listen {
-            Some(listen) => {
+        // Where the proxy publishes the keys it hands out and clients check
+        // them: the network's ledger, or on an unpaid relayed network a
+        // devnet ledger of its own (the registry's stand-in).
+        let (registry, registry_dir) = match (&pay_state, spec.relay_listen) {
+            (Some((p, ledger)), _) => (Some(pay::daemon_ledger(p, ledger)), None),
+            (None, Some(_)) => {
+                let (dir, devnet) = pay::registry_only()?;
+                (Some(devnet), Some(dir))
+            }
+            (None, None) => (None, None),
+        };
+        let mut publishes = None;
+        let (ohttp_gateway, relay) = match (spec.relay_listen, &registry) {
+            (Some(listen), Some(chain)) => {
                 let any = SocketAddr::from(([127, 0, 0, 1], 0));
                 let gcfg = kokon_oblivious::GatewayConfig::new(any);
-                let g = kokon_oblivious::start(gcfg, proxy.clone(), shutdown.clone()).await?;
+                let publisher = proxy.publisher().unwrap_or_else(|| {
+                    // An unpaid proxy has no key of its own: one for the registry.
+                    Arc::new(kokon_proxy::KeyPublisher::new(
+                        chain.clone(),
+                        Arc::new(kokon_money::SecretKey::generate()),
+                    ))
+                });
+                publishes = Some(publisher.clone());
+                let g = kokon_oblivious::start(gcfg, proxy.clone(), publisher, shutdown.clone())
+                    .await?;
                 let target = kokon_relay::GatewayTarget {
                     name: RELAYED_GATEWAY.into(),
                     addr: g.addr,
@@ -285,7 +314,7 @@ impl LocalNet {
                 let r = kokon_relay::start(cfg, policy.clone(), clock, shutdown.clone()).await?;
                 (Some(g.addr), Some(r))
             }
-            None => (None, None),
+            _ => (None, None),
         };
         let mut gcfg = GatewayConfig::new(spec.gateway_listen, proxy.addr);
         gcfg.relay = relay.as_ref().map(|r| {
@@ -315,9 +344,16 @@ impl LocalNet {
             _ => None,
         };
         let api_key = gcfg.api_key.clone();
-        let gateway =
-            kokon_gateway::start_paying(gcfg, gtls, client_pay, credits, shutdown.clone()).await?;
-        if let Some(amount) = spec.credits {
+        let gateway = kokon_gateway::start_paying(
+            gcfg,
+            gtls,
+            client_pay,
+            credits,
+            registry.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        if let Some(amount) = spec.credits.filter(|a| *a > 0) {
             buy_credits(gateway.addr, api_key.as_deref(), amount).await?;
         }
         let mut net = Self {
@@ -330,6 +366,9 @@ impl LocalNet {
             nodes,
             shutdown,
             pay: pay_state,
+            registry,
+            publisher: publishes,
+            _registry_dir: registry_dir,
         };
         let expected = spec
             .workers
@@ -423,6 +462,19 @@ impl LocalNet {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
+    }
+
+    /// Where the proxy publishes the keys it hands out and clients check
+    /// them: the ledger on paid networks, a devnet of its own on unpaid
+    /// relayed ones.
+    pub fn registry(&self) -> Option<kokon_gateway::Registry> {
+        self.registry.clone()
+    }
+
+    /// What publishes the proxy's gateway keys in [`Self::registry`], on
+    /// relayed networks.
+    pub fn publisher(&self) -> Option<Arc<kokon_proxy::KeyPublisher>> {
+        self.publisher.clone()
     }
 
     /// The ledger, on paid networks.

@@ -207,6 +207,24 @@ pub struct NetPay {
 
 /// Funds the dev proxy and client, stakes the vault, opens (or reuses) the
 /// client's channel, and opens both books.
+/// A devnet ledger in a directory of its own, for an unpaid network that
+/// still needs a registry of published keys (its relayed client checks the
+/// gateway's key there). The directory goes when the returned guard does.
+pub fn registry_only() -> Result<(tempfile::TempDir, Arc<dyn Settlement>), PayError> {
+    let dir = tempfile::tempdir().map_err(|e| PayError::Storage(format!("temporary dir: {e}")))?;
+    let e = Economics::default();
+    let delays = Delays {
+        channel_close_secs: e.channel_close_delay_secs,
+        vault_withdraw_secs: e.vault_withdraw_delay_secs,
+    };
+    let devnet = Devnet::open(
+        &dir.path().join("registry.db"),
+        Arc::new(SystemClock),
+        delays,
+    )?;
+    Ok((dir, Arc::new(devnet)))
+}
+
 /// The proxy's credit issuer: keys kept in `credit-keys.json` beside its
 /// books (made on first start), named after the proxy's vault key so
 /// every client of this proxy sees the same challenge.

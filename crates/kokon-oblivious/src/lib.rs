@@ -10,9 +10,12 @@
 //!
 //! The keys are generated in this process (inside the proxy's TEE), never
 //! written out, rotated every `ohttp_key_rotation` with the previous key
-//! still accepted until the next rotation, and published two ways:
+//! still accepted until the next rotation, and served two ways:
 //! `application/ohttp-keys` for any client, and signed by the attested key
 //! for Kokon clients, which verify the certificate before they use a key.
+//! Every key is also published in the registry before any client is given
+//! it (at start, and at each rotation before the new key is handed out),
+//! so that a client can check it holds the key everyone holds.
 //!
 //! Nothing here logs or counts a client: the proxy sees the relay's
 //! address only, and keeps no record of it.
@@ -32,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use kokon_proxy::ProxyHandle;
+use kokon_proxy::{KeyPublisher, ProxyHandle};
 
 /// Where the gateway takes encapsulated requests.
 pub const GATEWAY_PATH: &str = "/ohttp";
@@ -90,38 +93,60 @@ impl Gateway {
         self.keys.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn rotate(&self) {
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .rotate();
+    fn keys_mut(&self) -> std::sync::RwLockWriteGuard<'_, GatewayKeys> {
+        self.keys.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How long a failed publication waits before it is tried again.
+const REPUBLISH_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Rotates the keys every `key_rotation`: the next key is staged, published
+/// (tried again until the registry takes it; meanwhile the current keys
+/// stay), and only then handed out.
+async fn rotate_loop(g: Arc<Gateway>, publisher: Arc<KeyPublisher>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(g.cfg.key_rotation) => {}
+            _ = stop.cancelled() => return,
+        }
+        let body = g.keys_mut().stage();
+        while let Err(e) = publisher.ohttp(body.clone()).await {
+            tracing::warn!(error = %e, "cannot publish the next gateway key in the registry; the current key stays, trying again in 30 s");
+            tokio::select! {
+                _ = tokio::time::sleep(REPUBLISH_AFTER) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+        g.keys_mut().promote();
+        tracing::info!(key_id = g.keys().current().key_id, "gateway key rotated");
     }
 }
 
 /// Binds `cfg.listen` and serves the gateway over TLS (the proxy's RA-TLS
 /// certificate, no client certificate) until `shutdown`, with fresh keys
-/// that rotate meanwhile.
+/// that rotate meanwhile, each published by `publisher` before it is
+/// handed out (the first before this returns).
 pub async fn start(
     cfg: GatewayConfig,
     proxy: ProxyHandle,
+    publisher: Arc<KeyPublisher>,
     shutdown: CancellationToken,
 ) -> std::io::Result<GatewayHandle> {
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
+    let keys = GatewayKeys::generate();
+    publisher.ohttp(keys.encoded()).await.map_err(|e| {
+        std::io::Error::other(format!(
+            "cannot publish the gateway's keys in the registry: {e}"
+        ))
+    })?;
     let gateway = Arc::new(Gateway {
-        keys: RwLock::new(GatewayKeys::generate()),
+        keys: RwLock::new(keys),
         proxy,
         cfg,
     });
-    let (g, stop) = (gateway.clone(), shutdown.clone());
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(g.cfg.key_rotation) => g.rotate(),
-                _ = stop.cancelled() => return,
-            }
-        }
-    });
+    tokio::spawn(rotate_loop(gateway.clone(), publisher, shutdown.clone()));
     let tls = Arc::new(gateway.proxy.tls().public_server_config());
     let tls = tokio_rustls::TlsAcceptor::from(tls);
     let limits = cfg.limits;

@@ -70,6 +70,9 @@ impl std::fmt::Debug for GatewayKey {
 pub struct GatewayKeys {
     current: GatewayKey,
     previous: Option<GatewayKey>,
+    /// The next key, made but not yet handed out: a rotation is published
+    /// in the registry before clients are given the new key.
+    staged: Option<GatewayKey>,
 }
 
 impl GatewayKeys {
@@ -77,6 +80,7 @@ impl GatewayKeys {
         Self {
             current,
             previous: None,
+            staged: None,
         }
     }
 
@@ -90,8 +94,27 @@ impl GatewayKeys {
     /// Makes a new current key (the next identifier); the current one
     /// becomes the previous, and the previous is forgotten.
     pub fn rotate(&mut self) {
-        let next = GatewayKey::generate(self.current.config.key_id.wrapping_add(1));
-        self.previous = Some(std::mem::replace(&mut self.current, next));
+        self.stage();
+        self.promote();
+    }
+
+    /// The first half of a rotation: makes the next key (once; again the
+    /// same until [`Self::promote`]) without handing it out, and returns the
+    /// `application/ohttp-keys` body the gateway will serve once it is
+    /// promoted — what to publish first.
+    pub fn stage(&mut self) -> Vec<u8> {
+        let id = self.current.config.key_id.wrapping_add(1);
+        let next = self.staged.get_or_insert_with(|| GatewayKey::generate(id));
+        KeyConfig::encode_list(&[next.config, self.current.config])
+    }
+
+    /// The second half: the staged key becomes the current one, the current
+    /// one the previous, and the previous is forgotten. Without a staged
+    /// key nothing changes.
+    pub fn promote(&mut self) {
+        if let Some(next) = self.staged.take() {
+            self.previous = Some(std::mem::replace(&mut self.current, next));
+        }
     }
 
     pub fn current(&self) -> KeyConfig {
@@ -114,4 +137,11 @@ impl GatewayKeys {
             .collect();
         KeyConfig::encode_list(&list)
     }
+}
+
+/// Whether `config` is among the configurations of `published` (an
+/// `application/ohttp-keys` body a proxy published): byte for byte, its
+/// identifier and key both. A body that does not parse lists nothing.
+pub fn is_published(published: &[u8], config: &KeyConfig) -> bool {
+    KeyConfig::decode_list(published).is_ok_and(|list| list.contains(config))
 }

@@ -10,7 +10,7 @@ use kokon_money::ledger::{ChannelRow, VaultRow, Withdrawal};
 use kokon_money::{Address, ChannelVoucher, Nanotons, PublicKey, SecretKey, Signed, WorkerVoucher};
 
 use crate::settlement::BoxFuture;
-use crate::{PayError, Settlement};
+use crate::{KeyRecord, PayError, Settlement};
 
 type R<'a, T> = BoxFuture<'a, Result<T, PayError>>;
 
@@ -108,5 +108,11 @@ impl Settlement for Delayed {
     }
     fn withdraw<'a>(&'a self, owner: &'a SecretKey) -> R<'a, Nanotons> {
         self.after(self.inner.withdraw(owner))
+    }
+    fn published_keys(&self) -> R<'_, Vec<(PublicKey, KeyRecord)>> {
+        self.after(self.inner.published_keys())
+    }
+    fn publish_keys<'a>(&'a self, proxy: &'a SecretKey, record: &'a KeyRecord) -> R<'a, ()> {
+        self.after(self.inner.publish_keys(proxy, record))
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! Honest limits: it is a single-machine ledger for development. Parties are
 //! "authenticated" by holding their key in-process, and [`Devnet::fund`]
-//! mints money. The rules on vouchers, deposits, delays and claims are
+//! mints money, and any key may publish gateway keys (TON: only a proxy the
+//! registry lists, from its wallet). The rules on vouchers, deposits, delays and claims are
 //! exactly those the TON contracts enforce.
 
 use std::path::Path;
@@ -21,7 +22,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::Clock;
 use crate::PayError;
-use crate::settlement::{BoxFuture, Settlement};
+use crate::settlement::{BoxFuture, KeyRecord, Settlement};
 use crate::sqlite::amount;
 
 const SCHEMA: &str = "
@@ -30,6 +31,7 @@ CREATE TABLE IF NOT EXISTS channels (id TEXT PRIMARY KEY, client TEXT NOT NULL, 
 CREATE INDEX IF NOT EXISTS channels_by_client ON channels (client);
 CREATE TABLE IF NOT EXISTS vaults (id TEXT PRIMARY KEY, row TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS worker_claims (vault TEXT NOT NULL, worker TEXT NOT NULL, claimed TEXT NOT NULL, PRIMARY KEY (vault, worker));
+CREATE TABLE IF NOT EXISTS published_keys (proxy TEXT PRIMARY KEY, ohttp BLOB NOT NULL, credits TEXT);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, op TEXT NOT NULL, detail TEXT NOT NULL);
 ";
@@ -509,4 +511,69 @@ impl Settlement for Devnet {
             Ok(out)
         }))
     }
+
+    fn published_keys(&self) -> BoxFuture<'_, Result<Vec<(PublicKey, KeyRecord)>, PayError>> {
+        Box::pin(self.tx(|tx, _| {
+            let mut stmt =
+                tx.prepare("SELECT proxy, ohttp, credits FROM published_keys ORDER BY proxy")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (proxy, ohttp, credits) = row?;
+                let proxy = PublicKey::from_hex(&proxy)
+                    .map_err(|e| PayError::Storage(format!("published keys: {e}")))?;
+                let credits = credits.map(|c| hex32(&c)).transpose()?;
+                out.push((proxy, KeyRecord { ohttp, credits }));
+            }
+            Ok(out)
+        }))
+    }
+
+    fn publish_keys<'a>(
+        &'a self,
+        proxy: &'a SecretKey,
+        record: &'a KeyRecord,
+    ) -> BoxFuture<'a, Result<(), PayError>> {
+        let (proxy, record) = (proxy.public(), record.clone());
+        Box::pin(self.tx(move |tx, now| {
+            check_record(&record)?;
+            tx.execute(
+                "INSERT INTO published_keys (proxy, ohttp, credits) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(proxy) DO UPDATE SET ohttp = ?2, credits = ?3",
+                params![
+                    key_hex(&proxy),
+                    record.ohttp,
+                    record.credits.map(hex::encode)
+                ],
+            )?;
+            log(
+                tx,
+                now,
+                "publish_keys",
+                format!("{proxy} {} bytes", record.ohttp.len()),
+            )?;
+            Ok(())
+        }))
+    }
+}
+
+/// What the registry would refuse to hold.
+fn check_record(record: &KeyRecord) -> Result<(), PayError> {
+    if record.ohttp.len() > crate::MAX_PUBLISHED_OHTTP {
+        return Err(PayError::KeysTooLarge(record.ohttp.len()));
+    }
+    Ok(())
+}
+
+fn hex32(s: &str) -> Result<[u8; 32], PayError> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| PayError::Storage(format!("published keys: {s:?} is not 32 hex bytes")))
 }

@@ -17,7 +17,7 @@ mod settlement;
 pub mod sqlite;
 
 pub use kokon_attest::{Clock, SystemClock};
-pub use settlement::{BoxFuture, ManualClock, Settlement};
+pub use settlement::{BoxFuture, KeyRecord, MAX_PUBLISHED_OHTTP, ManualClock, Settlement};
 
 use kokon_money::MoneyError;
 
@@ -44,6 +44,8 @@ pub enum PayError {
     Credit(#[from] CreditRefused),
     #[error("settlement backend: {0}")]
     Backend(String),
+    #[error("gateway keys of {0} bytes, above the {MAX_PUBLISHED_OHTTP} the registry holds")]
+    KeysTooLarge(usize),
 }
 
 /// Why the proxy's books refused a credit operation (nothing was spent,

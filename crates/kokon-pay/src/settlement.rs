@@ -81,6 +81,32 @@ pub trait Settlement: Send + Sync + 'static {
         amount: Nanotons,
     ) -> R<'a, Withdrawal>;
     fn withdraw<'a>(&'a self, owner: &'a SecretKey) -> R<'a, Nanotons>;
+
+    /// What each proxy published of the keys its gateway hands out, by
+    /// proxy key (the registry's `gateways`; docs/VPN.md, "Key consistency").
+    fn published_keys(&self) -> R<'_, Vec<(PublicKey, KeyRecord)>>;
+    /// Publishes `record` as what the proxy `proxy` hands out now, in place
+    /// of what it published before. On TON only a proxy the registry lists
+    /// may, from its own wallet.
+    fn publish_keys<'a>(&'a self, proxy: &'a SecretKey, record: &'a KeyRecord) -> R<'a, ()>;
+}
+
+/// Largest `application/ohttp-keys` body a proxy publishes (about twenty
+/// configurations; Kokon's gateways hold two).
+pub const MAX_PUBLISHED_OHTTP: usize = 1024;
+
+/// The keys a proxy's gateway hands out to everyone, as it publishes them
+/// in the registry so that each client can check it was given the same
+/// keys as all others: a key handed to one client alone would name that
+/// client's requests (OHTTP) or its tokens (credits).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The `application/ohttp-keys` body its gateway serves (at most
+    /// [`MAX_PUBLISHED_OHTTP`] bytes); empty: it runs no gateway.
+    pub ohttp: Vec<u8>,
+    /// `kokon_credit::PublicKeys::fingerprint` of its credit issuer; `None`:
+    /// it sells no credits.
+    pub credits: Option<[u8; 32]>,
 }
 
 /// A clock tests move by hand.

@@ -235,3 +235,44 @@ fn delays_the_contracts_refuse_are_refused_here_too() {
         assert!(matches!(money(e), MoneyError::BadDelay { .. }));
     }
 }
+
+#[tokio::test]
+async fn published_keys_replace_each_other_survive_a_restart_and_are_bounded() {
+    use kokon_pay::{KeyRecord, MAX_PUBLISHED_OHTTP};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let d = open(dir.path(), clock.clone());
+    let (a, b) = (SecretKey::generate(), SecretKey::generate());
+    assert!(d.published_keys().await.unwrap().is_empty());
+    let first = KeyRecord {
+        ohttp: vec![1; 41],
+        credits: None,
+    };
+    d.publish_keys(&a, &first).await.unwrap();
+    let second = KeyRecord {
+        ohttp: vec![2; 82],
+        credits: Some([9; 32]),
+    };
+    d.publish_keys(&a, &second).await.unwrap();
+    d.publish_keys(&b, &first).await.unwrap();
+    // Too large for the registry: refused, and what was published stays.
+    let huge = KeyRecord {
+        ohttp: vec![3; MAX_PUBLISHED_OHTTP + 1],
+        credits: None,
+    };
+    let err = d.publish_keys(&a, &huge).await.unwrap_err();
+    assert!(
+        matches!(err, PayError::KeysTooLarge(n) if n == MAX_PUBLISHED_OHTTP + 1),
+        "{err}"
+    );
+    drop(d);
+    let d = open(dir.path(), clock);
+    let mut want = vec![(a.public(), second), (b.public(), first)];
+    want.sort_by_key(|(k, _)| k.to_hex());
+    assert_eq!(
+        d.published_keys().await.unwrap(),
+        want,
+        "one record per proxy, the latest"
+    );
+    assert_eq!(d.count("publish_keys").await.unwrap(), 3);
+}

@@ -13,6 +13,7 @@ mod job;
 mod metrics;
 mod pay;
 mod peers;
+mod publish;
 mod workers;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use metrics::Metrics;
 pub use pay::ProxyPay;
+pub use publish::KeyPublisher;
 use workers::WorkerLink;
 
 /// Proxy settings (see `kokon proxy --help` for the documented defaults).
@@ -129,6 +131,12 @@ impl ProxyHandle {
         self.state.hard_stop.cancelled().await
     }
 
+    /// Publishes the keys this proxy hands out, on paid networks (under
+    /// the key its books and vault belong to).
+    pub fn publisher(&self) -> Option<Arc<KeyPublisher>> {
+        self.state.pay.as_ref().map(|p| p.publisher.clone())
+    }
+
     /// Jobs being relayed right now.
     pub fn active_jobs(&self) -> usize {
         self.state
@@ -205,6 +213,19 @@ pub async fn start_with(
         events: Default::default(),
         cfg,
     });
+    if let Some(pay) = &state.pay
+        && let Some(issuer) = &pay.credits
+    {
+        // Before anyone can ask for the keys: clients pin only published ones.
+        pay.publisher
+            .credits(issuer.public().fingerprint())
+            .await
+            .map_err(|e| {
+                std::io::Error::other(format!(
+                    "cannot publish the credit keys in the registry: {e}"
+                ))
+            })?;
+    }
     tokio::spawn(drain(state.clone(), shutdown.clone()));
     if let Some(pay) = state.pay.clone() {
         tokio::spawn(pay::claim_loop(pay, shutdown.clone()));

@@ -36,6 +36,8 @@ pub struct ProxyPay {
     pub(crate) signers: kokon_attest::verify::ReceiptSigners,
     /// Sells and redeems credit tokens, if this proxy does.
     pub(crate) credits: Option<Arc<kokon_credit::Issuer>>,
+    /// Publishes the keys it hands out in the registry.
+    pub(crate) publisher: Arc<crate::KeyPublisher>,
 }
 
 impl ProxyPay {
@@ -47,6 +49,7 @@ impl ProxyPay {
         claim_every: Duration,
     ) -> Self {
         Self {
+            publisher: Arc::new(crate::KeyPublisher::new(ledger.clone(), books.signer())),
             books: Mutex::new(books),
             economics,
             ledger,

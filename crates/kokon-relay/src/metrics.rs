@@ -62,6 +62,12 @@ impl Metrics {
         self.requests.get_or_create(&Outcome { outcome }).get()
     }
 
+    /// Bytes relayed so far towards the gateways (`"up"`) or the clients
+    /// (`"down"`).
+    pub fn bytes(&self, direction: &'static str) -> u64 {
+        self.bytes.get_or_create(&Direction { direction }).get()
+    }
+
     pub(crate) fn bytes_up(&self, n: usize) {
         self.bytes
             .get_or_create(&Direction { direction: "up" })

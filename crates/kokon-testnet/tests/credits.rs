@@ -169,17 +169,14 @@ struct Holder {
 }
 
 impl Holder {
-    async fn new(net: &LocalNet, tmp: &std::path::Path) -> Self {
+    fn tls() -> kokon_tls::RaTls {
         let policy = std::sync::Arc::new(Registry::local_test_network().policy().unwrap());
-        let tls = kokon_tls::node::simulated_node(
-            Role::Client,
-            None,
-            policy,
-            [0; 32],
-            &Default::default(),
-        )
-        .unwrap();
-        let link = ProxyLink::new(net.proxy.addr, tls);
+        kokon_tls::node::simulated_node(Role::Client, None, policy, [0; 32], &Default::default())
+            .unwrap()
+    }
+
+    async fn new(net: &LocalNet, tmp: &std::path::Path) -> Self {
+        let link = ProxyLink::new(net.proxy.addr, Self::tls());
         let doc = serde_json::from_value(link.credit_keys().await.unwrap()).unwrap();
         let keys = PublicKeys::from_document(&doc).unwrap();
         let (key, channel) = channel(net, tmp).await;
@@ -488,4 +485,69 @@ async fn a_job_sealed_again_to_fresh_candidates_is_paid_by_the_same_tokens_once(
         "nothing kept beyond the two bills"
     );
     assert_eq!(proxy_totals(&net).await.receipts, 2);
+}
+
+/// A proxy whose credit keys are not the ones it published in the registry
+/// (keys for some clients alone would tell their tokens apart): a client
+/// neither pins them nor asks for tokens under them — its wallet stays
+/// empty, nothing is sold, no channel billed — and does once the registry
+/// lists the keys it is handed.
+#[tokio::test]
+async fn credit_keys_the_proxy_did_not_publish_are_never_pinned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = credit_net(tmp.path()).await;
+    let handed_out = Holder::new(&net, tmp.path()).await.keys;
+    let publisher = net.proxy.publisher().unwrap();
+    publisher.credits([7; 32]).await.unwrap();
+    // A new client of the proxy (the network's own gateway pinned the keys
+    // while they were published).
+    let wallet = tmp.path().join("newcomer.db");
+    let prices = Registry::local_test_network().economics().prices;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let gw = kokon_gateway::start_paying(
+        kokon_gateway::GatewayConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), net.proxy.addr),
+        Holder::tls(),
+        None,
+        Some(kokon_gateway::CreditPay::new(wallet.clone(), prices)),
+        net.registry(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let ask = || async {
+        reqwest::Client::new()
+            .post(format!("http://{}/v1/credits/request", gw.addr))
+            .json(&serde_json::json!({"amount_nanoton": "1000"}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = ask().await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("not the ones it published"), "{msg}");
+    assert!(
+        !wallet.exists(),
+        "no wallet was made with the unpublished keys"
+    );
+    let sold = net
+        .proxy
+        .pay()
+        .unwrap()
+        .books()
+        .await
+        .credit_totals()
+        .unwrap()
+        .sold;
+    assert_eq!(
+        sold, BOUGHT,
+        "only the network's own purchase was ever sold"
+    );
+    // The registry lists the keys the proxy hands out: the newcomer asks.
+    publisher.credits(handed_out.fingerprint()).await.unwrap();
+    let r = ask().await;
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    assert!(wallet.exists());
+    shutdown.cancel();
 }

@@ -337,9 +337,16 @@ async fn a_relay_that_swaps_the_keys_gets_no_request() {
     let mut cfg =
         kokon_gateway::GatewayConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), net.proxy.addr);
     cfg.relay = Some(format!("http://{hostile}/gateways/x"));
-    let gw = kokon_gateway::start(cfg, client_tls(), Default::default())
-        .await
-        .unwrap();
+    let gw = kokon_gateway::start_paying(
+        cfg,
+        client_tls(),
+        None,
+        None,
+        net.registry(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let r = chat(
         &format!("http://{}/v1", gw.addr),
         "m",
@@ -418,4 +425,51 @@ async fn an_unpaid_job_through_the_relay_is_refused_and_costs_nothing() {
         0,
         "no worker ran it"
     );
+}
+
+/// A proxy that hands its relayed clients a key other than the one it
+/// published in the registry (a key for some clients alone would tell their
+/// requests apart): the client never encapsulates to it — nothing is
+/// forwarded or run — and uses the key once it is the published one.
+#[tokio::test]
+async fn a_key_the_proxy_did_not_publish_is_never_used() {
+    // Unpaid: the client gateway calls the proxy only for jobs, so it has
+    // fetched no key yet when the registry changes.
+    let net = LocalNet::start(relayed(vec![WorkerSpec::new(echo("m", 0))]))
+        .await
+        .unwrap();
+    let served = reqwest::get(format!("{}/ohttp-keys", relay_url(&net)))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let publisher = net.publisher().expect("a relayed network publishes");
+    // The registry lists other keys than the ones the gateway signs and serves.
+    publisher
+        .ohttp(GatewayKeys::generate().encoded())
+        .await
+        .unwrap();
+    let relay = net.relay.as_ref().unwrap();
+    let r = chat(&net.base_url(), "m", "tell nobody this", false).await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("no proxy published"), "{msg}");
+    assert_eq!(
+        relay.metrics().bytes("up"),
+        0,
+        "no encapsulated request left the client (only key fetches, bodiless)"
+    );
+    assert_eq!(
+        kokon_worker::WorkerStats::get(&net.workers[0].stats.jobs_completed),
+        0,
+        "no worker ran anything"
+    );
+    // Once the registry lists the served keys, the client uses them.
+    publisher.ohttp(served).await.unwrap();
+    let r = chat(&net.base_url(), "m", "now it may go", false).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert!(relay.metrics().bytes("up") > 0);
 }

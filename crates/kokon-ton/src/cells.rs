@@ -44,6 +44,7 @@ pub mod op {
     pub const SET_PROXY: u32 = 0x4b4f_0304;
     pub const SET_TD_POLICY: u32 = 0x4b4f_0306;
     pub const SET_UPSTREAM: u32 = 0x4b4f_0307;
+    pub const SET_GATEWAY_KEYS: u32 = 0x4b4f_0308;
 }
 
 /// Tag of the worker's payout consent cell ("kvp1").
@@ -186,6 +187,8 @@ pub fn registry_data(owner: &Address, economics: &ArcCell) -> R<ArcCell> {
         .store_u32(32, 0)?
         .store_reference(economics)?
         .store_reference(&arc(trust)?)?
+        // No proxies, no gateway keys.
+        .store_bit(false)?
         .store_bit(false)?;
     arc(b)
 }
@@ -332,6 +335,25 @@ pub mod body {
             Some(name) => {
                 let mut e = CellBuilder::new();
                 e.store_reference(&string_cell(name)?)?;
+                b.store_bit(true)?.store_reference(&arc(e)?)?;
+            }
+            None => {
+                b.store_bit(false)?;
+            }
+        }
+        arc(b)
+    }
+
+    /// What the proxy `proxy` publishes of its gateway's keys (sent from its
+    /// wallet); `None` withdraws them.
+    pub fn set_gateway_keys(proxy: &PublicKey, entry: Option<&kokon_pay::KeyRecord>) -> R<ArcCell> {
+        let mut b = head(op::SET_GATEWAY_KEYS)?;
+        b.store_slice(&proxy.0)?;
+        match entry {
+            Some(k) => {
+                let mut e = CellBuilder::new();
+                e.store_reference(&bytes_cell(&k.ohttp)?)?
+                    .store_slice(&k.credits.unwrap_or([0; 32]))?;
                 b.store_bit(true)?.store_reference(&arc(e)?)?;
             }
             None => {

@@ -42,6 +42,8 @@ pub struct RegistryState {
     /// Origins workers' upstream engines may forward jobs to, sorted.
     pub upstreams: Vec<String>,
     pub proxies: Vec<ProxyInfo>,
+    /// What each proxy published of its gateway's keys, sorted by proxy key.
+    pub gateways: Vec<(PublicKey, kokon_pay::KeyRecord)>,
 }
 
 impl RegistryState {
@@ -84,6 +86,32 @@ fn read_proxy(r: &mut BitReader<'_>) -> Result<(Address, String), TonError> {
     Ok((wallet, endpoint))
 }
 
+/// A `GatewayEntry`: the OHTTP keys (snake) and the credit keys' hash
+/// (zero: none).
+fn read_gateway(r: &mut BitReader<'_>) -> Result<kokon_pay::KeyRecord, TonError> {
+    let ohttp = cells::read_bytes(r.reference()?, kokon_pay::MAX_PUBLISHED_OHTTP)
+        .map_err(|e| TonError::BadResponse(format!("gateway keys: {e}")))?;
+    let credits: [u8; 32] = r.bytes()?;
+    Ok(kokon_pay::KeyRecord {
+        ohttp,
+        credits: (credits != [0; 32]).then_some(credits),
+    })
+}
+
+/// The `gateways` get-method's dictionary.
+pub async fn read_gateways(
+    api: &TonApi,
+    address: &Address,
+) -> Result<Vec<(PublicKey, kokon_pay::KeyRecord)>, TonError> {
+    Ok(dict(
+        Stack::new(api.get(address, "gateways", &[]).await?).cell()?,
+        read_gateway,
+    )?
+    .into_iter()
+    .map(|(k, v)| (PublicKey(k), v))
+    .collect())
+}
+
 fn dict<V>(
     root: Option<ArcCell>,
     reader: fn(&mut BitReader<'_>) -> Result<V, TonError>,
@@ -96,15 +124,18 @@ fn dict<V>(
 
 /// The registry's dictionaries as get-methods return them (for fuzzing the
 /// parsers with arbitrary cells).
-pub fn parse_dicts(cell: &ArcCell) -> Result<(usize, usize, usize), TonError> {
+pub fn parse_dicts(cell: &ArcCell) -> Result<(usize, usize, usize, usize), TonError> {
     let images = dict(Some(cell.clone()), read_u8)
         .map(|v| v.len())
         .unwrap_or(0);
     let models = dict(Some(cell.clone()), read_model)
         .map(|v| v.len())
         .unwrap_or(0);
+    let gateways = dict(Some(cell.clone()), read_gateway)
+        .map(|v| v.len())
+        .unwrap_or(0);
     let proxies = dict(Some(cell.clone()), read_proxy)?.len();
-    Ok((images, models, proxies))
+    Ok((images, models, proxies, gateways))
 }
 
 /// Reads the whole registry at `address`.
@@ -152,7 +183,9 @@ pub async fn read(api: &TonApi, address: &Address) -> Result<RegistryState, TonE
     let td = Stack::new(api.get(address, "tdPolicy", &[]).await?)
         .cell()?
         .ok_or_else(|| TonError::BadResponse("no TD policy cell".into()))?;
+    let gateways = read_gateways(api, address).await?;
     Ok(RegistryState {
+        gateways,
         td: crate::td_policy::read_td_policy(&td)?,
         upstreams,
         address: *address,
@@ -255,13 +288,24 @@ pub async fn apply(
     registry: &Address,
     change: &Change,
 ) -> Result<(), TonError> {
+    send_as(ton, owner, registry, change.body()?).await
+}
+
+/// Sends the message `body` to the registry from `sender`'s wallet (the
+/// contract judges who may send what).
+pub async fn send_as(
+    ton: &TonSettlement,
+    sender: &SecretKey,
+    registry: &Address,
+    body: ArcCell,
+) -> Result<(), TonError> {
     let out = Outgoing {
         to: *registry,
         value: GAS,
-        body: change.body()?,
+        body,
         init: None,
         bounce: true,
     };
-    ton.submit(owner, out).await?;
+    ton.submit(sender, out).await?;
     Ok(())
 }

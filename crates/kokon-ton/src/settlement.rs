@@ -267,6 +267,27 @@ impl TonSettlement {
             .collect())
     }
 
+    /// The registry this settlement reads and writes, if configured.
+    fn registry(&self) -> Result<Address, PayError> {
+        self.cfg.registry.ok_or_else(|| {
+            PayError::Backend("no registry configured: its address is in ton.json".into())
+        })
+    }
+
+    async fn do_publish_keys(
+        &self,
+        proxy: &SecretKey,
+        record: &kokon_pay::KeyRecord,
+    ) -> Result<(), PayError> {
+        if record.ohttp.len() > kokon_pay::MAX_PUBLISHED_OHTTP {
+            return Err(PayError::KeysTooLarge(record.ohttp.len()));
+        }
+        let body = body::set_gateway_keys(&proxy.public(), Some(record))?;
+        self.send(proxy, Self::outgoing(self.registry()?, GAS, body))
+            .await?;
+        Ok(())
+    }
+
     /// [`Self::submit`] after checking the wallet can pay for it: a wallet
     /// without the funds would have its message dropped unseen, and the
     /// caller would only learn it when the message expires.
@@ -689,5 +710,21 @@ impl Settlement for TonSettlement {
 
     fn withdraw<'a>(&'a self, owner: &'a SecretKey) -> BoxFuture<'a, Result<Nanotons, PayError>> {
         Box::pin(self.do_withdraw(owner))
+    }
+
+    fn published_keys(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<(PublicKey, kokon_pay::KeyRecord)>, PayError>> {
+        Box::pin(
+            async move { Ok(crate::registry::read_gateways(&self.api, &self.registry()?).await?) },
+        )
+    }
+
+    fn publish_keys<'a>(
+        &'a self,
+        proxy: &'a SecretKey,
+        record: &'a kokon_pay::KeyRecord,
+    ) -> BoxFuture<'a, Result<(), PayError>> {
+        Box::pin(self.do_publish_keys(proxy, record))
     }
 }

@@ -516,3 +516,86 @@ async fn a_v5r1_wallet_settles_too() {
     assert_eq!(ton.claim_channel(&proxy, v).await.unwrap(), 1234);
     sandbox.stop().await;
 }
+
+/// A listed proxy publishes its gateway's keys from its own wallet and
+/// every reader gets them back; a proxy the registry does not list cannot,
+/// and neither can another listed proxy for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_proxy_publishes_its_keys_and_nobody_else_can() {
+    let sandbox = SandboxChain::start(&contracts_dir(), None).await.unwrap();
+    let clock = Arc::new(kokon_pay::SystemClock);
+    let plain = TonSettlement::new(
+        TonConfig::new(Network::Sandbox, sandbox.url()),
+        clock.clone(),
+    )
+    .unwrap();
+    let (owner, proxy, other) = (
+        SecretKey::generate(),
+        SecretKey::generate(),
+        SecretKey::generate(),
+    );
+    for k in [&owner, &proxy, &other] {
+        plain
+            .api()
+            .sandbox_fund(&plain.wallet_of(&k.public()).unwrap(), 5 * TON)
+            .await
+            .unwrap();
+    }
+    let stakes = Stakes {
+        min_proxy: 0,
+        min_worker: 0,
+    };
+    let reg = registry::deploy(&plain, &owner, &Economics::default(), stakes, TON)
+        .await
+        .unwrap();
+    let mut cfg = TonConfig::new(Network::Sandbox, sandbox.url());
+    cfg.registry = Some(reg);
+    let ton = TonSettlement::new(cfg, clock).unwrap();
+    let record = kokon_pay::KeyRecord {
+        // Two key configurations' worth: a snake of several cells.
+        ohttp: (0..300).map(|i| (i % 251) as u8).collect(),
+        credits: Some([7; 32]),
+    };
+    // Not listed: refused.
+    let err = ton.publish_keys(&proxy, &record).await.unwrap_err();
+    assert!(err.to_string().contains("exit code 100"), "{err}");
+    for k in [&proxy, &other] {
+        let change = Change::Proxy {
+            key: k.public(),
+            entry: Some((ton.wallet_of(&k.public()).unwrap(), "p:7400".into())),
+        };
+        registry::apply(&ton, &owner, &reg, &change).await.unwrap();
+    }
+    ton.publish_keys(&proxy, &record).await.unwrap();
+    let without_credits = kokon_pay::KeyRecord {
+        ohttp: vec![1, 2, 3],
+        credits: None,
+    };
+    ton.publish_keys(&other, &without_credits).await.unwrap();
+    let mut want = vec![
+        (proxy.public(), record.clone()),
+        (other.public(), without_credits),
+    ];
+    want.sort_by_key(|(k, _)| k.0);
+    assert_eq!(ton.published_keys().await.unwrap(), want);
+    assert_eq!(
+        registry::read(ton.api(), &reg).await.unwrap().gateways,
+        want
+    );
+    // The body names the proxy: another listed proxy's wallet cannot set it.
+    let forged = kokon_ton::cells::body::set_gateway_keys(&proxy.public(), None).unwrap();
+    let err = kokon_ton::registry::send_as(&ton, &other, &reg, forged)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("exit code 100"), "{err}");
+    // Delisting withdraws the keys.
+    let change = Change::Proxy {
+        key: proxy.public(),
+        entry: None,
+    };
+    registry::apply(&ton, &owner, &reg, &change).await.unwrap();
+    let left = ton.published_keys().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].0, other.public());
+    sandbox.stop().await;
+}

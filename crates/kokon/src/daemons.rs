@@ -479,7 +479,13 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
         h.admin_addr.map(|a| a.to_string()).unwrap_or_default()
     );
     if let Some(g) = ohttp {
-        let g = kokon_oblivious::start(g, h.clone(), shutdown.clone()).await?;
+        // The gateway's keys are published in the registry under this
+        // proxy's key (its books'), so a paid network it must be.
+        let publisher = h.publisher().context(
+            "--ohttp-listen publishes the gateway's keys in the registry as this proxy: \
+             it needs a paid network (--devnet DIR, a devnet or a ton.json)",
+        )?;
+        let g = kokon_oblivious::start(g, h.clone(), publisher, shutdown.clone()).await?;
         let a = g.addr;
         eprintln!("Oblivious HTTP gateway on {a} (relays: kokon relay --gateway NAME={a})");
     }
@@ -701,7 +707,9 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
     drop(bind(cfg.listen, "--listen").await?);
     let node = NodeParams::simulated(Role::Client, None, config_sha256(&cfg));
     let (tls, policy) = start_following(&a.common, node, &shutdown)?;
-    let pay = match a.common.devnet()? {
+    let devnet = a.common.devnet()?;
+    let chain = devnet.as_ref().map(|(_, ledger)| ledger.settlement());
+    let pay = match devnet {
         Some((spec, ledger)) => {
             // The channel pays the devnet's dev proxy unless --proxy-key names another.
             let proxy = match &a.proxy_key {
@@ -726,6 +734,17 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // A relayed or credit-paying client checks the keys it is handed
+    // against what the proxies published in the registry (on its chain).
+    let registry = match (&cfg.relay, &a.credits, chain) {
+        (None, None, _) => None,
+        (_, _, Some(chain)) => Some(chain),
+        (_, _, None) => bail!(
+            "--relay and --credits check the keys the proxy hands out against the ones it \
+             published in the registry: say where the registry's chain is with --devnet DIR \
+             (a devnet, or a ton.json for TON)"
+        ),
+    };
     let credits = match &a.credits {
         Some(path) => {
             let registry = load_registry(&registry_path(a.common.registry.clone()))?;
@@ -738,7 +757,7 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
         None => None,
     };
     let h_relay = cfg.relay.clone();
-    let h = kokon_gateway::start_paying(cfg, tls, pay, credits, shutdown.clone()).await?;
+    let h = kokon_gateway::start_paying(cfg, tls, pay, credits, registry, shutdown.clone()).await?;
     eprintln!("OpenAI-compatible API on http://{}/v1", h.addr);
     if let Some(r) = &h_relay {
         eprintln!("every call goes through the Oblivious HTTP relay {r}");

@@ -462,6 +462,7 @@ fn print_registry(r: &RegistryState, json: bool) {
             "upstreams": r.upstreams,
             "td": kokon_attest::TdRules::from(&r.td),
             "proxies": r.proxies.iter().map(|p| serde_json::json!({"key": p.key, "wallet": p.wallet, "endpoint": p.endpoint})).collect::<Vec<_>>(),
+            "gateways": r.gateways.iter().map(|(k, g)| serde_json::json!({"proxy": k, "ohttp_keys": hex::encode(&g.ohttp), "credit_keys": g.credits.map(hex::encode)})).collect::<Vec<_>>(),
         });
         println!("{v:#}");
         return;
@@ -502,6 +503,18 @@ fn print_registry(r: &RegistryState, json: bool) {
             "  proxy:       {} at {} (wallet {})",
             p.key, p.endpoint, p.wallet
         );
+    }
+    for (k, g) in &r.gateways {
+        let configs = kokon_ohttp::KeyConfig::decode_list(&g.ohttp)
+            .map(|l| {
+                l.iter()
+                    .map(|c| c.key_id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|_| "unreadable".into());
+        let credits = g.credits.map_or("none".to_string(), hex::encode);
+        println!("  published:   by {k}: gateway keys {configs}; credit keys {credits}");
     }
     if r.td == kokon_attest::TdPolicy::default() {
         println!("  TD policy:   the default rules");

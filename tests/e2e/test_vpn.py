@@ -19,6 +19,7 @@ to the channel that bought them.
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import tempfile
 from pathlib import Path
@@ -101,6 +102,16 @@ def test_a_streamed_job_through_relay_and_chunked_ohttp():
         assert files_holding(net.proxy_home, needle) == [] and files_holding(net.proxy_home, address) == []
         assert not memory_holds(net.proxy.pid, needle), "the proxy's memory never held the content"
         assert files_holding(net.home, needle) == [], "no daemon logs or stores content"
+
+        # Key consistency: the proxy published in the registry (the devnet
+        # ledger) exactly the keys its gateway hands out through the relay.
+        served = httpx.get(f"{net.relay_url}/ohttp-keys", timeout=30).content
+        ledger = sqlite3.connect(net.home / "devnet" / "ledger.db")
+        try:
+            published = [bytes(r[0]) for r in ledger.execute("SELECT ohttp FROM published_keys")]
+        finally:
+            ledger.close()
+        assert published == [served], "one proxy, and what it published is what it serves"
     finally:
         net.stop()
 
@@ -111,7 +122,6 @@ def credits(base):
 
 
 def test_jobs_through_the_relay_paid_by_blind_tokens():
-    import sqlite3
     import time
     home = Path(tempfile.mkdtemp())
     net = VpnNetwork(["--credits", str(home / "credits.db")])
@@ -148,3 +158,19 @@ def test_jobs_through_the_relay_paid_by_blind_tokens():
             db.close()
     finally:
         net.stop()
+
+
+def test_without_a_registry_to_publish_in_or_check_against_nothing_starts():
+    """The gateway's keys are published in the registry and checked there:
+    a proxy with --ohttp-listen and a relayed client need one (the devnet
+    ledger or TON); without, each refuses to start and says what to give."""
+    home = Path(tempfile.mkdtemp())
+    env = {k: v for k, v in os.environ.items() if k != "KOKON_DEVNET"}
+    env.update(KOKON_HOME=str(home))
+    subprocess.run([str(BINARY), "registry", "init"], env=env, check=True, capture_output=True)
+    for args in (["proxy", "--listen", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{free_port()}",
+                  "--ohttp-listen", f"127.0.0.1:{free_port()}"],
+                 ["client", "--relay", "http://127.0.0.1:9/gateways/main", "--listen", f"127.0.0.1:{free_port()}"]):
+        r = subprocess.run([str(BINARY), *args], env=env, capture_output=True, timeout=60)
+        assert r.returncode != 0, args
+        assert b"--devnet" in r.stderr and b"registry" in r.stderr, r.stderr[-2000:]

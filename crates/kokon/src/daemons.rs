@@ -139,8 +139,10 @@ pub struct ProxyArgs {
     pub max_credit: Option<String>,
     /// Also run an Oblivious HTTP gateway here (TLS with this proxy's RA-TLS
     /// certificate), for clients behind a relay (`kokon relay --gateway`).
-    /// Its keys are made in this process and published at
-    /// /.well-known/ohttp-gateway [default: none].
+    /// Its keys are made in this process, served at
+    /// /.well-known/ohttp-gateway and published in the registry as this
+    /// proxy's before any client is given them (so it needs --devnet, a
+    /// devnet or a ton.json) [default: none].
     #[arg(long, env = "KOKON_PROXY_OHTTP_LISTEN")]
     pub ohttp_listen: Option<SocketAddr>,
     /// Seconds between new gateway keys; the previous key is accepted until
@@ -274,7 +276,9 @@ pub struct ClientArgs {
     /// to --proxy: its URL for the proxy's gateway, e.g.
     /// http://relay.example:7410/gateways/main. The relay learns this
     /// machine's address and nothing else; the proxy learns what is asked
-    /// (jobs stay sealed to their workers) but not who asks [default: none].
+    /// (jobs stay sealed to their workers) but not who asks. The gateway's
+    /// key is used only if a proxy published it in the registry, read on
+    /// the chain --devnet names [default: none].
     #[arg(long, env = "KOKON_CLIENT_RELAY")]
     pub relay: Option<String>,
     /// Pay jobs with blind-signed credit tokens from the wallet at this
@@ -282,8 +286,9 @@ pub struct ClientArgs {
     /// a job is paid, not by whom. Tokens come from a channel holder
     /// (`POST /v1/credits/request` here, `POST /v1/credits/buy` at a
     /// gateway with a channel, `POST /v1/credits/accept` here; see
-    /// docs/VPN.md). With a channel too (--devnet), the channel only buys
-    /// tokens [default: none].
+    /// docs/VPN.md). The proxy's credit keys are pinned only if it
+    /// published them in the registry (on the chain --devnet names). With
+    /// a channel too, the channel only buys tokens [default: none].
     #[arg(long, env = "KOKON_CLIENT_CREDITS")]
     pub credits: Option<PathBuf>,
 }
@@ -401,6 +406,9 @@ async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<tokio::net::TcpLis
     })
 }
 
+const NEEDS_PAID_NETWORK: &str = "--ohttp-listen publishes the gateway's keys in the registry \
+     as this proxy: it needs a paid network (--devnet DIR, a devnet or a ton.json)";
+
 pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
     let mut file: ProxyArgs = load_file(a.common.config.as_deref())?;
     merge!(
@@ -472,6 +480,9 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if ohttp.is_some() && pay.is_none() {
+        bail!(NEEDS_PAID_NETWORK);
+    }
     let h = kokon_proxy::start_with(cfg, tls, pay, shutdown.clone()).await?;
     eprintln!(
         "proxy listening on {} (metrics: http://{}/metrics)",
@@ -481,10 +492,7 @@ pub async fn proxy(mut a: ProxyArgs) -> anyhow::Result<()> {
     if let Some(g) = ohttp {
         // The gateway's keys are published in the registry under this
         // proxy's key (its books'), so a paid network it must be.
-        let publisher = h.publisher().context(
-            "--ohttp-listen publishes the gateway's keys in the registry as this proxy: \
-             it needs a paid network (--devnet DIR, a devnet or a ton.json)",
-        )?;
+        let publisher = h.publisher().context(NEEDS_PAID_NETWORK)?;
         let g = kokon_oblivious::start(g, h.clone(), publisher, shutdown.clone()).await?;
         let a = g.addr;
         eprintln!("Oblivious HTTP gateway on {a} (relays: kokon relay --gateway NAME={a})");

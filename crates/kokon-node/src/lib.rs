@@ -75,6 +75,9 @@ pub struct NetSpec {
     /// Also run the proxy's Oblivious HTTP gateway and a relay here (on
     /// this address), and send the client gateway's calls through it.
     pub relay_listen: Option<SocketAddr>,
+    /// How often the proxy's Oblivious HTTP gateway makes a new key
+    /// [default: `kokon_oblivious::GatewayConfig`'s, a day].
+    pub ohttp_key_rotation: Option<Duration>,
     /// Pay jobs with credit tokens (a wallet beside the books) instead of
     /// the channel, which then only buys them; the network buys this much
     /// at start (nothing for 0). Needs payments.
@@ -97,6 +100,7 @@ impl NetSpec {
             drain_grace: Duration::from_secs(30),
             payments: None,
             relay_listen: None,
+            ohttp_key_rotation: None,
             credits: None,
         }
     }
@@ -294,7 +298,10 @@ impl LocalNet {
         let (ohttp_gateway, relay) = match (spec.relay_listen, &registry) {
             (Some(listen), Some(chain)) => {
                 let any = SocketAddr::from(([127, 0, 0, 1], 0));
-                let gcfg = kokon_oblivious::GatewayConfig::new(any);
+                let mut gcfg = kokon_oblivious::GatewayConfig::new(any);
+                if let Some(every) = spec.ohttp_key_rotation {
+                    gcfg.key_rotation = every;
+                }
                 let publisher = proxy.publisher().unwrap_or_else(|| {
                     // An unpaid proxy has no key of its own: one for the registry.
                     Arc::new(kokon_proxy::KeyPublisher::new(

@@ -79,12 +79,11 @@ async fn paid_jobs_through_the_relay_reconcile_to_the_nanoton() {
 
 /// A raw OHTTP client of the relay: the gateway's keys from the relay.
 async fn keys(net: &LocalNet) -> KeyConfig {
-    let body = reqwest::get(format!("{}/ohttp-keys", relay_url(net)))
-        .await
-        .unwrap()
-        .bytes()
+    let r = reqwest::get(format!("{}/ohttp-keys", relay_url(net)))
         .await
         .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
     KeyConfig::decode_list(&body).unwrap()[0]
 }
 
@@ -472,4 +471,46 @@ async fn a_key_the_proxy_did_not_publish_is_never_used() {
     let r = chat(&net.base_url(), "m", "now it may go", false).await;
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     assert!(relay.metrics().bytes("up") > 0);
+}
+
+/// Rotations publish before they hand out: sampled throughout several
+/// rotations, the key the gateway serves first is always in the record the
+/// registry holds (read after it), the record lists the new key with the
+/// previous one, and a client keeps working across them.
+#[tokio::test]
+async fn each_rotation_is_published_before_its_key_is_handed_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = relayed(vec![WorkerSpec::new(echo("m", 0))]);
+    spec.ohttp_key_rotation = Some(Duration::from_millis(400));
+    // Each publication takes 150 ms, as a chain's would take longer: a key
+    // handed out before it is published would be seen.
+    let mut pay = PaySpec::dev(tmp.path().to_path_buf());
+    pay.ledger_delay = Some(Duration::from_millis(150));
+    spec.payments = Some(pay);
+    let net = LocalNet::start(spec).await.unwrap();
+    // Read without the delay: what the registry holds at that instant.
+    let registry = net.ledger().unwrap().settlement();
+    let first = keys(&net).await;
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < deadline {
+        let served = keys(&net).await;
+        let records = registry.published_keys().await.unwrap();
+        assert_eq!(records.len(), 1, "one proxy, one record");
+        assert!(
+            kokon_ohttp::keys::is_published(&records[0].1.ohttp, &served),
+            "served key {} before the registry held it",
+            served.key_id
+        );
+        seen.insert(served.key_id);
+        // Within the relay's 20 requests a second per address.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.len() >= 4, "rotated several times: {seen:?}");
+    let record = &registry.published_keys().await.unwrap()[0].1;
+    let listed = KeyConfig::decode_list(&record.ohttp).unwrap();
+    assert_eq!(listed.len(), 2, "the new key and the previous one");
+    assert!(!listed.contains(&first), "the first key is long withdrawn");
+    let r = chat(&net.base_url(), "m", "across rotations", false).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
 }

@@ -40,23 +40,20 @@ impl KeyPublisher {
     /// Publishes `ohttp` (an `application/ohttp-keys` body) as what the
     /// gateway hands out from now on; returns once the registry holds it.
     pub async fn ohttp(&self, ohttp: Vec<u8>) -> Result<(), PayError> {
-        let mut record = self.record.lock().await;
-        let next = KeyRecord {
-            ohttp,
-            ..record.clone()
-        };
-        self.chain.publish_keys(&self.key, &next).await?;
-        *record = next;
-        Ok(())
+        self.publish(|r| r.ohttp = ohttp).await
     }
 
     /// Publishes the credit issuer's fingerprint.
     pub async fn credits(&self, fingerprint: [u8; 32]) -> Result<(), PayError> {
+        self.publish(|r| r.credits = Some(fingerprint)).await
+    }
+
+    /// Publishes the record as `change` leaves it; it is kept only once
+    /// the registry took it (one publication at a time).
+    async fn publish(&self, change: impl FnOnce(&mut KeyRecord)) -> Result<(), PayError> {
         let mut record = self.record.lock().await;
-        let next = KeyRecord {
-            credits: Some(fingerprint),
-            ..record.clone()
-        };
+        let mut next = record.clone();
+        change(&mut next);
         self.chain.publish_keys(&self.key, &next).await?;
         *record = next;
         Ok(())

@@ -261,15 +261,13 @@ async fn run(
     frames_of(link, h, payload(text)).await
 }
 
+async fn credit_totals(net: &LocalNet) -> kokon_pay::books::proxy::CreditTotals {
+    let pay = net.proxy.pay().unwrap();
+    pay.books().await.credit_totals().unwrap()
+}
+
 async fn spent_tokens(net: &LocalNet) -> u64 {
-    net.proxy
-        .pay()
-        .unwrap()
-        .books()
-        .await
-        .credit_totals()
-        .unwrap()
-        .spent_tokens
+    credit_totals(net).await.spent_tokens
 }
 
 #[tokio::test]
@@ -531,15 +529,7 @@ async fn credit_keys_the_proxy_did_not_publish_are_never_pinned() {
         !wallet.exists(),
         "no wallet was made with the unpublished keys"
     );
-    let sold = net
-        .proxy
-        .pay()
-        .unwrap()
-        .books()
-        .await
-        .credit_totals()
-        .unwrap()
-        .sold;
+    let sold = credit_totals(&net).await.sold;
     assert_eq!(
         sold, BOUGHT,
         "only the network's own purchase was ever sold"

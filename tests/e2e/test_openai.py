@@ -68,3 +68,17 @@ def test_content_never_reaches_the_logs(client, kokon):
     time.sleep(0.5)
     assert CANARY not in log.read_text(errors="replace")
     assert "Repeat after me" not in log.read_text(errors="replace")
+
+
+def test_frequency_and_presence_penalties_reach_the_model(client):
+    ask = [{"role": "user", "content": "List twenty fruits, one per line."}]
+    answer = lambda **kw: client.chat.completions.create(
+        model=MODEL, messages=ask, temperature=0, max_tokens=48, **kw).choices[0].message.content
+    plain = answer()
+    penalised = answer(frequency_penalty=2.0)
+    assert penalised != plain, "greedy, the penalty changed the answer"
+    assert answer(frequency_penalty=2.0) == penalised, "and still deterministically"
+    assert answer(presence_penalty=2.0) != plain
+    with pytest.raises(openai.BadRequestError) as e:
+        answer(presence_penalty=3)
+    assert e.value.body["param"] == "presence_penalty"

@@ -153,7 +153,7 @@ impl Inner {
         let mut batch = LlamaBatch::new(n_ctx, 1);
         self.prefill(&mut ctx, &mut batch, &tokens, out, cancel)?;
 
-        let mut sampler = sampler(&job.params);
+        let mut sampler = sampler(&job.params, self.model.n_vocab(), max_new);
         let mut utf8 = Utf8Assembler::default();
         let mut stops = StopMatcher::new(job.params.stop.clone());
         let mut pos = tokens.len() as i32;
@@ -264,18 +264,31 @@ fn failed(e: impl std::fmt::Display) -> EngineError {
     EngineError::Failed(e.to_string())
 }
 
-/// Greedy at temperature 0; otherwise top-p then temperature then a seeded draw.
-fn sampler(p: &SamplingParams) -> LlamaSampler {
+/// The presence and frequency penalties first (over the completion so far:
+/// the sampler sees only the tokens it picked), then greedy at temperature
+/// 0, otherwise top-p then temperature then a seeded draw.
+fn sampler(p: &SamplingParams, n_vocab: i32, max_new: usize) -> LlamaSampler {
+    let (presence, frequency) = (
+        p.presence_penalty.unwrap_or(0.0),
+        p.frequency_penalty.unwrap_or(0.0),
+    );
+    let penalties = (presence != 0.0 || frequency != 0.0).then(|| {
+        // The window is the whole completion; the repeat penalty stays off.
+        let window = i32::try_from(max_new.max(1)).unwrap_or(i32::MAX);
+        LlamaSampler::penalties(n_vocab, window, 1.0, frequency, presence)
+    });
     let temperature = p.temperature.unwrap_or(1.0);
-    if temperature <= 0.0 {
-        return LlamaSampler::greedy();
-    }
-    let seed = p.seed.map(|s| s as u32).unwrap_or_else(rand_seed);
-    LlamaSampler::chain_simple([
-        LlamaSampler::top_p(p.top_p.unwrap_or(1.0).clamp(0.0, 1.0), 1),
-        LlamaSampler::temp(temperature),
-        LlamaSampler::dist(seed),
-    ])
+    let pick = if temperature <= 0.0 {
+        vec![LlamaSampler::greedy()]
+    } else {
+        let seed = p.seed.map(|s| s as u32).unwrap_or_else(rand_seed);
+        vec![
+            LlamaSampler::top_p(p.top_p.unwrap_or(1.0).clamp(0.0, 1.0), 1),
+            LlamaSampler::temp(temperature),
+            LlamaSampler::dist(seed),
+        ]
+    };
+    LlamaSampler::chain_simple(penalties.into_iter().chain(pick))
 }
 
 fn rand_seed() -> u32 {

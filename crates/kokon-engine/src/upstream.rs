@@ -96,6 +96,8 @@ fn request_body(job: &JobRequest) -> (String, Value) {
         top_p,
         stop,
         seed,
+        presence_penalty,
+        frequency_penalty,
         max_prompt_tokens: _,
     } = &job.params;
     let mut body = json!({
@@ -126,6 +128,8 @@ fn request_body(job: &JobRequest) -> (String, Value) {
     set("temperature", json!(temperature));
     set("top_p", json!(top_p));
     set("seed", json!(seed));
+    set("presence_penalty", json!(presence_penalty));
+    set("frequency_penalty", json!(frequency_penalty));
     if !stop.is_empty() {
         set("stop", json!(stop));
     }
@@ -342,6 +346,22 @@ fn finish_with(usage: Option<Usage>, finish_reason: FinishReason) -> Result<JobE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upstream_gets_the_penalties_only_when_there_are_some() {
+        let mut job = JobRequest {
+            model: "m".into(),
+            input: JobInput::Prompt("hi".into()),
+            params: SamplingParams::default(),
+        };
+        let (_, body) = request_body(&job);
+        assert!(body.get("presence_penalty").is_none() && body.get("frequency_penalty").is_none());
+        job.params.presence_penalty = Some(0.5);
+        job.params.frequency_penalty = Some(-1.0);
+        let (_, body) = request_body(&job);
+        assert_eq!(body["presence_penalty"], json!(0.5));
+        assert_eq!(body["frequency_penalty"], json!(-1.0));
+    }
 
     #[test]
     fn parses_chat_completion_and_usage_events() {

@@ -175,3 +175,40 @@ async fn a_cancel_stops_prefill_within_a_chunk_and_reports_what_was_processed() 
         "prefill went on to {processed} tokens after the cancel"
     );
 }
+
+/// How often the most repeated word of `text` appears.
+fn most_repeated(text: &str) -> usize {
+    let mut counts = std::collections::HashMap::new();
+    for w in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        *counts.entry(w.to_lowercase()).or_insert(0usize) += 1;
+    }
+    counts.into_values().max().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn frequency_and_presence_penalties_cut_repetition_deterministically() {
+    let e = engine();
+    let q = "List twenty fruits, one per line.";
+    let (plain, _) = run(&e, chat(q, greedy(64))).await;
+    let penalised = |frequency, presence| SamplingParams {
+        frequency_penalty: Some(frequency),
+        presence_penalty: Some(presence),
+        ..greedy(64)
+    };
+    let (freq, _) = run(&e, chat(q, penalised(2.0, 0.0))).await;
+    let (pres, _) = run(&e, chat(q, penalised(0.0, 2.0))).await;
+    let (again, _) = run(&e, chat(q, penalised(2.0, 0.0))).await;
+    assert_eq!(freq, again, "greedy with a penalty is still deterministic");
+    assert_ne!(freq, plain, "the frequency penalty changed the answer");
+    assert_ne!(pres, plain, "the presence penalty changed the answer");
+    // Greedy, this model lists "Apples, Bananas, Apples," over and over.
+    for penalised in [&freq, &pres] {
+        assert!(
+            most_repeated(penalised) < most_repeated(&plain),
+            "fewer repeats: {penalised:?} vs {plain:?}"
+        );
+    }
+}

@@ -37,8 +37,6 @@ struct Unsupported {
     logprobs: Option<serde_json::Value>,
     top_logprobs: Option<serde_json::Value>,
     logit_bias: Option<serde_json::Value>,
-    presence_penalty: Option<serde_json::Value>,
-    frequency_penalty: Option<serde_json::Value>,
     audio: Option<serde_json::Value>,
     modalities: Option<serde_json::Value>,
     prediction: Option<serde_json::Value>,
@@ -96,8 +94,6 @@ impl Unsupported {
             ("logprobs", truthy(&self.logprobs)),
             ("top_logprobs", nonzero(&self.top_logprobs)),
             ("logit_bias", nonempty(&self.logit_bias)),
-            ("presence_penalty", nonzero(&self.presence_penalty)),
-            ("frequency_penalty", nonzero(&self.frequency_penalty)),
             ("audio", set(&self.audio)),
             ("modalities", !text_only(&self.modalities)),
             ("prediction", set(&self.prediction)),
@@ -197,6 +193,8 @@ pub(crate) struct OpenAiRequest {
     stop: Option<StopField>,
     seed: Option<u64>,
     n: Option<u32>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
 }
 
 /// What the handler needs besides the job.
@@ -214,6 +212,15 @@ fn bad(param: &str, msg: &str) -> ApiError {
     )
 }
 
+/// A penalty within OpenAI's -2 to 2; 0 is none (the job says nothing).
+fn penalty(name: &str, v: Option<f32>) -> Result<Option<f32>, ApiError> {
+    match v {
+        Some(p) if !(-2.0..=2.0).contains(&p) => Err(bad(name, &format!("{p} is outside -2 to 2"))),
+        Some(p) if p != 0.0 => Ok(Some(p)),
+        _ => Ok(None),
+    }
+}
+
 impl OpenAiRequest {
     fn sampling(&mut self) -> Result<SamplingParams, ApiError> {
         if let Some(t) = self.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
@@ -222,6 +229,8 @@ impl OpenAiRequest {
         if let Some(p) = self.top_p.filter(|p| !(0.0..=1.0).contains(p)) {
             return Err(bad("top_p", &format!("{p} is outside 0 to 1")));
         }
+        let presence_penalty = penalty("presence_penalty", self.presence_penalty)?;
+        let frequency_penalty = penalty("frequency_penalty", self.frequency_penalty)?;
         if self.n.is_some_and(|n| n != 1) {
             return Err(bad("n", "only n = 1 is supported"));
         }
@@ -250,6 +259,8 @@ impl OpenAiRequest {
             top_p: self.top_p,
             stop,
             seed: self.seed,
+            presence_penalty,
+            frequency_penalty,
             // The worker sets it from the signed budget.
             max_prompt_tokens: None,
         })

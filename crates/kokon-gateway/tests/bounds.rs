@@ -182,8 +182,8 @@ async fn unsupported_parameters_are_named_not_ignored() {
         ),
         (r#""logprobs":true"#, "logprobs"),
         (r#""logit_bias":{"42":5}"#, "logit_bias"),
-        (r#""presence_penalty":0.5"#, "presence_penalty"),
-        (r#""frequency_penalty":1"#, "frequency_penalty"),
+        (r#""presence_penalty":2.5"#, "presence_penalty"),
+        (r#""frequency_penalty":-3"#, "frequency_penalty"),
         (r#""modalities":["text","audio"]"#, "modalities"),
     ];
     for (extra, name) in refused {
@@ -196,7 +196,8 @@ async fn unsupported_parameters_are_named_not_ignored() {
         assert_eq!(v["error"]["param"], name, "{body}");
         assert!(v["error"]["message"].as_str().unwrap().contains(name));
     }
-    // Values that change nothing are accepted (clients send defaults).
+    // Values that change nothing (clients send defaults) and penalties in
+    // range are accepted.
     let harmless = [
         r#""tools":[]"#,
         r#""tool_choice":"none""#,
@@ -204,6 +205,8 @@ async fn unsupported_parameters_are_named_not_ignored() {
         r#""logprobs":false"#,
         r#""presence_penalty":0"#,
         r#""frequency_penalty":0.0"#,
+        r#""presence_penalty":0.5"#,
+        r#""frequency_penalty":-1.5"#,
         r#""logit_bias":{}"#,
         r#""modalities":["text"]"#,
         r#""user":"u-1""#,
@@ -324,4 +327,25 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     assert_eq!(n, 0, "the fifth connection was served");
     drop(held);
     shutdown.cancel();
+}
+
+#[test]
+fn penalties_reach_the_job_and_zero_says_nothing() {
+    use kokon_proto::JobKind;
+    let job = |extra: &str| {
+        let body =
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#);
+        kokon_gateway::check_request(body.as_bytes(), JobKind::Chat, None)
+            .unwrap()
+            .1
+            .params
+    };
+    let p = job(r#","presence_penalty":0.5,"frequency_penalty":-1.25"#);
+    assert_eq!(
+        (p.presence_penalty, p.frequency_penalty),
+        (Some(0.5), Some(-1.25))
+    );
+    let p = job(r#","presence_penalty":0,"frequency_penalty":0.0"#);
+    assert_eq!((p.presence_penalty, p.frequency_penalty), (None, None));
+    assert_eq!(p, job(""), "a zero penalty is the job without one");
 }

@@ -50,6 +50,14 @@ pub struct SamplingParams {
     #[serde(default)]
     pub stop: Vec<String>,
     pub seed: Option<u64>,
+    /// OpenAI's `presence_penalty` (-2 to 2): subtracted from the logit of
+    /// every token already in the completion. `None`: 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    /// OpenAI's `frequency_penalty` (-2 to 2): subtracted once per time a
+    /// token already appears in the completion. `None`: 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
 }
 
 /// One streamed piece of output (inside a `Data` frame).

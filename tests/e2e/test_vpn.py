@@ -174,3 +174,42 @@ def test_without_a_registry_to_publish_in_or_check_against_nothing_starts():
         r = subprocess.run([str(BINARY), *args], env=env, capture_output=True, timeout=60)
         assert r.returncode != 0, args
         assert b"--devnet" in r.stderr and b"registry" in r.stderr, r.stderr[-2000:]
+
+
+def test_a_user_with_tokens_alone_holds_no_channel():
+    """The VPN case proper: the provider's gateway (with the channel) buys
+    for a user whose own `kokon client --relay --credits` has no channel at
+    all — it reads the registry's published keys with --registry-chain — and
+    the user's job through the relay is paid by its tokens."""
+    home = Path(tempfile.mkdtemp())
+    net = VpnNetwork(["--credits", str(home / "provider-credits.db")])
+    user_env = {k: v for k, v in os.environ.items() if k != "KOKON_DEVNET"}
+    user_env.update(KOKON_HOME=str(home), KOKON_REGISTRY=str(net.home / "registry.toml"))
+    api = free_port()
+    user = start(["client", "--relay", net.relay_url, "--listen", f"127.0.0.1:{api}",
+                  "--credits", str(home / "user-credits.db"),
+                  "--registry-chain", str(net.home / "devnet")], user_env, home / "user.log")
+    net.procs.append(user)
+    try:
+        base = f"http://127.0.0.1:{api}/v1"
+        wait_until("user's gateway up", lambda: httpx_ok(f"{base}/models"), timeout=60)
+        asked = httpx.post(f"{base}/credits/request", json={"amount_nanoton": "100000"}, timeout=60)
+        assert asked.status_code == 200, asked.text
+        requests = asked.json()["requests"]
+        sold = httpx.post(f"{net.base}/credits/buy", json={"requests": requests}, timeout=60)
+        assert sold.status_code == 200, sold.text
+        kept = httpx.post(f"{base}/credits/accept", timeout=60,
+                          json={"requests": requests, "responses": sold.json()["responses"]})
+        assert kept.json() == {"added_nanoton": "100000"}, kept.text
+        r = httpx.post(f"{base}/chat/completions", timeout=60,
+                       json={"model": "echo", "messages": [{"role": "user", "content": "only tokens"}]})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"].strip() == "only tokens"
+        ledger = sqlite3.connect(net.home / "devnet" / "ledger.db")
+        try:
+            channels = ledger.execute("SELECT count(*) FROM channels").fetchone()[0]
+        finally:
+            ledger.close()
+        assert channels == 1, "only the provider's channel: the user holds none"
+    finally:
+        net.stop()

@@ -291,6 +291,12 @@ pub struct ClientArgs {
     /// a channel too, the channel only buys tokens [default: none].
     #[arg(long, env = "KOKON_CLIENT_CREDITS")]
     pub credits: Option<PathBuf>,
+    /// Where to read the keys the proxies published in the registry,
+    /// without paying from it: a devnet directory (its ledger), or one
+    /// holding a ton.json. For a relayed user paying by tokens alone, so
+    /// that no channel names it [default: --devnet's].
+    #[arg(long, env = "KOKON_CLIENT_REGISTRY_CHAIN")]
+    pub registry_chain: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -684,7 +690,8 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
         max_connections,
         header_timeout_secs,
         relay,
-        credits
+        credits,
+        registry_chain
     );
     merge_common(&mut a.common, &mut file.common);
     let shutdown = CancellationToken::new();
@@ -744,13 +751,22 @@ pub async fn client(mut a: ClientArgs) -> anyhow::Result<()> {
     };
     // A relayed or credit-paying client checks the keys it is handed
     // against what the proxies published in the registry (on its chain).
+    let chain = match &a.registry_chain {
+        Some(dir) => Some(
+            PaySpec::load(dir.clone())
+                .and_then(|s| s.ledger())
+                .with_context(|| format!("--registry-chain {}", dir.display()))?
+                .settlement(),
+        ),
+        None => chain,
+    };
     let registry = match (&cfg.relay, &a.credits, chain) {
         (None, None, _) => None,
         (_, _, Some(chain)) => Some(chain),
         (_, _, None) => bail!(
             "--relay and --credits check the keys the proxy hands out against the ones it \
-             published in the registry: say where the registry's chain is with --devnet DIR \
-             (a devnet, or a ton.json for TON)"
+             published in the registry: say where the registry's chain is with \
+             --registry-chain DIR (read only) or --devnet DIR (a devnet, or a ton.json for TON)"
         ),
     };
     let credits = match &a.credits {

@@ -69,7 +69,7 @@ test('gas and fees per operation stay within the documented bounds', async () =>
   h.expectOk(await w.proxy.send({ to: r.address, value: toNano('1'), init: r.init }), r.address);
   measure(rows, 'registry: set model', await w.proxy.send({ to: r.address, value: toNano('0.05'),
     body: k.body.setModel(Buffer.alloc(32, 1), 'm') }), r.address);
-  // A proxy's rotation: two OHTTP key configurations (82 bytes) and its
+  // A proxy's rotation: two OHTTP key configurations (86 bytes: 2 × (2 + 41)) and its
   // credit keys' fingerprint, sent from its own wallet.
   // (On a registry of its own, so the rent below stays that of a registry
   // holding one model.)
@@ -78,7 +78,7 @@ test('gas and fees per operation stay within the documented bounds', async () =>
   h.expectOk(await w.stranger.send({ to: r2.address, value: toNano('0.05'),
     body: k.body.setProxy(Buffer.alloc(32, 2), { wallet: w.client.address, endpoint: 'p:7400' }) }), r2.address);
   measure(rows, 'registry: a proxy publishes its keys', await w.client.send({ to: r2.address, value: toNano('0.05'),
-    body: k.body.setGatewayKeys(Buffer.alloc(32, 2), { ohttp: Buffer.alloc(82, 7), credits: Buffer.alloc(32, 9) }) }), r2.address);
+    body: k.body.setGatewayKeys(Buffer.alloc(32, 2), { ohttp: Buffer.alloc(86, 7), credits: Buffer.alloc(32, 9) }) }), r2.address);
 
   // A year of storage rent, charged on the next transaction.
   const rent = {};
